@@ -1,0 +1,43 @@
+# Two commands matter: `make serve` and `make test`. Everything else is a step they use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+PKG_DIRS := allmicro_data ingest api storage
+
+.PHONY: serve test lint typecheck pytest install bench clean
+
+# The venv is rebuilt when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/allmicro serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links that
+# puts ingest/, api/ and storage/ where their import names say they are.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/allmicro_data
+	for f in allmicro_data/*; do ln -s "$$PWD/$$f" build/typecheck/allmicro_data/; done
+	for d in ingest api storage; do ln -s "$$PWD/$$d" build/typecheck/allmicro_data/$$d; done
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml allmicro_data
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/convert.py
+
+clean:
+	rm -rf build $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,364 @@
+"""Catalogue tables: who may see what, which originals are stored, which images they hold, jobs, audit."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so that migrations are the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always returned timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalogue; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK, identical on both databases.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class OrganisationKind(enum.StrEnum):
+    LEAD_PARTNER = "lead_partner"
+    PARTNER = "partner"
+    COMPANY = "company"
+
+
+class ProjectKind(enum.StrEnum):
+    RESEARCH = "research"
+    PILOT = "pilot"
+
+
+class Role(enum.StrEnum):
+    """Project roles, each including the rights of the ones before it."""
+
+    VIEWER = "viewer"
+    CONTRIBUTOR = "contributor"
+    MANAGER = "manager"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class ImageStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobKind(enum.StrEnum):
+    INGEST = "ingest"
+
+
+class Organisation(Base):
+    __tablename__ = "organisation"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[OrganisationKind] = mapped_column(_enum(OrganisationKind, "organisation_kind"))
+    country: Mapped[str | None] = mapped_column(String(2))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="organisation")
+
+
+class User(Base):
+    __tablename__ = "user_account"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"), index=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    organisation: Mapped[Organisation] = relationship(back_populates="users")
+
+
+class Project(Base):
+    __tablename__ = "project"
+    __table_args__ = (
+        CheckConstraint(
+            "kind = 'research' OR client_organisation_id IS NOT NULL", name="pilot_has_client"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[ProjectKind] = mapped_column(_enum(ProjectKind, "project_kind"))
+    # A pilot project is done for one client company; research projects have none.
+    client_organisation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organisation.id"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    datasets: Mapped[list[Dataset]] = relationship(back_populates="project")
+    memberships: Mapped[list[ProjectMembership]] = relationship(back_populates="project")
+
+
+class ProjectMembership(Base):
+    """A user, or a whole organisation, holding a role in a project."""
+
+    __tablename__ = "project_membership"
+    __table_args__ = (
+        CheckConstraint(
+            "(user_id IS NULL) <> (organisation_id IS NULL)", name="user_or_organisation"
+        ),
+        UniqueConstraint("project_id", "user_id", name="uq_membership_project_user"),
+        UniqueConstraint("project_id", "organisation_id", name="uq_membership_project_org"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    organisation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organisation.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[Role] = mapped_column(_enum(Role, "project_role"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="memberships")
+
+
+class Dataset(Base):
+    __tablename__ = "dataset"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="datasets")
+    files: Mapped[list[File]] = relationship(back_populates="dataset")
+    images: Mapped[list[Image]] = relationship(back_populates="dataset")
+
+
+class File(Base):
+    """An original as uploaded: its bytes live, content-addressed and immutable, at storage_key."""
+
+    __tablename__ = "file"
+    __table_args__ = (Index("ix_file_dataset_sha256", "dataset_id", "sha256"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    storage_key: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    original_name: Mapped[str] = mapped_column(String(1024))
+    relative_path: Mapped[str | None] = mapped_column(String(4096))
+    # Files uploaded with the same group key form one acquisition (EMI+SER, MRC+mdoc, …).
+    group_key: Mapped[str | None] = mapped_column(String(300))
+    format: Mapped[str | None] = mapped_column(String(100))
+    uploaded_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="files")
+
+
+class ImageFile(Base):
+    """Which originals an image was read from (one for most formats, several for EMI+SER and the like)."""
+
+    __tablename__ = "image_file"
+
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[str] = mapped_column(ForeignKey("file.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(32), default="primary")
+
+
+class Image(Base):
+    """One viewable series read from one or more originals, with its pyramid and metadata."""
+
+    __tablename__ = "image"
+    __table_args__ = (
+        Index("ix_image_dataset_status", "dataset_id", "status"),
+        Index("ix_image_modality_acquired", "modality", "acquired_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    name: Mapped[str] = mapped_column(String(1024))
+    series_index: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[ImageStatus] = mapped_column(
+        _enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str | None] = mapped_column(String(100))
+
+    # Pixels as stored in the pyramid: axes letters from "tczyx", shape in the same order.
+    axes: Mapped[str | None] = mapped_column(String(8))
+    shape: Mapped[list[Any] | None]
+    dtype: Mapped[str | None] = mapped_column(String(16))
+
+    # Normalised acquisition fields, SI units; null when the file does not carry them.
+    modality: Mapped[str | None] = mapped_column(String(32), index=True)
+    vendor: Mapped[str | None] = mapped_column(String(100), index=True)
+    instrument: Mapped[str | None] = mapped_column(String(200), index=True)
+    acquired_at: Mapped[datetime | None] = mapped_column(index=True)
+    operator: Mapped[str | None] = mapped_column(String(200))
+    pixel_size_x: Mapped[float | None] = mapped_column(Float, index=True)
+    pixel_size_y: Mapped[float | None] = mapped_column(Float)
+    pixel_size_z: Mapped[float | None] = mapped_column(Float)
+    accelerating_voltage: Mapped[float | None] = mapped_column(Float)
+    magnification: Mapped[float | None] = mapped_column(Float)
+    working_distance: Mapped[float | None] = mapped_column(Float)
+    horizontal_field_width: Mapped[float | None] = mapped_column(Float)
+    detector: Mapped[str | None] = mapped_column(String(200))
+    beam_current: Mapped[float | None] = mapped_column(Float)
+    dwell_time: Mapped[float | None] = mapped_column(Float)
+    exposure_time: Mapped[float | None] = mapped_column(Float)
+    tilt_angle_deg: Mapped[float | None] = mapped_column(Float)
+    camera_length: Mapped[float | None] = mapped_column(Float)
+    objective: Mapped[str | None] = mapped_column(String(200))
+    channels: Mapped[list[Any] | None]
+
+    vendor_metadata: Mapped[dict[str, Any] | None]
+    warnings: Mapped[list[Any] | None]
+
+    # Where the pyramid lives in the object store, and what it looks like.
+    pyramid_key: Mapped[str | None] = mapped_column(String(300))
+    ngff_version: Mapped[str | None] = mapped_column(String(8))
+    levels: Mapped[int | None] = mapped_column(Integer)
+    ome_xml_key: Mapped[str | None] = mapped_column(String(300))
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="images")
+
+
+class Job(Base):
+    """A unit of background work. The row is the truth; queues only carry its id."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_status_not_before", "status", "not_before"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"))
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), default=JobStatus.QUEUED
+    )
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
+    file_id: Mapped[str | None] = mapped_column(ForeignKey("file.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # A running job is owned by whoever holds an unexpired lease; an expired lease means the
+    # worker died, and the job may be taken again.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when and from where."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_project_at", "project_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    actor_user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    actor: Mapped[str | None] = mapped_column(String(320))
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(36))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    success: Mapped[bool] = mapped_column(default=True)
+    detail: Mapped[dict[str, Any] | None]

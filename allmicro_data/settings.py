@@ -1,0 +1,94 @@
+"""Server settings: one class, read from ALLMICRO_* environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_file() -> Path | None:
+    configured = os.environ.get("ALLMICRO_CONFIG_FILE")
+    return Path(configured) if configured else None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Defaults run the embedded server under ./allmicro-data/."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLMICRO_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("allmicro-data"), description="Root for the embedded database and object store."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under data_dir."
+    )
+    storage_url: str | None = Field(
+        default=None, description="file:///path or s3://bucket/prefix?endpoint=…; default: data_dir/objects."
+    )
+    replica_urls: list[str] = Field(default_factory=list)
+    queue: Literal["embedded", "celery"] = "embedded"
+    broker_url: str | None = None
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs sessions and links; default: a key generated once under data_dir."
+    )
+    admin_email: str = "admin@localhost"
+    admin_password: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upgrade_on_start: bool = Field(
+        default=True, description="Apply catalogue migrations when the server starts (embedded default)."
+    )
+    job_workers: int = Field(default=2, ge=0, description="Processes of the embedded job runner.")
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    max_upload_bytes: int = Field(default=200 * 1024**3, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'catalogue.sqlite3'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "objects").as_uri()
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where partial uploads are spooled before they become objects."""
+        return self.data_dir / "uploads"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

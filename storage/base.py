@@ -1,0 +1,123 @@
+"""The object-store protocol every store implements, and the errors and records it uses."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+# Keys are relative, slash-separated, without empty, "." or ".." parts: a key can never escape
+# the store's root, whatever a caller passes in.
+_KEY_PART = re.compile(r"^[A-Za-z0-9._\-]+$")
+
+CHUNK_SIZE = 1024 * 1024
+
+
+class StorageError(Exception):
+    """A store could not do what was asked (I/O, network, permissions)."""
+
+
+class ObjectNotFound(StorageError, KeyError):
+    """No object exists under the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"no object under key {self.key!r}"
+
+
+class InvalidKey(StorageError, ValueError):
+    """The key is not a well-formed relative object key."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a store holds under a key after a write: its size and its sha256."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+def validate_key(key: str) -> str:
+    """Return the key if it is a safe relative key, else raise InvalidKey."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise InvalidKey(f"invalid object key {key!r}")
+    for part in key.split("/"):
+        if part in ("", ".", "..") or not _KEY_PART.match(part):
+            raise InvalidKey(f"invalid object key {key!r}")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key-like path that may end with '/'."""
+    if prefix == "":
+        return prefix
+    stripped = prefix[:-1] if prefix.endswith("/") else prefix
+    validate_key(stripped)
+    return prefix
+
+
+def iter_stream(stream: BinaryIO | Iterable[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield the bytes of a file-like object or an iterable of byte strings."""
+    if hasattr(stream, "read"):
+        reader: BinaryIO = stream  # type: ignore[assignment]
+        while True:
+            block = reader.read(chunk_size)
+            if not block:
+                return
+            yield block
+    else:
+        for block in stream:  # type: ignore[union-attr]
+            if block:
+                yield bytes(block)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Immutable-object storage addressed by relative keys.
+
+    Writes are atomic: a reader sees either the whole new object or none (or the old one).
+    Every write reports the sha256 and size of what was stored, so callers can record fixity.
+    """
+
+    @property
+    def url(self) -> str:
+        """A URL that names this store (file:///… or s3://…), never containing secrets."""
+        ...
+
+    def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        """Store the bytes from a stream under key, computing sha256 as they are written."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        """Store a small object held in memory."""
+        ...
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream bytes [start, end) of an object (end exclusive; None means to the end)."""
+        ...
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Read bytes [start, end) of an object into memory."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing object is not an error."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys that start with prefix, in lexicographic order."""
+        ...

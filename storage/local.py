@@ -1,0 +1,172 @@
+"""LocalStore: objects as files under one directory, written atomically (temp file, fsync, rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from allmicro_data.storage.base import (
+    CHUNK_SIZE,
+    InvalidKey,
+    ObjectNotFound,
+    StorageError,
+    StoredObject,
+    iter_stream,
+    validate_key,
+    validate_prefix,
+)
+
+# Temporary files live inside the root so that the final rename never crosses a filesystem.
+TMP_DIR = ".allmicro-tmp"
+
+
+class LocalStore:
+    """An ObjectStore on a local (or mounted) filesystem.
+
+    A crash at any point leaves either the complete object under its key or nothing: bytes go to a
+    temporary file in the same filesystem, are flushed with fsync, and only then renamed into
+    place. `durable=False` skips the fsync, for scratch stores whose contents can be rebuilt.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.durable = durable
+        try:
+            (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create store directory {self.root}: {exc}") from exc
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """The file that holds key; zarr and other readers may open it directly."""
+        validate_key(key)
+        if key.split("/", 1)[0] == TMP_DIR:
+            raise InvalidKey(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        target = self.path(key)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                for block in iter_stream(stream):
+                    tmp.write(block)
+                    digest.update(block)
+                    size += len(block)
+                tmp.flush()
+                if self.durable:
+                    os.fsync(tmp.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, target)
+            if self.durable:
+                _fsync_dir(target.parent)
+        except BaseException as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
+            raise
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        return self.put(key, [data])
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        # Open eagerly so that a missing key fails at the call, not at the first iteration.
+        handle = self._open_file(key)
+        return _read_range(handle, start, end)
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        with self._open_file(key) as handle:
+            if start:
+                handle.seek(start)
+            return handle.read() if end is None else handle.read(max(0, end - start))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        # Prune empty directories up to the root so listings stay clean.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
+        # Walk only the directory the prefix points into, not the whole store.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            return iter(())
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            if rel_dir == ".":
+                rel_dir = ""
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    keys.append(key)
+        keys.sort()
+        return iter(keys)
+
+    def _open_file(self, key: str) -> BinaryIO:
+        try:
+            return self.path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} from {self.root}: {exc}") from exc
+
+
+def _read_range(handle: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    with handle:
+        if start:
+            handle.seek(start)
+        remaining = None if end is None else max(0, end - start)
+        while remaining is None or remaining > 0:
+            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+            block = handle.read(want)
+            if not block:
+                return
+            if remaining is not None:
+                remaining -= len(block)
+            yield block
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Directory fsync makes the rename itself durable; not every platform allows it.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
