@@ -27,26 +27,30 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALLMICRO_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path("allmicro-data"), description="Root for the embedded database and object store."
+        default=Path("allmicro-data"),
+        description="Root for the embedded database and object store.",
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file under data_dir."
     )
     storage_url: str | None = Field(
-        default=None, description="file:///path or s3://bucket/prefix?endpoint=…; default: data_dir/objects."
+        default=None,
+        description="file:///path or s3://bucket/prefix?endpoint=…; default: data_dir/objects.",
     )
     replica_urls: list[str] = Field(default_factory=list)
     queue: Literal["embedded", "celery"] = "embedded"
     broker_url: str | None = None
     secret_key: SecretStr | None = Field(
-        default=None, description="Signs sessions and links; default: a key generated once under data_dir."
+        default=None,
+        description="Signs sessions and links; default: a key generated once under data_dir.",
     )
     admin_email: str = "admin@localhost"
     admin_password: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     upgrade_on_start: bool = Field(
-        default=True, description="Apply catalogue migrations when the server starts (embedded default)."
+        default=True,
+        description="Apply catalogue migrations when the server starts (embedded default).",
     )
     job_workers: int = Field(default=2, ge=0, description="Processes of the embedded job runner.")
     job_lease_seconds: float = Field(default=60.0, gt=0)

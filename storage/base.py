@@ -62,7 +62,9 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def iter_stream(stream: BinaryIO | Iterable[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def iter_stream(
+    stream: BinaryIO | Iterable[bytes], chunk_size: int = CHUNK_SIZE
+) -> Iterator[bytes]:
     """Yield the bytes of a file-like object or an iterable of byte strings."""
     if hasattr(stream, "read"):
         reader: BinaryIO = stream  # type: ignore[assignment]

@@ -17,6 +17,4 @@ def open_store(url: str) -> ObjectStore:
         if not path:
             raise StorageError(f"storage URL {url!r} names no directory")
         return LocalStore(Path(path))
-    raise StorageError(
-        f"unsupported storage URL scheme {parts.scheme!r} (expected file:///path)"
-    )
+    raise StorageError(f"unsupported storage URL scheme {parts.scheme!r} (expected file:///path)")

@@ -20,8 +20,9 @@ from allmicro_data.storage.base import (
     validate_prefix,
 )
 
-# Temporary files live inside the root so that the final rename never crosses a filesystem.
-TMP_DIR = ".allmicro-tmp"
+# Temporary files sit beside their target, so the final rename never crosses a filesystem;
+# their names start with this prefix, which no key may use.
+TMP_PREFIX = ".allmicro-tmp-"
 
 
 class LocalStore:
@@ -36,7 +37,7 @@ class LocalStore:
         self.root = Path(root).resolve()
         self.durable = durable
         try:
-            (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create store directory {self.root}: {exc}") from exc
 
@@ -50,7 +51,7 @@ class LocalStore:
     def path(self, key: str) -> Path:
         """The file that holds key; zarr and other readers may open it directly."""
         validate_key(key)
-        if key.split("/", 1)[0] == TMP_DIR:
+        if any(part.startswith(TMP_PREFIX) for part in key.split("/")):
             raise InvalidKey(f"invalid object key {key!r}")
         return self.root / key
 
@@ -58,7 +59,11 @@ class LocalStore:
         target = self.path(key)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix="put-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as tmp:
                 for block in iter_stream(stream):
@@ -68,7 +73,6 @@ class LocalStore:
                 tmp.flush()
                 if self.durable:
                     os.fsync(tmp.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
             if self.durable:
                 _fsync_dir(target.parent)
@@ -126,8 +130,9 @@ class LocalStore:
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             if rel_dir == ".":
                 rel_dir = ""
-                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
             for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    continue
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if key.startswith(prefix):
                     keys.append(key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 
+from allmicro_data.storage.base import ObjectNotFound, ObjectStore, validate_prefix
 from zarr.abc.store import (
     ByteRequest,
     OffsetByteRequest,
@@ -20,8 +21,6 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 from zarr.core.buffer import Buffer, BufferPrototype
-
-from allmicro_data.storage.base import ObjectNotFound, ObjectStore, validate_prefix
 
 
 class ZarrObjectStore(Store):
@@ -89,9 +88,7 @@ class ZarrObjectStore(Store):
         prototype: BufferPrototype,
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
-        return list(
-            await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
-        )
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.objects.exists, self._key(key))

@@ -1,0 +1,68 @@
+"""Format readers, found by content. To add a format: write one module, add it to REGISTRY."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from allmicro_data.ingest.readers.base import (
+    Acquisition,
+    Channel,
+    ImageFile,
+    PixelSize,
+    Reader,
+    ReadError,
+    Series,
+    UnsupportedFormat,
+)
+from allmicro_data.ingest.readers.tiff import TiffReader
+
+# Order matters where formats nest: more specific readers come before generic ones.
+REGISTRY: list[Reader] = [TiffReader()]
+
+SNIFF_BYTES = 4096
+
+
+def sniff(path: Path) -> Reader:
+    """The reader whose format the file's content shows; the extension is never consulted."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise ReadError(f"{path.name}: cannot be opened ({exc.strerror or exc})") from exc
+    if not head:
+        raise ReadError(f"{path.name}: file is empty (0 bytes)")
+    for reader in REGISTRY:
+        if reader.sniff(head, path):
+            return reader
+    raise UnsupportedFormat(f"{path.name}: unrecognised file format (content matches no reader)")
+
+
+def open_image_file(path: Path, companions: Sequence[Path] = ()) -> ImageFile:
+    """Open an original with the reader its content calls for."""
+    reader = sniff(path)
+    try:
+        return reader.open(path, companions)
+    except ReadError:
+        raise
+    except MemoryError:
+        raise ReadError(f"{path.name}: {reader.name} data too large to read") from None
+    except Exception as exc:
+        raise ReadError(
+            f"{path.name}: broken {reader.name} file ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+__all__ = [
+    "REGISTRY",
+    "Acquisition",
+    "Channel",
+    "ImageFile",
+    "PixelSize",
+    "ReadError",
+    "Reader",
+    "Series",
+    "UnsupportedFormat",
+    "open_image_file",
+    "sniff",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from allmicro_data.catalogue.db import create_catalogue_engine
 from allmicro_data.catalogue.models import Base
 

@@ -1,0 +1,47 @@
+"""`allmicro info`: what a file holds, as the JSON document other tools read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from allmicro_data.ingest.readers import ReadError, Series, open_image_file
+
+
+def series_summary(series: Series) -> dict[str, Any]:
+    ps = series.pixel_size
+    return {
+        "name": series.name,
+        "axes": series.axes.upper(),
+        "shape": list(series.shape),
+        "dtype": str(series.dtype),
+        "pixel_size": {"x": ps.x, "y": ps.y, "z": ps.z},
+        "acquisition": series.acquisition.to_json(),
+        "vendor": series.vendor,
+        "warnings": list(series.warnings),
+    }
+
+
+def describe_file(path: Path, companions: Sequence[Path] = ()) -> dict[str, Any]:
+    """One entry of the `files` list: format, series, warnings, or the one-line error."""
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "format": None,
+        "error": None,
+        "warnings": [],
+        "series": [],
+    }
+    try:
+        with open_image_file(path, companions) as image_file:
+            entry["format"] = image_file.format
+            entry["warnings"] = list(image_file.warnings)
+            entry["series"] = [series_summary(s) for s in image_file.series]
+    except ReadError as exc:
+        entry["error"] = str(exc)
+    return entry
+
+
+def info_document(paths: Sequence[Path]) -> dict[str, Any]:
+    """The whole `allmicro info --json` document for the given files."""
+    return {"files": [describe_file(p) for p in paths]}

@@ -1,0 +1,171 @@
+"""The one small interface every format reader implements: files hold series; series hold pixels and metadata."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+AXIS_ORDER = "tczyx"
+
+
+class ReadError(Exception):
+    """A file cannot be read: unknown format, broken structure, or hostile content.
+
+    The message is one line a user can act on; it never includes a traceback.
+    """
+
+
+class UnsupportedFormat(ReadError):
+    """No registered reader recognises the file's content."""
+
+
+@dataclass(frozen=True, slots=True)
+class PixelSize:
+    """Physical size of one pixel (voxel) along each spatial axis, in metres; None when unknown."""
+
+    x: float | None = None
+    y: float | None = None
+    z: float | None = None
+
+    def for_axis(self, axis: str) -> float | None:
+        return {"x": self.x, "y": self.y, "z": self.z}.get(axis)
+
+
+@dataclass(slots=True)
+class Channel:
+    name: str | None = None
+    excitation_wavelength: float | None = None  # metres
+    emission_wavelength: float | None = None  # metres
+    color: str | None = None  # RRGGBB, when the file says which colour to show it in
+
+
+@dataclass(slots=True)
+class Acquisition:
+    """Normalised acquisition facts in SI units. A value the file does not carry stays None."""
+
+    modality: str | None = None  # "SEM", "TEM", "STEM", "FIB", "optical", "cryo-EM map", …
+    vendor: str | None = None
+    instrument: str | None = None
+    acquired_at: datetime | None = None  # timezone-aware when the file says the zone
+    operator: str | None = None
+    accelerating_voltage: float | None = None  # V
+    magnification: float | None = None
+    working_distance: float | None = None  # m
+    horizontal_field_width: float | None = None  # m
+    detector: str | None = None
+    beam_current: float | None = None  # A
+    dwell_time: float | None = None  # s
+    exposure_time: float | None = None  # s
+    tilt_angle_deg: float | None = None
+    camera_length: float | None = None  # m
+    objective: str | None = None
+    channels: list[Channel] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `acquisition` object of `allmicro info --json`."""
+        data = asdict(self)
+        data["acquired_at"] = self.acquired_at.isoformat() if self.acquired_at else None
+        data["channels"] = [
+            {
+                "name": c.name,
+                "excitation_wavelength": c.excitation_wavelength,
+                "emission_wavelength": c.emission_wavelength,
+            }
+            for c in self.channels
+        ]
+        return data
+
+
+class Series(abc.ABC):
+    """One image series: an n-dimensional array with named axes, calibration and metadata.
+
+    Axes are a subset of "tczyx" in that order (RGB data is c=3 with `rgb` set). `read` returns
+    only the region asked for and must not load more of the file than that region needs.
+    """
+
+    name: str = ""
+    axes: str = "yx"
+    shape: tuple[int, ...] = ()
+    dtype: np.dtype[Any] = np.dtype("uint8")
+    rgb: bool = False
+    pixel_size: PixelSize = PixelSize()
+    acquisition: Acquisition
+    vendor: dict[str, Any]
+    warnings: list[str]
+    # The region of the raster that is image (y0, y1, x0, x1), when part of it is not, such as
+    # an SEM data bar burned into the bottom rows; None means the whole raster.
+    image_region: tuple[int, int, int, int] | None = None
+
+    def __init__(self) -> None:
+        self.acquisition = Acquisition()
+        self.vendor = {}
+        self.warnings = []
+
+    @abc.abstractmethod
+    def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
+        """Pixels of region (one slice per axis, in `axes` order); None reads everything."""
+
+    def levels(self) -> list[Series]:
+        """Sub-resolutions the file already carries, largest first (empty if none)."""
+        return []
+
+    def ome_xml(self) -> str | None:
+        """The OME-XML document describing this series, if the reader builds one itself."""
+        return None
+
+    def normalise_region(self, region: Sequence[slice] | None) -> tuple[slice, ...]:
+        """Region with one concrete slice per axis, clipped to the shape; step must be 1."""
+        if region is None:
+            return tuple(slice(0, n) for n in self.shape)
+        if len(region) != len(self.shape):
+            raise ValueError(f"region has {len(region)} slices, series has axes {self.axes!r}")
+        out = []
+        for sl, n in zip(region, self.shape, strict=True):
+            start, stop, step = sl.indices(n)
+            if step != 1:
+                raise ValueError("strided regions are not supported")
+            out.append(slice(start, max(start, stop)))
+        return tuple(out)
+
+
+class ImageFile(abc.ABC):
+    """An opened original (plus companions): its format and the series it holds."""
+
+    format: str = ""
+    path: Path
+    series: list[Series]
+    warnings: list[str]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.series = []
+        self.warnings = []
+
+    def close(self) -> None:  # noqa: B027 - readers without handles have nothing to close
+        """Release file handles."""
+
+    def __enter__(self) -> ImageFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reader(abc.ABC):
+    """A format family. Register new readers in `allmicro_data.ingest.readers.REGISTRY`."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def sniff(self, head: bytes, path: Path) -> bool:
+        """True when the first bytes of the file (up to 4 KiB) show this format."""
+
+    @abc.abstractmethod
+    def open(self, path: Path, companions: Sequence[Path] = ()) -> ImageFile:
+        """Open the file; companions are other files of the same acquisition (sidecars)."""
