@@ -126,7 +126,7 @@ class LocalStore:
         if not start.is_dir():
             return iter(())
         keys: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(start):
+        for dirpath, _dirnames, filenames in os.walk(start):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             if rel_dir == ".":
                 rel_dir = ""
