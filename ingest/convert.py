@@ -10,9 +10,19 @@ from allmicro_data.storage.local import LocalStore
 
 
 def convert_file(
-    source: Path, target: Path, *, series_index: int = 0, progress: ProgressCallback | None = None
+    source: Path,
+    target: Path,
+    *,
+    series_index: int = 0,
+    ngff: str = "0.4",
+    chunk: int | None = None,
+    codec: str | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> PyramidInfo:
     """Convert one series of source into an OME-Zarr image at the directory target."""
+    if ngff != "0.4" or chunk is not None or codec is not None or workers is not None:
+        raise ValueError("this writer supports only NGFF 0.4 with its default chunks and codec")
     target = target.resolve()
     store = LocalStore(target)
     with open_image_file(source) as image_file:
