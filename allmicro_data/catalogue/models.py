@@ -154,6 +154,31 @@ class User(Base):
     organisation: Mapped[Organisation] = relationship(back_populates="users")
 
 
+class TokenKind(enum.StrEnum):
+    SESSION = "session"  # browser login, carried in a signed cookie
+    BEARER = "bearer"  # from POST /api/auth/token
+    PERSONAL = "personal"  # personal access tokens for instrument PCs and scripts
+
+
+class AccessToken(Base):
+    """A credential handed to a client. Only its sha256 is stored; the token is shown once."""
+
+    __tablename__ = "access_token"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[TokenKind] = mapped_column(_enum(TokenKind, "token_kind"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    scope: Mapped[str] = mapped_column(String(32), default="all")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 class Project(Base):
     __tablename__ = "project"
     __table_args__ = (

@@ -1,0 +1,221 @@
+"""People and projects: organisations, users, projects, datasets and memberships."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from allmicro_data.catalogue.models import (
+    Dataset,
+    Organisation,
+    OrganisationKind,
+    Project,
+    ProjectKind,
+    ProjectMembership,
+    Role,
+    User,
+)
+from allmicro_data.errors import Conflict, Invalid, NotFound
+from allmicro_data.passwords import WeakPassword, hash_password
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _flush(session: Session, what: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"{what} already exists") from None
+
+
+def create_organisation(
+    session: Session, *, name: str, kind: str, country: str | None = None
+) -> Organisation:
+    name = name.strip()
+    if not name:
+        raise Invalid("an organisation needs a name")
+    try:
+        org_kind = OrganisationKind(kind)
+    except ValueError:
+        raise Invalid(f"unknown organisation kind {kind!r}") from None
+    org = Organisation(name=name, kind=org_kind, country=country.upper() if country else None)
+    session.add(org)
+    _flush(session, f"organisation {name!r}")
+    return org
+
+
+def find_organisation(session: Session, id_or_name: str) -> Organisation:
+    org = session.get(Organisation, id_or_name) if _is_uuid(id_or_name) else None
+    org = (
+        org or session.scalars(select(Organisation).where(Organisation.name == id_or_name)).first()
+    )
+    if org is None:
+        raise NotFound(f"organisation {id_or_name!r} not found")
+    return org
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    organisation_id: str,
+    password: str | None,
+    display_name: str = "",
+    is_admin: bool = False,
+) -> User:
+    email = normalise_email(email)
+    if "@" not in email:
+        raise Invalid(f"{email!r} is not an e-mail address")
+    if session.get(Organisation, organisation_id) is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    try:
+        password_hash = hash_password(password) if password is not None else None
+    except WeakPassword as exc:
+        raise Invalid(str(exc)) from None
+    user = User(
+        email=email,
+        organisation_id=organisation_id,
+        password_hash=password_hash,
+        display_name=display_name,
+        is_admin=is_admin,
+    )
+    session.add(user)
+    _flush(session, f"user {email!r}")
+    return user
+
+
+def find_user(session: Session, id_or_email: str) -> User:
+    user = session.get(User, id_or_email) if _is_uuid(id_or_email) else None
+    user = (
+        user
+        or session.scalars(select(User).where(User.email == normalise_email(id_or_email))).first()
+    )
+    if user is None:
+        raise NotFound(f"user {id_or_email!r} not found")
+    return user
+
+
+def find_user_by_email(session: Session, email: str) -> User | None:
+    return session.scalars(select(User).where(User.email == normalise_email(email))).first()
+
+
+def create_project(
+    session: Session,
+    *,
+    name: str,
+    kind: str = "research",
+    client_organisation_id: str | None = None,
+    description: str = "",
+) -> Project:
+    name = name.strip()
+    if not name:
+        raise Invalid("a project needs a name")
+    try:
+        project_kind = ProjectKind(kind)
+    except ValueError:
+        raise Invalid(f"unknown project kind {kind!r}") from None
+    if project_kind is ProjectKind.PILOT:
+        if client_organisation_id is None:
+            raise Invalid("a pilot project names its client company")
+        client = session.get(Organisation, client_organisation_id)
+        if client is None or client.kind is not OrganisationKind.COMPANY:
+            raise Invalid("the client of a pilot project must be a company")
+    elif client_organisation_id is not None:
+        raise Invalid("only pilot projects have a client company")
+    project = Project(
+        name=name,
+        kind=project_kind,
+        client_organisation_id=client_organisation_id,
+        description=description,
+    )
+    session.add(project)
+    _flush(session, f"project {name!r}")
+    return project
+
+
+def find_project(session: Session, id_or_name: str) -> Project:
+    project = session.get(Project, id_or_name) if _is_uuid(id_or_name) else None
+    project = project or session.scalars(select(Project).where(Project.name == id_or_name)).first()
+    if project is None:
+        raise NotFound(f"project {id_or_name!r} not found")
+    return project
+
+
+def create_dataset(
+    session: Session,
+    *,
+    project_id: str,
+    name: str,
+    description: str = "",
+    created_by_id: str | None = None,
+) -> Dataset:
+    name = name.strip()
+    if not name:
+        raise Invalid("a dataset needs a name")
+    if session.get(Project, project_id) is None:
+        raise NotFound(f"project {project_id} not found")
+    dataset = Dataset(
+        project_id=project_id, name=name, description=description, created_by_id=created_by_id
+    )
+    session.add(dataset)
+    _flush(session, f"dataset {name!r} in this project")
+    return dataset
+
+
+def add_membership(
+    session: Session,
+    *,
+    project_id: str,
+    role: str,
+    user_id: str | None = None,
+    organisation_id: str | None = None,
+) -> ProjectMembership:
+    """Give a user or an organisation a role in a project; an existing membership changes role."""
+    if (user_id is None) == (organisation_id is None):
+        raise Invalid("a membership is for exactly one user or one organisation")
+    try:
+        project_role = Role(role)
+    except ValueError:
+        raise Invalid(f"unknown role {role!r}") from None
+    if session.get(Project, project_id) is None:
+        raise NotFound(f"project {project_id} not found")
+    if user_id is not None and session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id} not found")
+    if organisation_id is not None and session.get(Organisation, organisation_id) is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    existing = session.scalars(
+        select(ProjectMembership).where(
+            ProjectMembership.project_id == project_id,
+            ProjectMembership.user_id == user_id
+            if user_id
+            else ProjectMembership.organisation_id == organisation_id,
+        )
+    ).first()
+    if existing is not None:
+        existing.role = project_role
+        session.flush()
+        return existing
+    membership = ProjectMembership(
+        project_id=project_id, user_id=user_id, organisation_id=organisation_id, role=project_role
+    )
+    session.add(membership)
+    _flush(session, "this membership")
+    return membership
+
+
+def count_admins(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User).where(User.is_admin)) or 0

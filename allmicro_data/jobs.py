@@ -1,0 +1,413 @@
+"""Background jobs: the Job row is the truth (status, attempts, lease, progress); runners only execute.
+
+A runner claims a job by taking its lease in the catalogue, renews the lease by heartbeat while
+the job runs, and records the outcome. A runner that dies stops renewing; once the lease has
+expired, any runner puts the job back in the queue (or fails it, after max_attempts).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from allmicro_data.catalogue.models import Job, JobKind, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+# What runs each kind of job, as "module:function"; the function takes (JobContext) and returns
+# nothing. Kept as import paths so the core does not import the ingest package at start-up.
+HANDLERS: dict[JobKind, str] = {JobKind.INGEST: "allmicro_data.ingest.pipeline:run_ingest_job"}
+
+RETRY_BACKOFF_SECONDS = (5.0, 30.0, 120.0, 600.0)
+
+
+class JobFailure(Exception):
+    """A job cannot succeed. `transient` failures (I/O, network) are retried with backoff;
+    permanent ones (bad input) fail the job at once. The message is shown to the user."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class LeaseLost(Exception):
+    """Another runner took the job over (our lease expired); stop without recording anything."""
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """Rows an UPDATE changed."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount or 0)
+
+
+def enqueue(
+    session: Session,
+    kind: JobKind,
+    *,
+    dataset_id: str | None = None,
+    file_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    created_by_id: str | None = None,
+    max_attempts: int = 3,
+) -> Job:
+    job = Job(
+        kind=kind,
+        status=JobStatus.QUEUED,
+        dataset_id=dataset_id,
+        file_id=file_id,
+        payload=payload or {},
+        created_by_id=created_by_id,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def new_owner() -> str:
+    """A lease owner name that says where the job runs, unique per claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def reap_expired(sessions: sessionmaker[Session], now: datetime | None = None) -> int:
+    """Put jobs whose runner vanished back in the queue, or fail them after max_attempts."""
+    now = now or utcnow()
+    expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    with sessions.begin() as session:
+        exhausted = _changed(
+            session,
+            update(Job)
+            .where(expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status=JobStatus.FAILED,
+                error="the worker running this job stopped before finishing, "
+                "on every attempt; giving up",
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+            ),
+        )
+        requeued = _changed(
+            session,
+            update(Job)
+            .where(expired, Job.attempts < Job.max_attempts)
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None),
+        )
+    if exhausted or requeued:
+        log.warning("expired job leases: %d requeued, %d failed", requeued, exhausted)
+    return requeued + exhausted
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    owner: str,
+    lease_seconds: float,
+    *,
+    job_id: str | None = None,
+) -> str | None:
+    """Take the lease of one runnable job (the given one, or the oldest); its id, or None."""
+    now = utcnow()
+    runnable = and_(
+        Job.status == JobStatus.QUEUED, or_(Job.not_before.is_(None), Job.not_before <= now)
+    )
+    with sessions() as session:
+        if job_id is None:
+            candidates = session.scalars(
+                select(Job.id).where(runnable).order_by(Job.created_at).limit(8)
+            ).all()
+        else:
+            candidates = [job_id]
+    for candidate in candidates:
+        with sessions.begin() as session:
+            # The WHERE repeats the runnable test: of two runners racing, one updates one row.
+            taken = _changed(
+                session,
+                update(Job)
+                .where(Job.id == candidate, runnable)
+                .values(
+                    status=JobStatus.RUNNING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=Job.attempts + 1,
+                    started_at=now,
+                    error=None,
+                ),
+            )
+        if taken == 1:
+            return candidate
+    return None
+
+
+def renew(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    progress: float | None = None,
+) -> bool:
+    """Extend our lease (and record progress); False when the lease is no longer ours."""
+    values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+    if progress is not None:
+        values["progress"] = max(0.0, min(100.0, progress))
+    with sessions.begin() as session:
+        done = _changed(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING)
+            .values(**values),
+        )
+    return done == 1
+
+
+def succeed(sessions: sessionmaker[Session], job_id: str, owner: str) -> bool:
+    with sessions.begin() as session:
+        done = _changed(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING)
+            .values(
+                status=JobStatus.SUCCEEDED,
+                progress=100.0,
+                error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=utcnow(),
+            ),
+        )
+    return done == 1
+
+
+def fail(
+    sessions: sessionmaker[Session], job_id: str, owner: str, message: str, *, transient: bool
+) -> bool:
+    """Record a failure: retry later if transient and attempts remain, else fail for good."""
+    now = utcnow()
+    with sessions.begin() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.lease_owner != owner or job.status is not JobStatus.RUNNING:
+            return False
+        job.error = message
+        job.lease_owner = None
+        job.lease_expires_at = None
+        if transient and job.attempts < job.max_attempts:
+            delay = RETRY_BACKOFF_SECONDS[min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
+            job.status = JobStatus.QUEUED
+            job.not_before = now + timedelta(seconds=delay)
+        else:
+            job.status = JobStatus.FAILED
+            job.finished_at = now
+    return True
+
+
+def rerun(session: Session, job: Job) -> Job:
+    """Queue a finished job again from scratch (admins re-running an ingest)."""
+    if job.status is JobStatus.RUNNING:
+        from allmicro_data.errors import Conflict
+
+        raise Conflict("the job is running")
+    job.status = JobStatus.QUEUED
+    job.attempts = 0
+    job.progress = 0.0
+    job.error = None
+    job.not_before = None
+    job.finished_at = None
+    session.flush()
+    return job
+
+
+# ---------------------------------------------------------------- execution
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a job process needs to reach the catalogue and the store (picklable)."""
+
+    database_url: str
+    storage_url: str
+    lease_seconds: float
+
+
+class JobContext:
+    """Handed to a job handler: the job, the services, and a progress reporter."""
+
+    def __init__(self, services: Any, job: Job, owner: str, lease_seconds: float) -> None:
+        self.services = services
+        self.job = job
+        self.owner = owner
+        self._lease_seconds = lease_seconds
+        self._progress = 0.0
+        self._lost = threading.Event()
+
+    def report(self, fraction: float) -> None:
+        """Progress as a fraction 0..1; raises LeaseLost if another runner took over."""
+        self._progress = 100.0 * max(0.0, min(1.0, fraction))
+        if self._lost.is_set():
+            raise LeaseLost(self.job.id)
+
+    def heartbeat(self) -> bool:
+        ok = renew(
+            self.services.sessions, self.job.id, self.owner, self._lease_seconds, self._progress
+        )
+        if not ok:
+            self._lost.set()
+        return ok
+
+
+_process_services: dict[WorkerConfig, Any] = {}
+
+
+def _services_for(config: WorkerConfig) -> Any:
+    services = _process_services.get(config)
+    if services is None:
+        from allmicro_data.services import Services
+        from allmicro_data.settings import Settings
+
+        settings = Settings(
+            database_url=config.database_url,
+            storage_url=config.storage_url,
+            job_lease_seconds=config.lease_seconds,
+        )
+        services = Services.from_settings(settings)
+        _process_services[config] = services
+    return services
+
+
+def _handler(kind: JobKind) -> Callable[[JobContext], None]:
+    module_name, func_name = HANDLERS[kind].split(":")
+    func: Callable[[JobContext], None] = getattr(importlib.import_module(module_name), func_name)
+    return func
+
+
+def execute(config: WorkerConfig, job_id: str, owner: str) -> str:
+    """Run a claimed job to its outcome in this process; returns the final status."""
+    services = _services_for(config)
+    sessions = services.sessions
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return "missing"
+        session.expunge(job)
+    ctx = JobContext(services, job, owner, config.lease_seconds)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(config.lease_seconds / 3):
+            if not ctx.heartbeat():
+                return
+
+    beater = threading.Thread(target=beat, name=f"lease-{job_id[:8]}", daemon=True)
+    beater.start()
+    try:
+        _handler(job.kind)(ctx)
+    except LeaseLost:
+        log.warning("job %s: lease lost, another runner has it", job_id)
+        return "lease-lost"
+    except JobFailure as exc:
+        log.warning("job %s failed (transient=%s): %s", job_id, exc.transient, exc)
+        fail(sessions, job_id, owner, str(exc), transient=exc.transient)
+        return "failed"
+    except Exception as exc:
+        # Unknown errors may be passing (a database restart, a full disk being cleared): retry
+        # within max_attempts, keeping the reason for the user and the traceback for the log.
+        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+        fail(
+            sessions, job_id, owner, f"internal error: {type(exc).__name__}: {exc}", transient=True
+        )
+        return "failed"
+    finally:
+        stop.set()
+        beater.join()
+    succeed(sessions, job_id, owner)
+    log.info("job %s succeeded", job_id)
+    return "succeeded"
+
+
+class EmbeddedRunner:
+    """The default runner: a thread that claims jobs and runs them in a local process pool."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        config: WorkerConfig,
+        *,
+        workers: int = 2,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.sessions = sessions
+        self.config = config
+        self.workers = max(1, workers)
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[Future[str], str] = {}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for work now (called after enqueueing)."""
+        self._wake.set()
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn: job processes must not inherit the server's threads and open connections.
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def _loop(self) -> None:
+        self._pool = self._new_pool()
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("job runner tick failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for future in [f for f in self._running if f.done()]:
+            job_id = self._running.pop(future)
+            try:
+                future.result()
+            except Exception as exc:
+                # The job process died (killed, out of memory, crashed interpreter). Its lease
+                # will expire and the job runs again; a fresh pool replaces the broken one.
+                log.error("job %s: worker process died: %s", job_id, exc)
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+        reap_expired(self.sessions)
+        while len(self._running) < self.workers and not self._stop.is_set():
+            owner = new_owner()
+            claimed = claim(self.sessions, owner, self.config.lease_seconds)
+            if claimed is None:
+                return
+            assert self._pool is not None
+            future = self._pool.submit(execute, self.config, claimed, owner)
+            future.add_done_callback(lambda _f: self._wake.set())
+            self._running[future] = claimed

@@ -1,0 +1,125 @@
+"""Originals: store uploaded bytes content-addressed under raw/<sha256>, register the File, queue its ingest."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from allmicro_data.catalogue.models import Dataset, File, Job, JobKind
+from allmicro_data.errors import Invalid
+from allmicro_data.jobs import enqueue
+from allmicro_data.storage import ObjectStore
+from allmicro_data.storage.base import CHUNK_SIZE
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 255
+
+
+@dataclass
+class StoredOriginal:
+    file: File
+    job: Job | None
+    already_present: bool
+
+
+def raw_key(sha256: str) -> str:
+    return f"raw/{sha256}"
+
+
+def clean_name(name: str | None) -> str:
+    """The base name of an uploaded file, as the user will see it and download it again."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = "".join(ch for ch in base if ch.isprintable())
+    if not base or base in (".", ".."):
+        raise Invalid("the upload has no file name")
+    return base[:MAX_NAME_LENGTH]
+
+
+def spool(stream: BinaryIO, directory: Path, max_bytes: int) -> tuple[Path, str, int]:
+    """Copy a stream to a temporary file, hashing as it goes; (path, sha256, size)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix="upload-", delete=False)  # noqa: SIM115
+    path = Path(handle.name)
+    try:
+        with handle:
+            while block := stream.read(CHUNK_SIZE):
+                size += len(block)
+                if size > max_bytes:
+                    raise Invalid(f"the upload is larger than the limit of {max_bytes} bytes")
+                digest.update(block)
+                handle.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest(), size
+
+
+def store_original(
+    session: Session,
+    store: ObjectStore,
+    *,
+    dataset: Dataset,
+    path: Path,
+    sha256: str,
+    size: int,
+    original_name: str,
+    uploaded_by_id: str | None,
+    relative_path: str | None = None,
+    group_key: str | None = None,
+    max_attempts: int = 3,
+) -> StoredOriginal:
+    """Make the spooled file an original of dataset and queue its ingest.
+
+    The bytes are stored once whoever uploads them; the same bytes uploaded again into the same
+    dataset give back the existing file and its job instead of a second image.
+    """
+    existing = session.scalars(
+        select(File)
+        .where(File.dataset_id == dataset.id, File.sha256 == sha256)
+        .order_by(File.uploaded_at)
+    ).first()
+    if existing is not None:
+        job = session.scalars(
+            select(Job).where(Job.file_id == existing.id).order_by(Job.created_at.desc())
+        ).first()
+        return StoredOriginal(file=existing, job=job, already_present=True)
+    key = raw_key(sha256)
+    if not store.exists(key):
+        with path.open("rb") as handle:
+            stored = store.put(key, handle)
+        if stored.sha256 != sha256:
+            # The spool and the store disagree: the disk or the store corrupted the bytes.
+            store.delete(key)
+            raise OSError(f"stored bytes of {original_name!r} do not match what was received")
+    file = File(
+        dataset_id=dataset.id,
+        storage_key=key,
+        size=size,
+        sha256=sha256,
+        original_name=clean_name(original_name),
+        relative_path=relative_path,
+        group_key=group_key or None,
+        uploaded_by_id=uploaded_by_id,
+    )
+    session.add(file)
+    session.flush()
+    job = enqueue(
+        session,
+        JobKind.INGEST,
+        dataset_id=dataset.id,
+        file_id=file.id,
+        created_by_id=uploaded_by_id,
+        max_attempts=max_attempts,
+    )
+    log.info("original %s stored as %s (%d bytes), job %s", file.id, key, size, job.id)
+    return StoredOriginal(file=file, job=job, already_present=False)

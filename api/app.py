@@ -1,0 +1,74 @@
+"""The FastAPI application factory: routers, error handling, and the process's services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from allmicro_data.api import problems
+from allmicro_data.api.pyramids import PyramidCache
+from allmicro_data.api.routers import auth, catalogue, files, health, tiles
+from fastapi import FastAPI
+
+from allmicro_data import __version__
+from allmicro_data.bootstrap import ensure_admin
+from allmicro_data.catalogue.db import upgrade
+from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
+from allmicro_data.services import Services
+from allmicro_data.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The server. With no settings it reads ALLMICRO_* from the environment."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.upgrade_on_start:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            upgrade(settings.resolved_database_url)
+        services = Services.from_settings(settings)
+        with services.session() as session:
+            ensure_admin(session, settings)
+        runner: EmbeddedRunner | None = None
+        if settings.queue == "embedded" and settings.job_workers > 0:
+            runner = EmbeddedRunner(
+                services.sessions,
+                WorkerConfig(
+                    database_url=settings.resolved_database_url,
+                    storage_url=settings.resolved_storage_url,
+                    lease_seconds=settings.job_lease_seconds,
+                ),
+                workers=settings.job_workers,
+            )
+            services.wake_jobs = runner.wake
+            runner.start()
+        app.state.services = services
+        app.state.pyramids = PyramidCache()
+        log.info("serving catalogue %s, store %s", _safe_url(settings), services.store.url)
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+            services.close()
+
+    app = FastAPI(
+        title="AllMicro Data",
+        version=__version__,
+        description="Image repository of the cross-border microscopy network.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (health, auth, catalogue, files, tiles):
+        app.include_router(module.router)
+    return app
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)

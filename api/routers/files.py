@@ -1,0 +1,155 @@
+"""Originals: one-shot upload into a dataset, file details, and streamed downloads with ranges."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated
+from urllib.parse import quote
+
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.problems import problem
+from allmicro_data.api.schemas import FileOut, UploadResult
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import StreamingResponse
+
+from allmicro_data.access import get_visible, require_role
+from allmicro_data.audit import record
+from allmicro_data.catalogue.models import Dataset, Role
+from allmicro_data.catalogue.models import File as StoredFile
+from allmicro_data.originals import clean_name, spool, store_original
+
+router = APIRouter(prefix="/api", tags=["files"])
+
+
+@router.post("/datasets/{dataset_id}/files", response_model=UploadResult, status_code=201)
+def upload_file(
+    dataset_id: str,
+    file: Annotated[UploadFile, File(description="the original, byte for byte")],
+    caller: CallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    group: Annotated[str | None, Form(max_length=300)] = None,
+    relative_path: Annotated[str | None, Form(max_length=4096)] = None,
+) -> UploadResult:
+    """Upload one original into a dataset (contributors); its ingest job starts at once."""
+    dataset = get_visible(session, caller, Dataset, dataset_id)
+    require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+    name = clean_name(file.filename)
+    path, sha256, size = spool(
+        file.file, services.settings.uploads_dir, services.settings.max_upload_bytes
+    )
+    try:
+        result = store_original(
+            session,
+            services.store,
+            dataset=dataset,
+            path=path,
+            sha256=sha256,
+            size=size,
+            original_name=name,
+            uploaded_by_id=caller.user_id,
+            relative_path=relative_path,
+            group_key=group,
+            max_attempts=services.settings.job_max_attempts,
+        )
+        record(
+            session,
+            "file.upload",
+            actor=caller.email,
+            actor_user_id=caller.user_id,
+            object_type="file",
+            object_id=result.file.id,
+            project_id=dataset.project_id,
+            size=size,
+            detail={"already_present": result.already_present},
+        )
+        session.commit()
+    finally:
+        path.unlink(missing_ok=True)
+    services.wake_jobs()
+    return UploadResult(
+        file_id=result.file.id,
+        job_id=result.job.id if result.job else None,
+        already_present=result.already_present,
+    )
+
+
+@router.get("/files/{file_id}", response_model=FileOut)
+def get_file(file_id: str, caller: CallerDep, session: SessionDep) -> FileOut:
+    return FileOut.of(get_visible(session, caller, StoredFile, file_id))
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _content_disposition(name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+@router.get(
+    "/files/{file_id}/download",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"content": {"application/octet-stream": {}}},
+        416: {"description": "range not satisfiable"},
+    },
+)
+def download_file(
+    file_id: str,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> StreamingResponse:
+    """The original exactly as uploaded; supports single byte ranges. Every download is audited."""
+    f = get_visible(session, caller, StoredFile, file_id)
+    dataset = session.get(Dataset, f.dataset_id)
+    size = f.size
+    start, end = 0, size
+    status = 200
+    range_header = request.headers.get("range")
+    if range_header:
+        match = _RANGE.match(range_header.strip())
+        if not match or (not match.group(1) and not match.group(2)):
+            return problem(
+                416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+            )  # type: ignore[return-value]
+        if match.group(1):
+            start = int(match.group(1))
+            end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        else:
+            start = max(0, size - int(match.group(2)))
+        if start >= size or start >= end:
+            return problem(
+                416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+            )  # type: ignore[return-value]
+        status = 206
+    record(
+        session,
+        "file.download",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="file",
+        object_id=f.id,
+        project_id=dataset.project_id if dataset else None,
+        client_address=client_address(request),
+        size=end - start,
+        detail={"range": range_header} if range_header else None,
+    )
+    session.commit()
+    chunks: Iterator[bytes] = services.store.open(f.storage_key, start, end)
+    headers = {
+        "Content-Disposition": _content_disposition(f.original_name),
+        "Content-Length": str(end - start),
+        "Accept-Ranges": "bytes",
+        "X-Checksum-SHA256": f.sha256,
+        "ETag": f'"{f.sha256}"',
+    }
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(
+        chunks, status_code=status, media_type="application/octet-stream", headers=headers
+    )

@@ -1,0 +1,273 @@
+"""Pydantic models at the API edge; routes return these, never ORM objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from allmicro_data.catalogue.models import Dataset, File, Image, Job, Project, User
+
+T = TypeVar("T")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105
+    expires_at: datetime | None = None
+
+
+class OrganisationRef(BaseModel):
+    id: str
+    name: str
+    kind: str
+
+
+class MeOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    is_admin: bool
+    organisation: OrganisationRef
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(default="research", pattern="^(research|pilot)$")
+    client_organisation_id: str | None = None
+    description: str = Field(default="", max_length=20000)
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    description: str
+    client_organisation_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, p: Project) -> ProjectOut:
+        return cls(
+            id=p.id,
+            name=p.name,
+            kind=p.kind.value,
+            description=p.description,
+            client_organisation_id=p.client_organisation_id,
+            created_at=p.created_at,
+        )
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=20000)
+
+
+class DatasetOut(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, d: Dataset) -> DatasetOut:
+        return cls(
+            id=d.id,
+            project_id=d.project_id,
+            name=d.name,
+            description=d.description,
+            created_at=d.created_at,
+        )
+
+
+class PixelSizeOut(BaseModel):
+    x: float | None
+    y: float | None
+    z: float | None
+
+
+class ChannelOut(BaseModel):
+    name: str | None = None
+    excitation_wavelength: float | None = None
+    emission_wavelength: float | None = None
+
+
+class AcquisitionOut(BaseModel):
+    """Normalised acquisition fields in SI units; null where the file does not say."""
+
+    modality: str | None
+    vendor: str | None
+    instrument: str | None
+    acquired_at: datetime | None
+    operator: str | None
+    accelerating_voltage: float | None = Field(description="volts")
+    magnification: float | None
+    working_distance: float | None = Field(description="metres")
+    horizontal_field_width: float | None = Field(description="metres")
+    detector: str | None
+    beam_current: float | None = Field(description="amperes")
+    dwell_time: float | None = Field(description="seconds")
+    exposure_time: float | None = Field(description="seconds")
+    tilt_angle_deg: float | None
+    camera_length: float | None = Field(description="metres")
+    objective: str | None
+    channels: list[ChannelOut]
+
+
+class ImageOut(BaseModel):
+    id: str
+    dataset_id: str
+    name: str
+    format: str | None
+    axes: str | None
+    shape: list[int] | None
+    dtype: str | None
+    pixel_size: PixelSizeOut = Field(description="metres per pixel")
+    acquisition: AcquisitionOut
+    levels: int | None
+    ngff_version: str | None
+    warnings: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, i: Image) -> ImageOut:
+        return cls(**_image_fields(i))
+
+
+class ImageDetailOut(ImageOut):
+    vendor: dict[str, Any] = Field(description="every vendor key, as the file has it")
+    file_ids: list[str]
+
+    @classmethod
+    def detail(cls, i: Image, file_ids: list[str]) -> ImageDetailOut:
+        return cls(**_image_fields(i), vendor=i.vendor_metadata or {}, file_ids=file_ids)
+
+
+def _image_fields(i: Image) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "dataset_id": i.dataset_id,
+        "name": i.name,
+        "format": i.format,
+        "axes": i.axes,
+        "shape": i.shape,
+        "dtype": i.dtype,
+        "pixel_size": PixelSizeOut(x=i.pixel_size_x, y=i.pixel_size_y, z=i.pixel_size_z),
+        "acquisition": AcquisitionOut(
+            modality=i.modality,
+            vendor=i.vendor,
+            instrument=i.instrument,
+            acquired_at=i.acquired_at,
+            operator=i.operator,
+            accelerating_voltage=i.accelerating_voltage,
+            magnification=i.magnification,
+            working_distance=i.working_distance,
+            horizontal_field_width=i.horizontal_field_width,
+            detector=i.detector,
+            beam_current=i.beam_current,
+            dwell_time=i.dwell_time,
+            exposure_time=i.exposure_time,
+            tilt_angle_deg=i.tilt_angle_deg,
+            camera_length=i.camera_length,
+            objective=i.objective,
+            channels=[ChannelOut(**c) for c in (i.channels or [])],
+        ),
+        "levels": i.levels,
+        "ngff_version": i.ngff_version,
+        "warnings": [str(w) for w in (i.warnings or [])],
+        "created_at": i.created_at,
+    }
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class FileOut(BaseModel):
+    id: str
+    dataset_id: str
+    original_name: str
+    relative_path: str | None
+    group_key: str | None
+    size: int
+    sha256: str
+    format: str | None
+    uploaded_at: datetime
+
+    @classmethod
+    def of(cls, f: File) -> FileOut:
+        return cls(
+            id=f.id,
+            dataset_id=f.dataset_id,
+            original_name=f.original_name,
+            relative_path=f.relative_path,
+            group_key=f.group_key,
+            size=f.size,
+            sha256=f.sha256,
+            format=f.format,
+            uploaded_at=f.uploaded_at,
+        )
+
+
+class UploadResult(BaseModel):
+    file_id: str
+    job_id: str | None
+    already_present: bool = False
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    status: str
+    dataset_id: str | None
+    file_id: str | None
+    attempts: int
+    max_attempts: int
+    progress: float = Field(description="percent")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    image_ids: list[str] = Field(default_factory=list, description="images ready so far")
+
+    @classmethod
+    def of(cls, j: Job, image_ids: list[str] | None = None) -> JobOut:
+        return cls(
+            id=j.id,
+            kind=j.kind.value,
+            status=j.status.value,
+            dataset_id=j.dataset_id,
+            file_id=j.file_id,
+            attempts=j.attempts,
+            max_attempts=j.max_attempts,
+            progress=j.progress,
+            error=j.error,
+            created_at=j.created_at,
+            started_at=j.started_at,
+            finished_at=j.finished_at,
+            image_ids=image_ids or [],
+        )
+
+
+def me_of(user: User) -> MeOut:
+    org = user.organisation
+    return MeOut(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        is_admin=user.is_admin,
+        organisation=OrganisationRef(id=org.id, name=org.name, kind=org.kind.value),
+    )

@@ -1,0 +1,244 @@
+"""The ingest job: read a stored original, catalogue its series, write their pyramids, mark them ready.
+
+Each step can run again: images are found again by (file, series), pyramids are written to the
+same keys, and an image turns `ready` only after its pyramid and OME-XML are complete, so a job
+that dies half-way leaves nothing visible and its rerun produces the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from allmicro_data.ingest.ome_xml import build_ome_xml
+from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
+from allmicro_data.ingest.readers import ReadError, Series, open_image_file
+from allmicro_data.storage import ObjectStore, StorageError
+from allmicro_data.storage.local import LocalStore
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from allmicro_data.catalogue.models import File, Image, ImageFile, ImageStatus, utcnow
+from allmicro_data.jobs import JobContext, JobFailure
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ +()\[\]-]")
+
+
+def safe_filename(name: str) -> str:
+    """A file name safe to create locally, keeping the extension readers may look at."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "original"
+    base = _UNSAFE_NAME.sub("_", base)
+    return base.lstrip(".") or "original"
+
+
+def pyramid_key(image_id: str) -> str:
+    return f"images/{image_id}/image.ome.zarr"
+
+
+@contextmanager
+def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path]]:
+    """The originals as local files named as uploaded, side by side (readers find companions
+    by name, and some look at the extension). Local stores are linked, others downloaded."""
+    workdir = Path(tempfile.mkdtemp(prefix="allmicro-ingest-"))
+    try:
+        paths: list[Path] = []
+        used: set[str] = set()
+        for f in files:
+            name = safe_filename(f.original_name)
+            while name.lower() in used:
+                name = f"_{name}"
+            used.add(name.lower())
+            local = workdir / name
+            if isinstance(store, LocalStore):
+                os.symlink(store.path(f.storage_key), local)
+            else:
+                with local.open("wb") as out:
+                    for block in store.open(f.storage_key):
+                        out.write(block)
+            paths.append(local)
+        yield paths
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _companions(session: Session, file: File) -> list[File]:
+    """Other files of the same acquisition: same dataset and group key."""
+    if not file.group_key:
+        return []
+    return list(
+        session.scalars(
+            select(File).where(
+                File.dataset_id == file.dataset_id,
+                File.group_key == file.group_key,
+                File.id != file.id,
+            )
+        )
+    )
+
+
+def _image_for(session: Session, file: File, index: int, name: str) -> Image:
+    """The catalogue image of series `index` of file, created on the first run."""
+    image = session.scalars(
+        select(Image)
+        .join(ImageFile, ImageFile.image_id == Image.id)
+        .where(ImageFile.file_id == file.id, ImageFile.role == "primary")
+        .where(Image.series_index == index)
+    ).first()
+    if image is None:
+        image = Image(dataset_id=file.dataset_id, name=name, series_index=index)
+        session.add(image)
+        session.flush()
+        session.add(ImageFile(image_id=image.id, file_id=file.id, role="primary"))
+    image.status = ImageStatus.PROCESSING
+    image.error = None
+    return image
+
+
+def _series_name(file: File, series: Series, index: int, count: int) -> str:
+    if count == 1:
+        return file.original_name
+    label = series.name or f"series {index}"
+    return f"{file.original_name} [{label}]"
+
+
+def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, fmt: str) -> None:
+    acq = series.acquisition
+    image.format = fmt
+    image.axes = info.axes
+    image.shape = [int(n) for n in info.level_shapes[0]]
+    image.dtype = info.dtype
+    image.modality = acq.modality
+    image.vendor = acq.vendor
+    image.instrument = acq.instrument
+    image.acquired_at = acq.acquired_at if acq.acquired_at and acq.acquired_at.tzinfo else None
+    image.operator = acq.operator
+    image.pixel_size_x = series.pixel_size.x
+    image.pixel_size_y = series.pixel_size.y
+    image.pixel_size_z = series.pixel_size.z
+    image.accelerating_voltage = acq.accelerating_voltage
+    image.magnification = acq.magnification
+    image.working_distance = acq.working_distance
+    image.horizontal_field_width = acq.horizontal_field_width
+    image.detector = acq.detector
+    image.beam_current = acq.beam_current
+    image.dwell_time = acq.dwell_time
+    image.exposure_time = acq.exposure_time
+    image.tilt_angle_deg = acq.tilt_angle_deg
+    image.camera_length = acq.camera_length
+    image.objective = acq.objective
+    acquisition = acq.to_json()
+    image.channels = acquisition["channels"]
+    # Timestamps without a zone are kept as the file wrote them, in the vendor metadata.
+    vendor: dict[str, Any] = dict(series.vendor)
+    if acq.acquired_at and not acq.acquired_at.tzinfo:
+        vendor.setdefault("_acquired_at_local", acq.acquired_at.isoformat())
+    image.vendor_metadata = _json_safe(vendor)
+    image.warnings = list(series.warnings)
+    image.pyramid_key = info.key
+    image.ngff_version = info.ngff_version
+    image.levels = len(info.level_shapes)
+    image.ome_xml_key = ome_xml_key
+
+
+def _json_safe(value: Any) -> Any:
+    """Vendor metadata as JSON: numbers, strings, lists, dicts; anything else as its text."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "item"):
+        try:
+            return _json_safe(value.item())
+        except (ValueError, TypeError):
+            pass
+    if hasattr(value, "tolist"):
+        return _json_safe(value.tolist())
+    return str(value)
+
+
+def run_ingest_job(ctx: JobContext) -> None:
+    """Ingest the job's file: every series becomes an image with a pyramid."""
+    services = ctx.services
+    store: ObjectStore = services.store
+    with services.session() as session:
+        file = session.get(File, ctx.job.file_id)
+        if file is None:
+            raise JobFailure("the file of this job no longer exists")
+        companions = _companions(session, file)
+        session.expunge_all()
+    try:
+        with local_originals(store, [file, *companions]) as paths:
+            try:
+                image_file = open_image_file(paths[0], paths[1:])
+            except ReadError as exc:
+                raise JobFailure(str(exc)) from exc
+            with image_file:
+                _ingest_series(ctx, file, image_file.format, image_file.series)
+    except StorageError as exc:
+        raise JobFailure(f"storage unavailable: {exc}", transient=True) from exc
+
+
+def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Series]) -> None:
+    services = ctx.services
+    store: ObjectStore = services.store
+    with services.session() as session:
+        stored = session.get(File, file.id)
+        assert stored is not None
+        stored.format = fmt
+    viewable = [s for s in all_series if getattr(s, "viewable", True)]
+    if not viewable:
+        raise JobFailure(f"{file.original_name}: {fmt} file holds no image data to view")
+    total = len(viewable)
+    for index, series in enumerate(all_series):
+        if not getattr(series, "viewable", True):
+            continue
+        name = _series_name(file, series, index, len(all_series))
+        with services.session() as session:
+            stored = session.get(File, file.id)
+            assert stored is not None
+            image_id = _image_for(session, stored, index, name).id
+        done = viewable.index(series)
+
+        def progress(fraction: float, done: int = done) -> None:
+            ctx.report((done + fraction) / total)
+
+        key = pyramid_key(image_id)
+        try:
+            ome_xml = series.ome_xml() or build_ome_xml(series, name)
+            ome_xml_key = f"images/{image_id}/metadata.ome.xml"
+            info = write_pyramid(series, store, key, ome_xml=ome_xml, progress=progress)
+            store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
+        except ReadError as exc:
+            _mark_failed(services, image_id, str(exc))
+            raise JobFailure(str(exc)) from exc
+        with services.session() as session:
+            image = session.get(Image, image_id)
+            assert image is not None
+            _record(image, series, info, ome_xml_key, fmt)
+            # Last: the image becomes visible only now that everything it points to exists.
+            image.status = ImageStatus.READY
+            image.updated_at = utcnow()
+        log.info("job %s: image %s ready (%s)", ctx.job.id, image_id, name)
+
+
+def _mark_failed(services: Any, image_id: str, message: str) -> None:
+    with services.session() as session:
+        image = session.get(Image, image_id)
+        if image is not None:
+            image.status = ImageStatus.FAILED
+            image.error = message

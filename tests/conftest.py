@@ -1,0 +1,238 @@
+"""Shared fixtures: real catalogue databases (SQLite and PostgreSQL), stores, and live servers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+ADMIN_EMAIL = "admin@example.org"
+ADMIN_PASSWORD = "correct horse battery staple"
+ALLMICRO = str(Path(sys.executable).with_name("allmicro"))
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll condition until it returns something truthy, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except Exception as exc:  # the server may not be up yet
+            last_error = exc
+            result = None
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last_error}")
+
+
+# ------------------------------------------------------------------ databases
+
+
+def _postgres_unavailable(reason: str) -> None:
+    # In CI a missing PostgreSQL is a failure; on a developer machine it is a skip.
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on the test server and drops them all at the end."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = make_url(server_url).set(drivername="postgresql+psycopg")
+        self.created: list[str] = []
+        self.engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+
+    def create(self) -> str:
+        name = f"allmicro_test_{os.getpid()}_{secrets.token_hex(4)}"
+        with self.engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return self.server_url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.engine.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases | None]:
+    url = os.environ.get("ALLMICRO_TEST_DATABASE_URL")
+    if not url:
+        yield None
+        return
+    databases = PostgresDatabases(url)
+    try:
+        with databases.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        databases.engine.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at ALLMICRO_TEST_DATABASE_URL is unreachable: {exc}")
+        yield None
+        return
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: PostgresDatabases | None
+) -> str:
+    """An empty catalogue database of each kind (one per test)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalogue.sqlite3'}"
+    if postgres_databases is None:
+        _postgres_unavailable("ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable")
+    assert postgres_databases is not None
+    return postgres_databases.create()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Any:
+    from allmicro_data.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+        job_lease_seconds=5,
+    )
+
+
+@pytest.fixture
+def services(settings: Any) -> Iterator[Any]:
+    """Services on a migrated catalogue, without a server."""
+    from allmicro_data.catalogue.db import upgrade
+    from allmicro_data.services import Services
+
+    upgrade(settings.resolved_database_url)
+    services = Services.from_settings(settings)
+    yield services
+    services.close()
+
+
+# ------------------------------------------------------------------ live servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """`allmicro serve` in its own process, over real HTTP."""
+
+    url: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [ALLMICRO, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_until(self._healthy, timeout=60, what=f"server at {self.url}")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def token(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:
+        if email not in self.tokens:
+            response = httpx.post(
+                f"{self.url}/api/auth/token",
+                data={"username": email, "password": password},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            self.tokens[email] = response.json()["access_token"]
+        return self.tokens[email]
+
+    def client(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token(email, password)}"},
+            timeout=60,
+        )
+
+    def allmicro(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against this server's catalogue and store."""
+        return subprocess.run(
+            [ALLMICRO, *args], env=self.env, capture_output=True, text=True, input=input, timeout=120
+        )
+
+
+@pytest.fixture
+def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
+    env.update(
+        {
+            "ALLMICRO_DATA_DIR": str(tmp_path / "server-data"),
+            "ALLMICRO_DATABASE_URL": database_url,
+            "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
+            "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ALLMICRO_HOST": "127.0.0.1",
+            "ALLMICRO_PORT": str(port),
+            "ALLMICRO_JOB_WORKERS": "1",
+            "ALLMICRO_JOB_LEASE_SECONDS": "6",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def live_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(
+        url=f"http://127.0.0.1:{server_env['ALLMICRO_PORT']}",
+        env=server_env,
+        log_path=tmp_path / "server.log",
+    )
+    server.start()
+    yield server
+    server.stop()
