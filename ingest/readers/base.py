@@ -101,6 +101,9 @@ class Series(abc.ABC):
     # The region of the raster that is image (y0, y1, x0, x1), when part of it is not, such as
     # an SEM data bar burned into the bottom rows; None means the whole raster.
     image_region: tuple[int, int, int, int] | None = None
+    # True when z is a third spatial axis sampled like y and x (tomograms, EM maps, FIB-SEM
+    # volumes): pyramids then downsample z too. Focal z-stacks and tilt series leave it False.
+    is_volume: bool = False
 
     def __init__(self) -> None:
         self.acquisition = Acquisition()
