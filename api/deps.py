@@ -33,7 +33,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 def optional_caller(
-    request: Request, session: Annotated[Session, Depends(db_session)]
+    request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
 ) -> Caller | None:
     token = bearer_token(request)
     if token is None:
@@ -55,6 +55,6 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-SessionDep = Annotated[Session, Depends(db_session)]
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 CallerDep = Annotated[Caller, Depends(current_caller)]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -41,7 +41,9 @@ def wait_until(
         if result:
             return result
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last_error}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or condition}: {last_error}"
+    )
 
 
 # ------------------------------------------------------------------ databases
@@ -200,10 +202,16 @@ class LiveServer:
             timeout=60,
         )
 
-    def allmicro(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def allmicro(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the CLI against this server's catalogue and store."""
         return subprocess.run(
-            [ALLMICRO, *args], env=self.env, capture_output=True, text=True, input=input, timeout=120
+            [ALLMICRO, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
 

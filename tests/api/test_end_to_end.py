@@ -1,0 +1,190 @@
+"""One image from upload to tile over real HTTP, on SQLite and PostgreSQL; bad files fail cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+from allmicro_data.api.rendering import Window, to_uint8
+from PIL import Image as PILImage
+
+from tests.conftest import SAMPLES, LiveServer, wait_until
+
+FEI = SAMPLES / "fei" / "FEI-Helios-Ebeam-16bits.tif"
+USER_PASSWORD = "a long enough password"
+
+
+def setup_project(server: LiveServer, member_email: str, org: str) -> str:
+    """A project with one dataset and one contributor, made with the admin CLI; the dataset id."""
+
+    def cli(*args: str, **env: str) -> str:
+        result = server.allmicro(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    cli("admin", "create-organisation", org, "--kind", "partner", "--country", "SI")
+    cli(
+        "admin",
+        "create-user",
+        member_email,
+        "--organisation",
+        org,
+        ALLMICRO_NEW_USER_PASSWORD=USER_PASSWORD,
+    )
+    project = cli("admin", "create-project", f"{org} project")
+    cli("admin", "add-member", project, "--user", member_email, "--role", "contributor")
+    return cli("admin", "create-dataset", project, "SEM session")
+
+
+def upload(client: httpx.Client, dataset_id: str, name: str, data: bytes) -> dict[str, Any]:
+    response = client.post(
+        f"/api/datasets/{dataset_id}/files",
+        files={"file": (name, data, "application/octet-stream")},
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").raise_for_status().json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    result: dict[str, Any] = wait_until(
+        finished, timeout=timeout, interval=0.2, what=f"job {job_id}"
+    )
+    return result
+
+
+def pyramid_window(server: LiveServer, image_id: str) -> Window:
+    """The display window the server stored with the pyramid (read straight from the store)."""
+    zattrs = (
+        Path(server.env["ALLMICRO_DATA_DIR"])
+        / "objects"
+        / "images"
+        / image_id
+        / "image.ome.zarr"
+        / ".zattrs"
+    )
+    window = json.loads(zattrs.read_text())["omero"]["channels"][0]["window"]
+    return Window(window["start"], window["end"])
+
+
+def test_upload_ingest_and_tile_match_tifffile(live_server: LiveServer) -> None:
+    dataset_id = setup_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
+    client = live_server.client("maja@ijs.example", USER_PASSWORD)
+    original = FEI.read_bytes()
+
+    uploaded = upload(client, dataset_id, FEI.name, original)
+    job = wait_for_job(client, uploaded["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 100.0
+    (image_id,) = job["image_ids"]
+
+    image = client.get(f"/api/images/{image_id}").raise_for_status().json()
+    assert image["shape"] == [471, 512]
+    assert image["axes"] == "yx"
+    assert image["dtype"] == "uint16"
+    assert image["file_ids"] == [uploaded["file_id"]]
+
+    listed = client.get(f"/api/datasets/{dataset_id}/images").raise_for_status().json()
+    assert [i["id"] for i in listed["items"]] == [image_id]
+    assert listed["total"] == 1
+
+    tile = client.get(f"/api/images/{image_id}/tiles/0/0/0.png")
+    assert tile.status_code == 200
+    assert tile.headers["content-type"] == "image/png"
+    got = np.asarray(PILImage.open(io.BytesIO(tile.content)))
+    expected = to_uint8(tifffile.imread(FEI)[:512, :512], pyramid_window(live_server, image_id))
+    assert got.shape == (471, 512)
+    np.testing.assert_array_equal(got, expected)
+    # A window that shows contrast, not a flat picture.
+    assert got.min() < 50 and got.max() > 200
+
+    ome = client.get(f"/api/images/{image_id}/ome.xml")
+    assert ome.status_code == 200
+    assert b"<OME" in ome.content and b'SizeX="512"' in ome.content
+
+    download = client.get(f"/api/files/{uploaded['file_id']}/download")
+    assert download.status_code == 200
+    assert download.content == original
+    assert download.headers["x-checksum-sha256"] == hashlib.sha256(original).hexdigest()
+    assert 'filename="FEI-Helios-Ebeam-16bits.tif"' in download.headers["content-disposition"]
+
+    ranged = client.get(
+        f"/api/files/{uploaded['file_id']}/download", headers={"Range": "bytes=10-19"}
+    )
+    assert ranged.status_code == 206
+    assert ranged.content == original[10:20]
+
+
+def test_other_organisation_sees_nothing(live_server: LiveServer) -> None:
+    dataset_id = setup_project(live_server, "ana@units.example", "Universita di Trieste")
+    owner = live_server.client("ana@units.example", USER_PASSWORD)
+    uploaded = upload(owner, dataset_id, FEI.name, FEI.read_bytes())
+    job = wait_for_job(owner, uploaded["job_id"])
+    (image_id,) = job["image_ids"]
+
+    setup_project(live_server, "eve@company-b.example", "Company B")
+    outsider = live_server.client("eve@company-b.example", USER_PASSWORD)
+    for path in (
+        f"/api/images/{image_id}",
+        f"/api/images/{image_id}/ome.xml",
+        f"/api/images/{image_id}/tiles/0/0/0.png",
+        f"/api/files/{uploaded['file_id']}/download",
+        f"/api/jobs/{uploaded['job_id']}",
+        f"/api/datasets/{dataset_id}",
+        f"/api/datasets/{dataset_id}/images",
+    ):
+        response = outsider.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+    assert outsider.get("/api/images").json()["total"] == 0
+    assert outsider.get("/api/images", params={"q": "FEI"}).json()["total"] == 0
+    upload_attempt = outsider.post(
+        f"/api/datasets/{dataset_id}/files", files={"file": ("x.tif", b"II*\x00", "image/tiff")}
+    )
+    assert upload_attempt.status_code == 404
+    assert httpx.get(f"{live_server.url}/api/images/{image_id}").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.tif", b"", "empty"),
+        ("noise.tif", os.urandom(64 * 1024), "unrecognised file format"),
+        ("truncated.tif", FEI.read_bytes()[:4000], "TIFF"),
+    ],
+)
+def test_bad_file_fails_its_job_and_keeps_the_original(
+    live_server: LiveServer, name: str, data: bytes, reason: str
+) -> None:
+    dataset_id = setup_project(live_server, "ivo@zrc.example", "ZRC SAZU")
+    client = live_server.client("ivo@zrc.example", USER_PASSWORD)
+    uploaded = upload(client, dataset_id, name, data)
+    job = wait_for_job(client, uploaded["job_id"])
+    assert job["status"] == "failed"
+    assert reason in job["error"]
+    assert name in job["error"]
+    assert "Traceback" not in job["error"]
+    assert job["image_ids"] == []
+    # Bad input fails at once: no retries.
+    assert job["attempts"] == 1
+
+    download = client.get(f"/api/files/{uploaded['file_id']}/download")
+    assert download.status_code == 200
+    assert download.content == data
+
+    assert client.get("/healthz").status_code == 200
+    good = upload(client, dataset_id, FEI.name, FEI.read_bytes())
+    assert wait_for_job(client, good["job_id"])["status"] == "succeeded"
+    assert client.get(f"/api/datasets/{dataset_id}/images").json()["total"] == 1
