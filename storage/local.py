@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -59,29 +60,37 @@ class LocalStore:
         target = self.path(key)
         digest = hashlib.sha256()
         size = 0
-        try:
+        with self._io(key):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
-        except OSError as exc:
-            raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as tmp:
+                # Errors of the source stream propagate as they are; only our own I/O
+                # failures become StorageError.
                 for block in iter_stream(stream):
-                    tmp.write(block)
+                    with self._io(key):
+                        tmp.write(block)
                     digest.update(block)
                     size += len(block)
-                tmp.flush()
-                if self.durable:
-                    os.fsync(tmp.fileno())
-            os.replace(tmp_name, target)
-            if self.durable:
-                _fsync_dir(target.parent)
-        except BaseException as exc:
+                with self._io(key):
+                    tmp.flush()
+                    if self.durable:
+                        os.fsync(tmp.fileno())
+            with self._io(key):
+                os.replace(tmp_name, target)
+        except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
             raise
+        if self.durable:
+            _fsync_dir(target.parent)
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    @contextmanager
+    def _io(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
 
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
         return self.put(key, [data])
