@@ -20,6 +20,10 @@ def series_summary(series: Series) -> dict[str, Any]:
         "acquisition": series.acquisition.to_json(),
         "vendor": series.vendor,
         "warnings": list(series.warnings),
+        # Beyond the documented contract: what the viewer and the pipeline need to know.
+        "viewable": series.viewable,
+        "preview": series.preview,
+        "image_region": list(series.image_region) if series.image_region else None,
     }
 
 

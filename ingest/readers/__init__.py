@@ -15,10 +15,14 @@ from allmicro_data.ingest.readers.base import (
     Series,
     UnsupportedFormat,
 )
+from allmicro_data.ingest.readers.mrc import MrcReader
+from allmicro_data.ingest.readers.ome import OmeXmlReader
+from allmicro_data.ingest.readers.rosettasciio import RsciioReader
 from allmicro_data.ingest.readers.tiff import TiffReader
 
-# Order matters where formats nest: more specific readers come before generic ones.
-REGISTRY: list[Reader] = [TiffReader()]
+# Order matters where formats nest: readers with exact magic bytes come first; MRC has none
+# (its header is recognised by plausible values), so it goes last.
+REGISTRY: list[Reader] = [TiffReader(), RsciioReader(), OmeXmlReader(), MrcReader()]
 
 SNIFF_BYTES = 4096
 

@@ -104,11 +104,20 @@ class Series(abc.ABC):
     # True when z is a third spatial axis sampled like y and x (tomograms, EM maps, FIB-SEM
     # volumes): pyramids then downsample z too. Focal z-stacks and tilt series leave it False.
     is_volume: bool = False
+    # False for data that is catalogued with its metadata but gets no pyramid: spectra, spectrum
+    # images, 4D-STEM, or an OME-XML document whose pixels live in files that were not supplied.
+    viewable: bool = True
+    # True for a thumbnail or preview the file carries beside the real image (Olympus SIS, DM).
+    preview: bool = False
+    # Calibrations that are not lengths in metres, per axis letter, as (scale, unit) the file
+    # states them: reciprocal space ("1/nm") for diffraction patterns, "s" for frame time, "eV".
+    axis_calibration: dict[str, tuple[float, str]]
 
     def __init__(self) -> None:
         self.acquisition = Acquisition()
         self.vendor = {}
         self.warnings = []
+        self.axis_calibration = {}
 
     @abc.abstractmethod
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
@@ -149,6 +158,14 @@ class ImageFile(abc.ABC):
         self.path = path
         self.series = []
         self.warnings = []
+
+    @property
+    def primary_series(self) -> int:
+        """Index of the series that is the acquisition itself (the first that is not a preview)."""
+        for index, series in enumerate(self.series):
+            if not series.preview:
+                return index
+        return 0
 
     def close(self) -> None:  # noqa: B027 - readers without handles have nothing to close
         """Release file handles."""

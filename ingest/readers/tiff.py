@@ -1,22 +1,26 @@
-"""TIFF family reader (tifffile): series, axes, lazy region reads through tifffile's zarr view."""
+"""TIFF family reader (tifffile): series, sub-resolutions, vendor metadata, OME-TIFF, lazy region reads."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ome_types
 import tifffile
 import zarr
+from allmicro_data.ingest.readers import tiff_vendors as vendors
 from allmicro_data.ingest.readers.base import (
     AXIS_ORDER,
     ImageFile,
-    PixelSize,
     Reader,
     ReadError,
     Series,
 )
+from allmicro_data.ingest.readers.normalise import jsonable, text_or_none
+from allmicro_data.ingest.readers.ome import apply_ome_image
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -24,18 +28,46 @@ TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # (generic image/sequence index) become z, which downsamples in y/x only by default.
 _AXIS_MAP = {"T": "t", "C": "c", "S": "c", "Z": "z", "I": "z", "Q": "z", "Y": "y", "X": "x"}
 
-# Resolution units in metres.
-_RESOLUTION_UNIT_M = {2: 0.0254, 3: 0.01}
+# Refuse rasters whose declared size is beyond any instrument before anything is allocated:
+# 10^11 pixels is a 316 000 px square, larger than the largest SEM montages.
+MAX_PIXELS_PER_SERIES = 10**11
 
-# Refuse rasters whose declared size is absurd before anything is allocated.
-MAX_PIXELS_PER_SERIES = 2**40
+# Tags that describe the layout, not the acquisition; left out of the vendor keys.
+_STRUCTURAL_TAGS = {
+    254,
+    256,
+    257,
+    258,
+    259,
+    262,
+    273,
+    277,
+    278,
+    279,
+    284,
+    320,
+    322,
+    323,
+    324,
+    325,
+    338,
+    339,
+    347,
+    530,
+    532,
+}
+# Private tags a vendor parser below turns into structured metadata.
+_PARSED_TAGS = {34118, 34682, 34680, 33560, 37706, 37708, 50838, 50839, 65027}
 
 
 class TiffSeries(Series):
-    def __init__(self, tiff: tifffile.TiffFile, index: int) -> None:
+    def __init__(self, tiff: tifffile.TiffFile, index: int, level: int = 0) -> None:
         super().__init__()
         tseries = tiff.series[index]
+        if level:
+            tseries = tseries.levels[level]
         self._tseries = tseries
+        self._level = level
         self.name = tseries.name or f"series {index}"
         src_axes = tseries.axes.upper()
         ours: list[str] = []
@@ -57,14 +89,26 @@ class TiffSeries(Series):
         self.rgb = "S" in src_axes and self.shape[self.axes.index("c")] in (3, 4)
         if int(np.prod(self.shape, dtype=np.float64)) > MAX_PIXELS_PER_SERIES:
             raise ReadError(
-                f"TIFF series {index} declares {self.shape} pixels, beyond any real image"
+                f"TIFF series {index} declares {'x'.join(map(str, self.shape))} pixels, "
+                "beyond any real image"
             )
         self._array: Any = None
-        self.pixel_size = _resolution_pixel_size(tseries.pages[0] if tseries.pages else None)
+        self._tiff = tiff
+        self._index = index
+        self._ome_xml: str | None = None
+
+    def ome_xml(self) -> str | None:
+        return self._ome_xml
+
+    @property
+    def first_page(self) -> Any:
+        pages = self._tseries.pages
+        return pages[0] if pages else None
 
     def _zarr(self) -> Any:
         if self._array is None:
-            self._array = zarr.open(self._tseries.aszarr(level=0), mode="r")
+            store = self._tiff.series[self._index].aszarr(level=self._level)
+            self._array = zarr.open(store, mode="r")
         return self._array
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
@@ -73,61 +117,221 @@ class TiffSeries(Series):
         for our_index, src_index in enumerate(self._perm):
             src_region[src_index] = ours[our_index]
         try:
-            data = np.asarray(self._zarr()[tuple(src_region)])
+            array = self._zarr()
+            data = np.asarray(array[tuple(src_region)])
         except ReadError:
             raise
         except Exception as exc:
             raise ReadError(f"cannot decode TIFF pixels: {exc}") from exc
         return np.transpose(data, self._perm) if self._perm != tuple(range(len(ours))) else data
 
+    def levels(self) -> list[Series]:
+        if self._level:
+            return []
+        out: list[Series] = []
+        for level in range(1, len(self._tiff.series[self._index].levels)):
+            sub = TiffSeries(self._tiff, self._index, level)
+            sub.pixel_size = self.pixel_size
+            out.append(sub)
+        return out
 
-def _resolution_pixel_size(page: Any) -> PixelSize:
-    """Pixel size from the standard resolution tags, only when a physical unit is declared."""
-    if page is None:
-        return PixelSize()
-    tags = page.tags
-    unit_tag = tags.get("ResolutionUnit")
-    unit = int(unit_tag.value) if unit_tag is not None else 2
-    metres = _RESOLUTION_UNIT_M.get(unit)
-    if metres is None:
-        return PixelSize()
 
-    def size(name: str) -> float | None:
-        tag = tags.get(name)
-        if tag is None:
-            return None
-        num, den = tag.value
-        if not num or not den:
-            return None
-        return float(metres * den / num)
+def check_structure(tiff: tifffile.TiffFile, path: Path) -> None:
+    """Refuse files whose pixel data point outside the file or are shorter than declared.
 
-    x, y = size("XResolution"), size("YResolution")
-    # 72 or 96 dpi with the default unit is what image libraries write when nobody calibrated.
-    if unit_tag is None or (x is not None and round(0.0254 / x) in (72, 96, 300)):
-        return PixelSize()
-    return PixelSize(x=x, y=y)
+    tifffile opens such files lazily and fails only when pixels are read; a worker should
+    learn at open time, with a reason, instead of mid-pyramid.
+    """
+    size = path.stat().st_size
+    for tseries in tiff.series:
+        pages = list(tseries.pages[:8]) + ([tseries.pages[-1]] if len(tseries.pages) > 8 else [])
+        for page in pages:
+            if page is None or not hasattr(page, "dataoffsets"):
+                continue
+            offsets = page.dataoffsets
+            counts = page.databytecounts
+            if not offsets or not counts:
+                raise ReadError(f"{path.name}: TIFF page holds no pixel data pointers")
+            end = max(int(o) + int(c) for o, c in zip(offsets, counts, strict=False))
+            if end > size:
+                raise ReadError(
+                    f"{path.name}: truncated TIFF: pixel data end at byte {end}, file has {size}"
+                )
+            key = getattr(page, "keyframe", None) or page
+            if key.compression == 1 and not key.is_tiled and key.bitspersample >= 8:
+                declared = int(np.prod(key.shaped, dtype=np.float64)) * key.bitspersample // 8
+                stored = sum(int(c) for c in counts)
+                if stored < declared * 0.99:
+                    raise ReadError(
+                        f"{path.name}: TIFF declares {key.imagewidth} x {key.imagelength} "
+                        f"pixels ({declared} bytes) but its strips hold {stored} bytes"
+                    )
 
 
 class TiffImageFile(ImageFile):
     format = "TIFF"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, companions: Sequence[Path] = ()) -> None:
         super().__init__(path)
         try:
-            self._tiff = tifffile.TiffFile(path)
-            n_series = len(self._tiff.series)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._tiff = tifffile.TiffFile(path)
+                n_series = len(self._tiff.series)
         except Exception as exc:
             raise ReadError(f"{path.name}: not a readable TIFF ({exc})") from exc
-        if n_series == 0:
-            raise ReadError(f"{path.name}: TIFF holds no images")
         try:
+            if n_series == 0:
+                raise ReadError(f"{path.name}: TIFF holds no images")
+            check_structure(self._tiff, path)
             self.series = [TiffSeries(self._tiff, i) for i in range(n_series)]
+            self.warnings.extend(
+                f"tifffile: {str(w.message).splitlines()[0][:200]}" for w in caught
+            )
+            self._describe(companions)
         except Exception:
             self._tiff.close()
             raise
+        if self._tiff.is_ome:
+            self.format = "OME-TIFF"
+
+    def _describe(self, companions: Sequence[Path]) -> None:
+        tiff = self._tiff
+        ome = None
+        if tiff.is_ome and tiff.ome_metadata:
+            try:
+                ome = ome_types.from_xml(tiff.ome_metadata)
+            except Exception as exc:
+                self.warnings.append(f"OME-XML in the TIFF does not parse: {str(exc)[:200]}")
+        sidecars = _read_sidecars(companions)
+        for index, series in enumerate(self.series):
+            assert isinstance(series, TiffSeries)
+            page = series.first_page
+            ctx = vendors.TiffContext(tiff, page, series, companions)
+            series.vendor["tiff_tags"] = _tag_dict(page)
+            series.vendor["tiff_layout"] = _layout(tiff, page)
+            vendors.baseline(ctx)
+            if ome is not None and index < len(ome.images):
+                apply_ome_image(series, ome, index)
+                series.vendor["tiff_tags"] = _tag_dict(page)
+                series.vendor["tiff_layout"] = _layout(tiff, page)
+                series._ome_xml = tiff.ome_metadata
+                continue
+            _apply_vendor(ctx, tiff, sidecars)
+        _mark_previews(self.series)
 
     def close(self) -> None:
         self._tiff.close()
+
+
+def _apply_vendor(ctx: vendors.TiffContext, tiff: tifffile.TiffFile, sidecars: list[str]) -> None:
+    page = ctx.page
+    if page is None:
+        return
+    fei = ctx.tag(34682) or ctx.tag(34680)
+    if isinstance(fei, dict):
+        vendors.fei(ctx, fei)
+        return
+    sem = ctx.tag(34118)
+    if isinstance(sem, dict):
+        vendors.zeiss_sem(ctx, sem)
+        return
+    sis = ctx.tag(33560)
+    if isinstance(sis, dict):
+        vendors.olympus_sis(ctx, sis)
+        return
+    tv = ctx.tag(37706)
+    if isinstance(tv, dict):
+        vendors.tvips(ctx, tv)
+        return
+    description = text_or_none(page.description) or ""
+    is_jeol = description.lstrip().startswith("<?xml") and "TemReporter" in description[:2000]
+    if is_jeol and vendors.jeol_sightx(ctx, description):
+        return
+    tescan_text = ctx.tag(50431)
+    if isinstance(tescan_text, bytes):
+        tescan_text = tescan_text.decode("utf-8", "replace")
+    if isinstance(tescan_text, str) and vendors.tescan(ctx, tescan_text):
+        return
+    if page.is_imagej or tiff.is_imagej:
+        meta = tiff.imagej_metadata or {}
+        vendors.imagej(ctx, meta)
+        return
+    if vendors.gatan_tiff(ctx):
+        return
+    for text in sidecars:
+        if vendors.hitachi_sidecar(ctx, text):
+            return
+
+
+def _read_sidecars(companions: Sequence[Path]) -> list[str]:
+    texts = []
+    for path in companions:
+        try:
+            if path.stat().st_size > 1_000_000:
+                continue
+            head = path.read_bytes()
+        except OSError:
+            continue
+        if b"\x00" in head[:4096]:
+            continue
+        texts.append(
+            head.decode("utf-8", "replace") if head[:3] != b"\xff\xfe" else head.decode("utf-16")
+        )
+    return texts
+
+
+def _tag_dict(page: Any) -> dict[str, Any]:
+    if page is None:
+        return {}
+    out: dict[str, Any] = {}
+    for tag in page.tags.values():
+        if tag.code in _STRUCTURAL_TAGS or tag.code in _PARSED_TAGS:
+            continue
+        value = tag.value
+        if isinstance(value, bytes) and len(value) > 4096:
+            value = f"<{len(value)} bytes>"
+        elif isinstance(value, str) and len(value) > 20000:
+            value = value[:20000] + "…"
+        out[tag.name] = jsonable(value)
+    return out
+
+
+def _layout(tiff: tifffile.TiffFile, page: Any) -> dict[str, Any]:
+    if page is None:
+        return {}
+    key = getattr(page, "keyframe", None) or page
+    return {
+        "byteorder": tiff.byteorder,
+        "photometric": getattr(key.photometric, "name", str(key.photometric)),
+        "compression": getattr(key.compression, "name", str(key.compression)),
+        "bitspersample": key.bitspersample,
+        "samplesperpixel": key.samplesperpixel,
+        "pages": len(tiff.pages),
+    }
+
+
+def _mark_previews(series_list: list[Series]) -> None:
+    """An 8-bit RGB image beside a calibrated image of the same size is the vendor's preview
+    (Olympus SIS writes a JPEG preview as the first IFD)."""
+    if len(series_list) < 2:
+        return
+    for candidate in series_list:
+        if not candidate.rgb or candidate.dtype != np.uint8:
+            continue
+        yx = (
+            candidate.shape[candidate.axes.index("y")],
+            candidate.shape[candidate.axes.index("x")],
+        )
+        for other in series_list:
+            if other is candidate or other.rgb:
+                continue
+            other_yx = (other.shape[other.axes.index("y")], other.shape[other.axes.index("x")])
+            if other_yx == yx and (
+                other.pixel_size.x is not None or other.vendor.keys() - {"tiff_tags"}
+            ):
+                candidate.preview = True
+                break
 
 
 class TiffReader(Reader):
@@ -137,4 +341,4 @@ class TiffReader(Reader):
         return head[:4] in TIFF_MAGICS
 
     def open(self, path: Path, companions: Sequence[Path] = ()) -> ImageFile:
-        return TiffImageFile(path)
+        return TiffImageFile(path, companions)

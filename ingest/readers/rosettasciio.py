@@ -1,0 +1,382 @@
+"""Electron-microscopy formats through rosettasciio (lazy): Gatan DM3/DM4, Velox/NCEM EMD, TIA SER/EMI, Bruker BCF, EMSA."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import struct
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from allmicro_data.ingest.readers.base import (
+    AXIS_ORDER,
+    Acquisition,
+    ImageFile,
+    PixelSize,
+    Reader,
+    ReadError,
+    Series,
+)
+from allmicro_data.ingest.readers.dm_tags import dm_acquisition, find_image_tags
+from allmicro_data.ingest.readers.normalise import (
+    as_float,
+    dig,
+    from_unix,
+    jsonable,
+    length_factor,
+    parse_datetime,
+    positive,
+    text_or_none,
+)
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _dm_version(head: bytes) -> int | None:
+    if len(head) < 16:
+        return None
+    version = struct.unpack(">i", head[:4])[0]
+    if version == 3 and struct.unpack(">i", head[8:12])[0] in (0, 1):
+        return 3
+    if version == 4 and struct.unpack(">i", head[12:16])[0] in (0, 1):
+        return 4
+    return None
+
+
+def _hdf5_plugin(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            if "Version" in h5 and "Data" in h5:
+                return "emd"  # Velox
+            if "version_major" in h5.attrs:
+                return "emd"  # NCEM / Berkeley EMD
+            fmt = h5.attrs.get("file_format")
+            if isinstance(fmt, bytes):
+                fmt = fmt.decode("utf-8", "replace")
+            if isinstance(fmt, str) and fmt.lower().startswith("hyperspy"):
+                return "hspy"
+            if any("NX_class" in h5[k].attrs for k in list(h5.keys())[:50]):
+                return "nexus"
+    except Exception:
+        return None
+    return None
+
+
+def plugin_for(head: bytes, path: Path) -> tuple[str, str] | None:
+    """(rosettasciio plugin, format name) shown by the content, or None."""
+    version = _dm_version(head)
+    if version is not None:
+        return "digitalmicrograph", f"Gatan DM{version}"
+    if head[:2] == b"II" and len(head) >= 4 and struct.unpack("<H", head[2:4])[0] == 0x0197:
+        return "tia", "FEI TIA SER"
+    if head[:4] == b"JK\x00\x02":
+        return "tia", "FEI TIA EMI"
+    if head[:8] == b"AAMVHFSS":
+        return "bruker", "Bruker BCF"
+    if head.lstrip().startswith(b"#FORMAT") and b"EMSA" in head[:200].upper():
+        return "msa", "EMSA/MSA spectrum"
+    if head[:8] == HDF5_MAGIC:
+        plugin = _hdf5_plugin(path)
+        names = {"emd": "EMD (HDF5)", "hspy": "HyperSpy HDF5", "nexus": "NeXus HDF5"}
+        return (plugin, names[plugin]) if plugin else None
+    return None
+
+
+def _apply_mapping(signal: Mapping[str, Any]) -> dict[str, Any]:
+    """rosettasciio's metadata with its mapping applied the way HyperSpy applies it."""
+    metadata: dict[str, Any] = jsonable(signal.get("metadata") or {})
+    original = signal.get("original_metadata") or {}
+    for source, target in (signal.get("mapping") or {}).items():
+        if not isinstance(target, tuple | list) or len(target) != 2:
+            continue
+        dest, function = target
+        value = dig(original, *source.split("."))
+        if value is None:
+            continue
+        try:
+            value = function(value) if function is not None else value
+        except Exception:  # noqa: S112 - a vendor value that does not convert is skipped
+            continue
+        node = metadata
+        parts = str(dest).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = jsonable(value)
+    return metadata
+
+
+def _acquisition_from_hyperspy(md: Mapping[str, Any]) -> Acquisition:
+    acq = Acquisition()
+    instruments = dig(md, "Acquisition_instrument") or {}
+    kind = next((k for k in ("TEM", "SEM") if k in instruments), None)
+    inst: Mapping[str, Any] = instruments.get(kind, {}) if kind else {}
+    if kind:
+        mode = text_or_none(inst.get("acquisition_mode"))
+        acq.modality = "STEM" if mode == "STEM" else kind
+    acq.instrument = text_or_none(inst.get("microscope"))
+    kev = positive(as_float(inst.get("beam_energy")))
+    acq.accelerating_voltage = kev * 1e3 if kev else None
+    acq.magnification = positive(as_float(inst.get("magnification")))
+    cl_mm = positive(as_float(inst.get("camera_length")))
+    acq.camera_length = cl_mm * 1e-3 if cl_mm else None
+    na = positive(as_float(inst.get("beam_current")))
+    acq.beam_current = na * 1e-9 if na else None
+    acq.dwell_time = positive(as_float(inst.get("dwell_time")))
+    wd_mm = positive(as_float(inst.get("working_distance")))
+    acq.working_distance = wd_mm * 1e-3 if wd_mm else None
+    acq.tilt_angle_deg = as_float(dig(inst, "Stage", "tilt_alpha"))
+    acq.exposure_time = positive(as_float(dig(inst, "Detector", "Camera", "exposure")))
+    acq.detector = text_or_none(inst.get("detector")) or text_or_none(
+        dig(inst, "Detector", "Camera", "Name")
+    )
+    general = md.get("General") or {}
+    acq.operator = text_or_none(general.get("authors"))
+    date, time = text_or_none(general.get("date")), text_or_none(general.get("time"))
+    if date:
+        stamp = parse_datetime(f"{date}T{time or '00:00:00'}", ())
+        zone = text_or_none(general.get("time_zone"))
+        if stamp is not None and zone in ("UTC", "GMT") and stamp.tzinfo is None:
+            from datetime import UTC
+
+            stamp = stamp.replace(tzinfo=UTC)
+        acq.acquired_at = stamp if time else None
+    return acq
+
+
+def _merge(target: Acquisition, source: Acquisition) -> None:
+    for name in target.__dataclass_fields__:
+        value = getattr(source, name)
+        if value not in (None, []):
+            setattr(target, name, value)
+
+
+def _velox(acq: Acquisition, original: Mapping[str, Any]) -> None:
+    # rosettasciio maps the STEM magnification flag, not the magnification, for camera images.
+    acq.magnification = positive(as_float(dig(original, "Optics", "NominalMagnification")))
+    acq.vendor = text_or_none(dig(original, "Instrument", "Manufacturer"))
+    model = text_or_none(dig(original, "Instrument", "InstrumentModel"))
+    acq.instrument = model or acq.instrument
+    detector = text_or_none(dig(original, "BinaryResult", "Detector"))
+    acq.detector = detector or acq.detector
+    index = dig(original, "BinaryResult", "DetectorIndex")
+    if index is not None:
+        det = dig(original, "Detectors", f"Detector-{index}") or {}
+        acq.exposure_time = positive(as_float(det.get("ExposureTime"))) or acq.exposure_time
+    acq.beam_current = positive(as_float(dig(original, "Optics", "LastMeasuredScreenCurrent")))
+    acq.camera_length = positive(as_float(dig(original, "Optics", "CameraLength")))
+    kv = positive(as_float(dig(original, "Optics", "AccelerationVoltage")))
+    acq.accelerating_voltage = kv or acq.accelerating_voltage
+    stamp = from_unix(dig(original, "Acquisition", "AcquisitionStartDatetime", "DateTime"))
+    acq.acquired_at = stamp or acq.acquired_at
+    unit = text_or_none(dig(original, "BinaryResult", "AcquisitionUnit")) or ""
+    scan = as_float(dig(original, "Scan", "DwellTime"))
+    if "Scan" in unit or (scan and scan > 0):
+        acq.modality = "STEM"
+        acq.dwell_time = positive(scan)
+    elif acq.modality is None:
+        acq.modality = "TEM"
+
+
+def _tia(acq: Acquisition, original: Mapping[str, Any]) -> None:
+    info = dig(original, "ObjectInfo") or {}
+    desc = info.get("ExperimentalDescription") or {}
+    acq.vendor = "Thermo Fisher Scientific (FEI)"
+    acq.instrument = text_or_none(desc.get("Microscope")) or acq.instrument
+    kv = positive(as_float(desc.get("High tension_kV")))
+    acq.accelerating_voltage = kv * 1e3 if kv else acq.accelerating_voltage
+    acq.magnification = positive(as_float(desc.get("Magnification_x"))) or acq.magnification
+    cl = positive(as_float(desc.get("Camera length_m")))
+    acq.camera_length = cl or acq.camera_length
+    acquire = info.get("AcquireInfo") or {}
+    acq.detector = text_or_none(acquire.get("CameraNamePath")) or acq.detector
+    dwell = positive(as_float(acquire.get("DwellTimePath")))
+    mode = (text_or_none(desc.get("Mode")) or "").upper()
+    if mode.startswith("STEM"):
+        acq.modality = "STEM"
+        acq.dwell_time = dwell
+    else:
+        acq.modality = acq.modality or ("TEM" if mode.startswith("TEM") else None)
+        acq.exposure_time = dwell or acq.exposure_time
+    acq.operator = text_or_none(desc.get("User")) or acq.operator
+    tilt = as_float(desc.get("Stage A_deg"))
+    acq.tilt_angle_deg = tilt if tilt is not None else acq.tilt_angle_deg
+    stamp = text_or_none(info.get("AcquireDate"))
+    if stamp:
+        acq.acquired_at = parse_datetime(stamp, ("%a %b %d %H:%M:%S %Y",)) or acq.acquired_at
+
+
+class RsciioSeries(Series):
+    def __init__(self, signal: Mapping[str, Any], index: int, plugin: str) -> None:
+        super().__init__()
+        data = signal["data"]
+        self._data = data
+        self.dtype = np.dtype(data.dtype)
+        axes_info = sorted(signal.get("axes") or [], key=lambda a: a.get("index_in_array", 0))
+        if len(axes_info) != data.ndim:
+            axes_info = [{"name": f"axis{i}", "navigate": False} for i in range(data.ndim)]
+        if data.ndim > len(AXIS_ORDER):
+            raise ReadError(f"{data.ndim}-dimensional data cannot be represented")
+        md = _apply_mapping(signal)
+        self.name = text_or_none(dig(md, "General", "title")) or f"signal {index}"
+        signal_dims = [a for a in axes_info if not a.get("navigate")]
+        nav_dims = [a for a in axes_info if a.get("navigate")]
+        letters: list[str]
+        if len(signal_dims) == 2 and len(nav_dims) <= 1 and data.ndim >= 2:
+            letters = ["y", "x"]
+            if nav_dims:
+                nav = nav_dims[0]
+                is_time = str(nav.get("units") or "").strip() in ("s", "ms", "µs") or str(
+                    nav.get("name", "")
+                ).lower().startswith("time")
+                letters.insert(0, "t" if is_time else "z")
+            # Navigation axes come first in rosettasciio's arrays, as in ours.
+        else:
+            letters = list(AXIS_ORDER[-data.ndim :])
+            self.viewable = False
+            kind = "spectrum" if len(signal_dims) == 1 else f"{data.ndim}-D dataset"
+            self.warnings.append(
+                f"{kind} ({', '.join(str(a.get('name')) for a in axes_info)}): catalogued with "
+                "its metadata, no pyramid"
+            )
+        self.axes = "".join(letters)
+        self.shape = tuple(int(n) for n in data.shape)
+        self._axes_info = axes_info
+        sizes: dict[str, float | None] = {"x": None, "y": None, "z": None}
+        for letter, axis in zip(letters, axes_info, strict=True):
+            scale = as_float(axis.get("scale"))
+            unit = text_or_none(axis.get("units"))
+            factor = length_factor(unit)
+            if self.viewable and letter in sizes and factor is not None and scale and scale > 0:
+                sizes[letter] = scale * factor
+            elif scale is not None and unit and not (unit == "" or (scale == 1.0 and not unit)):
+                self.axis_calibration[letter] = (scale, unit)
+        self.pixel_size = PixelSize(**sizes)
+        original = signal.get("original_metadata") or {}
+        acq = _acquisition_from_hyperspy(md)
+        if plugin == "digitalmicrograph":
+            tags = find_image_tags(dig(original, "ImageList") or {})
+            if tags is not None:
+                dm, warnings = dm_acquisition(tags)
+                _merge(acq, dm)
+                self.warnings.extend(warnings)
+        elif plugin == "emd" and dig(original, "Instrument") is not None:
+            _velox(acq, original)
+        elif plugin == "tia":
+            _tia(acq, original)
+        if any(unit for _, unit in self.axis_calibration.values() if "1/" in unit or "^-1" in unit):
+            self.warnings.append("diffraction pattern: calibration is in reciprocal space")
+        self.acquisition = acq
+        self.vendor = {"original_metadata": jsonable(_drop_display(original))}
+        self.vendor["axes"] = jsonable(axes_info)
+
+    def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
+        ours = self.normalise_region(region)
+        try:
+            block = self._data[ours]
+            if hasattr(block, "compute"):
+                block = block.compute(scheduler="synchronous")
+            return np.asarray(block)
+        except Exception as exc:
+            raise ReadError(f"cannot read pixels: {exc}") from exc
+
+
+def _drop_display(original: Mapping[str, Any]) -> Mapping[str, Any]:
+    """DM's document display state (window geometry, annotations) is not acquisition metadata."""
+    skip = {
+        "DocumentObjectList",
+        "Page Behavior",
+        "Image Behavior",
+        "ApplicationBounds",
+        "WindowPosition",
+    }
+    return {k: v for k, v in original.items() if k not in skip}
+
+
+def _tia_workdir(
+    path: Path, companions: Sequence[Path]
+) -> tuple[Path, tempfile.TemporaryDirectory[str]]:
+    """rosettasciio finds an EMI's data as '<stem>_N.ser' beside it; originals in the store have
+    content-addressed names, so lay the pair out under the names TIA gave them."""
+    workdir = tempfile.TemporaryDirectory(prefix="allmicro-tia-")
+    root = Path(workdir.name)
+    emi = root / "acquisition.emi"
+    emi.symlink_to(path.resolve())
+    sers = [c for c in companions if _is_ser(c)]
+    for position, ser in enumerate(sers, start=1):
+        match = re.search(r"_(\d+)\.ser$", ser.name, re.IGNORECASE)
+        number = int(match.group(1)) if match else position
+        (root / f"acquisition_{number}.ser").symlink_to(ser.resolve())
+    return emi, workdir
+
+
+def _is_ser(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head[:2] == b"II" and len(head) == 4 and struct.unpack("<H", head[2:4])[0] == 0x0197
+
+
+class RsciioFile(ImageFile):
+    def __init__(self, path: Path, companions: Sequence[Path], plugin: str, fmt: str) -> None:
+        super().__init__(path)
+        self.format = fmt
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        target = path
+        if fmt == "FEI TIA EMI":
+            if not any(_is_ser(c) for c in companions):
+                raise ReadError(
+                    f"{path.name}: a TIA .emi holds metadata only; upload its _1.ser data file with it"
+                )
+            target, self._workdir = _tia_workdir(path, companions)
+        reader: Callable[..., list[dict[str, Any]]] = importlib.import_module(
+            f"rsciio.{plugin}"
+        ).file_reader
+        try:
+            signals = reader(str(target), lazy=True)
+        except ReadError:
+            raise
+        except Exception as exc:
+            self.close()
+            raise ReadError(
+                f"{path.name}: broken {fmt} file ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not signals:
+            self.close()
+            raise ReadError(f"{path.name}: {fmt} file holds no data")
+        for index, signal in enumerate(signals):
+            self.series.append(RsciioSeries(signal, index, plugin))
+        if fmt == "FEI TIA SER":
+            self.warnings.append(
+                "TIA .ser read without its .emi: microscope metadata are in the .emi"
+            )
+
+    def close(self) -> None:
+        self.series = []
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+
+class RsciioReader(Reader):
+    name = "rosettasciio"
+
+    def sniff(self, head: bytes, path: Path) -> bool:
+        return plugin_for(head, path) is not None
+
+    def open(self, path: Path, companions: Sequence[Path] = ()) -> ImageFile:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        found = plugin_for(head, path)
+        if found is None:
+            raise ReadError(f"{path.name}: not a format rosettasciio reads")
+        return RsciioFile(path, companions, *found)
