@@ -39,6 +39,12 @@ def sniff(path: Path) -> Reader:
     for reader in REGISTRY:
         if reader.sniff(head, path):
             return reader
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh":
+        kind = "gzip" if head[:2] == b"\x1f\x8b" else "bzip2"
+        raise UnsupportedFormat(
+            f"{path.name}: unrecognised {kind}-compressed content (only MRC maps are read "
+            "compressed; upload other formats uncompressed)"
+        )
     raise UnsupportedFormat(f"{path.name}: unrecognised file format (content matches no reader)")
 
 

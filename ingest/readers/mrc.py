@@ -31,6 +31,9 @@ HEADER_BYTES = 1024
 # file: larger compressed maps must be uploaded uncompressed so they can be memory-mapped.
 MAX_DECOMPRESSED_BYTES = 16 * 1024**3
 _CHUNK = 1 << 20
+# Electron-microscopy maps and stacks compress a few times at most, masked maps some tens; a
+# stream that claims more is a decompression bomb, refused before anything is inflated.
+MAX_COMPRESSION_RATIO = 200
 
 _MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2, 101: 1}
 # FEI extended-header timestamps are OLE automation dates: days since 1899-12-30.
@@ -117,6 +120,12 @@ def _inflate_to_temp(path: Path, kind: str) -> Path:
         raise ReadError(
             f"{path.name}: {kind} MRC declares {declared / 1e9:.1f} GB uncompressed, above the "
             f"{MAX_DECOMPRESSED_BYTES / 1e9:.0f} GB limit for compressed uploads"
+        )
+    compressed = path.stat().st_size
+    if declared > MAX_COMPRESSION_RATIO * compressed and declared > 64 * 1024**2:
+        raise ReadError(
+            f"{path.name}: {kind} MRC would inflate {compressed} bytes to {declared} "
+            f"({declared // max(compressed, 1)}:1), beyond any microscope data: decompression bomb"
         )
     tmpdir = Path(tempfile.gettempdir())
     if shutil.disk_usage(tmpdir).free < declared + (1 << 30):
