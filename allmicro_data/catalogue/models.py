@@ -327,6 +327,8 @@ class Image(Base):
 
     vendor_metadata: Mapped[dict[str, Any] | None]
     warnings: Mapped[list[Any] | None]
+    # Lower-cased name, normalised fields and every vendor value, for free-text search.
+    search_text: Mapped[str | None] = mapped_column(Text)
 
     # Where the pyramid lives in the object store, and what it looks like.
     pyramid_key: Mapped[str | None] = mapped_column(String(300))
@@ -369,11 +371,41 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
 
+class ShareLink(Base):
+    """A read-only link to one project or dataset, for people without an account."""
+
+    __tablename__ = "share_link"
+    __table_args__ = (
+        CheckConstraint("(project_id IS NULL) <> (dataset_id IS NULL)", name="project_or_dataset"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEvent(Base):
     """Who did what to which object, when and from where."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_project_at", "project_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_event_project_at", "project_id", "at"),
+        # Login throttling counts recent failures per client address.
+        Index("ix_audit_event_address_action_at", "client_address", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

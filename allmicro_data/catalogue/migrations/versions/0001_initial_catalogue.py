@@ -17,7 +17,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "audit_event",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -411,7 +410,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_index("ix_job_status_not_before")
         batch_op.drop_index(batch_op.f("ix_job_file_id"))
