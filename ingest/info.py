@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from allmicro_data.ingest.grouping import group_files
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 
 
@@ -35,6 +36,7 @@ def describe_file(path: Path, companions: Sequence[Path] = ()) -> dict[str, Any]
         "error": None,
         "warnings": [],
         "series": [],
+        "companions": [str(c) for c in companions],
     }
     try:
         with open_image_file(path, companions) as image_file:
@@ -47,5 +49,15 @@ def describe_file(path: Path, companions: Sequence[Path] = ()) -> dict[str, Any]
 
 
 def info_document(paths: Sequence[Path]) -> dict[str, Any]:
-    """The whole `allmicro info --json` document for the given files."""
-    return {"files": [describe_file(p) for p in paths]}
+    """The whole `allmicro info --json` document for the given files.
+
+    Files of one acquisition given together (EMI+SER, MRC+mdoc/info.txt, TIFF+txt) are read as
+    one entry: the primary file with the others as its companions.
+    """
+    by_name = {str(p): p for p in paths}
+    entries = []
+    for group in group_files(list(by_name)):
+        entries.append(
+            describe_file(by_name[group.primary], [by_name[c] for c in group.companions])
+        )
+    return {"files": entries}

@@ -19,6 +19,7 @@ from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.ome import OmeXmlReader
 from allmicro_data.ingest.readers.rosettasciio import RsciioReader
 from allmicro_data.ingest.readers.tiff import TiffReader
+from allmicro_data.ingest.sanity import sanity_warnings
 
 # Order matters where formats nest: readers with exact magic bytes come first; MRC has none
 # (its header is recognised by plausible values), so it goes last.
@@ -52,7 +53,10 @@ def open_image_file(path: Path, companions: Sequence[Path] = ()) -> ImageFile:
     """Open an original with the reader its content calls for."""
     reader = sniff(path)
     try:
-        return reader.open(path, companions)
+        image_file = reader.open(path, companions)
+        for series in image_file.series:
+            series.warnings.extend(sanity_warnings(series))
+        return image_file
     except ReadError:
         raise
     except MemoryError:

@@ -200,8 +200,23 @@ def ome_dims(pixels: ome_model.Pixels) -> tuple[str, tuple[int, ...], dict[str, 
     return axes, tuple(int(sizes[a]) for a in axes), sizes
 
 
+def valid_ome_xml(text: str) -> bool:
+    """True when the document validates against the current OME schema (older schemas and
+    vendor quirks do not; those series get an OME-XML built by us instead)."""
+    try:
+        ome_types.validate_xml(text)
+    except Exception:
+        return False
+    return True
+
+
 class OmeXmlSeries(Series):
     """One OME image whose pixels are BinData planes or planes in supplied TIFF files."""
+
+    source_document: str | None = None
+
+    def ome_xml(self) -> str | None:
+        return self.source_document
 
     def __init__(
         self, ome: ome_model.OME, index: int, companions: dict[str, Path], label: str
@@ -323,8 +338,10 @@ class OmeXmlFile(ImageFile):
             raise ReadError(f"{path.name}: OME-XML document describes no images")
         self._xml = path.read_text(encoding="utf-8", errors="replace")
         by_name = {p.name: p for p in companions}
+        document = self._xml if valid_ome_xml(self._xml) else None
         for i in range(len(ome.images)):
             series = OmeXmlSeries(ome, i, by_name, path.name)
+            series.source_document = document
             self.series.append(series)
         self._ome = ome
 

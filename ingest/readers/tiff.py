@@ -20,7 +20,7 @@ from allmicro_data.ingest.readers.base import (
     Series,
 )
 from allmicro_data.ingest.readers.normalise import jsonable, text_or_none
-from allmicro_data.ingest.readers.ome import apply_ome_image
+from allmicro_data.ingest.readers.ome import apply_ome_image, valid_ome_xml
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -157,7 +157,7 @@ def check_structure(tiff: tifffile.TiffFile, path: Path) -> None:
                 raise ReadError(
                     f"{path.name}: truncated TIFF: pixel data end at byte {end}, file has {size}"
                 )
-            key = getattr(page, "keyframe", None) or page
+            key: Any = getattr(page, "keyframe", None) or page
             if key.compression == 1 and not key.is_tiled and key.bitspersample >= 8:
                 declared = int(np.prod(key.shaped, dtype=np.float64)) * key.bitspersample // 8
                 stored = sum(int(c) for c in counts)
@@ -204,6 +204,7 @@ class TiffImageFile(ImageFile):
             except Exception as exc:
                 self.warnings.append(f"OME-XML in the TIFF does not parse: {str(exc)[:200]}")
         sidecars = _read_sidecars(companions)
+        valid = False
         for index, series in enumerate(self.series):
             assert isinstance(series, TiffSeries)
             page = series.first_page
@@ -215,7 +216,9 @@ class TiffImageFile(ImageFile):
                 apply_ome_image(series, ome, index)
                 series.vendor["tiff_tags"] = _tag_dict(page)
                 series.vendor["tiff_layout"] = _layout(tiff, page)
-                series._ome_xml = tiff.ome_metadata
+                if index == 0:
+                    valid = valid_ome_xml(tiff.ome_metadata or "")
+                series._ome_xml = tiff.ome_metadata if valid else None
                 continue
             _apply_vendor(ctx, tiff, sidecars)
         _mark_previews(self.series)
