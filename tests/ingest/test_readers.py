@@ -1,0 +1,139 @@
+"""Reader behaviour beyond the corpus: sidecars, pyramids, lazy reads, OME-XML with TIFFs, sanity warnings."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import tifffile
+from allmicro_data.ingest.readers import open_image_file, sniff
+from allmicro_data.ingest.readers.mrc import MrcReader
+from allmicro_data.ingest.readers.tiff import TiffReader
+
+
+def test_hitachi_sidecar_calibrates_the_tiff(tmp_path: Path) -> None:
+    tif = tmp_path / "sem01.tif"
+    tifffile.imwrite(tif, np.zeros((96, 128), dtype=np.uint8))
+    txt = tmp_path / "sem01.txt"
+    txt.write_text(
+        "[SemImageFile]\nInstructName=SU8230\nDate=2023/05/14\nTime=15:22:11\n"
+        "DataSize=128x96\nPixelSize=39.6875\nSignalName=SE(U)\n"
+        "AcceleratingVoltage=5000 Volt\nMagnification=1000\nWorkingDistance=8000 um\n"
+    )
+    with open_image_file(tif, [txt]) as image_file:
+        series = image_file.series[0]
+        assert series.pixel_size.x is not None
+        assert np.isclose(series.pixel_size.x, 39.6875e-9)
+        acq = series.acquisition
+        assert acq.instrument == "SU8230" and acq.accelerating_voltage == 5000.0
+        assert acq.working_distance is not None and np.isclose(acq.working_distance, 8e-3)
+        assert acq.detector == "SE(U)" and acq.magnification == 1000.0
+    # Without its sidecar the same TIFF has no calibration and says so.
+    with open_image_file(tif) as image_file:
+        assert image_file.series[0].pixel_size.x is None
+        assert any("pixel size missing" in w for w in image_file.series[0].warnings)
+
+
+def test_nominal_dpi_is_not_a_pixel_size_but_centimetre_resolution_is(tmp_path: Path) -> None:
+    dpi = tmp_path / "dpi.tif"
+    tifffile.imwrite(dpi, np.zeros((8, 8), np.uint8), resolution=(72, 72), resolutionunit=2)
+    cm = tmp_path / "cm.tif"
+    tifffile.imwrite(cm, np.zeros((8, 8), np.uint8), resolution=(1e5, 1e5), resolutionunit=3)
+    with open_image_file(dpi) as image_file:
+        assert image_file.series[0].pixel_size.x is None
+    with open_image_file(cm) as image_file:
+        assert np.isclose(image_file.series[0].pixel_size.x or 0, 1e-7)
+
+
+def test_pyramidal_ome_tiff_exposes_its_levels_and_reads_regions_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "pyramid.ome.tif"
+    data = np.arange(1024 * 1024, dtype=np.uint16).reshape(1024, 1024)
+    with tifffile.TiffWriter(path) as tif:
+        options = {"tile": (256, 256), "metadata": {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}}
+        tif.write(data, subifds=1, **options)  # type: ignore[arg-type]
+        tif.write(data[::2, ::2], subfiletype=1, tile=(256, 256))
+    with open_image_file(path) as image_file:
+        assert image_file.format == "OME-TIFF"
+        series = image_file.series[0]
+        assert np.isclose(series.pixel_size.x or 0, 0.5e-6)
+        levels = series.levels()
+        assert [lv.shape for lv in levels] == [(512, 512)]
+        block = series.read((slice(300, 310), slice(700, 705)))
+        assert np.array_equal(block, data[300:310, 700:705])
+        assert np.array_equal(levels[0].read((slice(0, 4), slice(0, 4))), data[:8:2, :8:2])
+        assert series.ome_xml() is not None
+
+
+def test_ome_xml_companion_reads_pixels_from_supplied_tiffs(tmp_path: Path) -> None:
+    planes = [np.full((4, 6), v, dtype=np.uint8) for v in (10, 20)]
+    for index, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"cell_C{index}.tif", plane)
+    xml = tmp_path / "cell.ome.xml"
+    tiffdata = "".join(
+        f'<TiffData FirstC="{i}" IFD="0" PlaneCount="1"><UUID FileName="cell_C{i}.tif">'
+        f"urn:uuid:00000000-0000-0000-0000-00000000000{i}</UUID></TiffData>"
+        for i in range(2)
+    )
+    xml.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0" Name="cell"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
+        'Type="uint8" SizeX="6" SizeY="4" SizeZ="1" SizeC="2" SizeT="1" '
+        'PhysicalSizeX="0.1" PhysicalSizeY="0.1">'
+        '<Channel ID="Channel:0:0" Name="DAPI" EmissionWavelength="461"/>'
+        '<Channel ID="Channel:0:1" Name="GFP"/>'
+        f"{tiffdata}</Pixels></Image></OME>"
+    )
+    companions = [tmp_path / "cell_C0.tif", tmp_path / "cell_C1.tif"]
+    with open_image_file(xml, companions) as image_file:
+        series = image_file.series[0]
+        assert series.axes == "cyx" and series.viewable
+        assert [c.name for c in series.acquisition.channels] == ["DAPI", "GFP"]
+        assert np.isclose(series.acquisition.channels[0].emission_wavelength or 0, 461e-9)
+        assert series.read()[:, 0, 0].tolist() == [10, 20]
+    with open_image_file(xml) as image_file:
+        assert not image_file.series[0].viewable
+        assert "not supplied" in " ".join(image_file.series[0].warnings)
+
+
+def test_mrc_stack_with_serialem_mdoc_and_gzip(tmp_path: Path) -> None:
+    stack = tmp_path / "tilt.st"
+    with mrcfile.new(stack) as mrc:
+        mrc.set_data(np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8))
+        mrc.set_image_stack()
+    mdoc = tmp_path / "tilt.st.mdoc"
+    mdoc.write_text(
+        "PixelSpacing = 2.5\nImageFile = tilt.st\n\n[ZValue = 0]\nTiltAngle = -60.0\n"
+        "Magnification = 29000\nExposureTime = 0.5\nVoltage = 300\n"
+        "DateTime = 21-Oct-24  14:36:50\n"
+    )
+    packed = tmp_path / "tilt.st.gz"
+    packed.write_bytes(gzip.compress(stack.read_bytes()))
+    for path in (stack, packed):
+        assert isinstance(sniff(path), MrcReader)
+        with open_image_file(path, [mdoc]) as image_file:
+            series = image_file.series[0]
+            assert series.axes == "tyx" and series.shape == (3, 8, 8)
+            acq = series.acquisition
+            assert acq.accelerating_voltage == 300e3 and acq.tilt_angle_deg == -60.0
+            assert acq.magnification == 29000 and acq.exposure_time == 0.5
+            assert acq.acquired_at is not None and acq.acquired_at.year == 2024
+            assert series.read((slice(2, 3), slice(0, 2), slice(0, 2))).tolist() == [
+                [[128, 129], [136, 137]]
+            ]
+
+
+def test_sniffing_ignores_the_extension(tmp_path: Path) -> None:
+    disguised = tmp_path / "image.mrc"
+    tifffile.imwrite(disguised, np.zeros((4, 4), np.uint8))
+    assert isinstance(sniff(disguised), TiffReader)
+
+
+def test_anisotropic_and_absurd_pixel_sizes_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8), resolution=(1e5, 2e5), resolutionunit=3)
+    with open_image_file(path) as image_file:
+        warnings = " ".join(image_file.series[0].warnings)
+        assert "disagree" in warnings
