@@ -254,6 +254,9 @@ class MrcSeries(Series):
                     )
                 else:
                     self.warnings.append(f"invalid axis map {maps}; stored order kept")
+        # The header's space group says volume (maps, tomograms) or stack; a volume's z is sampled
+        # like y and x.
+        self.is_volume = self.axes == "zyx"
         vs = mrc.voxel_size
         raw = {"x": float(vs.x), "y": float(vs.y), "z": float(vs.z)}
         sizes = {a: (v * 1e-10 if v > 0 else None) for a, v in raw.items()}
@@ -350,6 +353,7 @@ def _apply_de_info(series: MrcSeries, keys: dict[str, str]) -> None:
             # Each frame is the diffraction pattern of one scan position: a 4D-STEM dataset
             # whose frames are not a spatial stack. Catalogue it; no pyramid.
             series.viewable = False
+            series.is_volume = False
             series.warnings.append(
                 f"4D-STEM dataset: {frames} frames are diffraction patterns of a "
                 f"{int(nx)} x {int(ny)} scan; catalogued without a pyramid"
