@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     max_upload_bytes: int = Field(default=200 * 1024**3, gt=0)
+    upload_expiry_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Unfinished resumable uploads idle this long are deleted.",
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

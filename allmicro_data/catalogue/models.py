@@ -419,3 +419,41 @@ class AuditEvent(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     success: Mapped[bool] = mapped_column(default=True)
     detail: Mapped[dict[str, Any] | None]
+
+
+class UploadStatus(enum.StrEnum):
+    RECEIVING = "receiving"
+    # Every byte is in and the whole-file sha256 is known; the original is being stored.
+    RECEIVED = "received"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class Upload(Base):
+    """A resumable (tus) upload: its bytes are spooled under uploads_dir until the last one arrives."""
+
+    __tablename__ = "upload"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    created_by_id: Mapped[str] = mapped_column(ForeignKey("user_account.id"), index=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    # Bytes received and acknowledged; the spool file may hold more after a crash (cut back).
+    upload_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The Upload-Metadata header as sent, echoed back by HEAD.
+    upload_metadata: Mapped[str] = mapped_column(Text, default="")
+    original_name: Mapped[str] = mapped_column(String(1024))
+    relative_path: Mapped[str | None] = mapped_column(String(4096))
+    group_key: Mapped[str | None] = mapped_column(String(300))
+    declared_sha256: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[UploadStatus] = mapped_column(
+        _enum(UploadStatus, "upload_status"), default=UploadStatus.RECEIVING
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    file_id: Mapped[str | None] = mapped_column(ForeignKey("file.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    completed_at: Mapped[datetime | None]
