@@ -32,16 +32,20 @@ class Caller:
     organisation_id: str
     email: str
     is_admin: bool = False
-    scope: str = "all"  # "all", "read" or "upload" (personal access tokens)
+    scope: str = "all"  # "all", or "read" / "upload" for personal access tokens
+    token_id: str | None = None
 
     @classmethod
-    def for_user(cls, user: User, scope: str = "all") -> Caller:
+    def for_user(cls, user: User, scope: str = "all", token_id: str | None = None) -> Caller:
         return cls(
             user_id=user.id,
             organisation_id=user.organisation_id,
             email=user.email,
-            is_admin=user.is_admin,
+            # Personal tokens never carry admin rights: a leaked instrument-PC token must not
+            # be able to administer the server.
+            is_admin=user.is_admin and scope == "all",
             scope=scope,
+            token_id=token_id,
         )
 
 
@@ -116,9 +120,17 @@ def require_role(session: Session, caller: Caller, project_id: str, needed: Role
         raise Forbidden(f"this needs the {needed.value} role in the project")
     if needed is not Role.VIEWER and caller.scope == "read":
         raise Forbidden("this token is read-only")
+    if needed is Role.MANAGER and caller.scope != "all":
+        raise Forbidden("personal access tokens cannot manage projects")
     return role
 
 
+def require_full_session(caller: Caller) -> None:
+    """Account management needs a password sign-in, not a personal access token."""
+    if caller.scope != "all":
+        raise Forbidden("this needs a signed-in session, not a personal access token")
+
+
 def require_admin(caller: Caller) -> None:
-    if not caller.is_admin:
+    if not caller.is_admin or caller.scope != "all":
         raise Forbidden("this needs a global admin")

@@ -1,58 +1,109 @@
-"""Authentication: password logins with lockout, and tokens stored only as their sha256."""
+"""Authentication: password logins with lockout and throttling, signed session cookies with CSRF
+tokens, and bearer and personal access tokens stored only as their sha256."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from allmicro_data.audit import record
-from allmicro_data.catalogue.models import AccessToken, TokenKind, User, utcnow
+from allmicro_data.catalogue.models import AccessToken, AuditEvent, TokenKind, User, utcnow
 from allmicro_data.directory import find_user_by_email
-from allmicro_data.passwords import verify_password
+from allmicro_data.errors import DomainError, Invalid, NotFound
+from allmicro_data.passwords import WeakPassword, hash_password, verify_password
 
-MAX_FAILED_LOGINS = 20
-LOCKOUT = timedelta(minutes=15)
+TOKEN_PREFIX = "amd_"  # noqa: S105 - a marker that makes leaked tokens easy to find, not a secret
 BEARER_TTL = timedelta(hours=12)
-TOKEN_PREFIX = "amd_"  # noqa: S105 - a marker, not a secret
+TOKEN_SCOPES = ("read", "upload")
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    max_failures: int = 20
+    lockout: timedelta = timedelta(minutes=15)
+    address_limit: int = 100
+    address_window: timedelta = timedelta(minutes=15)
 
 
 class LoginRefused(Exception):
-    """Wrong e-mail or password, or a locked or disabled account; deliberately one message."""
+    """Wrong e-mail or password, or a locked or disabled account: deliberately one message."""
 
     def __str__(self) -> str:
         return "incorrect e-mail or password"
+
+
+class LoginThrottled(DomainError):
+    status = 429
+    title = "Too many attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed sign-ins from this address; try again later")
+        self.retry_after = retry_after
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def login(session: Session, email: str, password: str, client_address: str | None) -> User:
-    """The user whose credentials these are. Every outcome takes one argon2 verification,
-    so that unknown accounts cannot be told from wrong passwords by timing."""
-    user = find_user_by_email(session, email)
+def _check_address(
+    session: Session, client_address: str | None, policy: LoginPolicy, now: datetime
+) -> None:
+    if not client_address:
+        return
+    since = now - policy.address_window
+    failures = session.scalar(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(
+            AuditEvent.client_address == client_address,
+            AuditEvent.action == "login.failure",
+            AuditEvent.at >= since,
+        )
+    )
+    if (failures or 0) >= policy.address_limit:
+        raise LoginThrottled(int(policy.address_window.total_seconds()))
+
+
+def login(
+    session: Session,
+    email: str,
+    password: str,
+    client_address: str | None,
+    policy: LoginPolicy | None = None,
+) -> User:
+    """The user whose credentials these are.
+
+    Every outcome costs one argon2 verification, so an unknown account cannot be told from a
+    wrong password by timing; locked and disabled accounts get the same message as a wrong
+    password. Failures count towards the account's lockout and the address's throttle.
+    """
+    policy = policy or LoginPolicy()
     now = utcnow()
+    _check_address(session, client_address, policy, now)
+    user = find_user_by_email(session, email)
     ok = verify_password(password, user.password_hash if user else None)
     locked = user is not None and user.locked_until is not None and user.locked_until > now
     if user is None or not ok or locked or not user.is_active:
-        reason = (
-            "unknown account"
-            if user is None
-            else "locked"
-            if locked
-            else "disabled"
-            if not user.is_active
-            else "wrong password"
-        )
-        if user is not None and not ok:
+        if user is None:
+            reason = "unknown account"
+        elif locked:
+            reason = "locked"
+        elif not ok:
+            reason = "wrong password"
+        else:
+            reason = "disabled"
+        if user is not None and not ok and not locked:
             user.failed_logins += 1
-            if user.failed_logins >= MAX_FAILED_LOGINS:
-                user.locked_until = now + LOCKOUT
+            if user.failed_logins >= policy.max_failures:
+                user.locked_until = now + policy.lockout
                 user.failed_logins = 0
+                reason = "wrong password; account locked"
         record(
             session,
             "login.failure",
@@ -100,7 +151,9 @@ def issue_token(
     return plaintext, token
 
 
-def resolve_token(session: Session, plaintext: str) -> tuple[User, AccessToken] | None:
+def resolve_token(
+    session: Session, plaintext: str, kinds: tuple[TokenKind, ...] | None = None
+) -> tuple[User, AccessToken] | None:
     """The active user and token a presented token stands for, or None."""
     if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
         return None
@@ -109,6 +162,8 @@ def resolve_token(session: Session, plaintext: str) -> tuple[User, AccessToken] 
     ).first()
     now = utcnow()
     if token is None or token.revoked_at is not None:
+        return None
+    if kinds is not None and token.kind not in kinds:
         return None
     if token.expires_at is not None and token.expires_at <= now:
         return None
@@ -119,3 +174,142 @@ def resolve_token(session: Session, plaintext: str) -> tuple[User, AccessToken] 
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         token.last_used_at = now
     return user, token
+
+
+def create_personal_token(
+    session: Session,
+    user: User,
+    *,
+    name: str,
+    scope: str,
+    expires_at: datetime | None,
+    client_address: str | None = None,
+) -> tuple[str, AccessToken]:
+    """A personal access token for an instrument PC or a script; `read` or `upload` scope."""
+    if scope not in TOKEN_SCOPES:
+        raise Invalid(f"scope must be one of {', '.join(TOKEN_SCOPES)}")
+    if expires_at is not None and expires_at <= utcnow():
+        raise Invalid("the expiry must be in the future")
+    plaintext, token = issue_token(
+        session, user, TokenKind.PERSONAL, name=name, scope=scope, expires_at=expires_at
+    )
+    record(
+        session,
+        "token.create",
+        actor=user.email,
+        actor_user_id=user.id,
+        object_type="token",
+        object_id=token.id,
+        client_address=client_address,
+        detail={"name": name, "scope": scope},
+    )
+    return plaintext, token
+
+
+def revoke_personal_token(
+    session: Session, user: User, token_id: str, client_address: str | None = None
+) -> None:
+    token = session.get(AccessToken, token_id)
+    if token is None or token.user_id != user.id or token.kind is not TokenKind.PERSONAL:
+        raise NotFound(f"token {token_id} not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        record(
+            session,
+            "token.revoke",
+            actor=user.email,
+            actor_user_id=user.id,
+            object_type="token",
+            object_id=token.id,
+            client_address=client_address,
+        )
+
+
+def revoke_user_tokens(session: Session, user_id: str, *, keep_token_id: str | None = None) -> None:
+    """Sign a user out everywhere (after a password change or reset)."""
+    stmt = (
+        update(AccessToken)
+        .where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None))
+        .where(AccessToken.kind.in_([TokenKind.SESSION, TokenKind.BEARER]))
+        .values(revoked_at=utcnow())
+    )
+    if keep_token_id is not None:
+        stmt = stmt.where(AccessToken.id != keep_token_id)
+    session.execute(stmt)
+
+
+def change_password(
+    session: Session,
+    user: User,
+    current: str,
+    new: str,
+    *,
+    keep_token_id: str | None,
+    client_address: str | None,
+) -> None:
+    if not verify_password(current, user.password_hash):
+        record(
+            session,
+            "password.change",
+            actor=user.email,
+            actor_user_id=user.id,
+            client_address=client_address,
+            success=False,
+        )
+        raise Invalid("the current password is not correct")
+    _set_password(user, new)
+    revoke_user_tokens(session, user.id, keep_token_id=keep_token_id)
+    record(
+        session,
+        "password.change",
+        actor=user.email,
+        actor_user_id=user.id,
+        client_address=client_address,
+    )
+
+
+def reset_password(
+    session: Session, admin: User, user: User, new: str, client_address: str | None
+) -> None:
+    """An admin sets a new password: the account is unlocked and signed out everywhere."""
+    _set_password(user, new)
+    user.failed_logins = 0
+    user.locked_until = None
+    revoke_user_tokens(session, user.id)
+    record(
+        session,
+        "password.reset",
+        actor=admin.email,
+        actor_user_id=admin.id,
+        object_type="user",
+        object_id=user.id,
+        client_address=client_address,
+    )
+
+
+def _set_password(user: User, new: str) -> None:
+    try:
+        user.password_hash = hash_password(new)
+    except WeakPassword as exc:
+        raise Invalid(str(exc)) from None
+
+
+# ------------------------------------------------------------------ cookies
+
+
+def sign(value: str, key: bytes) -> str:
+    mac = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{value}.{mac}"
+
+
+def unsign(signed: str, key: bytes) -> str | None:
+    value, _, mac = signed.rpartition(".")
+    if not value or not mac:
+        return None
+    expected = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return value if hmac.compare_digest(mac, expected) else None
+
+
+def csrf_token(session_token: str, key: bytes) -> str:
+    """The CSRF token that belongs to a session: derived, so nothing more is stored."""
+    return hmac.new(key, f"csrf:{session_token}".encode(), hashlib.sha256).hexdigest()[:40]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import (
     Dataset,
+    File,
+    Image,
+    ImageStatus,
     Organisation,
     OrganisationKind,
     Project,
@@ -28,6 +32,11 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def flush_unique(session: Session, what: str) -> None:
+    """Flush, turning a unique-constraint violation into a Conflict about `what`."""
+    _flush(session, what)
 
 
 def _flush(session: Session, what: str) -> None:
@@ -219,3 +228,47 @@ def add_membership(
 
 def count_admins(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User).where(User.is_admin)) or 0
+
+
+def remove_membership(
+    session: Session, *, project_id: str, membership_id: str
+) -> ProjectMembership:
+    membership = session.get(ProjectMembership, membership_id)
+    if membership is None or membership.project_id != project_id:
+        raise NotFound(f"membership {membership_id} not found")
+    session.delete(membership)
+    session.flush()
+    return membership
+
+
+@dataclass(frozen=True)
+class Totals:
+    datasets: int
+    images: int
+    files: int
+    bytes: int
+
+
+def totals(
+    session: Session, *, project_id: str | None = None, dataset_id: str | None = None
+) -> Totals:
+    """Counts and stored size of a project or a dataset (ready images only)."""
+    if dataset_id is not None:
+        dataset_ids = select(Dataset.id).where(Dataset.id == dataset_id)
+    else:
+        dataset_ids = select(Dataset.id).where(Dataset.project_id == project_id)
+    datasets = session.scalar(select(func.count()).select_from(dataset_ids.subquery())) or 0
+    images = (
+        session.scalar(
+            select(func.count())
+            .select_from(Image)
+            .where(Image.dataset_id.in_(dataset_ids), Image.status == ImageStatus.READY)
+        )
+        or 0
+    )
+    files, size = session.execute(
+        select(func.count(File.id), func.coalesce(func.sum(File.size), 0)).where(
+            File.dataset_id.in_(dataset_ids)
+        )
+    ).one()
+    return Totals(datasets=datasets, images=images, files=int(files), bytes=int(size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Unfinished resumable uploads idle this long are deleted.",
     )
+    login_max_failures: int = Field(
+        default=20, ge=1, description="Wrong passwords in a row before an account is locked."
+    )
+    login_lockout_seconds: float = Field(default=900.0, gt=0)
+    login_address_limit: int = Field(
+        default=100, ge=1, description="Failed logins per client address per window before 429."
+    )
+    login_address_window_seconds: float = Field(default=900.0, gt=0)
+    session_hours: float = Field(default=12.0, gt=0)
+    share_link_max_days: int = Field(default=90, ge=1)
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -95,6 +106,32 @@ class Settings(BaseSettings):
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+
+def secret_key(settings: Settings) -> bytes:
+    """The key that signs cookies and links: from settings, else generated once under data_dir."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode("utf-8")
+    path = settings.data_dir / "secret.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode("ascii")
+    # Written whole to a temporary file, then linked into place: of several processes starting
+    # at once, exactly one key wins and nobody reads a half-written file.
+    tmp = path.with_name(f".secret.key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+    finally:
+        tmp.unlink()
+    return key
 
 
 @lru_cache(maxsize=1)

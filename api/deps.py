@@ -9,9 +9,16 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from allmicro_data.access import Caller
-from allmicro_data.auth import resolve_token
-from allmicro_data.errors import Unauthorised
+from allmicro_data.auth import csrf_token, resolve_token, unsign
+from allmicro_data.catalogue.models import TokenKind
+from allmicro_data.errors import Forbidden, Unauthorised
 from allmicro_data.services import Services
+from allmicro_data.settings import secret_key
+
+SESSION_COOKIE = "allmicro_session"
+CSRF_COOKIE = "allmicro_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_services(request: Request) -> Services:
@@ -32,17 +39,46 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def optional_caller(
-    request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
+async def _csrf_ok(request: Request, expected: str) -> bool:
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get("csrf_token")
+        presented = value if isinstance(value, str) else None
+    return presented is not None and presented == expected
+
+
+async def optional_caller(
+    request: Request,
+    session: Annotated[Session, Depends(db_session, scope="function")],
+    services: Annotated[Services, Depends(get_services)],
 ) -> Caller | None:
+    """The caller from a bearer token, else from the session cookie (with CSRF on writes)."""
     token = bearer_token(request)
-    if token is None:
+    if token is not None:
+        resolved = resolve_token(session, token, (TokenKind.BEARER, TokenKind.PERSONAL))
+        if resolved is None:
+            return None
+        user, access = resolved
+        return Caller.for_user(user, scope=access.scope, token_id=access.id)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
         return None
-    resolved = resolve_token(session, token)
+    key = secret_key(services.settings)
+    plaintext = unsign(cookie, key)
+    if plaintext is None:
+        return None
+    resolved = resolve_token(session, plaintext, (TokenKind.SESSION,))
     if resolved is None:
         return None
+    if request.method not in SAFE_METHODS and not await _csrf_ok(
+        request, csrf_token(plaintext, key)
+    ):
+        raise Forbidden("missing or wrong CSRF token")
     user, access = resolved
-    return Caller.for_user(user, scope=access.scope)
+    return Caller.for_user(user, scope=access.scope, token_id=access.id)
 
 
 def current_caller(caller: Annotated[Caller | None, Depends(optional_caller)]) -> Caller:
@@ -57,4 +93,5 @@ def client_address(request: Request) -> str | None:
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 CallerDep = Annotated[Caller, Depends(current_caller)]
+OptionalCallerDep = Annotated[Caller | None, Depends(optional_caller)]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
 
-from allmicro_data.catalogue.models import Dataset, File, Image, Job, Project, User
+from allmicro_data.catalogue.models import (
+    Dataset,
+    File,
+    Image,
+    Job,
+    Organisation,
+    Project,
+    ProjectMembership,
+    User,
+)
+from allmicro_data.directory import Totals
 
 T = TypeVar("T")
 
@@ -65,6 +76,69 @@ class ProjectOut(BaseModel):
         )
 
 
+class TotalsOut(BaseModel):
+    datasets: int
+    images: int
+    files: int
+    bytes: int
+
+    @classmethod
+    def of(cls, t: Totals) -> TotalsOut:
+        return cls(datasets=t.datasets, images=t.images, files=t.files, bytes=t.bytes)
+
+
+class ProjectDetailOut(ProjectOut):
+    totals: TotalsOut
+    role: str | None = Field(description="the caller's role (admins: manager)")
+
+
+class ProjectPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=20000)
+
+
+class MembershipIn(BaseModel):
+    """Exactly one of user_id, email or organisation_id."""
+
+    user_id: str | None = None
+    email: str | None = Field(default=None, max_length=320)
+    organisation_id: str | None = None
+    role: str = Field(pattern="^(viewer|contributor|manager)$")
+
+    @model_validator(mode="after")
+    def _one_member(self) -> MembershipIn:
+        given = [v for v in (self.user_id, self.email, self.organisation_id) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of user_id, email, organisation_id")
+        return self
+
+
+class MembershipOut(BaseModel):
+    id: str
+    project_id: str
+    role: str
+    user_id: str | None
+    user_email: str | None
+    organisation_id: str | None
+    organisation_name: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, session: Session, m: ProjectMembership) -> MembershipOut:
+        user = session.get(User, m.user_id) if m.user_id else None
+        org = session.get(Organisation, m.organisation_id) if m.organisation_id else None
+        return cls(
+            id=m.id,
+            project_id=m.project_id,
+            role=m.role.value,
+            user_id=m.user_id,
+            user_email=user.email if user else None,
+            organisation_id=m.organisation_id,
+            organisation_name=org.name if org else None,
+            created_at=m.created_at,
+        )
+
+
 class DatasetIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20000)
@@ -86,6 +160,15 @@ class DatasetOut(BaseModel):
             description=d.description,
             created_at=d.created_at,
         )
+
+
+class DatasetDetailOut(DatasetOut):
+    totals: TotalsOut
+
+
+class DatasetPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=20000)
 
 
 class PixelSizeOut(BaseModel):

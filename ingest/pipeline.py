@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import File, Image, ImageFile, ImageStatus, utcnow
 from allmicro_data.jobs import JobContext, JobFailure
+from allmicro_data.search import search_text
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, f
     image.ngff_version = info.ngff_version
     image.levels = len(info.level_shapes)
     image.ome_xml_key = ome_xml_key
+    image.search_text = search_text(image)
 
 
 def _json_safe(value: Any) -> Any:

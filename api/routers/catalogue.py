@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import (
+    DatasetDetailOut,
     DatasetIn,
     DatasetOut,
+    DatasetPatch,
     ImageDetailOut,
     ImageOut,
     JobOut,
+    MembershipIn,
+    MembershipOut,
     Page,
+    ProjectDetailOut,
     ProjectIn,
     ProjectOut,
+    ProjectPatch,
+    TotalsOut,
 )
-from fastapi import APIRouter, Query, Response
-from sqlalchemy import func, or_, select
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import func, select
 
 from allmicro_data import directory
-from allmicro_data.access import get_visible, require_admin, require_role, scoped
+from allmicro_data.access import get_visible, project_role, require_admin, require_role, scoped
+from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
     Image,
@@ -28,10 +36,12 @@ from allmicro_data.catalogue.models import (
     ImageStatus,
     Job,
     Project,
+    ProjectMembership,
     Role,
 )
 from allmicro_data.errors import NotFound
 from allmicro_data.jobs import rerun
+from allmicro_data.search import ImageQuery, search_images
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
 
@@ -64,9 +74,102 @@ def create_project(body: ProjectIn, caller: CallerDep, session: SessionDep) -> P
     return ProjectOut.of(project)
 
 
-@router.get("/projects/{project_id}", response_model=ProjectOut)
-def get_project(project_id: str, caller: CallerDep, session: SessionDep) -> ProjectOut:
-    return ProjectOut.of(get_visible(session, caller, Project, project_id))
+@router.get("/projects/{project_id}", response_model=ProjectDetailOut)
+def get_project(project_id: str, caller: CallerDep, session: SessionDep) -> ProjectDetailOut:
+    """A project with its counts and stored size, and the caller's role in it."""
+    project = get_visible(session, caller, Project, project_id)
+    role = project_role(session, caller, project.id)
+    return ProjectDetailOut(
+        **ProjectOut.of(project).model_dump(),
+        totals=TotalsOut.of(directory.totals(session, project_id=project.id)),
+        role=role.value if role else None,
+    )
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut)
+def update_project(
+    project_id: str, body: ProjectPatch, caller: CallerDep, session: SessionDep
+) -> ProjectOut:
+    """Edit a project's description (managers) or name (global admins)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER)
+    if body.name is not None and body.name != project.name:
+        require_admin(caller)
+        project.name = body.name
+    if body.description is not None:
+        project.description = body.description
+    session.flush()
+    return ProjectOut.of(project)
+
+
+@router.get("/projects/{project_id}/members", response_model=list[MembershipOut])
+def list_members(project_id: str, caller: CallerDep, session: SessionDep) -> list[MembershipOut]:
+    """Who holds which role in the project (managers)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER)
+    rows = session.scalars(
+        select(ProjectMembership)
+        .where(ProjectMembership.project_id == project.id)
+        .order_by(ProjectMembership.created_at)
+    ).all()
+    return [MembershipOut.of(session, m) for m in rows]
+
+
+@router.post("/projects/{project_id}/members", response_model=MembershipOut, status_code=201)
+def add_member(
+    project_id: str, body: MembershipIn, request: Request, caller: CallerDep, session: SessionDep
+) -> MembershipOut:
+    """Give a user (by id or e-mail) or a whole organisation a role (managers)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER)
+    user_id = body.user_id
+    if body.email is not None:
+        user_id = directory.find_user(session, body.email).id
+    membership = directory.add_membership(
+        session,
+        project_id=project.id,
+        user_id=user_id,
+        organisation_id=body.organisation_id,
+        role=body.role,
+    )
+    record(
+        session,
+        "membership.set",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="membership",
+        object_id=membership.id,
+        project_id=project.id,
+        client_address=client_address(request),
+        detail={"user_id": user_id, "organisation_id": body.organisation_id, "role": body.role},
+    )
+    return MembershipOut.of(session, membership)
+
+
+@router.delete(
+    "/projects/{project_id}/members/{membership_id}", status_code=204, response_class=Response
+)
+def remove_member(
+    project_id: str, membership_id: str, request: Request, caller: CallerDep, session: SessionDep
+) -> Response:
+    """Take a membership away (managers)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER)
+    removed = directory.remove_membership(
+        session, project_id=project.id, membership_id=membership_id
+    )
+    record(
+        session,
+        "membership.remove",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="membership",
+        object_id=membership_id,
+        project_id=project.id,
+        client_address=client_address(request),
+        detail={"user_id": removed.user_id, "organisation_id": removed.organisation_id},
+    )
+    return Response(status_code=204)
 
 
 @router.get("/projects/{project_id}/datasets", response_model=Page[DatasetOut])
@@ -101,76 +204,48 @@ def create_dataset(
     return DatasetOut.of(dataset)
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> DatasetOut:
-    return DatasetOut.of(get_visible(session, caller, Dataset, dataset_id))
+@router.get("/datasets/{dataset_id}", response_model=DatasetDetailOut)
+def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> DatasetDetailOut:
+    """A dataset with its counts and stored size."""
+    dataset = get_visible(session, caller, Dataset, dataset_id)
+    return DatasetDetailOut(
+        **DatasetOut.of(dataset).model_dump(),
+        totals=TotalsOut.of(directory.totals(session, dataset_id=dataset.id)),
+    )
 
 
-SortField = Literal["name", "-name", "acquired_at", "-acquired_at", "created_at", "-created_at"]
-_SORT: dict[str, Any] = {
-    "name": Image.name,
-    "acquired_at": Image.acquired_at,
-    "created_at": Image.created_at,
-}
+@router.patch("/datasets/{dataset_id}", response_model=DatasetOut)
+def update_dataset(
+    dataset_id: str, body: DatasetPatch, caller: CallerDep, session: SessionDep
+) -> DatasetOut:
+    """Rename a dataset or edit its description (contributors)."""
+    dataset = get_visible(session, caller, Dataset, dataset_id)
+    require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+    if body.name is not None:
+        dataset.name = body.name
+    if body.description is not None:
+        dataset.description = body.description
+    directory.flush_unique(session, f"dataset {dataset.name!r} in this project")
+    return DatasetOut.of(dataset)
 
 
-def _search_images(
-    caller: CallerDep,
-    session: SessionDep,
-    *,
-    project_id: str | None = None,
-    dataset_id: str | None = None,
-    modality: str | None = None,
-    vendor: str | None = None,
-    instrument: str | None = None,
-    acquired_from: datetime | None = None,
-    acquired_to: datetime | None = None,
-    pixel_size_min: float | None = None,
-    pixel_size_max: float | None = None,
-    q: str | None = None,
-    sort: str = "name",
-    limit: int = 100,
-    offset: int = 0,
-) -> Page[ImageOut]:
-    stmt = scoped(select(Image), Image, caller)
-    if dataset_id is not None:
-        stmt = stmt.where(Image.dataset_id == dataset_id)
-    if project_id is not None:
-        stmt = stmt.where(
-            Image.dataset_id.in_(select(Dataset.id).where(Dataset.project_id == project_id))
-        )
-    for column, value in ((Image.modality, modality), (Image.vendor, vendor)):
-        if value:
-            stmt = stmt.where(func.lower(column) == value.lower())
-    if instrument:
-        stmt = stmt.where(Image.instrument.ilike(f"%{_escape_like(instrument)}%", escape="\\"))
-    if acquired_from is not None:
-        stmt = stmt.where(Image.acquired_at >= acquired_from)
-    if acquired_to is not None:
-        stmt = stmt.where(Image.acquired_at <= acquired_to)
-    if pixel_size_min is not None:
-        stmt = stmt.where(Image.pixel_size_x >= pixel_size_min)
-    if pixel_size_max is not None:
-        stmt = stmt.where(Image.pixel_size_x <= pixel_size_max)
-    if q:
-        pattern = f"%{_escape_like(q)}%"
-        stmt = stmt.where(
-            or_(
-                Image.name.ilike(pattern, escape="\\"),
-                Image.instrument.ilike(pattern, escape="\\"),
-                Image.detector.ilike(pattern, escape="\\"),
-                Image.operator.ilike(pattern, escape="\\"),
-            )
-        )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    column = _SORT[sort.lstrip("-")]
-    order = column.desc() if sort.startswith("-") else column.asc()
-    rows = session.scalars(stmt.order_by(order, Image.id).limit(limit).offset(offset)).all()
-    return Page(items=[ImageOut.of(i) for i in rows], total=total, limit=limit, offset=offset)
+SortField = Literal[
+    "name",
+    "-name",
+    "acquired_at",
+    "-acquired_at",
+    "created_at",
+    "-created_at",
+    "pixel_size",
+    "-pixel_size",
+]
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _page(session: SessionDep, caller: CallerDep, query: ImageQuery) -> Page[ImageOut]:
+    rows, total = search_images(session, caller, query)
+    return Page(
+        items=[ImageOut.of(i) for i in rows], total=total, limit=query.limit, offset=query.offset
+    )
 
 
 @router.get("/datasets/{dataset_id}/images", response_model=Page[ImageOut])
@@ -184,13 +259,13 @@ def list_dataset_images(
 ) -> Page[ImageOut]:
     """The ready images of a dataset."""
     dataset = get_visible(session, caller, Dataset, dataset_id)
-    return _search_images(
-        caller, session, dataset_id=dataset.id, sort=sort, limit=limit, offset=offset
+    return _page(
+        session, caller, ImageQuery(dataset_id=dataset.id, sort=sort, limit=limit, offset=offset)
     )
 
 
 @router.get("/images", response_model=Page[ImageOut])
-def search_images(
+def image_search(
     caller: CallerDep,
     session: SessionDep,
     project_id: str | None = None,
@@ -207,10 +282,8 @@ def search_images(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[ImageOut]:
-    """Search the images the caller may see."""
-    return _search_images(
-        caller,
-        session,
+    """Search the images the caller may see; `q` matches every word in names and metadata."""
+    query = ImageQuery(
         project_id=project_id,
         dataset_id=dataset_id,
         modality=modality,
@@ -220,11 +293,12 @@ def search_images(
         acquired_to=acquired_to,
         pixel_size_min=pixel_size_min,
         pixel_size_max=pixel_size_max,
-        q=q,
+        text=q,
         sort=sort,
         limit=limit,
         offset=offset,
     )
+    return _page(session, caller, query)
 
 
 @router.get("/images/{image_id}", response_model=ImageDetailOut)

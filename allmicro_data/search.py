@@ -1,0 +1,117 @@
+"""Image search: structured filters and free text over names and metadata values, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from allmicro_data.access import Caller, scoped
+from allmicro_data.catalogue.models import Dataset, Image
+
+SORTS: dict[str, Any] = {
+    "name": Image.name,
+    "acquired_at": Image.acquired_at,
+    "created_at": Image.created_at,
+    "pixel_size": Image.pixel_size_x,
+}
+MAX_SEARCH_TEXT = 100_000
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    project_id: str | None = None
+    dataset_id: str | None = None
+    modality: str | None = None
+    vendor: str | None = None
+    instrument: str | None = None
+    acquired_from: datetime | None = None
+    acquired_to: datetime | None = None
+    pixel_size_min: float | None = None
+    pixel_size_max: float | None = None
+    text: str | None = None
+    sort: str = "name"
+    limit: int = 100
+    offset: int = 0
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
+    """The SELECT of the images matching query among those the caller may see."""
+    stmt = scoped(select(Image), Image, caller)
+    if query.dataset_id is not None:
+        stmt = stmt.where(Image.dataset_id == query.dataset_id)
+    if query.project_id is not None:
+        stmt = stmt.where(
+            Image.dataset_id.in_(select(Dataset.id).where(Dataset.project_id == query.project_id))
+        )
+    if query.modality:
+        stmt = stmt.where(func.lower(Image.modality) == query.modality.lower())
+    if query.vendor:
+        stmt = stmt.where(func.lower(Image.vendor).contains(query.vendor.lower(), autoescape=True))
+    if query.instrument:
+        stmt = stmt.where(
+            func.lower(Image.instrument).contains(query.instrument.lower(), autoescape=True)
+        )
+    if query.acquired_from is not None:
+        stmt = stmt.where(Image.acquired_at >= query.acquired_from)
+    if query.acquired_to is not None:
+        stmt = stmt.where(Image.acquired_at <= query.acquired_to)
+    if query.pixel_size_min is not None:
+        stmt = stmt.where(Image.pixel_size_x >= query.pixel_size_min)
+    if query.pixel_size_max is not None:
+        stmt = stmt.where(Image.pixel_size_x <= query.pixel_size_max)
+    # Every word must appear somewhere in the name or the metadata (case-insensitive).
+    for word in (query.text or "").lower().split():
+        stmt = stmt.where(Image.search_text.like(f"%{_escape_like(word)}%", escape="\\"))
+    return stmt
+
+
+def search_images(
+    session: Session, caller: Caller, query: ImageQuery
+) -> tuple[Sequence[Image], int]:
+    """One page of matching images, and how many match in all."""
+    stmt = filtered(caller, query)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    column = SORTS[query.sort.lstrip("-")]
+    order = column.desc() if query.sort.startswith("-") else column.asc()
+    rows = session.scalars(
+        stmt.order_by(order, Image.id).limit(query.limit).offset(query.offset)
+    ).all()
+    return rows, total
+
+
+def _values(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _values(item)
+    elif value is not None:
+        yield str(value)
+
+
+def search_text(image: Image) -> str:
+    """What free-text search looks through: name, normalised text fields, vendor keys and values."""
+    parts = [
+        image.name,
+        image.format,
+        image.modality,
+        image.vendor,
+        image.instrument,
+        image.operator,
+        image.detector,
+        image.objective,
+    ]
+    text = " ".join(p for p in parts if p)
+    text += " " + " ".join(_values(image.channels)) + " " + " ".join(_values(image.vendor_metadata))
+    return text.lower()[:MAX_SEARCH_TEXT]

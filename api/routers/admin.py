@@ -1,0 +1,224 @@
+"""Organisations and users: global admins manage them; everyone sees their own organisation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from allmicro_data.api.deps import CallerDep, SessionDep, client_address
+from allmicro_data.api.schemas import Page
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from allmicro_data import directory
+from allmicro_data.access import require_admin
+from allmicro_data.audit import record
+from allmicro_data.auth import reset_password, revoke_user_tokens
+from allmicro_data.catalogue.models import Organisation, User
+from allmicro_data.errors import NotFound
+
+router = APIRouter(prefix="/api", tags=["admin"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class OrganisationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(pattern="^(lead_partner|partner|company)$")
+    country: str | None = Field(default=None, pattern="^[A-Za-z]{2}$")
+
+
+class OrganisationOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    country: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, o: Organisation) -> OrganisationOut:
+        return cls(
+            id=o.id, name=o.name, kind=o.kind.value, country=o.country, created_at=o.created_at
+        )
+
+
+@router.get("/organisations", response_model=Page[OrganisationOut])
+def list_organisations(
+    caller: CallerDep, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+) -> Page[OrganisationOut]:
+    """All organisations for admins; your own for everyone else."""
+    stmt = select(Organisation)
+    if not caller.is_admin:
+        stmt = stmt.where(Organisation.id == caller.organisation_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Organisation.name).limit(limit).offset(offset)).all()
+    return Page(
+        items=[OrganisationOut.of(o) for o in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.post("/organisations", response_model=OrganisationOut, status_code=201)
+def create_organisation(
+    body: OrganisationIn, request: Request, caller: CallerDep, session: SessionDep
+) -> OrganisationOut:
+    require_admin(caller)
+    org = directory.create_organisation(
+        session, name=body.name, kind=body.kind, country=body.country
+    )
+    record(
+        session,
+        "organisation.create",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="organisation",
+        object_id=org.id,
+        client_address=client_address(request),
+    )
+    return OrganisationOut.of(org)
+
+
+@router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
+def get_organisation(
+    organisation_id: str, caller: CallerDep, session: SessionDep
+) -> OrganisationOut:
+    org = session.get(Organisation, organisation_id)
+    if org is None or (not caller.is_admin and org.id != caller.organisation_id):
+        raise NotFound(f"organisation {organisation_id} not found")
+    return OrganisationOut.of(org)
+
+
+class UserIn(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+    organisation_id: str
+    display_name: str = Field(default="", max_length=200)
+    password: str = Field(max_length=1024)
+    is_admin: bool = False
+
+
+class UserPatch(BaseModel):
+    display_name: str | None = Field(default=None, max_length=200)
+    is_admin: bool | None = None
+    is_active: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    organisation_id: str
+    is_admin: bool
+    is_active: bool
+    locked_until: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @classmethod
+    def of(cls, u: User) -> UserOut:
+        return cls(
+            id=u.id,
+            email=u.email,
+            display_name=u.display_name,
+            organisation_id=u.organisation_id,
+            is_admin=u.is_admin,
+            is_active=u.is_active,
+            locked_until=u.locked_until,
+            created_at=u.created_at,
+            last_login_at=u.last_login_at,
+        )
+
+
+@router.get("/users", response_model=Page[UserOut])
+def list_users(
+    caller: CallerDep,
+    session: SessionDep,
+    organisation_id: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[UserOut]:
+    """Every user (global admins)."""
+    require_admin(caller)
+    stmt = select(User)
+    if organisation_id:
+        stmt = stmt.where(User.organisation_id == organisation_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(User.email).limit(limit).offset(offset)).all()
+    return Page(items=[UserOut.of(u) for u in rows], total=total, limit=limit, offset=offset)
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def create_user(body: UserIn, request: Request, caller: CallerDep, session: SessionDep) -> UserOut:
+    require_admin(caller)
+    user = directory.create_user(
+        session,
+        email=body.email,
+        organisation_id=body.organisation_id,
+        password=body.password,
+        display_name=body.display_name,
+        is_admin=body.is_admin,
+    )
+    record(
+        session,
+        "user.create",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="user",
+        object_id=user.id,
+        client_address=client_address(request),
+    )
+    return UserOut.of(user)
+
+
+def _user_for(caller: CallerDep, session: SessionDep, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None or (not caller.is_admin and user.id != caller.user_id):
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+@router.get("/users/{user_id}", response_model=UserOut)
+def get_user(user_id: str, caller: CallerDep, session: SessionDep) -> UserOut:
+    return UserOut.of(_user_for(caller, session, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def update_user(
+    user_id: str, body: UserPatch, request: Request, caller: CallerDep, session: SessionDep
+) -> UserOut:
+    """Rename, promote, or disable a user (global admins)."""
+    require_admin(caller)
+    user = _user_for(caller, session, user_id)
+    changes = body.model_dump(exclude_none=True)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if changes.get("is_active") is False:
+        revoke_user_tokens(session, user.id)
+    record(
+        session,
+        "user.update",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="user",
+        object_id=user.id,
+        client_address=client_address(request),
+        detail=changes,
+    )
+    return UserOut.of(user)
+
+
+class PasswordReset(BaseModel):
+    new_password: str = Field(max_length=1024)
+
+
+@router.post("/users/{user_id}/password", status_code=204, response_class=Response)
+def admin_reset_password(
+    user_id: str, body: PasswordReset, request: Request, caller: CallerDep, session: SessionDep
+) -> Response:
+    """Set a new password for a user, unlock the account and sign it out (global admins)."""
+    require_admin(caller)
+    user = _user_for(caller, session, user_id)
+    admin = session.get(User, caller.user_id)
+    assert admin is not None
+    reset_password(session, admin, user, body.new_password, client_address(request))
+    return Response(status_code=204)
