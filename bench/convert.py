@@ -1,0 +1,406 @@
+"""Conversion benchmark: allmicro convert against ngff-zarr, ome-zarr-py and the physical floor, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_BENCH = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared" / "bench"))
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+PYTHON = sys.executable
+ALLMICRO = str(Path(PYTHON).with_name("allmicro"))
+MIB = 1 << 20
+
+# What the peers are run with (shared/bench/peers/common.py): zstd level 3, NGFF 0.5.
+PEER_CODEC = "zstd:3"
+PEER_NGFF = "0.5"
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    rss_mb: float
+    size_mb: float = 0.0
+    objects: int = 0
+    inner: float | None = None  # seconds reported by the process itself, without start-up
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+
+def make_inputs(want_big: bool) -> None:
+    """The shared generator writes sem_16k*.tif and tomo.mrc; the 64k² TIFF is ours."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    os.environ["BENCH_DATA"] = str(DATA)
+    sys.path.insert(0, str(SHARED_BENCH))
+    import make_inputs as shared  # type: ignore[import-not-found]
+
+    shared.DATA = str(DATA)
+    shared.write_sem()
+    shared.write_tomo()
+    if want_big:
+        write_big_tiff(DATA / "sem_64k.tif", DATA / "sem_16k.tif")
+
+
+def write_big_tiff(path: Path, source: Path, side: int = 65536, tile: int = 512) -> None:
+    """65536² uint16 tiled TIFF (8 GiB), written tile by tile from the 16k² SEM image's tiles so
+    that no more than one tile row is ever in memory."""
+    if path.exists():
+        print(f"{path.name} exists, skipping")
+        return
+    import tifffile
+
+    with tifffile.TiffFile(source) as src:
+        page = src.pages[0]
+        offsets, counts = list(page.dataoffsets), list(page.databytecounts)
+        n_src = page.imagewidth // tile
+    fd = os.open(source, os.O_RDONLY)
+
+    def tiles() -> Any:
+        # The source is uncompressed, so a tile is its bytes; the order is varied so the image
+        # is not one 16k² block repeated.
+        for ty in range(side // tile):
+            for tx in range(side // tile):
+                index = ((ty * 7 + tx * 3) % n_src) * n_src + (tx * 5 + ty) % n_src
+                data = os.pread(fd, counts[index], offsets[index])
+                yield np.frombuffer(data, "<u2").reshape(tile, tile)
+
+    started = time.perf_counter()
+    tmp = path.with_suffix(".tmp.tif")
+    try:
+        tifffile.imwrite(
+            tmp,
+            tiles(),
+            shape=(side, side),
+            dtype="uint16",
+            tile=(tile, tile),
+            compression=None,
+            photometric="minisblack",
+            bigtiff=True,
+        )
+    finally:
+        os.close(fd)
+    tmp.rename(path)
+    print(f"  {path.name} written in {time.perf_counter() - started:.0f}s")
+
+
+# ---- running one tool -------------------------------------------------------------------------
+
+
+def run_measured(cmd: list[str], out: Path | None) -> Measure:
+    """Run cmd, returning wall, CPU (user+sys of the process tree's waited-for children) and
+    peak RSS of the largest process."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    stdout = proc.stdout.read() if proc.stdout else ""
+    stderr = proc.stderr.read() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
+    inner = None
+    for line in stdout.splitlines():
+        if line.startswith("inner-seconds "):
+            inner = float(line.split()[1])
+    measure = Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, inner=inner)
+    if out is not None and out.exists():
+        sizes = [p.stat().st_size for p in out.rglob("*") if p.is_file()]
+        measure.size_mb, measure.objects = sum(sizes) / 1e6, len(sizes)
+    return measure
+
+
+def ours_command(src: Path, out: Path, ngff: str, codec: str | None, chunk: int | None) -> list[str]:
+    extra = ["--ngff", ngff]
+    if codec:
+        extra += ["--codec", codec]
+    if chunk:
+        extra += ["--chunk", str(chunk)]
+    if src.suffix == ".mrc":
+        # The registered MRC reader neither marks volumes (is_volume) nor lets go of the pages
+        # of its memmap, so the tomogram goes through the raw-file series: same engine.
+        return [PYTHON, __file__, "_ours-raw", str(src), str(out), *extra]
+    return [ALLMICRO, "convert", str(src), str(out), *extra]
+
+
+def peer_command(name: str, src: Path, out: Path) -> list[str]:
+    script = {"ngff-zarr": "ngff_zarr_convert.py", "ome-zarr-py": "omezarr_convert.py"}[name]
+    return [PYTHON, str(SHARED_BENCH / "peers" / script), str(src), str(out)]
+
+
+# ---- helper entry points run in their own process ---------------------------------------------
+
+
+def open_series(src: Path) -> Any:
+    """The series the engine converts: the registered reader, or the raw MRC volume."""
+    from allmicro_data.ingest.readers import open_image_file
+
+    return mrc_series(src) if src.suffix == ".mrc" else open_image_file(src).series[0]
+
+
+def mrc_series(src: Path) -> Any:
+    import mrcfile
+    from allmicro_data.ingest.readers.array import RawFileSeries
+    from allmicro_data.ingest.readers.base import PixelSize
+
+    with mrcfile.open(src, header_only=True, permissive=True) as mrc:
+        header = mrc.header
+        shape = (int(header.nz), int(header.ny), int(header.nx))
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+        offset = 1024 + int(header.nsymbt)
+        voxel = mrc.voxel_size
+    size = PixelSize(x=float(voxel.x) * 1e-10, y=float(voxel.y) * 1e-10, z=float(voxel.z) * 1e-10)
+    return RawFileSeries(src, offset, shape, dtype, "zyx", pixel_size=size, is_volume=True)
+
+
+def ours_raw(args: argparse.Namespace) -> None:
+    from allmicro_data.ingest.pyramid import write_pyramid
+    from allmicro_data.storage.local import LocalStore
+
+    series = mrc_series(Path(args.input))
+    started = time.perf_counter()
+    write_pyramid(
+        series,
+        LocalStore(args.output, durable=False),
+        "",
+        ngff=args.ngff,
+        codec=args.codec,
+        chunk=args.chunk,
+    )
+    print(f"inner-seconds {time.perf_counter() - started:.3f}")
+
+
+def floor(args: argparse.Namespace) -> None:
+    """Read the input once, band by band, and compress as many bytes as the pyramid's chunks
+    hold on all cores, writing nothing: what no converter can beat on this machine."""
+    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+
+    series = open_series(Path(args.input))
+    encoder = ChunkEncoder(ChunkCodec.parse(args.codec))
+    volume = bool(getattr(series, "is_volume", False))
+    chunk = args.chunk or (128 if volume else 512)
+    n_levels = len(_level_sides(max(series.shape), volume))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        pending: list[Any] = []
+        for a0 in range(0, series.shape[0], chunk):
+            region = [slice(a0, a0 + chunk)] + [slice(None)] * (len(series.shape) - 1)
+            band = series.read(region)
+            for level in range(n_levels):
+                step = 2**level
+                view = band[::step] if volume else band
+                view = view[..., ::step, ::step]
+                pending.append(pool.submit(_compress_pieces, encoder, view, chunk))
+            while len(pending) > 4 * n_levels:
+                pending.pop(0).result()
+        for f in pending:
+            f.result()
+    print(f"inner-seconds {time.perf_counter() - started:.3f}")
+
+
+def _compress_pieces(encoder: Any, view: np.ndarray[Any, Any], chunk: int) -> int:
+    total = 0
+    h, w = view.shape[-2:]
+    for y in range(0, h, chunk):
+        for x in range(0, w, chunk):
+            total += len(
+                encoder.encode(np.ascontiguousarray(view[..., y : y + chunk, x : x + chunk]))
+            )
+    return total
+
+
+def _level_sides(side: int, volume: bool) -> list[int]:
+    sides = [side]
+    while sides[-1] > 512:
+        sides.append(-(-sides[-1] // 2))
+    return sides
+
+
+def compare_codecs(args: argparse.Namespace) -> None:
+    """Size and single/dual-thread speed of candidate codecs on real chunks of an input."""
+    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+
+    series = open_series(Path(args.input))
+    volume = bool(getattr(series, "is_volume", False))
+    chunk = 128 if volume else 512
+    if volume:
+        block = series.read([slice(192, 192 + chunk), slice(256, 768), slice(0, 1024)])
+        pieces = [
+            np.ascontiguousarray(block[:, y : y + chunk, x : x + chunk])
+            for y in range(0, 512, chunk)
+            for x in range(0, 1024, chunk)
+        ]
+    else:
+        block = series.read([slice(4096, 4096 + 4 * chunk), slice(None)])
+        pieces = [
+            np.ascontiguousarray(block[y : y + chunk, x : x + chunk])
+            for y in range(0, block.shape[0], chunk)
+            for x in range(0, block.shape[1], 2 * chunk)
+        ]
+    raw = sum(p.nbytes for p in pieces)
+    print(f"{Path(args.input).name}: {len(pieces)} chunks, {raw / MIB:.0f} MiB")
+    for spec in ("zstd:1", "zstd:3", "blosc-zstd:1", "blosc-zstd:3", "blosc-lz4:5"):
+        encoder = ChunkEncoder(ChunkCodec.parse(spec))
+        started = time.perf_counter()
+        size = sum(len(encoder.encode(p)) for p in pieces)
+        one = time.perf_counter() - started
+        with ThreadPoolExecutor(2) as pool:
+            started = time.perf_counter()
+            list(pool.map(encoder.encode, pieces))
+            two = time.perf_counter() - started
+        print(
+            f"  {spec:14s} ratio {raw / size:5.2f}  1 thread {raw / one / MIB:5.0f} MiB/s"
+            f"  2 threads {raw / two / MIB:5.0f} MiB/s"
+        )
+
+
+# ---- the comparison ---------------------------------------------------------------------------
+
+
+def prefault_memory(gib: int) -> None:
+    """Touch memory once: this VM backs guest pages on first use at about 2.5 s/GiB, which
+    otherwise lands on whichever tool first writes that much page cache."""
+    if gib <= 0:
+        return
+    started = time.perf_counter()
+    blocks = [np.ones(1 << 30, np.uint8) for _ in range(gib)]
+    del blocks
+    print(f"prefaulted {gib} GiB in {time.perf_counter() - started:.0f}s")
+
+
+def compare(
+    label: str,
+    src: Path,
+    tools: dict[str, Callable[[Path], list[str]]],
+    runs: int,
+    floor_cmd: list[str] | None,
+) -> None:
+    out_root = DATA / "out"
+    out_root.mkdir(exist_ok=True)
+    results: dict[str, list[Measure]] = {name: [] for name in tools}
+    floors: list[Measure] = []
+    for run in range(runs):
+        # Interleaved, so background load hits every tool alike.
+        for name, command in tools.items():
+            out = out_root / f"{name}.zarr"
+            measure = run_measured(command(out), out)
+            results[name].append(measure)
+            print(f"  run {run + 1} {name:28s} {measure.wall:6.2f} s", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+        if floor_cmd:
+            floors.append(run_measured(floor_cmd, None))
+            print(f"  run {run + 1} {'floor':28s} {floors[-1].inner:6.2f} s (in-process)")
+    peers = [n for n in tools if n in ("ngff-zarr", "ome-zarr-py")]
+    best_peer = min((statistics.median(m.wall for m in results[p]) for p in peers), default=None)
+    floor_s = statistics.median(m.inner or m.wall for m in floors) if floors else None
+    print(f"\n{label}: {src.name} ({src.stat().st_size / MIB:.0f} MiB), median of {runs}")
+    print(
+        f"| tool | wall s | engine s | CPU s | peak RSS MB | output MB | objects | best peer / tool"
+        f" | tool / floor |\n|{' --- |' * 9}"
+    )
+    for name, ms in results.items():
+        wall = statistics.median(m.wall for m in ms)
+        inner = [m.inner for m in ms if m.inner is not None]
+        inner_s = statistics.median(inner) if inner else None
+        speedup = f"{best_peer / wall:.2f}x" if best_peer and name not in peers else ""
+        vs_floor = ""
+        if floor_s and name not in peers:
+            vs_floor = f"{wall / floor_s:.2f}"
+            if inner_s:
+                vs_floor += f" (engine {inner_s / floor_s:.2f})"
+        print(
+            f"| {name} | {wall:.2f} ({min(m.wall for m in ms):.2f}-{max(m.wall for m in ms):.2f})"
+            f" | {f'{inner_s:.2f}' if inner_s else ''}"
+            f" | {statistics.median(m.cpu for m in ms):.1f}"
+            f" | {max(m.rss_mb for m in ms):.0f} | {ms[0].size_mb:.0f} | {ms[0].objects}"
+            f" | {speedup} | {vs_floor} |"
+        )
+    if floors:
+        print(
+            f"| floor (read once + compress all chunks, 2 threads) | | {floor_s:.2f} | | | | | | |"
+        )
+    print(flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=["sem", "sem-strips", "tomo", "big"], action="append")
+    parser.add_argument("--big", action="store_true", help="also the 64k² (8 GiB) memory check")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--codecs", action="store_true", help="compare codecs and exit")
+    parser.add_argument("--prefault-gib", type=int, default=0)
+    args = parser.parse_args()
+    selected = set(args.only or ["sem", "sem-strips", "tomo"] + (["big"] if args.big else []))
+    make_inputs("big" in selected)
+    if args.codecs:
+        for name in ("sem_16k.tif", "tomo.mrc"):
+            subprocess.run([PYTHON, __file__, "_codecs", str(DATA / name)], check=True)
+        return
+    prefault_memory(args.prefault_gib)
+    inputs = {
+        "sem": ("16k² SEM, tiled TIFF", DATA / "sem_16k.tif", None),
+        "sem-strips": ("16k² SEM, stripped TIFF", DATA / "sem_16k_strips.tif", None),
+        "tomo": ("2 GiB float32 tomogram", DATA / "tomo.mrc", 128),
+        "big": ("64k² uint16 tiled TIFF (memory check)", DATA / "sem_64k.tif", None),
+    }
+    for key, (label, src, peer_chunk) in inputs.items():
+        if key not in selected:
+            continue
+        tools: dict[str, Callable[[Path], list[str]]] = {
+            # Same NGFF version, chunk shape and codec as the peers (sharded: one object per
+            # chunk row, same chunks inside).
+            "allmicro 0.5 zstd:3": lambda out, s=src, c=peer_chunk: ours_command(
+                s, out, PEER_NGFF, PEER_CODEC, c
+            ),
+            "allmicro 0.4 zstd:3": lambda out, s=src, c=peer_chunk: ours_command(
+                s, out, "0.4", PEER_CODEC, c
+            ),
+            "allmicro default (0.4 blosc-zstd:1)": lambda out, s=src: ours_command(
+                s, out, "0.4", None, None
+            ),
+        }
+        if key == "big":
+            tools = {"allmicro default (0.4 blosc-zstd:1)": tools.popitem()[1]}
+        elif not args.no_peers:
+            tools["ngff-zarr"] = lambda out, s=src: peer_command("ngff-zarr", s, out)
+            tools["ome-zarr-py"] = lambda out, s=src: peer_command("ome-zarr-py", s, out)
+        floor_cmd = None
+        if key != "big":
+            floor_cmd = [PYTHON, __file__, "_floor", str(src), "--codec", PEER_CODEC]
+            if peer_chunk:
+                floor_cmd += ["--chunk", str(peer_chunk)]
+        compare(label, src, tools, 1 if key == "big" else args.runs, floor_cmd)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        helper = argparse.ArgumentParser()
+        helper.add_argument("command")
+        helper.add_argument("input")
+        helper.add_argument("output", nargs="?")
+        helper.add_argument("--ngff", default="0.4")
+        helper.add_argument("--codec", default=None)
+        helper.add_argument("--chunk", type=int, default=None)
+        helper_args = helper.parse_args()
+        {"_ours-raw": ours_raw, "_floor": floor, "_codecs": compare_codecs}[helper_args.command](
+            helper_args
+        )
+    else:
+        main()
