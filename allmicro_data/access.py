@@ -59,6 +59,14 @@ def _memberships(caller: Caller) -> Select[str, Role]:
     )
 
 
+def managed_project_ids(caller: Caller) -> Select[str]:
+    """A subquery of the ids of the projects the caller manages."""
+    if caller.is_admin:
+        return select(Project.id)
+    memberships = _memberships(caller).where(ProjectMembership.role == Role.MANAGER).subquery()
+    return select(memberships.c.project_id)
+
+
 def visible_project_ids(caller: Caller) -> Select[str]:
     """A subquery of the ids of the projects the caller may see."""
     if caller.is_admin:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import AuditEvent
+
+if TYPE_CHECKING:
+    from allmicro_data.access import Caller
 
 
 def record(
@@ -38,3 +48,92 @@ def record(
     )
     session.add(event)
     return event
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    project_id: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
+    """Events the caller may read: all for admins, their managed projects' for managers."""
+    from allmicro_data.access import managed_project_ids
+
+    if caller.is_admin and caller.scope == "all":
+        stmt = select(AuditEvent)
+    elif caller.scope == "all":
+        stmt = select(AuditEvent).where(AuditEvent.project_id.in_(managed_project_ids(caller)))
+    else:
+        stmt = select(AuditEvent).where(false())
+    if query.project_id:
+        stmt = stmt.where(AuditEvent.project_id == query.project_id)
+    if query.action:
+        stmt = stmt.where(AuditEvent.action == query.action)
+    if query.actor:
+        stmt = stmt.where(AuditEvent.actor == query.actor.lower())
+    if query.since:
+        stmt = stmt.where(AuditEvent.at >= query.since)
+    if query.until:
+        stmt = stmt.where(AuditEvent.at <= query.until)
+    return stmt
+
+
+def search_events(
+    session: Session, caller: Caller, query: AuditQuery
+) -> tuple[Sequence[AuditEvent], int]:
+    stmt = visible_events(caller, query)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(
+        stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        .limit(query.limit)
+        .offset(query.offset)
+    ).all()
+    return rows, total
+
+
+CSV_COLUMNS = (
+    "at",
+    "action",
+    "success",
+    "actor",
+    "actor_user_id",
+    "object_type",
+    "object_id",
+    "project_id",
+    "client_address",
+    "bytes",
+    "detail",
+)
+
+
+def iter_csv(session: Session, caller: Caller, query: AuditQuery) -> Iterator[str]:
+    """The caller's visible events as CSV lines, oldest first, fetched in batches."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    stmt = visible_events(caller, query).order_by(AuditEvent.at, AuditEvent.id)
+    for event in session.scalars(stmt.execution_options(yield_per=1000)):
+        writer.writerow(
+            [
+                event.at.isoformat(),
+                event.action,
+                event.success,
+                event.actor or "",
+                event.actor_user_id or "",
+                event.object_type or "",
+                event.object_id or "",
+                event.project_id or "",
+                event.client_address or "",
+                "" if event.bytes is None else event.bytes,
+                json.dumps(event.detail, sort_keys=True) if event.detail else "",
+            ]
+        )
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()

@@ -257,7 +257,7 @@ def change_password(
             success=False,
         )
         raise Invalid("the current password is not correct")
-    _set_password(user, new)
+    set_password(user, new)
     revoke_user_tokens(session, user.id, keep_token_id=keep_token_id)
     record(
         session,
@@ -272,7 +272,7 @@ def reset_password(
     session: Session, admin: User, user: User, new: str, client_address: str | None
 ) -> None:
     """An admin sets a new password: the account is unlocked and signed out everywhere."""
-    _set_password(user, new)
+    set_password(user, new)
     user.failed_logins = 0
     user.locked_until = None
     revoke_user_tokens(session, user.id)
@@ -287,7 +287,7 @@ def reset_password(
     )
 
 
-def _set_password(user: User, new: str) -> None:
+def set_password(user: User, new: str) -> None:
     try:
         user.password_hash = hash_password(new)
     except WeakPassword as exc:

@@ -17,7 +17,20 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group()
+class _CommandGroup(click.Group):
+    """Domain and storage errors end a command with one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from allmicro_data.errors import DomainError
+        from allmicro_data.storage import StorageError
+
+        try:
+            return super().invoke(ctx)
+        except (DomainError, StorageError) as exc:
+            _fail(str(exc))
+
+
+@click.group(cls=_CommandGroup)
 @click.version_option(package_name="allmicro-data")
 def main() -> None:
     """AllMicro Data: the image repository of the microscopy network."""
@@ -276,6 +289,163 @@ def admin_add_member(project: str, user: str | None, organisation: str | None, r
             role=role,
         )
         click.echo(membership.id)
+
+
+@admin.command("remove-member")
+@click.argument("project")
+@click.option("--user", "user", default=None, help="User id or email.")
+@click.option("--organisation", "organisation", default=None, help="Organisation id or name.")
+def admin_remove_member(project: str, user: str | None, organisation: str | None) -> None:
+    """Take a user's or an organisation's role in a project away."""
+    from sqlalchemy import select
+
+    from allmicro_data import directory
+    from allmicro_data.audit import record
+    from allmicro_data.catalogue.models import ProjectMembership
+
+    if (user is None) == (organisation is None):
+        _fail("give exactly one of --user and --organisation")
+    services = _services()
+    with services.session() as session:
+        proj = directory.find_project(session, project)
+        stmt = select(ProjectMembership).where(ProjectMembership.project_id == proj.id)
+        if user:
+            stmt = stmt.where(ProjectMembership.user_id == directory.find_user(session, user).id)
+        else:
+            org_id = directory.find_organisation(session, organisation or "").id
+            stmt = stmt.where(ProjectMembership.organisation_id == org_id)
+        membership = session.scalars(stmt).first()
+        if membership is None:
+            _fail("no such membership")
+            return
+        directory.remove_membership(session, project_id=proj.id, membership_id=membership.id)
+        record(
+            session,
+            "membership.remove",
+            actor="cli",
+            object_type="membership",
+            object_id=membership.id,
+            project_id=proj.id,
+        )
+        click.echo(f"removed {membership.id}")
+
+
+@admin.command("list")
+@click.argument("what", type=click.Choice(["organisations", "users", "projects", "members"]))
+@click.option("--project", default=None, help="Project (id or name), for members.")
+def admin_list(what: str, project: str | None) -> None:
+    """List organisations, users, projects, or the members of --project (tab-separated)."""
+    from sqlalchemy import select
+
+    from allmicro_data import directory
+    from allmicro_data.catalogue.models import Organisation, Project, ProjectMembership, User
+
+    services = _services()
+    with services.session() as session:
+        if what == "organisations":
+            for org in session.scalars(select(Organisation).order_by(Organisation.name)):
+                click.echo(f"{org.id}\t{org.kind.value}\t{org.country or ''}\t{org.name}")
+        elif what == "users":
+            for user in session.scalars(select(User).order_by(User.email)):
+                flags = ",".join(
+                    f
+                    for f, on in (("admin", user.is_admin), ("inactive", not user.is_active))
+                    if on
+                )
+                click.echo(f"{user.id}\t{user.email}\t{user.organisation.name}\t{flags}")
+        elif what == "projects":
+            for proj in session.scalars(select(Project).order_by(Project.name)):
+                click.echo(f"{proj.id}\t{proj.kind.value}\t{proj.name}")
+        else:
+            if project is None:
+                _fail("give --project")
+                return
+            proj = directory.find_project(session, project)
+            rows = session.scalars(
+                select(ProjectMembership).where(ProjectMembership.project_id == proj.id)
+            )
+            for m in rows:
+                who = (
+                    session.get(User, m.user_id).email  # type: ignore[union-attr]
+                    if m.user_id
+                    else "org:" + session.get(Organisation, m.organisation_id).name  # type: ignore[union-attr]
+                )
+                click.echo(f"{m.id}\t{m.role.value}\t{who}")
+
+
+@admin.command("set-user")
+@click.argument("user")
+@click.option("--admin/--no-admin", "is_admin", default=None, help="Global admin rights.")
+@click.option("--active/--inactive", "is_active", default=None, help="Allow signing in.")
+def admin_set_user(user: str, is_admin: bool | None, is_active: bool | None) -> None:
+    """Grant or take global admin rights, enable or disable an account."""
+    from allmicro_data import directory
+    from allmicro_data.audit import record
+    from allmicro_data.auth import revoke_user_tokens
+
+    services = _services()
+    with services.session() as session:
+        account = directory.find_user(session, user)
+        if is_admin is not None:
+            account.is_admin = is_admin
+        if is_active is not None:
+            account.is_active = is_active
+            if not is_active:
+                revoke_user_tokens(session, account.id)
+        record(
+            session,
+            "user.update",
+            actor="cli",
+            object_type="user",
+            object_id=account.id,
+            detail={"is_admin": is_admin, "is_active": is_active},
+        )
+        click.echo(f"{account.email}: admin={account.is_admin} active={account.is_active}")
+
+
+@admin.command("reset-password")
+@click.argument("user")
+@click.password_option(envvar="ALLMICRO_NEW_USER_PASSWORD", help="New password.")
+def admin_reset_password(user: str, password: str) -> None:
+    """Set a user's password, unlock the account and sign it out everywhere."""
+    from allmicro_data import directory
+    from allmicro_data.audit import record
+    from allmicro_data.auth import revoke_user_tokens, set_password
+
+    services = _services()
+    with services.session() as session:
+        account = directory.find_user(session, user)
+        set_password(account, password)
+        account.failed_logins = 0
+        account.locked_until = None
+        revoke_user_tokens(session, account.id)
+        record(session, "password.reset", actor="cli", object_type="user", object_id=account.id)
+        click.echo(f"password of {account.email} reset")
+
+
+@admin.command("create-token")
+@click.argument("user")
+@click.option("--name", required=True, help="What the token is for, e.g. the instrument PC.")
+@click.option("--scope", type=click.Choice(["read", "upload"]), default="upload")
+@click.option(
+    "--expires-days", type=int, default=None, help="Valid this many days (default: no expiry)."
+)
+def admin_create_token(user: str, name: str, scope: str, expires_days: int | None) -> None:
+    """Create a personal access token for a user (printed once)."""
+    from datetime import timedelta
+
+    from allmicro_data import directory
+    from allmicro_data.auth import create_personal_token
+    from allmicro_data.catalogue.models import utcnow
+
+    services = _services()
+    with services.session() as session:
+        account = directory.find_user(session, user)
+        expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+        plaintext, _ = create_personal_token(
+            session, account, name=name, scope=scope, expires_at=expires
+        )
+        click.echo(plaintext)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 
 from allmicro_data.api import problems
 from allmicro_data.api.pyramids import PyramidCache
-from allmicro_data.api.routers import admin, auth, catalogue, files, health, tiles
+from allmicro_data.api.routers import (
+    admin,
+    audit,
+    auth,
+    catalogue,
+    downloads,
+    files,
+    health,
+    shares,
+    tiles,
+    uploads,
+)
 from fastapi import FastAPI
 
 from allmicro_data import __version__
@@ -63,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, auth, admin, catalogue, files, tiles):
+    for module in (health, auth, admin, catalogue, files, downloads, shares, audit, tiles, uploads):
         app.include_router(module.router)
     return app
 

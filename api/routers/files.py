@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from typing import Annotated
-from urllib.parse import quote
 
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
-from allmicro_data.api.problems import problem
 from allmicro_data.api.schemas import FileOut, UploadResult
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from allmicro_data.api.streaming import original_response, parse_range
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from allmicro_data.access import get_visible, require_role
@@ -80,14 +77,6 @@ def get_file(file_id: str, caller: CallerDep, session: SessionDep) -> FileOut:
     return FileOut.of(get_visible(session, caller, StoredFile, file_id))
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _content_disposition(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
 @router.get(
     "/files/{file_id}/download",
     response_class=StreamingResponse,
@@ -103,30 +92,15 @@ def download_file(
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
-) -> StreamingResponse:
+) -> Response:
     """The original exactly as uploaded; supports single byte ranges. Every download is audited."""
     f = get_visible(session, caller, StoredFile, file_id)
     dataset = session.get(Dataset, f.dataset_id)
-    size = f.size
-    start, end = 0, size
-    status = 200
     range_header = request.headers.get("range")
-    if range_header:
-        match = _RANGE.match(range_header.strip())
-        if not match or (not match.group(1) and not match.group(2)):
-            return problem(
-                416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
-            )  # type: ignore[return-value]
-        if match.group(1):
-            start = int(match.group(1))
-            end = min(size, int(match.group(2)) + 1) if match.group(2) else size
-        else:
-            start = max(0, size - int(match.group(2)))
-        if start >= size or start >= end:
-            return problem(
-                416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
-            )  # type: ignore[return-value]
-        status = 206
+    byte_range = parse_range(range_header, f.size)
+    if isinstance(byte_range, Response):
+        return byte_range
+    start, end = byte_range or (0, f.size)
     record(
         session,
         "file.download",
@@ -140,16 +114,4 @@ def download_file(
         detail={"range": range_header} if range_header else None,
     )
     session.commit()
-    chunks: Iterator[bytes] = services.store.open(f.storage_key, start, end)
-    headers = {
-        "Content-Disposition": _content_disposition(f.original_name),
-        "Content-Length": str(end - start),
-        "Accept-Ranges": "bytes",
-        "X-Checksum-SHA256": f.sha256,
-        "ETag": f'"{f.sha256}"',
-    }
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    return StreamingResponse(
-        chunks, status_code=status, media_type="application/octet-stream", headers=headers
-    )
+    return original_response(services.store, f, byte_range)

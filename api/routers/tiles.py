@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from allmicro_data.access import get_visible
 from allmicro_data.catalogue.models import Image
 from allmicro_data.errors import Invalid, NotFound
+from allmicro_data.services import Services
 
 router = APIRouter(prefix="/api", tags=["tiles"])
 
@@ -44,11 +45,26 @@ def get_tile(
 ) -> Response:
     """A 512 px tile of one plane at a pyramid level (0 is full resolution), windowed to 8 bits."""
     image = get_visible(session, caller, Image, image_id)
+    return tile_response(request, services, image, level, ty, tx, z=z, t=t, c=c)
+
+
+def tile_response(
+    request: Request,
+    services: Services,
+    image: Image,
+    level: int,
+    ty: int,
+    tx: int,
+    *,
+    z: int = 0,
+    t: int = 0,
+    c: int | None = None,
+) -> Response:
     if image.pyramid_key is None:
-        raise NotFound(f"image {image_id} has no pyramid")
+        raise NotFound(f"image {image.id} has no pyramid")
     pyramid = pyramid_cache(request).get(services.store, image.pyramid_key)
     if not 0 <= level < len(pyramid.levels):
-        raise NotFound(f"image {image_id} has no level {level}")
+        raise NotFound(f"image {image.id} has no level {level}")
     shape = pyramid.shape(level)
     axes = pyramid.axes
     height, width = shape[axes.index("y")], shape[axes.index("x")]

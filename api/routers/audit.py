@@ -1,0 +1,120 @@
+"""The audit log: admins read everything, managers their projects' events; JSON pages or CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.schemas import Page
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from allmicro_data.access import require_full_session
+from allmicro_data.audit import AuditQuery, iter_csv, search_events
+from allmicro_data.catalogue.models import AuditEvent
+
+router = APIRouter(prefix="/api", tags=["audit"])
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    action: str
+    success: bool
+    actor: str | None
+    actor_user_id: str | None
+    object_type: str | None
+    object_id: str | None
+    project_id: str | None
+    client_address: str | None
+    bytes: int | None
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            action=e.action,
+            success=e.success,
+            actor=e.actor,
+            actor_user_id=e.actor_user_id,
+            object_type=e.object_type,
+            object_id=e.object_id,
+            project_id=e.project_id,
+            client_address=e.client_address,
+            bytes=e.bytes,
+            detail=e.detail,
+        )
+
+
+def _query(
+    project_id: str | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=320)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AuditQuery:
+    return AuditQuery(
+        project_id=project_id,
+        action=action,
+        actor=actor,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/audit", response_model=Page[AuditEventOut])
+def list_audit(
+    caller: CallerDep,
+    session: SessionDep,
+    project_id: str | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=320)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[AuditEventOut]:
+    """Newest first. Admins see every event; managers see their projects' events."""
+    require_full_session(caller)
+    query = _query(project_id, action, actor, since, until, limit, offset)
+    rows, total = search_events(session, caller, query)
+    return Page(items=[AuditEventOut.of(e) for e in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/audit.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export_audit(
+    caller: CallerDep,
+    services: ServicesDep,
+    project_id: str | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=320)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    """The same events as CSV, oldest first."""
+    require_full_session(caller)
+    query = _query(project_id, action, actor, since, until)
+
+    def lines() -> Iterator[str]:
+        # Its own session: the export streams after the request's session has closed.
+        with services.session() as session:
+            yield from iter_csv(session, caller, query)
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+    )
