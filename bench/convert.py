@@ -126,7 +126,9 @@ def run_measured(cmd: list[str], out: Path | None) -> Measure:
     return measure
 
 
-def ours_command(src: Path, out: Path, ngff: str, codec: str | None, chunk: int | None) -> list[str]:
+def ours_command(
+    src: Path, out: Path, ngff: str, codec: str | None, chunk: int | None
+) -> list[str]:
     extra = ["--ngff", ngff]
     if codec:
         extra += ["--codec", codec]
@@ -196,21 +198,35 @@ def floor(args: argparse.Namespace) -> None:
     volume = bool(getattr(series, "is_volume", False))
     chunk = args.chunk or (128 if volume else 512)
     n_levels = len(_level_sides(max(series.shape), volume))
+    read_into = getattr(series, "read_into", None)
+    # Like the engine, recycle band buffers when the series can read into one.
+    ring: list[tuple[np.ndarray[Any, Any] | None, list[Any]]] = [(None, []) for _ in range(3)]
     started = time.perf_counter()
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        pending: list[Any] = []
-        for a0 in range(0, series.shape[0], chunk):
-            region = [slice(a0, a0 + chunk)] + [slice(None)] * (len(series.shape) - 1)
-            band = series.read(region)
+        for band_index, a0 in enumerate(range(0, series.shape[0], chunk)):
+            region = [slice(a0, min(series.shape[0], a0 + chunk))]
+            region += [slice(0, n) for n in series.shape[1:]]
+            buffer, futures = ring[band_index % len(ring)]
+            for f in futures:
+                f.result()
+            shape = tuple(sl.stop - sl.start for sl in region)
+            if read_into is None:
+                band = series.read(region)
+            else:
+                if buffer is None or buffer.shape != shape:
+                    buffer = np.empty(shape, series.dtype)
+                read_into(region, buffer)
+                band = buffer
+            futures = []
             for level in range(n_levels):
                 step = 2**level
                 view = band[::step] if volume else band
                 view = view[..., ::step, ::step]
-                pending.append(pool.submit(_compress_pieces, encoder, view, chunk))
-            while len(pending) > 4 * n_levels:
-                pending.pop(0).result()
-        for f in pending:
-            f.result()
+                futures.append(pool.submit(_compress_pieces, encoder, view, chunk))
+            ring[band_index % len(ring)] = (buffer, futures)
+        for _, futures in ring:
+            for f in futures:
+                f.result()
     print(f"inner-seconds {time.perf_counter() - started:.3f}")
 
 

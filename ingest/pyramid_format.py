@@ -65,7 +65,7 @@ class ChunkCodec:
     def zarr_v3(self, dtype: np.dtype[Any]) -> Any:
         if self.name == "zstd":
             return ZstdCodec(level=self.level)
-        cname = self.name.split("-", 1)[1]
+        cname: Any = self.name.split("-", 1)[1]
         return BloscCodec(
             cname=cname, clevel=self.level, shuffle="bitshuffle", typesize=dtype.itemsize
         )
@@ -102,8 +102,8 @@ def chunk_key(version: NgffVersion, level: str, index: tuple[int, ...]) -> str:
     return f"{level}/{joined}" if version == "0.4" else f"{level}/c/{joined}"
 
 
-def assemble_shard(chunks: list[bytes]) -> bytes:
-    """A sharding_indexed object holding the inner chunks in C order, index (and crc32c) last."""
+def assemble_shard(chunks: list[bytes]) -> list[bytes]:
+    """The parts of a sharding_indexed object: inner chunks in C order, then index and crc32c."""
     index = np.empty((len(chunks), 2), dtype="<u8")
     offset = 0
     for i, data in enumerate(chunks):
@@ -111,7 +111,7 @@ def assemble_shard(chunks: list[bytes]) -> bytes:
         offset += len(data)
     index_bytes = index.tobytes()
     crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
-    return b"".join([*chunks, index_bytes, crc])
+    return [*chunks, index_bytes + crc]
 
 
 def metadata_documents(
@@ -128,7 +128,7 @@ def metadata_documents(
     caller stores arrays first and the group last, making the image visible only when complete.
     """
     memory = MemoryStore()
-    zarr_format = 2 if version == "0.4" else 3
+    zarr_format: Literal[2, 3] = 2 if version == "0.4" else 3
     for level in levels:
         if zarr_format == 2:
             zarr.create_array(

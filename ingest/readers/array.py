@@ -92,10 +92,21 @@ class RawFileSeries(Series):
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
         sl = self.normalise_region(region)
+        out = np.empty(tuple(s.stop - s.start for s in sl), dtype=self.dtype)
+        self.read_into(sl, out)
+        return out
+
+    def read_into(self, region: Sequence[slice] | None, out: np.ndarray[Any, Any]) -> None:
+        """Read region into out (C-contiguous, of the region's shape and the series' dtype).
+
+        The pyramid writer uses this, when a series has it, to recycle its band buffers.
+        """
+        sl = self.normalise_region(region)
         out_shape = tuple(s.stop - s.start for s in sl)
-        out = np.empty(out_shape, dtype=self.dtype)
+        if out.shape != out_shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"read_into needs a C-ordered {self.dtype} array of {out_shape}")
         if out.size == 0:
-            return out
+            return
         # The trailing axes read whole make one contiguous run per index of the leading ones.
         split = len(sl)
         while split > 0 and sl[split - 1] == slice(0, self.shape[split - 1]):
@@ -111,7 +122,6 @@ class RawFileSeries(Series):
             start = sum((leading[i][n]) * strides[i] for i, n in enumerate(index))
             start += sl[split - 1].start * strides[split - 1]
             self._read_into(memoryview(flat[row]).cast("B"), start * self.dtype.itemsize)
-        return out
 
     def _read_into(self, view: memoryview, position: int) -> None:
         # One read returns at most ~2 GiB on Linux, and any read may return less than asked.

@@ -77,9 +77,7 @@ def test_2d_pyramid_validates_keeps_level0_exact_and_level1_is_the_block_mean(
 
     attrs = json.loads((tmp_path / KEY / (".zattrs" if ngff == "0.4" else "zarr.json")).read_text())
     ome = attrs if ngff == "0.4" else attrs["attributes"]["ome"]
-    scales = [
-        d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]
-    ]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]]
     assert np.allclose(scales, [[0.002, 0.002], [0.004, 0.004], [0.008, 0.008]])
     assert [a["unit"] for a in ome["multiscales"][0]["axes"]] == ["micrometer"] * 2
     lo, hi = np.percentile(data, [0.1, 99.9])
@@ -298,6 +296,24 @@ def test_raw_file_series_reads_regions_of_a_c_ordered_file(tmp_path: Path) -> No
         expected = data if region is None else data[region]
         assert np.array_equal(series.read(region), expected)
     series.close()
+
+
+def test_series_that_read_into_buffers_give_the_same_pyramid(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.normal(0, 1, (70, 130, 300)).astype(np.float32)
+    path = tmp_path / "vol.raw"
+    path.write_bytes(b"\0" * 64 + data.tobytes())
+    raw = RawFileSeries(path, 64, data.shape, "float32", "zyx", is_volume=True)
+    from_file = write_pyramid(raw, LocalStore(tmp_path / "f"), KEY, chunk=32, ngff="0.5")
+    in_memory = write_pyramid(
+        ArraySeries(data, "zyx", is_volume=True),
+        LocalStore(tmp_path / "m"),
+        KEY,
+        chunk=32,
+        ngff="0.5",
+    )
+    raw.close()
+    assert from_file.objects == in_memory.objects
 
 
 def test_downsample_rounds_half_up_and_averages_only_existing_edge_pixels() -> None:
