@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    problems.document_problems(app)
     for module in (health, auth, admin, catalogue, files, downloads, shares, audit, tiles, uploads):
         app.include_router(module.router)
     return app

@@ -98,7 +98,7 @@ def update_project(
         project.name = body.name
     if body.description is not None:
         project.description = body.description
-    session.flush()
+    directory.flush_unique(session, f"project {project.name!r}")
     return ProjectOut.of(project)
 
 
