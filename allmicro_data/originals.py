@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from allmicro_data.catalogue.models import Dataset, File, Job, JobKind
 from allmicro_data.errors import Invalid
 from allmicro_data.jobs import enqueue
-from allmicro_data.storage import ObjectStore
+from allmicro_data.storage import LocalStore, ObjectStore
 from allmicro_data.storage.base import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,58 @@ def spool(stream: BinaryIO, directory: Path, max_bytes: int) -> tuple[Path, str,
     return path, digest.hexdigest(), size
 
 
+def place_original(store: ObjectStore, path: Path, sha256: str, original_name: str) -> bool:
+    """Store a spooled file, already hashed, under raw/<sha256>; False if those bytes were there.
+
+    A local store on the same filesystem takes the spool file over by renaming it, so a large
+    original is written once and never copied again; other stores get a streamed copy.
+    """
+    key = raw_key(sha256)
+    if store.exists(key):
+        return False
+    if isinstance(store, LocalStore) and _adopt(store, key, path):
+        return True
+    with path.open("rb") as handle:
+        stored = store.put(key, handle)
+    if stored.sha256 != sha256:
+        # The spool and the store disagree: the disk or the store corrupted the bytes.
+        store.delete(key)
+        raise OSError(f"stored bytes of {original_name!r} do not match what was received")
+    return True
+
+
+def _adopt(store: LocalStore, key: str, path: Path) -> bool:
+    """Rename the spool file into the store; False when it cannot be (another filesystem)."""
+    target = store.path(key)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if store.durable:
+            # The bytes must be on disk before the object is named, as LocalStore.put does.
+            with path.open("r+b") as handle:
+                os.fsync(handle.fileno())
+        os.replace(path, target)
+    except OSError as exc:
+        log.info("cannot move %s into the store (%s); copying instead", path, exc)
+        return False
+    if store.durable:
+        _fsync_directory(target.parent)
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def store_original(
     session: Session,
     store: ObjectStore,
@@ -94,13 +147,7 @@ def store_original(
         ).first()
         return StoredOriginal(file=existing, job=job, already_present=True)
     key = raw_key(sha256)
-    if not store.exists(key):
-        with path.open("rb") as handle:
-            stored = store.put(key, handle)
-        if stored.sha256 != sha256:
-            # The spool and the store disagree: the disk or the store corrupted the bytes.
-            store.delete(key)
-            raise OSError(f"stored bytes of {original_name!r} do not match what was received")
+    place_original(store, path, sha256, original_name)
     file = File(
         dataset_id=dataset.id,
         storage_key=key,

@@ -1,0 +1,490 @@
+"""Resumable uploads: spool files whose offset and sha256 survive restarts; the last byte makes an original."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import CursorResult, select, update
+
+from allmicro_data.access import Caller, get_visible, require_role
+from allmicro_data.audit import record
+from allmicro_data.catalogue.models import (
+    Dataset,
+    Role,
+    Upload,
+    UploadStatus,
+    User,
+    utcnow,
+)
+from allmicro_data.errors import Conflict, DomainError, Invalid, NotFound
+from allmicro_data.originals import clean_name, place_original, store_original
+from allmicro_data.services import Services
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK = 4 * 1024 * 1024
+# Inside a long PATCH the offset is recorded every so many bytes, so that a server that dies
+# half-way through a large request loses little of what it had received.
+CHECKPOINT_BYTES = 64 * 1024 * 1024
+# Uploads whose last byte arrived this long ago but which are not yet complete (the server died
+# while storing them) are completed by the sweeper.
+STUCK_AFTER = timedelta(minutes=1)
+
+HashFactory = Callable[[], Any]
+
+
+class UploadGone(DomainError):
+    """The upload expired, was terminated, or failed; a new one must be started."""
+
+    status = 410
+    title = "Gone"
+
+
+class ChecksumMismatch(DomainError):
+    """The bytes received do not have the checksum the client declared (tus status 460)."""
+
+    status = 460
+    title = "Checksum mismatch"
+
+
+class InsufficientStorage(DomainError):
+    status = 507
+    title = "Insufficient storage"
+
+
+class UploadTooLarge(DomainError):
+    status = 413
+    title = "Request entity too large"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadFields:
+    """What the client says about the file it is about to send."""
+
+    filename: str
+    dataset_id: str
+    relative_path: str | None = None
+    group: str | None = None
+    sha256: str | None = None
+
+
+def spool_dir(services: Services) -> Path:
+    return services.settings.uploads_dir / "tus"
+
+
+def spool_path(services: Services, upload_id: str) -> Path:
+    return spool_dir(services) / f"{upload_id}.part"
+
+
+def _changed(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0) if isinstance(result, CursorResult) else 0
+
+
+class _HashStates:
+    """The whole-file sha256 of each upload at its acknowledged offset, kept between requests.
+
+    hashlib state cannot be saved, so after a restart (or in another server process) the
+    state is rebuilt by hashing the spool file again from disk.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, tuple[int, Any]] = {}
+
+    def take(self, upload_id: str, offset: int) -> Any | None:
+        with self._lock:
+            kept = self._states.pop(upload_id, None)
+        if kept is not None and kept[0] == offset:
+            return kept[1]
+        return None
+
+    def keep(self, upload_id: str, offset: int, digest: Any) -> None:
+        with self._lock:
+            self._states[upload_id] = (offset, digest)
+
+    def forget(self, upload_id: str) -> None:
+        with self._lock:
+            self._states.pop(upload_id, None)
+
+
+hash_states = _HashStates()
+
+
+def _expiry(services: Services, now: datetime) -> datetime:
+    return now + timedelta(seconds=services.settings.upload_expiry_seconds)
+
+
+def create_upload(
+    services: Services, caller: Caller, *, length: int, metadata_header: str, fields: UploadFields
+) -> Upload:
+    """A new, empty upload into a dataset the caller contributes to."""
+    if length > services.settings.max_upload_bytes:
+        raise UploadTooLarge(
+            f"the upload is larger than the limit of {services.settings.max_upload_bytes} bytes"
+        )
+    name = clean_name(fields.filename)
+    directory = spool_dir(services)
+    directory.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(directory).free < length:
+        raise InsufficientStorage("the server has no room for this upload now; try again later")
+    with services.session() as session:
+        dataset = get_visible(session, caller, Dataset, fields.dataset_id)
+        require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+        now = utcnow()
+        upload = Upload(
+            dataset_id=dataset.id,
+            created_by_id=caller.user_id,
+            length=length,
+            upload_offset=0,
+            upload_metadata=metadata_header,
+            original_name=name,
+            relative_path=fields.relative_path or None,
+            group_key=fields.group or None,
+            declared_sha256=fields.sha256,
+            status=UploadStatus.RECEIVING,
+            created_at=now,
+            updated_at=now,
+            expires_at=_expiry(services, now),
+        )
+        session.add(upload)
+        session.flush()
+        path = spool_path(services, upload.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=False)
+    log.info(
+        "upload %s created by user %s: %d bytes of %r into dataset %s",
+        upload.id,
+        caller.user_id,
+        length,
+        name,
+        upload.dataset_id,
+    )
+    return upload
+
+
+def load_upload(services: Services, caller: Caller, upload_id: str) -> Upload:
+    """The caller's upload; NotFound for anyone else's, UploadGone once it is no longer usable."""
+    with services.session() as session:
+        upload = session.get(Upload, upload_id)
+        if upload is None or upload.created_by_id != caller.user_id:
+            raise NotFound(f"upload {upload_id} not found")
+        if upload.status is UploadStatus.FAILED:
+            raise UploadGone(upload.error or "the upload failed; start a new one")
+        expired = upload.status is UploadStatus.RECEIVING and upload.expires_at <= utcnow()
+        if expired:
+            session.delete(upload)
+    if expired:
+        _discard(services, upload_id)
+        raise UploadGone("the upload expired; start a new one")
+    return upload
+
+
+def check_contributor(services: Services, caller: Caller, upload: Upload) -> None:
+    """Writing needs the contributor role still (it may have been withdrawn mid-upload)."""
+    with services.session() as session:
+        dataset = get_visible(session, caller, Dataset, upload.dataset_id)
+        require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+
+
+class Receiver:
+    """Writes the body of one PATCH into the spool file, hashing as it goes.
+
+    Without a chunk checksum the offset is recorded at checkpoints and whatever arrived is kept
+    if the client goes away; with one, nothing of the request counts until the checksum matches.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        upload: Upload,
+        whole: Any,
+        chunk: Any | None,
+    ) -> None:
+        self.services = services
+        self.upload_id = upload.id
+        self.length = upload.length
+        self.acknowledged = upload.upload_offset
+        self.offset = upload.upload_offset
+        self._whole = whole
+        self._whole_at_ack = whole.copy()
+        self._chunk = chunk
+        self._path = spool_path(services, upload.id)
+        self._file = self._path.open("r+b", buffering=0)
+        self._file.seek(self.offset)
+
+    def write(self, blocks: Iterable[bytes]) -> None:
+        for block in blocks:
+            if self.offset + len(block) > self.length:
+                raise UploadTooLarge(
+                    f"the request goes past the upload's length of {self.length} bytes"
+                )
+            view = memoryview(block)
+            while view:
+                written = self._file.write(view)
+                view = view[written or 0 :]
+            self._whole.update(block)
+            if self._chunk is not None:
+                self._chunk.update(block)
+            self.offset += len(block)
+        if self._chunk is None and self.offset - self.acknowledged >= CHECKPOINT_BYTES:
+            self._acknowledge()
+
+    def finish(self, expected_chunk_digest: bytes | None) -> int:
+        """End of the request body: verify the chunk checksum, record the new offset."""
+        if (
+            expected_chunk_digest is not None
+            and self._chunk is not None
+            and self._chunk.digest() != expected_chunk_digest
+        ):
+            self.abandon()
+            raise ChecksumMismatch("the request body does not match its Upload-Checksum")
+        self._acknowledge()
+        return self.offset
+
+    def keep_received(self) -> int:
+        """The client went away mid-request: keep what arrived, unless it must be verified."""
+        if self._chunk is not None:
+            self.abandon()
+        else:
+            self._acknowledge()
+        return self.acknowledged
+
+    def abandon(self) -> None:
+        """Forget everything after the last acknowledged offset."""
+        self._file.truncate(self.acknowledged)
+        self._file.seek(self.acknowledged)
+        self.offset = self.acknowledged
+        self._whole = self._whole_at_ack.copy()
+
+    @property
+    def sha256(self) -> str:
+        return str(self._whole.hexdigest())
+
+    def close(self) -> None:
+        self._file.close()
+        hash_states.keep(self.upload_id, self.acknowledged, self._whole_at_ack)
+
+    def _acknowledge(self) -> None:
+        if self.offset == self.acknowledged:
+            return
+        now = utcnow()
+        with self.services.session() as session:
+            # The WHERE is a fence: of two writers on one upload (two server processes), the
+            # one whose starting offset is stale records nothing.
+            result = session.execute(
+                update(Upload)
+                .where(Upload.id == self.upload_id, Upload.upload_offset == self.acknowledged)
+                .values(
+                    upload_offset=self.offset,
+                    updated_at=now,
+                    expires_at=_expiry(self.services, now),
+                )
+            )
+            if _changed(result) != 1:
+                raise Conflict("another request is writing to this upload")
+        self.acknowledged = self.offset
+        self._whole_at_ack = self._whole.copy()
+
+
+def open_receiver(
+    services: Services, upload: Upload, offset: int, chunk_factory: HashFactory | None
+) -> Receiver:
+    """Get ready to append at offset: the spool file cut back to the acknowledged offset, the
+    whole-file hash at that offset (kept in memory, or rebuilt from disk after a restart)."""
+    if upload.status is not UploadStatus.RECEIVING or offset != upload.upload_offset:
+        raise Conflict(f"the upload's offset is {upload.upload_offset}, not {offset}")
+    path = spool_path(services, upload.id)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise UploadGone("the upload's received bytes are lost; start a new one") from None
+    if size < upload.upload_offset:
+        # The machine lost bytes it had acknowledged (power cut before they reached the disk).
+        _fence_offset(services, upload, size)
+        raise Conflict(f"the upload's offset is {size}, not {offset}")
+    if size > upload.upload_offset:
+        # Bytes a crashed request wrote after its last checkpoint: never acknowledged, dropped.
+        with path.open("r+b") as handle:
+            handle.truncate(upload.upload_offset)
+    whole = hash_states.take(upload.id, upload.upload_offset)
+    if whole is None:
+        whole = _hash_prefix(path, upload.upload_offset)
+    chunk = chunk_factory() if chunk_factory is not None else None
+    return Receiver(services, upload, whole, chunk)
+
+
+def _fence_offset(services: Services, upload: Upload, size: int) -> None:
+    with services.session() as session:
+        session.execute(
+            update(Upload)
+            .where(Upload.id == upload.id, Upload.upload_offset == upload.upload_offset)
+            .values(upload_offset=size)
+        )
+    hash_states.forget(upload.id)
+
+
+def _hash_prefix(path: Path, length: int) -> Any:
+    digest = hashlib.sha256()
+    remaining = length
+    with path.open("rb") as handle:
+        while remaining > 0:
+            block = handle.read(min(READ_BLOCK, remaining))
+            if not block:
+                raise UploadGone("the upload's received bytes are lost; start a new one")
+            digest.update(block)
+            remaining -= len(block)
+    return digest
+
+
+def complete_upload(services: Services, upload_id: str, sha256: str | None = None) -> Upload:
+    """Turn an upload whose last byte has arrived into an original with its ingest job.
+
+    Idempotent and restartable: the computed sha256 is recorded before the spool file moves
+    into the store, so a server that dies at any point completes the upload on the next try.
+    """
+    with services.session() as session:
+        upload = session.get(Upload, upload_id)
+        if upload is None:
+            raise NotFound(f"upload {upload_id} not found")
+        if upload.status is UploadStatus.COMPLETE:
+            return upload
+        if upload.status is UploadStatus.FAILED:
+            raise UploadGone(upload.error or "the upload failed; start a new one")
+        if upload.upload_offset != upload.length:
+            raise Conflict("the upload has not received all its bytes")
+        path = spool_path(services, upload.id)
+        if upload.sha256 is None:
+            computed = sha256 or _hash_prefix(path, upload.length).hexdigest()
+            if upload.declared_sha256 and computed != upload.declared_sha256:
+                message = (
+                    f"the file received has sha256 {computed}, not the declared "
+                    f"{upload.declared_sha256}; the upload is discarded, send the file again"
+                )
+                upload.status = UploadStatus.FAILED
+                upload.error = message
+                session.commit()
+                _discard(services, upload.id)
+                log.warning("upload %s: whole-file checksum mismatch", upload.id)
+                raise ChecksumMismatch(message)
+            upload.sha256 = computed
+            upload.status = UploadStatus.RECEIVED
+    assert upload.sha256 is not None
+    if path.exists():
+        place_original(services.store, path, upload.sha256, upload.original_name)
+    with services.session() as session:
+        upload = session.get(Upload, upload_id)
+        assert upload is not None and upload.sha256 is not None
+        if upload.status is UploadStatus.COMPLETE:
+            return upload
+        dataset = session.get(Dataset, upload.dataset_id)
+        user = session.get(User, upload.created_by_id)
+        if dataset is None or user is None:
+            raise NotFound(f"upload {upload_id} not found")
+        result = store_original(
+            session,
+            services.store,
+            dataset=dataset,
+            path=path,
+            sha256=upload.sha256,
+            size=upload.length,
+            original_name=upload.original_name,
+            uploaded_by_id=user.id,
+            relative_path=upload.relative_path,
+            group_key=upload.group_key,
+            max_attempts=services.settings.job_max_attempts,
+        )
+        now = utcnow()
+        upload.status = UploadStatus.COMPLETE
+        upload.file_id = result.file.id
+        upload.job_id = result.job.id if result.job else None
+        upload.completed_at = now
+        upload.updated_at = now
+        # Kept a while so that a client that lost the last response learns the outcome.
+        upload.expires_at = _expiry(services, now)
+        record(
+            session,
+            "file.upload",
+            actor=user.email,
+            actor_user_id=user.id,
+            object_type="file",
+            object_id=result.file.id,
+            project_id=dataset.project_id,
+            size=upload.length,
+            detail={"already_present": result.already_present, "upload_id": upload.id},
+        )
+    _discard(services, upload_id)
+    services.wake_jobs()
+    log.info(
+        "upload %s complete: file %s, job %s%s",
+        upload_id,
+        upload.file_id,
+        upload.job_id,
+        " (bytes already stored)" if result.already_present else "",
+    )
+    return upload
+
+
+def terminate_upload(services: Services, caller: Caller, upload_id: str) -> None:
+    """Forget an upload (tus termination); an original it already made stays."""
+    with services.session() as session:
+        upload = session.get(Upload, upload_id)
+        if upload is None or upload.created_by_id != caller.user_id:
+            raise NotFound(f"upload {upload_id} not found")
+        session.delete(upload)
+    _discard(services, upload_id)
+    log.info("upload %s terminated by user %s", upload_id, caller.user_id)
+
+
+def _discard(services: Services, upload_id: str) -> None:
+    hash_states.forget(upload_id)
+    spool_path(services, upload_id).unlink(missing_ok=True)
+
+
+def sweep_uploads(services: Services, now: datetime | None = None) -> int:
+    """Delete expired uploads and stray spool files; complete uploads a crash left unfinished."""
+    now = now or utcnow()
+    swept = 0
+    with services.session() as session:
+        expired = session.scalars(select(Upload).where(Upload.expires_at <= now)).all()
+        stuck = session.scalars(
+            select(Upload.id).where(
+                Upload.status == UploadStatus.RECEIVED, Upload.updated_at <= now - STUCK_AFTER
+            )
+        ).all()
+        known = set(session.scalars(select(Upload.id)).all())
+        for upload in expired:
+            if upload.status is UploadStatus.RECEIVED:
+                continue
+            session.delete(upload)
+            _discard(services, upload.id)
+            swept += 1
+    for upload_id in stuck:
+        try:
+            complete_upload(services, upload_id)
+        except Exception:
+            log.exception("upload %s: could not complete it", upload_id)
+    directory = spool_dir(services)
+    if directory.is_dir():
+        cutoff = (now - timedelta(seconds=services.settings.upload_expiry_seconds)).timestamp()
+        for stray in directory.iterdir():
+            if stray.stem not in known and stray.stat().st_mtime < cutoff:
+                stray.unlink(missing_ok=True)
+                swept += 1
+    if swept:
+        log.info("upload sweep: %d expired uploads and stray spool files removed", swept)
+    return swept
+
+
+def validate_sha256(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value):
+        raise Invalid("sha256 must be 64 hexadecimal digits")
+    return value

@@ -1,0 +1,497 @@
+"""tus 1.0 resumable uploads at /api/uploads/: core, creation (with upload), termination, expiration, checksum.
+
+No maintained tus server for FastAPI records its state where ours must live (the catalogue), checks
+our roles, verifies sha256 or hands the finished file to the object store without copying it, so
+the protocol is implemented here to the letter; the domain work is in allmicro_data.uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Annotated, Any, TypeVar
+
+from allmicro_data.api.deps import ServicesDep, bearer_token, get_services
+from allmicro_data.api.problems import problem
+from allmicro_data.storage import StorageError
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+
+from allmicro_data.access import Caller
+from allmicro_data.auth import resolve_token
+from allmicro_data.catalogue.models import TokenKind, Upload, UploadStatus
+from allmicro_data.errors import Conflict, DomainError, Unauthorised
+from allmicro_data.services import Services
+from allmicro_data.uploads import (
+    HashFactory,
+    Receiver,
+    UploadFields,
+    UploadTooLarge,
+    check_contributor,
+    complete_upload,
+    create_upload,
+    load_upload,
+    open_receiver,
+    sweep_uploads,
+    terminate_upload,
+    validate_sha256,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/uploads"
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
+OFFSET_STREAM = "application/offset+octet-stream"
+CHECKSUMS: dict[str, HashFactory] = {
+    "sha1": lambda: hashlib.sha1(usedforsecurity=False),
+    "sha256": hashlib.sha256,
+    "md5": lambda: hashlib.md5(usedforsecurity=False),
+}
+# Body chunks are gathered into blocks this large before a worker thread writes and hashes
+# them, while the event loop goes on reading the next block from the socket.
+WRITE_BLOCK = 4 * 1024 * 1024
+# A client that reconnects after a cut may find its previous request still finishing.
+LOCK_WAIT_SECONDS = 10.0
+SWEEP_INTERVAL_SECONDS = 600.0
+
+T = TypeVar("T")
+
+
+class BadTusRequest(DomainError):
+    status = 400
+    title = "Bad request"
+
+
+class UnsupportedVersion(DomainError):
+    status = 412
+    title = "Precondition failed"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"
+
+
+class UploadLocked(DomainError):
+    status = 423
+    title = "Locked"
+
+
+class TusRoute(APIRoute):
+    """Every tus response carries Tus-Resumable, errors included (as problem+json)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def tus_handler(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except DomainError as exc:
+                headers: dict[str, str] = {}
+                if exc.status == 401:
+                    headers["WWW-Authenticate"] = "Bearer"
+                if isinstance(exc, UnsupportedVersion):
+                    headers["Tus-Version"] = TUS_VERSION
+                response = problem(exc.status, exc.title, str(exc) or None, headers=headers)
+            except StorageError as exc:
+                log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+                response = problem(
+                    503, "Storage unavailable", "the object store could not be reached; try again"
+                )
+            if request.method != "OPTIONS":
+                response.headers["Tus-Resumable"] = TUS_VERSION
+            return response
+
+        return tus_handler
+
+
+@asynccontextmanager
+async def _upload_sweeper(app: FastAPI) -> AsyncIterator[None]:
+    """Expire idle uploads and finish crashed completions, in the server process."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is None:
+        yield
+        return
+    stop = threading.Event()
+    interval = min(SWEEP_INTERVAL_SECONDS, max(1.0, services.settings.upload_expiry_seconds / 4))
+
+    def sweep_until_stopped() -> None:
+        while True:
+            try:
+                sweep_uploads(services)
+            except Exception:
+                log.exception("upload sweep failed")
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=sweep_until_stopped, name="upload-sweeper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+router = APIRouter(prefix=PREFIX, tags=["uploads"], route_class=TusRoute, lifespan=_upload_sweeper)
+
+
+class _WriterLock:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+# One writer per upload in this process; the catalogue's offset fence covers other processes.
+_locks: dict[str, _WriterLock] = {}
+
+
+async def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: func(*args, **kwargs))
+
+
+def tus_caller(request: Request, services: Annotated[Services, Depends(get_services)]) -> Caller:
+    """The caller from a bearer or personal access token, looked up in a short transaction
+    of its own: a PATCH may stream for minutes and must hold no catalogue connection."""
+    _require_tus(request)
+    token = bearer_token(request)
+    if token is not None:
+        with services.session() as session:
+            resolved = resolve_token(session, token)
+            if resolved is not None and resolved[1].kind in (TokenKind.BEARER, TokenKind.PERSONAL):
+                user, access = resolved
+                return Caller.for_user(user, scope=access.scope)
+    raise Unauthorised("send a valid bearer or personal access token")
+
+
+TusCallerDep = Annotated[Caller, Depends(tus_caller)]
+
+
+def _require_tus(request: Request) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise UnsupportedVersion(f"this server speaks tus {TUS_VERSION}; send Tus-Resumable")
+
+
+def _integer_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or len(value) > 20:
+        raise BadTusRequest(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """Upload-Metadata: comma-separated `key base64(value)` pairs; a value may be absent."""
+    pairs: dict[str, str] = {}
+    if not header.strip():
+        return pairs
+    for item in header.split(","):
+        parts = item.strip().split(" ")
+        key = parts[0]
+        if not key or len(parts) > 2 or key in pairs or not key.isascii():
+            raise BadTusRequest("Upload-Metadata is malformed")
+        value = ""
+        if len(parts) == 2:
+            try:
+                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise BadTusRequest(f"Upload-Metadata value of {key!r} is not base64") from None
+        pairs[key] = value
+    return pairs
+
+
+def _fields(metadata: dict[str, str]) -> UploadFields:
+    filename = metadata.get("filename") or metadata.get("name")
+    dataset_id = metadata.get("dataset_id")
+    if not filename:
+        raise BadTusRequest("Upload-Metadata must name the file (filename)")
+    if not dataset_id:
+        raise BadTusRequest("Upload-Metadata must name the dataset (dataset_id)")
+    relative_path = (metadata.get("relative_path") or "").replace("\\", "/").strip() or None
+    group = (metadata.get("group") or "").strip() or None
+    if relative_path is not None and len(relative_path) > 4096:
+        raise BadTusRequest("relative_path is longer than 4096 characters")
+    if group is not None and len(group) > 300:
+        raise BadTusRequest("group is longer than 300 characters")
+    declared = metadata.get("sha256")
+    return UploadFields(
+        filename=filename,
+        dataset_id=dataset_id,
+        relative_path=relative_path,
+        group=group,
+        sha256=validate_sha256(declared) if declared else None,
+    )
+
+
+def _checksum(request: Request) -> tuple[HashFactory | None, bytes | None]:
+    header = request.headers.get("upload-checksum")
+    if header is None:
+        return None, None
+    algorithm, _, encoded = header.strip().partition(" ")
+    factory = CHECKSUMS.get(algorithm.lower())
+    if factory is None:
+        raise BadTusRequest(
+            f"checksum algorithm {algorithm!r} is not supported; use one of {', '.join(CHECKSUMS)}"
+        )
+    try:
+        expected = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        raise BadTusRequest("Upload-Checksum is not base64") from None
+    return factory, expected
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def _upload_headers(upload: Upload) -> dict[str, str]:
+    headers = {"Upload-Offset": str(upload.upload_offset)}
+    if upload.status is UploadStatus.COMPLETE:
+        if upload.file_id:
+            headers["X-Allmicro-File-Id"] = upload.file_id
+        if upload.job_id:
+            headers["X-Allmicro-Job-Id"] = upload.job_id
+        if upload.sha256:
+            headers["X-Allmicro-Sha256"] = upload.sha256
+    else:
+        headers["Upload-Expires"] = _http_date(upload.expires_at)
+    return headers
+
+
+def _location(request: Request, upload_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}{PREFIX}/{upload_id}"
+
+
+@asynccontextmanager
+async def _writer_lock(upload_id: str) -> AsyncIterator[None]:
+    entry = _locks.setdefault(upload_id, _WriterLock())
+    entry.users += 1
+    try:
+        try:
+            await asyncio.wait_for(entry.lock.acquire(), LOCK_WAIT_SECONDS)
+        except TimeoutError:
+            raise UploadLocked("another request is writing to this upload; try again") from None
+        try:
+            yield
+        finally:
+            entry.lock.release()
+    finally:
+        entry.users -= 1
+        if entry.users == 0:
+            _locks.pop(upload_id, None)
+
+
+async def _pump(request: Request, receiver: Receiver) -> None:
+    """Stream the request body into the receiver, reading the next block while one is written."""
+    loop = asyncio.get_running_loop()
+    pending: list[bytes] = []
+    size = 0
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= WRITE_BLOCK:
+                if writing is not None:
+                    await writing
+                writing = loop.run_in_executor(None, receiver.write, pending)
+                pending, size = [], 0
+    except ClientDisconnect:
+        if writing is not None:
+            await writing
+        if pending:
+            await _run(receiver.write, pending)
+        raise
+    if writing is not None:
+        await writing
+    if pending:
+        await _run(receiver.write, pending)
+
+
+async def _append(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    upload: Upload,
+    offset: int,
+) -> Upload | None:
+    """Write a request body at offset; the upload after it (completed if it was the last
+    byte), or None if the client went away before the end."""
+    factory, expected = _checksum(request)
+    declared_length = _integer_header(request, "content-length")
+    if declared_length is not None and offset + declared_length > upload.length:
+        raise UploadTooLarge(f"the request goes past the upload's length of {upload.length} bytes")
+    async with _writer_lock(upload.id):
+        # Re-read: the offset may have moved while an earlier request held the lock.
+        upload = await _run(load_upload, services, caller, upload.id)
+        receiver = await _run(open_receiver, services, upload, offset, factory)
+        try:
+            try:
+                await _pump(request, receiver)
+            except ClientDisconnect:
+                kept = await _run(receiver.keep_received)
+                log.info("upload %s: client went away, offset now %d", upload.id, kept)
+                return None
+            except UploadTooLarge:
+                await _run(receiver.abandon)
+                raise
+            new_offset = await _run(receiver.finish, expected)
+            sha256 = receiver.sha256 if new_offset == upload.length else None
+        finally:
+            await _run(receiver.close)
+        if new_offset == upload.length:
+            return await _run(complete_upload, services, upload.id, sha256)
+        return await _run(load_upload, services, caller, upload.id)
+
+
+# ------------------------------------------------------------------ routes
+
+
+def _options() -> Response:
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Resumable": TUS_VERSION,
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": TUS_EXTENSIONS,
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        },
+    )
+
+
+@router.options("", include_in_schema=False)
+@router.options("/")
+def discover(services: ServicesDep) -> Response:
+    """What this tus server supports (no authentication needed)."""
+    response = _options()
+    response.headers["Tus-Max-Size"] = str(services.settings.max_upload_bytes)
+    return response
+
+
+@router.options("/{upload_id}", include_in_schema=False)
+def discover_upload(services: ServicesDep) -> Response:
+    return discover(services)
+
+
+@router.post("", include_in_schema=False, status_code=201)
+@router.post("/", status_code=201)
+async def create(request: Request, caller: TusCallerDep, services: ServicesDep) -> Response:
+    """Create an upload (tus creation); a body sent along is its first bytes."""
+    if request.headers.get("upload-defer-length") is not None:
+        raise BadTusRequest("Upload-Defer-Length is not supported; send Upload-Length")
+    length = _integer_header(request, "upload-length")
+    if length is None:
+        raise BadTusRequest("Upload-Length is required")
+    metadata_header = request.headers.get("upload-metadata", "")
+    fields = _fields(parse_metadata(metadata_header))
+    upload = await _run(
+        create_upload,
+        services,
+        caller,
+        length=length,
+        metadata_header=metadata_header,
+        fields=fields,
+    )
+    headers = {"Location": _location(request, upload.id)}
+    with_body = request.headers.get("content-type", "").split(";")[0].strip() == OFFSET_STREAM
+    if with_body or length == 0:
+        try:
+            upload = await _append(request, services, caller, upload, 0) or upload
+        except DomainError as exc:
+            if exc.status not in (409, 413, 460):
+                raise
+            # The upload exists; the client learns its offset and goes on with PATCH.
+            log.info("upload %s: first bytes refused: %s", upload.id, exc)
+            upload = await _run(load_upload, services, caller, upload.id)
+    headers.update(_upload_headers(upload))
+    return Response(status_code=201, headers=headers)
+
+
+@router.head("/{upload_id}")
+async def status(upload_id: str, caller: TusCallerDep, services: ServicesDep) -> Response:
+    """Where an upload stands: its offset, and once complete, the file and job it made."""
+    upload = await _run(load_upload, services, caller, upload_id)
+    if upload.status is UploadStatus.RECEIVED or (
+        upload.status is UploadStatus.RECEIVING and upload.upload_offset == upload.length
+    ):
+        # The server stopped between the last byte and storing the file: finish it now.
+        async with _writer_lock(upload.id):
+            upload = await _run(complete_upload, services, upload.id)
+    headers = {
+        "Upload-Length": str(upload.length),
+        "Cache-Control": "no-store",
+        **_upload_headers(upload),
+    }
+    if upload.upload_metadata:
+        headers["Upload-Metadata"] = upload.upload_metadata
+    return Response(status_code=200, headers=headers)
+
+
+@router.patch("/{upload_id}", status_code=204)
+async def append(
+    upload_id: str, request: Request, caller: TusCallerDep, services: ServicesDep
+) -> Response:
+    """Append the body at Upload-Offset; the last byte stores the file and queues its ingest."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type != OFFSET_STREAM:
+        raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_STREAM}")
+    offset = _integer_header(request, "upload-offset")
+    if offset is None:
+        raise BadTusRequest("Upload-Offset is required")
+    upload = await _run(load_upload, services, caller, upload_id)
+    await _run(check_contributor, services, caller, upload)
+    if upload.status is not UploadStatus.RECEIVING:
+        if offset != upload.upload_offset:
+            raise_conflict(upload)
+        # Everything had arrived already (a retried last request): answer with the outcome.
+        async with _writer_lock(upload.id):
+            upload = await _run(complete_upload, services, upload.id)
+        return Response(status_code=204, headers=_upload_headers(upload))
+    if offset != upload.upload_offset:
+        raise_conflict(upload)
+    result = await _append(request, services, caller, upload, offset)
+    if result is None:
+        return Response(status_code=204)
+    return Response(status_code=204, headers=_upload_headers(result))
+
+
+def raise_conflict(upload: Upload) -> None:
+    raise Conflict(f"the upload's offset is {upload.upload_offset}; resume from there")
+
+
+@router.delete("/{upload_id}", status_code=204)
+async def terminate(upload_id: str, caller: TusCallerDep, services: ServicesDep) -> Response:
+    """Abandon an upload and free its space (tus termination)."""
+    async with _writer_lock(upload_id):
+        await _run(terminate_upload, services, caller, upload_id)
+    return Response(status_code=204)
+
+
+@router.post("/{upload_id}", include_in_schema=False)
+async def method_override(
+    upload_id: str, request: Request, caller: TusCallerDep, services: ServicesDep
+) -> Response:
+    """X-HTTP-Method-Override, for clients behind proxies that only pass GET and POST."""
+    method = request.headers.get("x-http-method-override", "").upper()
+    if method == "PATCH":
+        return await append(upload_id, request, caller, services)
+    if method == "DELETE":
+        return await terminate(upload_id, caller, services)
+    if method == "HEAD":
+        return await status(upload_id, caller, services)
+    raise BadTusRequest("POST to an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")

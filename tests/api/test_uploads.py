@@ -1,0 +1,368 @@
+"""The tus 1.0 endpoint over real HTTP: protocol rules, checksums, access, dedup, expiry and tuspy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, update
+
+from tests.api.test_end_to_end import FEI, USER_PASSWORD, setup_project, wait_for_job
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OFFSET_STREAM = {"Content-Type": "application/offset+octet-stream"}
+
+
+def metadata(**fields: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+
+
+def create(client: httpx.Client, length: int, **fields: str) -> httpx.Response:
+    return client.post(
+        "/api/uploads/",
+        headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata(**fields)},
+    )
+
+
+def patch(
+    client: httpx.Client, location: str, offset: int, body: bytes, **headers: str
+) -> httpx.Response:
+    return client.patch(
+        location,
+        content=body,
+        headers={**TUS, **OFFSET_STREAM, "Upload-Offset": str(offset), **headers},
+    )
+
+
+def checksum(algorithm: str, body: bytes) -> str:
+    return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, body).digest()).decode()}"
+
+
+def add_contributor(server: LiveServer, email: str, organisation: str, dataset_id: str) -> None:
+    """A second user, in another organisation, contributing to the same project."""
+    project = server.allmicro("admin", "create-organisation", organisation, "--kind", "partner")
+    assert project.returncode == 0, project.stderr
+    for args in (
+        ("admin", "create-user", email, "--organisation", organisation),
+        (
+            "admin",
+            "add-member",
+            _project_of(server, dataset_id),
+            "--user",
+            email,
+            "--role",
+            "contributor",
+        ),
+    ):
+        result = server.allmicro(*args, env={"ALLMICRO_NEW_USER_PASSWORD": USER_PASSWORD})
+        assert result.returncode == 0, result.stderr
+
+
+def _project_of(server: LiveServer, dataset_id: str) -> str:
+    with server.client() as admin:
+        project_id: str = (
+            admin.get(f"/api/datasets/{dataset_id}").raise_for_status().json()["project_id"]
+        )
+    return project_id
+
+
+@dataclass
+class Network:
+    """One server for the tests that need no database of their own: two organisations, a
+    project with two contributors and a viewer, and a project of a third organisation."""
+
+    server: LiveServer
+    project_id: str
+    dataset_id: str
+
+    def client(self, email: str) -> httpx.Client:
+        return self.server.client(email, USER_PASSWORD)
+
+    def new_dataset(self, name: str) -> str:
+        result = self.server.allmicro("admin", "create-dataset", self.project_id, name)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    tmp = tmp_path_factory.mktemp("uploads")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
+    port = free_port()
+    env.update(
+        {
+            "ALLMICRO_DATA_DIR": str(tmp / "server-data"),
+            "ALLMICRO_DATABASE_URL": f"sqlite:///{tmp / 'catalogue.sqlite3'}",
+            "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
+            "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ALLMICRO_PORT": str(port),
+            "ALLMICRO_JOB_WORKERS": "1",
+        }
+    )
+    server = LiveServer(url=f"http://127.0.0.1:{port}", env=env, log_path=tmp / "server.log")
+    server.start()
+    try:
+        dataset_id = setup_project(server, "maja@ijs.example", "Institut Jozef Stefan")
+        project_id = _project_of(server, dataset_id)
+        add_contributor(server, "luca@elettra.example", "Elettra", dataset_id)
+        setup_project(server, "eve@company-b.example", "Company B")
+        yield Network(server, project_id, dataset_id)
+    finally:
+        server.stop()
+
+
+def test_tus_core_creation_checksum_and_completion(live_server: LiveServer) -> None:
+    dataset_id = setup_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
+    client = live_server.client("maja@ijs.example", USER_PASSWORD)
+    data = FEI.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    options = client.options("/api/uploads/")
+    assert options.status_code == 204
+    assert options.headers["tus-version"] == "1.0.0"
+    extensions = set(options.headers["tus-extension"].split(","))
+    assert {"creation", "creation-with-upload", "termination", "expiration", "checksum"} <= (
+        extensions
+    )
+    assert "sha256" in options.headers["tus-checksum-algorithm"].split(",")
+    assert int(options.headers["tus-max-size"]) > 0
+
+    no_version = client.post("/api/uploads/", headers={"Upload-Length": "1"})
+    assert no_version.status_code == 412
+    assert no_version.headers["tus-version"] == "1.0.0"
+    anonymous = httpx.post(f"{live_server.url}/api/uploads/", headers={**TUS, "Upload-Length": "1"})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    for bad in (
+        {**TUS},  # no Upload-Length
+        {**TUS, "Upload-Length": "-5"},
+        {**TUS, "Upload-Length": "10", "Upload-Metadata": "filename %%%"},
+        {**TUS, "Upload-Length": "10", "Upload-Metadata": metadata(filename="a.tif")},
+        {**TUS, "Upload-Length": "10", "Upload-Defer-Length": "1"},
+    ):
+        response = client.post("/api/uploads/", headers=bad)
+        assert response.status_code == 400, (bad, response.text)
+        assert response.headers["tus-resumable"] == "1.0.0"
+    too_big = create(client, 10**15, filename="x.tif", dataset_id=dataset_id)
+    assert too_big.status_code == 413
+
+    fields = {
+        "filename": FEI.name,
+        "dataset_id": dataset_id,
+        "relative_path": "session 1/FEI.tif",
+        "group": "session-1",
+        "sha256": sha256,
+    }
+    created = create(client, len(data), **fields)
+    assert created.status_code == 201, created.text
+    assert created.headers["tus-resumable"] == "1.0.0"
+    location = created.headers["location"]
+    assert location.startswith("/api/uploads/")
+    assert "upload-expires" in created.headers
+
+    head = client.head(location, headers=TUS)
+    assert head.status_code == 200
+    assert head.headers["upload-offset"] == "0"
+    assert head.headers["upload-length"] == str(len(data))
+    assert head.headers["cache-control"] == "no-store"
+    assert head.headers["upload-metadata"] == metadata(**fields)
+
+    first, rest = data[:100_000], data[100_000:]
+    wrong_type = client.patch(location, content=first, headers={**TUS, "Upload-Offset": "0"})
+    assert wrong_type.status_code == 415
+    wrong_offset = patch(client, location, 10, first)
+    assert wrong_offset.status_code == 409
+    bad_sum = patch(client, location, 0, first, **{"Upload-Checksum": checksum("sha256", b"x")})
+    assert bad_sum.status_code == 460
+    unknown_algorithm = patch(client, location, 0, first, **{"Upload-Checksum": "crc99 AAAA"})
+    assert unknown_algorithm.status_code == 400
+    assert client.head(location, headers=TUS).headers["upload-offset"] == "0"
+
+    ok = patch(client, location, 0, first, **{"Upload-Checksum": checksum("sha256", first)})
+    assert ok.status_code == 204, ok.text
+    assert ok.headers["upload-offset"] == str(len(first))
+    assert "x-allmicro-file-id" not in ok.headers
+
+    last = patch(client, location, len(first), rest, **{"Upload-Checksum": checksum("sha1", rest)})
+    assert last.status_code == 204, last.text
+    assert last.headers["upload-offset"] == str(len(data))
+    file_id = last.headers["x-allmicro-file-id"]
+    job_id = last.headers["x-allmicro-job-id"]
+
+    # A client that lost the last response learns the outcome from HEAD, or by sending it again.
+    again = client.head(location, headers=TUS)
+    assert again.headers["x-allmicro-file-id"] == file_id
+    repeat = patch(client, location, len(data), b"")
+    assert repeat.status_code == 204
+    assert repeat.headers["x-allmicro-job-id"] == job_id
+
+    described = client.get(f"/api/files/{file_id}").raise_for_status().json()
+    assert described["sha256"] == sha256
+    assert described["relative_path"] == "session 1/FEI.tif"
+    download = client.get(f"/api/files/{file_id}/download")
+    assert download.content == data
+    assert client.get(f"/api/jobs/{job_id}").json()["status"] in ("queued", "running", "succeeded")
+    # The spool file became the stored object: nothing is left behind.
+    spool = Path(live_server.env["ALLMICRO_DATA_DIR"]) / "uploads" / "tus"
+    assert list(spool.iterdir()) == []
+
+
+def test_creation_with_upload_termination_and_declared_checksum(network: Network) -> None:
+    dataset_id = network.new_dataset("small files")
+    client = network.client("maja@ijs.example")
+    data = b"II*\x00" + bytes(range(256)) * 40
+
+    whole = client.post(
+        "/api/uploads/",
+        content=data,
+        headers={
+            **TUS,
+            **OFFSET_STREAM,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": metadata(filename="small.tif", dataset_id=dataset_id),
+        },
+    )
+    assert whole.status_code == 201, whole.text
+    assert whole.headers["upload-offset"] == str(len(data))
+    assert whole.headers["x-allmicro-file-id"]
+    assert whole.headers["x-allmicro-sha256"] == hashlib.sha256(data).hexdigest()
+
+    empty = create(client, 0, filename="empty.bin", dataset_id=dataset_id)
+    assert empty.status_code == 201
+    assert empty.headers["x-allmicro-file-id"]
+
+    abandoned = create(client, 1000, filename="a.tif", dataset_id=dataset_id)
+    location = abandoned.headers["location"]
+    assert patch(client, location, 0, b"a" * 10).status_code == 204
+    deleted = client.delete(location, headers=TUS)
+    assert deleted.status_code == 204
+    assert client.head(location, headers=TUS).status_code == 404
+    assert patch(client, location, 10, b"b").status_code == 404
+
+    lying = create(client, len(data), filename="lie.tif", dataset_id=dataset_id, sha256="0" * 64)
+    location = lying.headers["location"]
+    mismatch = patch(client, location, 0, data)
+    assert mismatch.status_code == 460
+    assert "sha256" in mismatch.json()["detail"]
+    assert client.head(location, headers=TUS).status_code == 410
+    bad_sha = create(client, 10, filename="x.tif", dataset_id=dataset_id, sha256="xyz")
+    assert bad_sha.status_code == 422
+
+
+def test_uploads_are_private_and_need_the_contributor_role(network: Network) -> None:
+    owner = network.client("maja@ijs.example")
+    dataset_id = network.dataset_id
+    location = create(owner, 100, filename="a.tif", dataset_id=dataset_id).headers["location"]
+
+    # Another contributor of the same project does not see someone else's upload.
+    colleague = network.client("luca@elettra.example")
+    assert colleague.head(location, headers=TUS).status_code == 404
+    # The dataset and the upload do not exist for someone outside the project.
+    outsider = network.client("eve@company-b.example")
+    assert create(outsider, 10, filename="a.tif", dataset_id=dataset_id).status_code == 404
+    assert outsider.head(location, headers=TUS).status_code == 404
+    assert patch(outsider, location, 0, b"x").status_code == 404
+    assert outsider.delete(location, headers=TUS).status_code == 404
+
+    result = network.server.allmicro(
+        "admin",
+        "add-member",
+        network.project_id,
+        "--user",
+        "eve@company-b.example",
+        "--role",
+        "viewer",
+    )
+    assert result.returncode == 0, result.stderr
+    refused = create(outsider, 10, filename="a.tif", dataset_id=dataset_id)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_same_file_from_two_users_is_stored_once_with_one_image(network: Network) -> None:
+    dataset_id = network.new_dataset("shared session")
+    data = FEI.read_bytes()
+    outcomes = []
+    for email in ("maja@ijs.example", "luca@elettra.example"):
+        client = network.client(email)
+        created = create(client, len(data), filename=FEI.name, dataset_id=dataset_id)
+        done = patch(client, created.headers["location"], 0, data)
+        assert done.status_code == 204, done.text
+        outcomes.append((done.headers["x-allmicro-file-id"], done.headers["x-allmicro-job-id"]))
+    assert outcomes[0] == outcomes[1]
+    raw = Path(network.server.env["ALLMICRO_DATA_DIR"]) / "objects" / "raw"
+    assert hashlib.sha256(data).hexdigest() in [p.name for p in raw.iterdir()]
+    assert sum(1 for p in raw.iterdir() if p.name == hashlib.sha256(data).hexdigest()) == 1
+    client = network.client("luca@elettra.example")
+    assert wait_for_job(client, outcomes[0][1])["status"] == "succeeded"
+    assert client.get(f"/api/datasets/{dataset_id}/images").json()["total"] == 1
+    files = client.get(f"/api/datasets/{dataset_id}/jobs").json()
+    assert files["total"] == 1
+
+
+def test_expired_uploads_are_gone_and_swept(network: Network) -> None:
+    from allmicro_data.catalogue.models import Upload, utcnow
+    from allmicro_data.services import Services
+    from allmicro_data.settings import Settings
+    from allmicro_data.uploads import spool_path, sweep_uploads
+
+    client = network.client("luca@elettra.example")
+    dataset_id = network.dataset_id
+    stale = create(client, 100, filename="a.tif", dataset_id=dataset_id).headers["location"]
+    idle = create(client, 100, filename="b.tif", dataset_id=dataset_id).headers["location"]
+    assert patch(client, stale, 0, b"a" * 50).status_code == 204
+
+    services = Services.from_settings(
+        Settings(
+            data_dir=network.server.env["ALLMICRO_DATA_DIR"],
+            database_url=network.server.env["ALLMICRO_DATABASE_URL"],
+        )
+    )
+    try:
+        past = utcnow() - timedelta(seconds=1)
+        ids = [stale.rsplit("/", 1)[1], idle.rsplit("/", 1)[1]]
+        engine = create_engine(services.settings.resolved_database_url)
+        with engine.begin() as conn:
+            conn.execute(update(Upload).where(Upload.id.in_(ids)).values(expires_at=past))
+        engine.dispose()
+        assert client.head(stale, headers=TUS).status_code == 410
+        assert not spool_path(services, ids[0]).exists()
+        assert spool_path(services, ids[1]).exists()
+        assert sweep_uploads(services) >= 1
+        assert not spool_path(services, ids[1]).exists()
+        assert client.head(idle, headers=TUS).status_code == 404
+    finally:
+        services.close()
+
+
+def test_tuspy_uploads_to_the_endpoint(network: Network) -> None:
+    from tusclient import client as tus_client
+
+    dataset_id = network.new_dataset("tuspy")
+    token = network.server.token("maja@ijs.example", USER_PASSWORD)
+    tus = tus_client.TusClient(
+        f"{network.server.url}/api/uploads/", headers={"Authorization": f"Bearer {token}"}
+    )
+    uploader: Any = tus.uploader(
+        str(FEI),
+        chunk_size=128 * 1024,
+        metadata={"filename": FEI.name, "dataset_id": dataset_id},
+        upload_checksum=True,
+    )
+    uploader.upload()
+    headers = uploader.request.response_headers
+    assert int(headers["upload-offset"]) == FEI.stat().st_size
+    client = network.client("maja@ijs.example")
+    assert client.get(f"/api/jobs/{headers['x-allmicro-job-id']}").status_code == 200
+    stored = client.get(f"/api/files/{headers['x-allmicro-file-id']}").json()
+    assert stored["sha256"] == hashlib.sha256(FEI.read_bytes()).hexdigest()
+    assert stored["dataset_id"] == dataset_id
