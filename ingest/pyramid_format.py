@@ -18,9 +18,10 @@ from zarr.storage import MemoryStore
 NgffVersion = Literal["0.4", "0.5"]
 NGFF_VERSIONS: tuple[NgffVersion, ...] = ("0.4", "0.5")
 
-# Measured on the benchmark SEM image (bench/convert.py --codecs): Blosc-zstd level 1 with
-# bit-shuffle stores 17 % less than plain zstd level 3 and compresses faster, because shuffled
-# 16-bit noise exposes the constant high bits to the entropy coder.
+# Measured on the benchmark SEM image (python bench/convert.py --codecs): Blosc-zstd level 1
+# with bit-shuffle stores 17 % less than plain zstd level 3 (ratio 1.48 vs 1.23) and compresses
+# as fast or faster (~460 vs ~450 MiB/s on one thread), because shuffled 16-bit noise exposes
+# the nearly constant high bits. On float32 tomograms every codec stays near 1.07.
 DEFAULT_CODEC = "blosc-zstd:1"
 _CODEC_NAMES = ("zstd", "blosc-zstd", "blosc-lz4")
 _DEFAULT_LEVELS = {"zstd": 3, "blosc-zstd": 1, "blosc-lz4": 5}
