@@ -156,11 +156,8 @@ def build_archive(
 ) -> DatasetArchive:
     """The archive of these files, each under a folder named after its dataset."""
     dataset_ids = sorted({f.dataset_id for f in files})
-    names = dict(
-        session.execute(
-            select(Dataset.id, Dataset.name).where(Dataset.id.in_(dataset_ids))
-        ).tuples()
-    )
+    rows = session.execute(select(Dataset.id, Dataset.name).where(Dataset.id.in_(dataset_ids)))
+    names = {row.id: row.name for row in rows}
     folders: dict[str, str] = {}
     used: set[str] = set()
     for dataset_id in dataset_ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from allmicro_data.access import Caller
@@ -90,6 +90,11 @@ def current_caller(caller: Annotated[Caller | None, Depends(optional_caller)]) -
 def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
+
+# Page sizes and offsets, bounded so that no database is asked for an absurd OFFSET.
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
+PlaneIndex = Annotated[int, Query(ge=0, le=1_000_000)]
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from allmicro_data.api.deps import CallerDep, SessionDep, client_address
+from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
 from allmicro_data.api.schemas import Page
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -19,9 +18,6 @@ from allmicro_data.catalogue.models import Organisation, User
 from allmicro_data.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["admin"])
-
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class OrganisationIn(BaseModel):

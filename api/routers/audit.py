@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
 from allmicro_data.api.schemas import Page
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -57,8 +57,8 @@ def _query(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> AuditQuery:
     return AuditQuery(
         project_id=project_id,
@@ -80,8 +80,8 @@ def list_audit(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Page[AuditEventOut]:
     """Newest first. Admins see every event; managers see their projects' events."""
     require_full_session(caller)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import (
     DatasetDetailOut,
     DatasetIn,
@@ -44,9 +44,6 @@ from allmicro_data.jobs import rerun
 from allmicro_data.search import ImageQuery, search_images
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
-
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get("/projects", response_model=Page[ProjectOut])

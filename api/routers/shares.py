@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.deps import (
+    CallerDep,
+    Limit,
+    Offset,
+    PlaneIndex,
+    ServicesDep,
+    SessionDep,
+    client_address,
+)
 from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
@@ -208,8 +216,8 @@ def shared_images(
     request: Request,
     session: SessionDep,
     password: PasswordHeader = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 200,
+    offset: Offset = 0,
 ) -> list[ImageOut]:
     access = _open(session, request, token, password, "images")
     access.require_dataset(dataset_id)
@@ -332,9 +340,9 @@ def shared_tile(
     session: SessionDep,
     services: ServicesDep,
     password: PasswordHeader = None,
-    z: Annotated[int, Query(ge=0)] = 0,
-    t: Annotated[int, Query(ge=0)] = 0,
-    c: Annotated[int | None, Query(ge=0)] = None,
+    z: PlaneIndex = 0,
+    t: PlaneIndex = 0,
+    c: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
 ) -> Response:
     access = open_link(session, token, password, client_address(request))
     image = session.get(Image, image_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.deps import CallerDep, PlaneIndex, ServicesDep, SessionDep
 from allmicro_data.api.pyramids import PyramidCache
 from allmicro_data.api.rendering import Window, encode_png, to_uint8
 from fastapi import APIRouter, Query, Request, Response
@@ -39,9 +39,11 @@ def get_tile(
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
-    z: Annotated[int, Query(ge=0)] = 0,
-    t: Annotated[int, Query(ge=0)] = 0,
-    c: Annotated[int | None, Query(ge=0, description="channel; default: all (RGB) or 0")] = None,
+    z: PlaneIndex = 0,
+    t: PlaneIndex = 0,
+    c: Annotated[
+        int | None, Query(ge=0, le=1_000_000, description="channel; default: all (RGB) or 0")
+    ] = None,
 ) -> Response:
     """A 512 px tile of one plane at a pyramid level (0 is full resolution), windowed to 8 bits."""
     image = get_visible(session, caller, Image, image_id)
