@@ -251,6 +251,7 @@ class JobContext:
         self._lease_seconds = lease_seconds
         self._progress = 0.0
         self._lost = threading.Event()
+        self.finished = False
 
     def report(self, fraction: float) -> None:
         """Progress as a fraction 0..1; raises LeaseLost if another runner took over."""
@@ -258,7 +259,34 @@ class JobContext:
         if self._lost.is_set():
             raise LeaseLost(self.job.id)
 
+    def finish_in(self, session: Session) -> None:
+        """Record success in the handler's own transaction, fenced by our lease: the job's
+        results and its success commit together, or (lease lost) not at all."""
+        done = _changed(
+            session,
+            update(Job)
+            .where(
+                Job.id == self.job.id,
+                Job.lease_owner == self.owner,
+                Job.status == JobStatus.RUNNING,
+            )
+            .values(
+                status=JobStatus.SUCCEEDED,
+                progress=100.0,
+                error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=utcnow(),
+            ),
+        )
+        if done != 1:
+            self._lost.set()
+            raise LeaseLost(self.job.id)
+        self.finished = True
+
     def heartbeat(self) -> bool:
+        if self.finished:
+            return False
         ok = renew(
             self.services.sessions, self.job.id, self.owner, self._lease_seconds, self._progress
         )
@@ -331,9 +359,25 @@ def execute(config: WorkerConfig, job_id: str, owner: str) -> str:
     finally:
         stop.set()
         beater.join()
-    succeed(sessions, job_id, owner)
+    if not ctx.finished and not succeed(sessions, job_id, owner):
+        log.warning("job %s: finished, but its lease was lost; another runner has it", job_id)
+        return "lease-lost"
     log.info("job %s succeeded", job_id)
     return "succeeded"
+
+
+def _exit_with_parent() -> None:
+    """Job processes end when the process that started them dies: a job must not go on in an
+    orphan while the restarted server, seeing its lease expire, runs it again."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class EmbeddedRunner:
@@ -376,7 +420,9 @@ class EmbeddedRunner:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: job processes must not inherit the server's threads and open connections.
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
         )
 
     def _loop(self) -> None:

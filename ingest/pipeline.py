@@ -206,6 +206,7 @@ def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Serie
     if not viewable:
         raise JobFailure(f"{file.original_name}: {fmt} file holds no image data to view")
     total = len(viewable)
+    written: list[str] = []
     for index, series in enumerate(all_series):
         if not getattr(series, "viewable", True):
             continue
@@ -232,10 +233,19 @@ def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Serie
             image = session.get(Image, image_id)
             assert image is not None
             _record(image, series, info, ome_xml_key, fmt)
-            # Last: the image becomes visible only now that everything it points to exists.
+        written.append(image_id)
+        log.info("job %s: image %s written (%s)", ctx.job.id, image_id, name)
+    with services.session() as session:
+        # Last, in one transaction with the job's success and fenced by its lease: images
+        # become visible only when every pyramid is complete and the job has succeeded, and a
+        # runner that lost its lease to another cannot publish anything.
+        for image_id in written:
+            image = session.get(Image, image_id)
+            assert image is not None
             image.status = ImageStatus.READY
             image.updated_at = utcnow()
-        log.info("job %s: image %s ready (%s)", ctx.job.id, image_id, name)
+        ctx.finish_in(session)
+    log.info("job %s: %d images ready", ctx.job.id, len(written))
 
 
 def _mark_failed(services: Any, image_id: str, message: str) -> None:
