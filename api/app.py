@@ -6,6 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
+from allmicro_data import __version__
 from allmicro_data.api import problems
 from allmicro_data.api.pyramids import PyramidCache
 from allmicro_data.api.routers import (
@@ -20,9 +23,6 @@ from allmicro_data.api.routers import (
     tiles,
     uploads,
 )
-from fastapi import FastAPI
-
-from allmicro_data import __version__
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig

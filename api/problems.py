@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from allmicro_data.storage import StorageError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allmicro_data.errors import DomainError
+from allmicro_data.storage import StorageError
 
 log = logging.getLogger(__name__)
 

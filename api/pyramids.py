@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
+
 from allmicro_data.api.rendering import Window
 from allmicro_data.storage import ObjectStore
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from allmicro_data.api.problems import problem
-from allmicro_data.storage import ObjectStore
 from fastapi.responses import Response, StreamingResponse
 
+from allmicro_data.api.problems import problem
 from allmicro_data.archives import DatasetArchive
 from allmicro_data.catalogue.models import File
+from allmicro_data.storage import ObjectStore
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
-from allmicro_data.api.schemas import Page
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from allmicro_data import directory
 from allmicro_data.access import require_admin
+from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
+from allmicro_data.api.schemas import Page
 from allmicro_data.audit import record
 from allmicro_data.auth import reset_password, revoke_user_tokens
 from allmicro_data.catalogue.models import Organisation, User

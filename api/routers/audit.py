@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
-from allmicro_data.api.schemas import Page
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from allmicro_data.access import require_full_session
+from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
+from allmicro_data.api.schemas import Page
 from allmicro_data.audit import AuditQuery, iter_csv, search_events
 from allmicro_data.catalogue.models import AuditEvent
 

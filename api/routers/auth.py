@@ -5,6 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from allmicro_data.access import require_full_session
 from allmicro_data.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -14,12 +20,6 @@ from allmicro_data.api.deps import (
     client_address,
 )
 from allmicro_data.api.schemas import MeOut, TokenOut, me_of
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel, Field
-from sqlalchemy import select
-
-from allmicro_data.access import require_full_session
 from allmicro_data.auth import (
     BEARER_TTL,
     LoginPolicy,

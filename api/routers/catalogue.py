@@ -5,6 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import func, select
+
+from allmicro_data import directory
+from allmicro_data.access import get_visible, project_role, require_admin, require_role, scoped
 from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import (
     DatasetDetailOut,
@@ -23,11 +28,6 @@ from allmicro_data.api.schemas import (
     ProjectPatch,
     TotalsOut,
 )
-from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import func, select
-
-from allmicro_data import directory
-from allmicro_data.access import get_visible, project_role, require_admin, require_role, scoped
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
-from allmicro_data.api.streaming import archive_response, content_disposition
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from allmicro_data.access import get_visible, scoped
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.streaming import archive_response, content_disposition
 from allmicro_data.archives import build_archive, image_records, metadata_csv
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset, File

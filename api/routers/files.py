@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
-from allmicro_data.api.schemas import FileOut, UploadResult
-from allmicro_data.api.streaming import original_response, parse_range
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from allmicro_data.access import get_visible, require_role
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.schemas import FileOut, UploadResult
+from allmicro_data.api.streaming import original_response, parse_range
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset, Role
 from allmicro_data.catalogue.models import File as StoredFile

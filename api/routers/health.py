@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from allmicro_data.api.deps import ServicesDep
-from allmicro_data.api.schemas import Health
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from allmicro_data import __version__
+from allmicro_data.api.deps import ServicesDep
+from allmicro_data.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 

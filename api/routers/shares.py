@@ -5,6 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from allmicro_data import directory
+from allmicro_data.access import get_visible
 from allmicro_data.api.deps import (
     CallerDep,
     Limit,
@@ -17,12 +23,6 @@ from allmicro_data.api.deps import (
 from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
-from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import select
-
-from allmicro_data import directory
-from allmicro_data.access import get_visible
 from allmicro_data.archives import build_archive
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from allmicro_data.api.deps import CallerDep, PlaneIndex, ServicesDep, SessionDep
-from allmicro_data.api.pyramids import PyramidCache
-from allmicro_data.api.rendering import Window, encode_png, to_uint8
 from fastapi import APIRouter, Query, Request, Response
 
 from allmicro_data.access import get_visible
+from allmicro_data.api.deps import CallerDep, PlaneIndex, ServicesDep, SessionDep
+from allmicro_data.api.pyramids import PyramidCache
+from allmicro_data.api.rendering import Window, encode_png, to_uint8
 from allmicro_data.catalogue.models import Image
 from allmicro_data.errors import Invalid, NotFound
 from allmicro_data.services import Services

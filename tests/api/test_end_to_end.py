@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from allmicro_data.api.rendering import Window, to_uint8
 from PIL import Image as PILImage
 
+from allmicro_data.api.rendering import Window, to_uint8
 from tests.conftest import SAMPLES, LiveServer, wait_until
 
 FEI = SAMPLES / "fei" / "FEI-Helios-Ebeam-16bits.tif"

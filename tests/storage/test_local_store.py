@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+
 from allmicro_data.storage import InvalidKey, LocalStore, ObjectNotFound, ObjectStore, open_store
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 
