@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 import ome_types
-from allmicro_data.ingest.readers.base import Series
 from ome_types import model as ome
+
+from allmicro_data.ingest.readers.base import Series
 
 ACQUISITION_NS = "https://allmicro-data.eu/ns/acquisition"
 VENDOR_NS = "https://allmicro-data.eu/ns/vendor"

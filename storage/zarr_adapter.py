@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 
-from allmicro_data.storage.base import ObjectNotFound, ObjectStore, validate_prefix
 from zarr.abc.store import (
     ByteRequest,
     OffsetByteRequest,
@@ -21,6 +20,8 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 from zarr.core.buffer import Buffer, BufferPrototype
+
+from allmicro_data.storage.base import ObjectNotFound, ObjectStore, validate_prefix
 
 
 class ZarrObjectStore(Store):

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import mrcfile
 import numpy as np
+
 from allmicro_data.ingest.readers.base import ImageFile, PixelSize, Reader, ReadError, Series
 from allmicro_data.ingest.readers.normalise import (
     as_float,

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import ome_types
 import tifffile
+from ome_types import model as ome_model
+
 from allmicro_data.ingest.readers.base import (
     AXIS_ORDER,
     Acquisition,
@@ -24,7 +26,6 @@ from allmicro_data.ingest.readers.base import (
     Series,
 )
 from allmicro_data.ingest.readers.normalise import jsonable, length_factor, positive, to_utc
-from ome_types import model as ome_model
 
 # An OME-XML document larger than this is not metadata; refuse it before parsing.
 MAX_OME_XML_BYTES = 256 * 1024 * 1024

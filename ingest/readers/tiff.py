@@ -11,6 +11,7 @@ import numpy as np
 import ome_types
 import tifffile
 import zarr
+
 from allmicro_data.ingest.readers import tiff_vendors as vendors
 from allmicro_data.ingest.readers.base import (
     AXIS_ORDER,

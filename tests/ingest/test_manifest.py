@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from allmicro_data.ingest.readers import Series, open_image_file
 from allmicro_data.ingest.readers.normalise import length_factor
-
 from tests.ingest.conftest import SAMPLES, manifest
 
 PRIMARY = [f for f in manifest()["files"] if f.get("role") == "primary"]

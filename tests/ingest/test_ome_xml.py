@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import ome_types
 import pytest
+
 from allmicro_data.ingest.ome_xml import ACQUISITION_NS, VENDOR_NS, build_ome_xml
 from allmicro_data.ingest.readers import open_image_file
-
 from tests.ingest.conftest import SAMPLES, manifest
 
 PRIMARY = [f for f in manifest()["files"] if f.get("role") == "primary"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import tifffile
+
 from allmicro_data.ingest.readers import open_image_file, sniff
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.tiff import TiffReader
