@@ -1,0 +1,286 @@
+"""Fixity: per-image checksum manifests, verified copies, and the object checks scrub is built from."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from allmicro_data.storage.base import ObjectNotFound, ObjectStore, StorageError, StoredObject
+
+MANIFEST_FORMAT = "allmicro-manifest/1"
+MANIFEST_NAME = "manifest.json"
+# Objects up to this size are read once into memory when copied, so the bytes checked are the
+# bytes written; larger ones are streamed and checked as they go.
+IN_MEMORY_COPY = 64 * 1024 * 1024
+_RAW_KEY = re.compile(r"^raw/([0-9a-f]{64})$")
+_IMAGE_KEY = re.compile(r"^images/([^/]+)/")
+
+
+class ChecksumMismatch(StorageError):
+    """Bytes read or written do not have the sha256 recorded for them."""
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def manifest_key(image_id: str) -> str:
+    return f"images/{image_id}/{MANIFEST_NAME}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every object an image consists of (originals, pyramid chunks and metadata), with checksums."""
+
+    image_id: str
+    objects: tuple[StoredObject, ...]
+    created_at: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": MANIFEST_FORMAT,
+            "image_id": self.image_id,
+            "created_at": self.created_at or datetime.now(UTC).isoformat(),
+            "count": len(self.objects),
+            "total_bytes": self.total_bytes,
+            "objects": [{"key": o.key, "size": o.size, "sha256": o.sha256} for o in self.objects],
+        }
+        return json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        try:
+            document = json.loads(data)
+            if document.get("format") != MANIFEST_FORMAT:
+                raise ValueError(f"unknown manifest format {document.get('format')!r}")
+            objects = tuple(
+                StoredObject(key=str(o["key"]), size=int(o["size"]), sha256=str(o["sha256"]))
+                for o in document["objects"]
+            )
+            return cls(str(document["image_id"]), objects, str(document.get("created_at", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"unreadable checksum manifest: {exc}") from exc
+
+
+def build_manifest(image_id: str, objects: Iterable[StoredObject]) -> Manifest:
+    """One entry per key (the last write of a key wins), sorted by key."""
+    by_key = {o.key: o for o in objects}
+    return Manifest(image_id, tuple(by_key[k] for k in sorted(by_key)))
+
+
+def write_manifest(store: ObjectStore, manifest: Manifest) -> StoredObject:
+    return store.put_bytes(manifest_key(manifest.image_id), manifest.to_json())
+
+
+class ExpectedChecksums(Protocol):
+    """Knows the sha256 an object should have, where it is recorded; None where it is not."""
+
+    def expected(self, key: str, store: ObjectStore) -> str | None: ...
+
+    def forget(self, key: str) -> None:
+        """Drop what is cached for key (the record may have changed)."""
+        ...
+
+
+class ManifestChecksums:
+    """Expected checksums from what the store itself holds: content-addressed originals carry
+    theirs in the key, pyramid objects in their image's manifest (cached, a few hundred images)."""
+
+    def __init__(self, capacity: int = 256, missing_ttl: float = 30.0) -> None:
+        self.capacity = capacity
+        self.missing_ttl = missing_ttl
+        self._cache: OrderedDict[str, tuple[float, dict[str, str] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def expected(self, key: str, store: ObjectStore) -> str | None:
+        raw = _RAW_KEY.match(key)
+        if raw:
+            return raw.group(1)
+        image = _IMAGE_KEY.match(key)
+        if image is None or key == manifest_key(image.group(1)):
+            return None
+        checksums = self._manifest(image.group(1), store)
+        return checksums.get(key) if checksums else None
+
+    def forget(self, key: str) -> None:
+        image = _IMAGE_KEY.match(key)
+        if image:
+            with self._lock:
+                self._cache.pop(image.group(1), None)
+
+    def _manifest(self, image_id: str, store: ObjectStore) -> dict[str, str] | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(image_id)
+            if cached is not None and (cached[1] is not None or cached[0] > now):
+                self._cache.move_to_end(image_id)
+                return cached[1]
+        try:
+            manifest = Manifest.from_json(store.get_bytes(manifest_key(image_id)))
+            checksums: dict[str, str] | None = {o.key: o.sha256 for o in manifest.objects}
+        except ObjectNotFound:
+            # Not written yet (ingest running) or an image from before manifests: look again later.
+            checksums = None
+        except StorageError:
+            return None
+        with self._lock:
+            self._cache[image_id] = (now + self.missing_ttl, checksums)
+            self._cache.move_to_end(image_id)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return checksums
+
+
+# ---------------------------------------------------------------- reading with a budget
+
+
+class Bandwidth:
+    """Caps the bytes per second a scrub reads, shared by its threads (None: no cap)."""
+
+    def __init__(self, bytes_per_second: float | None) -> None:
+        self.rate = bytes_per_second if bytes_per_second and bytes_per_second > 0 else None
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+        self.bytes = 0
+
+    def spend(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+            if self.rate is None:
+                return
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+            delay = start - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _metered(blocks: Iterator[bytes], bandwidth: Bandwidth | None) -> Iterator[bytes]:
+    for block in blocks:
+        if bandwidth is not None:
+            bandwidth.spend(len(block))
+        yield block
+
+
+# ---------------------------------------------------------------- checking and copying
+
+
+class CopyState(enum.StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
+    UNREACHABLE = "unreachable"
+
+
+def check_copy(
+    store: ObjectStore, obj: StoredObject, bandwidth: Bandwidth | None = None
+) -> CopyState:
+    """Read a whole copy and compare its size and sha256 with the record."""
+    try:
+        blocks = store.open(obj.key)
+        digest = hashlib.sha256()
+        size = 0
+        for block in _metered(blocks, bandwidth):
+            digest.update(block)
+            size += len(block)
+    except ObjectNotFound:
+        return CopyState.MISSING
+    except StorageError:
+        return CopyState.UNREACHABLE
+    if size != obj.size or digest.hexdigest() != obj.sha256:
+        return CopyState.CORRUPT
+    return CopyState.OK
+
+
+def copy_verified(
+    source: ObjectStore,
+    target: ObjectStore,
+    obj: StoredObject,
+    bandwidth: Bandwidth | None = None,
+) -> StoredObject:
+    """Copy key from source to target, succeeding only if the bytes written have the recorded
+    sha256 and size; otherwise the target copy is removed (it was wrong before, and a wrong copy
+    must not look repaired) and ChecksumMismatch is raised."""
+    if obj.size <= IN_MEMORY_COPY:
+        data = source.get_bytes(obj.key)
+        if bandwidth is not None:
+            bandwidth.spend(len(data))
+        if len(data) != obj.size or hashlib.sha256(data).hexdigest() != obj.sha256:
+            raise ChecksumMismatch(f"source copy of {obj.key!r} does not match its checksum")
+        stored = target.put_bytes(obj.key, data)
+    else:
+        stored = target.put(obj.key, _metered(source.open(obj.key), bandwidth))
+    if stored.sha256 != obj.sha256 or stored.size != obj.size:
+        target.delete(obj.key)
+        raise ChecksumMismatch(f"copy of {obj.key!r} does not match its checksum")
+    return stored
+
+
+@dataclass
+class ObjectReport:
+    """What a scrub found for one object: the state of each copy and what it did about them."""
+
+    obj: StoredObject
+    states: dict[str, CopyState] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
+    failed_repairs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unrecoverable(self) -> bool:
+        """No copy anywhere has the recorded bytes (and none is merely out of reach)."""
+        values = self.states.values()
+        return bool(values) and all(s in (CopyState.MISSING, CopyState.CORRUPT) for s in values)
+
+    def problems(self) -> Iterator[dict[str, Any]]:
+        for url, state in self.states.items():
+            if state is not CopyState.OK:
+                yield {
+                    "key": self.obj.key,
+                    "store": url,
+                    "state": state.value,
+                    "repaired": url in self.repaired,
+                    "error": self.failed_repairs.get(url),
+                }
+
+
+def scrub_object(
+    obj: StoredObject,
+    stores: Sequence[ObjectStore],
+    *,
+    repair: bool,
+    bandwidth: Bandwidth | None = None,
+) -> ObjectReport:
+    """Check every copy of obj; with repair, rewrite missing and corrupt copies from a copy that
+    has just passed its own check (and is checked again while it is copied)."""
+    report = ObjectReport(obj)
+    for store in stores:
+        report.states[store.url] = check_copy(store, obj, bandwidth)
+    good = [s for s in stores if report.states[s.url] is CopyState.OK]
+    if not repair or not good:
+        return report
+    for store in stores:
+        if report.states[store.url] not in (CopyState.MISSING, CopyState.CORRUPT):
+            continue
+        for source in good:
+            try:
+                copy_verified(source, store, obj, bandwidth)
+            except StorageError as exc:
+                report.failed_repairs[store.url] = str(exc)
+                continue
+            report.repaired.append(store.url)
+            report.failed_repairs.pop(store.url, None)
+            break
+    return report

@@ -1,0 +1,458 @@
+"""S3Store: objects in an S3 bucket (MinIO in production, SeaweedFS in tests) through the minio client."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import BinaryIO, Protocol, cast, runtime_checkable
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+from urllib3.util import Retry, Timeout
+
+from allmicro_data.storage.base import (
+    CHUNK_SIZE,
+    ObjectNotFound,
+    StorageError,
+    StoredObject,
+    iter_stream,
+    validate_key,
+    validate_prefix,
+)
+
+# Objects up to this size go up in one PUT; larger ones as multipart uploads of this part size
+# (S3 allows at most 10 000 parts: 16 MiB parts reach 156 GiB, beyond any single original).
+PART_SIZE = 16 * 1024 * 1024
+# Parts of one multipart upload sent at once; each holds a part in memory.
+PARALLEL_PARTS = 3
+# Connections kept per endpoint: the pyramid writer and the tile server use many threads.
+POOL_SIZE = 32
+_CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@runtime_checkable
+class SupportsPresignedGet(Protocol):
+    """A store that can hand out short-lived URLs a browser fetches the bytes from directly."""
+
+    def presigned_get_url(
+        self, key: str, expires_seconds: int, *, filename: str | None = None
+    ) -> str | None:
+        """A GET URL valid for expires_seconds, or None when this store cannot make one."""
+        ...
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where a bucket is: what an s3:// URL says, without any secret."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str = "https://s3.amazonaws.com"
+    region: str | None = None
+    # The endpoint browsers reach, when it differs (presigned URLs are signed for one host).
+    public_endpoint: str | None = None
+    # Names a credential set in the environment: ALLMICRO_S3_<NAME>_ACCESS_KEY / _SECRET_KEY.
+    credentials: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        """Read s3://bucket/prefix?endpoint=http://host:port&region=…&secure=…&credentials=NAME."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3":
+            raise StorageError("an S3 storage URL starts with s3://")
+        if "@" in parts.netloc:
+            # The URL is not repeated: it holds a secret that must not reach a log.
+            raise StorageError(
+                "S3 storage URLs must not carry credentials; set ALLMICRO_S3_ACCESS_KEY and "
+                "ALLMICRO_S3_SECRET_KEY (or credentials=NAME and ALLMICRO_S3_NAME_ACCESS_KEY …)"
+            )
+        bucket = parts.netloc
+        if not bucket:
+            raise StorageError(f"S3 storage URL {url!r} names no bucket")
+        prefix = parts.path.strip("/")
+        if prefix:
+            validate_prefix(prefix)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"endpoint", "region", "secure", "public_endpoint", "credentials"}
+        if unknown:
+            raise StorageError(f"unknown S3 URL parameters: {', '.join(sorted(unknown))}")
+        endpoint = query.get("endpoint", cls.endpoint)
+        if "://" not in endpoint:
+            secure = query.get("secure", "true").lower() in _TRUE
+            endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+        for name in ("endpoint", "public_endpoint"):
+            value = endpoint if name == "endpoint" else query.get(name)
+            if value is not None:
+                checked = urlsplit(value if "://" in value else f"https://{value}")
+                if checked.scheme not in ("http", "https") or not checked.hostname:
+                    raise StorageError(f"S3 {name} must be http(s)://host[:port]")
+                if checked.username or checked.password:
+                    raise StorageError(f"S3 {name} must not carry credentials")
+        public = query.get("public_endpoint")
+        if public and "://" not in public:
+            public = f"https://{public}"
+        return cls(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint=endpoint.rstrip("/"),
+            region=query.get("region") or None,
+            public_endpoint=public.rstrip("/") if public else None,
+            credentials=query.get("credentials") or None,
+        )
+
+    @property
+    def url(self) -> str:
+        query = {"endpoint": self.endpoint}
+        if self.region:
+            query["region"] = self.region
+        if self.public_endpoint:
+            query["public_endpoint"] = self.public_endpoint
+        if self.credentials:
+            query["credentials"] = self.credentials
+        path = f"/{quote(self.prefix)}" if self.prefix else ""
+        return f"s3://{self.bucket}{path}?{urlencode(query, safe=':/')}"
+
+
+def credentials_from_environment(location: S3Location) -> tuple[str | None, str | None]:
+    """The access and secret key for a location: its named set, or the default one."""
+    name = "ALLMICRO_S3"
+    if location.credentials:
+        name = f"ALLMICRO_S3_{location.credentials.upper()}"
+        if not os.environ.get(f"{name}_ACCESS_KEY"):
+            raise StorageError(f"{location.url} names credentials that {name}_ACCESS_KEY lacks")
+    return os.environ.get(f"{name}_ACCESS_KEY") or None, os.environ.get(f"{name}_SECRET_KEY")
+
+
+def _client(endpoint: str, access: str | None, secret: str | None, region: str | None) -> Minio:
+    parts = urlsplit(endpoint)
+    http = urllib3.PoolManager(
+        num_pools=4,
+        maxsize=POOL_SIZE,
+        # Connection refused answers at once; a silent host must not hang a request for minutes.
+        timeout=Timeout(connect=5.0, read=120.0),
+        retries=Retry(
+            total=3, connect=1, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]
+        ),
+    )
+    return Minio(
+        parts.netloc,
+        access_key=access or None,
+        secret_key=secret if access else None,
+        secure=parts.scheme == "https",
+        region=region,
+        http_client=http,
+    )
+
+
+class S3Store:
+    """An ObjectStore in one bucket (below an optional prefix) of an S3-compatible server.
+
+    Every PUT is atomic on S3: readers see the old object or the whole new one. Large streams
+    go up as multipart uploads and their sha256 is computed on the way. The client and its
+    connection pool are shared by all threads.
+    """
+
+    def __init__(
+        self,
+        location: S3Location | str,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        *,
+        check: bool = True,
+        create_bucket: bool = True,
+    ) -> None:
+        self.location = S3Location.parse(location) if isinstance(location, str) else location
+        if access_key is None or self.location.credentials:
+            # A URL that names its credential set means it, whatever the default set is.
+            access_key, secret_key = credentials_from_environment(self.location)
+        if access_key and not secret_key:
+            raise StorageError(f"S3 access key for {self.url} given without a secret key")
+        self.bucket = self.location.bucket
+        self.prefix = self.location.prefix
+        self._client = _client(self.location.endpoint, access_key, secret_key, self.location.region)
+        self._presigner = self._client
+        if self.location.public_endpoint:
+            # Presigning is local arithmetic when the region is known: no request is made.
+            self._presigner = _client(
+                self.location.public_endpoint,
+                access_key,
+                secret_key,
+                self.location.region or "us-east-1",
+            )
+        self._create_bucket = create_bucket
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        if check:
+            self.check()
+
+    @property
+    def url(self) -> str:
+        return self.location.url
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    # ---- start-up ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Reach the endpoint, prove the credentials, and create the bucket if it is missing."""
+        with self._ready_lock:
+            if self._ready:
+                return
+            with self._errors("open bucket", None):
+                if not self._client.bucket_exists(self.bucket):
+                    if not self._create_bucket:
+                        raise StorageError(
+                            f"bucket {self.bucket!r} does not exist at {self.location.endpoint}"
+                        )
+                    try:
+                        self._client.make_bucket(self.bucket, self.location.region)
+                    except S3Error as exc:
+                        # Another process may have created it a moment ago.
+                        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                            raise
+            self._ready = True
+
+    def _ensure_ready(self) -> None:
+        # Replicas are opened without a check so that a server starts while one is down; the
+        # first operation that reaches them does it.
+        if not self._ready:
+            self.check()
+
+    @contextmanager
+    def _errors(self, operation: str, key: str | None) -> Iterator[None]:
+        where = self.location.endpoint
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject") and key is not None:
+                raise ObjectNotFound(key) from None
+            if exc.code in _CREDENTIAL_ERRORS:
+                raise StorageError(
+                    f"S3 at {where} refused the credentials for bucket {self.bucket!r} "
+                    f"({exc.code}); check ALLMICRO_S3_ACCESS_KEY and ALLMICRO_S3_SECRET_KEY"
+                ) from None
+            if exc.code == "NoSuchBucket":
+                self._ready = False
+                raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
+            what = f" {key!r}" if key else ""
+            raise StorageError(
+                f"S3 {operation}{what} failed at {where}: {exc.code}: {exc.message}"
+            ) from None
+        except (urllib3.exceptions.HTTPError, MinioException, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StorageError(
+                f"cannot reach S3 at {where} ({operation}): {type(reason).__name__}"
+            ) from exc
+
+    def _name(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        name = self._name(key)
+        self._ensure_ready()
+        length = -1
+        if isinstance(stream, list | tuple):
+            length = sum(len(block) for block in stream)
+        reader = _HashingReader(iter_stream(stream))
+        try:
+            with self._errors("write", key):
+                self._client.put_object(
+                    self.bucket,
+                    name,
+                    cast(BinaryIO, reader),
+                    length,
+                    part_size=PART_SIZE,
+                    num_parallel_uploads=PARALLEL_PARTS,
+                )
+        except BaseException:
+            if reader.source_error is not None:
+                # The caller's stream failed: its error, not the store's, is the news.
+                raise reader.source_error from None
+            raise
+        return StoredObject(key=key, size=reader.size, sha256=reader.hexdigest())
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        return self.put(key, [data])
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        response = self._get(key, start, end)
+        if response is None:
+            return iter(())
+        return _ResponseStream(response, self, key)
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        response = self._get(key, start, end)
+        if response is None:
+            return b""
+        try:
+            with self._errors("read", key):
+                return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _get(self, key: str, start: int, end: int | None) -> urllib3.BaseHTTPResponse | None:
+        """The response for bytes [start, end), or None when that range holds no bytes."""
+        name = self._name(key)
+        self._ensure_ready()
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError("byte offsets must not be negative")
+        if end is not None and end <= start:
+            # Nothing to read; a missing object must still say so, as a full read would.
+            self.size(key)
+            return None
+        try:
+            with self._errors("read", key):
+                return self._client.get_object(
+                    self.bucket, name, offset=start, length=0 if end is None else end - start
+                )
+        except StorageError as exc:
+            if "InvalidRange" in str(exc):
+                # A start past the end reads as empty, as it does from a file.
+                self.size(key)
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        name = self._name(key)
+        self._ensure_ready()
+        with self._errors("stat", key):
+            size = self._client.stat_object(self.bucket, name).size
+        return int(size or 0)
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self._ensure_ready()
+        with self._errors("delete", key):
+            self._client.remove_object(self.bucket, name)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
+        self._ensure_ready()
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with self._errors("list", prefix or None):
+            keys = [
+                obj.object_name[strip:]
+                for obj in self._client.list_objects(self.bucket, prefix=full, recursive=True)
+                if obj.object_name and not obj.is_dir
+            ]
+        # Servers walk directories in their own order; the protocol promises byte order.
+        keys.sort()
+        return iter(keys)
+
+    # ---- presigned downloads -------------------------------------------------------------
+
+    def presigned_get_url(
+        self, key: str, expires_seconds: int, *, filename: str | None = None
+    ) -> str | None:
+        name = self._name(key)
+        headers: dict[str, str | list[str] | tuple[str]] = {}
+        if filename:
+            quoted = quote(filename, safe="")
+            ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")
+            headers["response-content-disposition"] = (
+                f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
+            )
+        with self._errors("presign", key):
+            return self._presigner.presigned_get_object(
+                self.bucket,
+                name,
+                expires=timedelta(seconds=expires_seconds),
+                response_headers=headers or None,
+            )
+
+
+class _HashingReader:
+    """A file-like view of a byte iterator for the minio client, hashing what it hands out."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = b""
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.source_error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        parts: list[bytes] = []
+        have = 0
+        if self._pending:
+            parts.append(self._pending)
+            have = len(self._pending)
+            self._pending = b""
+        while n < 0 or have < n:
+            try:
+                block = next(self._blocks, None)
+            except BaseException as exc:
+                self.source_error = exc
+                raise
+            if block is None:
+                break
+            parts.append(block)
+            have += len(block)
+        data = b"".join(parts) if len(parts) != 1 else parts[0]
+        if 0 <= n < len(data):
+            data, self._pending = data[:n], data[n:]
+        self._digest.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _ResponseStream:
+    """Iterates the body of a GET, and always hands its connection back to the pool."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, store: S3Store, key: str) -> None:
+        self._response: urllib3.BaseHTTPResponse | None = response
+        self._blocks = response.stream(CHUNK_SIZE)
+        self._store = store
+        self._key = key
+
+    def __iter__(self) -> _ResponseStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._response is None:
+            raise StopIteration
+        try:
+            with self._store._errors("read", self._key):
+                block = next(self._blocks)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        return bytes(block)
+
+    def close(self) -> None:
+        if self._response is not None:
+            response, self._response = self._response, None
+            response.close()
+            response.release_conn()
+
+    def __del__(self) -> None:
+        self.close()
