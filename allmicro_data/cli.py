@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from allmicro_data.ingest import agent
 from allmicro_data.settings import get_settings
 
 
@@ -446,6 +447,10 @@ def admin_create_token(user: str, name: str, scope: str, expires_days: int | Non
             session, account, name=name, scope=scope, expires_at=expires
         )
         click.echo(plaintext)
+
+
+main.add_command(agent.upload)
+main.add_command(agent.watch)
 
 
 if __name__ == "__main__":

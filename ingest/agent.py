@@ -1,0 +1,712 @@
+"""The instrument-PC agent: `allmicro upload` and `allmicro watch` send finished files over tus, resuming after cuts.
+
+The tus client is our own, on httpx, rather than tuspy: tuspy reads each chunk whole into memory,
+pulls in requests, aiohttp and tinydb, and knows nothing of our sha256 metadata or the file and
+job ids the server answers with. Ours streams each PATCH from disk, verifies the stored sha256,
+and keeps its state in a small SQLite file, all in portable Python (Windows included).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import click
+import httpx
+
+from allmicro_data.ingest.agent_state import (
+    DONE,
+    FAILED,
+    HASHED,
+    UPLOADING,
+    AgentState,
+    SentFile,
+)
+
+log = logging.getLogger("allmicro.agent")
+
+TUS = {"Tus-Resumable": "1.0.0"}
+READ_BLOCK = 1024 * 1024
+DEFAULT_CHUNK = 64 * 1024 * 1024
+# Names instruments and editors use for files still being written or for scratch.
+SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".lock")
+SKIPPED_PREFIXES = (".", "~$", "~")
+# Windows: another process has the file open without sharing (still writing it).
+_SHARING_VIOLATIONS = (32, 33)
+
+
+class AgentError(Exception):
+    """The agent cannot go on; the message says why. `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Refused(AgentError):
+    """The server refuses us for good (credentials, permissions, the dataset): no retry helps."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=3)
+
+
+class StartAgain(Exception):
+    """The server no longer has the upload (expired, failed verification): start a new one."""
+
+
+def config_dir() -> Path:
+    """Where the agent keeps its config, state and log: per user, no admin rights needed."""
+    if os.name == "nt":
+        base = os.environ.get("APPDATA") or str(Path.home() / "AppData" / "Roaming")
+        return Path(base) / "allmicro"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "allmicro"
+
+
+def native(path: Path) -> str:
+    """A path string the OS accepts even past Windows' 260-character limit."""
+    text = str(path.absolute())
+    if os.name == "nt" and len(text) >= 240 and not text.startswith("\\\\?\\"):
+        if text.startswith("\\\\"):
+            return "\\\\?\\UNC\\" + text[2:]
+        return "\\\\?\\" + text
+    return text
+
+
+def is_locked(path: Path) -> bool:
+    """True while another program holds the file open for writing without sharing it.
+
+    Only Windows enforces such locks; elsewhere a writer is caught by the size and
+    modification time still changing.
+    """
+    if os.name != "nt":
+        return False
+    try:
+        with open(native(path), "ab"):
+            return False
+    except PermissionError as exc:
+        return getattr(exc, "winerror", None) in _SHARING_VIOLATIONS
+    except OSError:
+        return True
+
+
+def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(native(path), "rb") as handle:
+        while block := handle.read(8 * READ_BLOCK):
+            digest.update(block)
+            if progress is not None:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+def _metadata(fields: dict[str, str | None]) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode('utf-8')).decode('ascii')}"
+        for key, value in fields.items()
+        if value
+    )
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("detail") or body.get("title") or response.reason_phrase)
+    except ValueError:
+        return response.reason_phrase or str(response.status_code)
+
+
+@dataclass
+class AgentSettings:
+    server: str
+    dataset_id: str
+    token: str = field(repr=False)
+    state_path: Path
+    chunk_size: int = DEFAULT_CHUNK
+    chunk_checksum: bool = True
+    retry_for: float = 600.0
+    progress: bool = True
+
+
+@dataclass
+class Outcome:
+    path: Path
+    status: str  # "uploaded", "already uploaded", "failed"
+    file_id: str | None = None
+    job_id: str | None = None
+    error: str | None = None
+
+
+class Agent:
+    """Uploads files to one dataset of one server, remembering what it sent."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.server = settings.server.rstrip("/")
+        self.endpoint = f"{self.server}/api/uploads/"
+        self.state = AgentState(settings.state_path)
+        self.http = httpx.Client(
+            headers={"Authorization": f"Bearer {settings.token}", **TUS},
+            timeout=httpx.Timeout(connect=15.0, read=600.0, write=120.0, pool=15.0),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+        self.state.close()
+
+    # ---------------------------------------------------------------- public
+
+    def check_access(self) -> None:
+        """Fail early, with the reason, if the token or the dataset is wrong."""
+        response = self._request("GET", f"{self.server}/api/datasets/{self.settings.dataset_id}")
+        if response.status_code == 401:
+            raise Refused("the server does not accept the token (ALLMICRO_TOKEN or config file)")
+        if response.status_code == 404:
+            raise Refused(f"dataset {self.settings.dataset_id} does not exist or is not yours")
+        if response.status_code >= 400:
+            raise AgentError(f"the server answered {response.status_code}: {_problem(response)}")
+
+    def send(
+        self, path: Path, relative_path: str | None = None, group: str | None = None
+    ) -> Outcome:
+        """Upload one finished file unless this version of it was uploaded before."""
+        try:
+            return self._send(path, relative_path, group)
+        except (Refused, KeyboardInterrupt):
+            raise
+        except (AgentError, OSError) as exc:
+            log.error("%s: %s", path, exc)
+            return Outcome(path, "failed", error=str(exc))
+
+    # ---------------------------------------------------------------- one file
+
+    def _send(self, path: Path, relative_path: str | None, group: str | None) -> Outcome:
+        stat = os.stat(native(path))
+        key = str(path.absolute())
+        entry = self.state.get(self.server, self.settings.dataset_id, key)
+        if entry is not None and entry.same_version(stat.st_size, stat.st_mtime_ns):
+            if entry.status == DONE:
+                log.info("%s: already uploaded as file %s", path, entry.file_id)
+                return Outcome(path, "already uploaded", entry.file_id, entry.job_id)
+        else:
+            entry = SentFile(
+                server=self.server,
+                dataset_id=self.settings.dataset_id,
+                path=key,
+                size=stat.st_size,
+                mtime_ns=stat.st_mtime_ns,
+            )
+        if entry.sha256 is None:
+            with self._bar(entry.size, f"hashing {path.name}") as bar:
+                entry.sha256 = sha256_of(path, bar)
+            entry.status = HASHED
+            self.state.save(entry)
+        twin = self.state.sent_with_sha256(self.server, self.settings.dataset_id, entry.sha256)
+        if twin is not None and twin.path != key:
+            log.info("%s: same bytes as %s, uploaded as file %s", path, twin.path, twin.file_id)
+            entry.status, entry.file_id, entry.job_id = DONE, twin.file_id, twin.job_id
+            self.state.save(entry)
+            return Outcome(path, "already uploaded", twin.file_id, twin.job_id)
+        for _attempt in range(3):
+            try:
+                self._upload(path, entry, relative_path or path.name, group)
+            except StartAgain as reason:
+                log.warning("%s: %s; starting a new upload", path, reason)
+                entry.location = None
+                self.state.save(entry)
+                self._check_unchanged(path, entry)
+                continue
+            entry.status, entry.error = DONE, None
+            self.state.save(entry)
+            log.info("%s: uploaded as file %s, job %s", path, entry.file_id, entry.job_id)
+            return Outcome(path, "uploaded", entry.file_id, entry.job_id)
+        entry.status, entry.error = FAILED, "the server refused the upload three times"
+        self.state.save(entry)
+        raise AgentError(entry.error)
+
+    def _check_unchanged(self, path: Path, entry: SentFile) -> None:
+        stat = os.stat(native(path))
+        if not entry.same_version(stat.st_size, stat.st_mtime_ns):
+            raise AgentError("the file changed while it was being uploaded; it will be sent again")
+
+    def _upload(self, path: Path, entry: SentFile, relative_path: str, group: str | None) -> None:
+        assert entry.sha256 is not None
+        offset = 0
+        if entry.location is not None:
+            resumed = self._resume_offset(entry)
+            if resumed is None:
+                return  # complete on the server already
+            offset = resumed
+            log.info("%s: resuming %s at offset %d of %d", path, entry.location, offset, entry.size)
+        else:
+            entry.location = self._create(path, entry, relative_path, group)
+            entry.status = UPLOADING
+            self.state.save(entry)
+            log.info("%s: upload %s created (%d bytes)", path, entry.location, entry.size)
+        with self._bar(entry.size, path.name, initial=offset) as bar:
+            while True:
+                done = self._patch(path, entry, offset)
+                if isinstance(done, int):
+                    bar(done - offset)
+                    offset = done
+                    continue
+                bar(entry.size - offset)
+                return
+
+    def _create(self, path: Path, entry: SentFile, relative_path: str, group: str | None) -> str:
+        headers = {
+            "Upload-Length": str(entry.size),
+            "Upload-Metadata": _metadata(
+                {
+                    "filename": path.name,
+                    "dataset_id": self.settings.dataset_id,
+                    "relative_path": relative_path,
+                    "group": group,
+                    "sha256": entry.sha256,
+                }
+            ),
+        }
+        response = self._request("POST", self.endpoint, headers=headers)
+        if response.status_code != 201 or "location" not in response.headers:
+            self._raise_for(response, "creating the upload")
+        return urljoin(self.endpoint, response.headers["location"])
+
+    def _resume_offset(self, entry: SentFile) -> int | None:
+        """The server's offset for our upload; None once it holds the whole file."""
+        assert entry.location is not None
+        response = self._request("HEAD", entry.location)
+        if response.status_code in (404, 410):
+            raise StartAgain(f"the server no longer has upload {entry.location}")
+        if response.status_code != 200:
+            self._raise_for(response, "asking where the upload stands")
+        if self._finished(entry, response):
+            return None
+        return int(response.headers["upload-offset"])
+
+    def _patch(self, path: Path, entry: SentFile, offset: int) -> int | None:
+        """Send the next chunk; the new offset, or None when the upload is complete."""
+        assert entry.location is not None
+        length = min(self.settings.chunk_size, entry.size - offset)
+        headers = {
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": str(offset),
+            "Content-Length": str(length),
+        }
+        body: bytes | Iterator[bytes]
+        if self.settings.chunk_checksum:
+            with open(native(path), "rb") as handle:
+                handle.seek(offset)
+                body = handle.read(length)
+            digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+            headers["Upload-Checksum"] = f"sha256 {digest}"
+        else:
+            body = _file_chunk(path, offset, length)
+        response = self._request("PATCH", entry.location, headers=headers, content=body)
+        if response.status_code == 204:
+            if self._finished(entry, response):
+                return None
+            return int(response.headers["upload-offset"])
+        if response.status_code in (409, 423):
+            # Our view of the offset is stale (a request lost in a cut): ask the server.
+            resumed = self._resume_offset(entry)
+            if resumed is not None:
+                log.info("%s: resuming %s at offset %d", path, entry.location, resumed)
+            return resumed
+        if response.status_code == 460 and offset + length == entry.size:
+            raise StartAgain(_problem(response))
+        if response.status_code == 460:
+            log.warning("%s: chunk at %d damaged on the way; sending it again", path, offset)
+            return offset
+        if response.status_code in (404, 410):
+            raise StartAgain(_problem(response))
+        self._raise_for(response, "sending bytes")
+        return None
+
+    def _finished(self, entry: SentFile, response: httpx.Response) -> bool:
+        file_id = response.headers.get("x-allmicro-file-id")
+        if file_id is None:
+            if int(response.headers.get("upload-offset", -1)) == entry.size:
+                # Every byte is there but the server had not stored the file yet (it stopped
+                # in between): an empty PATCH at the end asks it to finish.
+                finish = self._request(
+                    "PATCH",
+                    str(entry.location),
+                    headers={
+                        "Content-Type": "application/offset+octet-stream",
+                        "Upload-Offset": str(entry.size),
+                    },
+                    content=b"",
+                )
+                if finish.status_code == 204 and "x-allmicro-file-id" in finish.headers:
+                    return self._finished(entry, finish)
+                self._raise_for(finish, "completing the upload")
+            return False
+        stored = response.headers.get("x-allmicro-sha256")
+        if stored is not None and stored != entry.sha256:
+            raise AgentError(f"the server stored sha256 {stored}, not the file's {entry.sha256}")
+        entry.file_id = file_id
+        entry.job_id = response.headers.get("x-allmicro-job-id")
+        return True
+
+    def _raise_for(self, response: httpx.Response, doing: str) -> None:
+        reason = _problem(response)
+        if response.status_code in (401, 403):
+            raise Refused(f"the server refused {doing}: {reason}")
+        if response.status_code == 404:
+            raise Refused(f"the server refused {doing}: {reason}")
+        raise AgentError(f"{doing} failed with {response.status_code}: {reason}")
+
+    # ---------------------------------------------------------------- transport
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request, retried through network cuts and server restarts for retry_for seconds."""
+        deadline = time.monotonic() + self.settings.retry_for
+        delay = 0.5
+        while True:
+            try:
+                response = self.http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                problem: str = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code not in (500, 502, 503, 504):
+                    return response
+                problem = f"{response.status_code} {_problem(response)}"
+            if time.monotonic() + delay > deadline:
+                raise AgentError(f"the server cannot be reached ({problem})")
+            log.warning("%s %s: %s; retrying in %.1f s", method, url, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            if method == "PATCH":
+                # The body may have been partly received: the server's offset decides.
+                return httpx.Response(409, request=httpx.Request(method, url))
+
+    def _bar(self, total: int, label: str, initial: int = 0) -> _ProgressBar:
+        return _ProgressBar(total, label, initial, enabled=self.settings.progress)
+
+
+def _file_chunk(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    with open(native(path), "rb") as handle:
+        handle.seek(offset)
+        remaining = length
+        while remaining > 0:
+            block = handle.read(min(READ_BLOCK, remaining))
+            if not block:
+                raise AgentError(f"{path} became shorter while it was being uploaded")
+            remaining -= len(block)
+            yield block
+
+
+class _ProgressBar:
+    """A byte progress bar on a terminal; nothing when output goes to a file."""
+
+    def __init__(self, total: int, label: str, initial: int, *, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            disable=not (enabled and sys.stderr.isatty()),
+            leave=False,
+        )
+
+    def __call__(self, done: int) -> None:
+        self._bar.update(done)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+# -------------------------------------------------------------------- watching
+
+
+def _wanted(path: Path) -> bool:
+    name = path.name
+    return not name.startswith(SKIPPED_PREFIXES) and not name.lower().endswith(SKIPPED_SUFFIXES)
+
+
+def _candidates(directory: Path, recursive: bool) -> Iterator[Path]:
+    entries = directory.rglob("*") if recursive else directory.iterdir()
+    for path in entries:
+        try:
+            if _wanted(path) and path.is_file():
+                yield path
+        except OSError:
+            continue
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+    handled: bool = False
+
+
+class Watcher:
+    """Uploads each file in a folder once it is finished: size and modification time unchanged
+    for `settle` seconds and, on Windows, no longer held open by its writer."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        directory: Path,
+        *,
+        recursive: bool,
+        settle: float,
+        interval: float,
+        group_by_folder: bool,
+    ) -> None:
+        self.agent = agent
+        self.directory = directory
+        self.recursive = recursive
+        self.settle = settle
+        self.interval = interval
+        self.group_by_folder = group_by_folder
+        self.seen: dict[Path, _Seen] = {}
+        self.failures = 0
+        self.stop = threading.Event()
+
+    def scan(self) -> bool:
+        """One pass; True while some file is still waiting to be finished."""
+        now = time.monotonic()
+        waiting = False
+        for path in _candidates(self.directory, self.recursive):
+            try:
+                stat = os.stat(native(path))
+            except OSError:
+                continue
+            seen = self.seen.get(path)
+            if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                self.seen[path] = _Seen(stat.st_size, stat.st_mtime_ns, now)
+                waiting = True
+                continue
+            if seen.handled:
+                continue
+            if now - seen.since < self.settle or is_locked(path):
+                waiting = True
+                continue
+            relative = path.relative_to(self.directory)
+            group = relative.parent.as_posix() if self.group_by_folder else None
+            outcome = self.agent.send(path, relative.as_posix(), group if group != "." else None)
+            seen.handled = True
+            if outcome.status == "failed":
+                self.failures += 1
+        return waiting
+
+    def run(self, once: bool) -> None:
+        while not self.stop.is_set():
+            waiting = self.scan()
+            if once and not waiting:
+                return
+            self.stop.wait(self.interval)
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    candidate = path or config_dir() / "agent.toml"
+    if not candidate.exists():
+        if path is not None:
+            raise click.UsageError(f"config file {path} does not exist")
+        return {}
+    try:
+        with candidate.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.UsageError(f"cannot read config file {candidate}: {exc}") from exc
+
+
+def _setup_logging(log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _agent_from_options(options: dict[str, Any]) -> Agent:
+    config = _read_config(options["config"])
+    server = options["server"] or config.get("server")
+    dataset = options["dataset"] or config.get("dataset")
+    token = os.environ.get("ALLMICRO_TOKEN") or config.get("token")
+    if not server:
+        raise click.UsageError("give --server URL (or `server` in the config file)")
+    if not dataset:
+        raise click.UsageError("give --dataset ID (or `dataset` in the config file)")
+    if not token:
+        raise click.UsageError("set ALLMICRO_TOKEN or put `token` in the config file")
+    base = config_dir()
+    _setup_logging(options["log_file"] or Path(config.get("log_file") or base / "agent.log"))
+    state = options["state"] or Path(config.get("state") or base / "agent-state.sqlite3")
+    return Agent(
+        AgentSettings(
+            server=str(server),
+            dataset_id=str(dataset),
+            token=str(token),
+            state_path=Path(state),
+            chunk_size=options["chunk_size"],
+            chunk_checksum=options["checksum"],
+            retry_for=options["retry_for"],
+            progress=options["progress"],
+        )
+    )
+
+
+def _common_options(func: Callable[..., None]) -> Callable[..., None]:
+    decorators = [
+        click.option("--server", envvar="ALLMICRO_SERVER", help="Server URL, e.g. https://host"),
+        click.option("--dataset", envvar="ALLMICRO_DATASET", help="Dataset id to upload into."),
+        click.option(
+            "--config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help=f"TOML file with server, dataset, token (default: {config_dir() / 'agent.toml'}).",
+        ),
+        click.option(
+            "--state",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="The agent's state database (default: beside the config file).",
+        ),
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Log file (default: beside the config file).",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=64 * 1024),
+            default=DEFAULT_CHUNK,
+            show_default=True,
+            help="Bytes per request; the server acknowledges each.",
+        ),
+        click.option(
+            "--checksum/--no-checksum",
+            default=True,
+            show_default=True,
+            help="Send a sha256 with every chunk so damaged chunks are resent at once.",
+        ),
+        click.option(
+            "--retry-for",
+            type=click.FloatRange(min=0),
+            default=600.0,
+            show_default=True,
+            help="Seconds to keep retrying while the server cannot be reached.",
+        ),
+        click.option("--progress/--no-progress", default=True, help="Show a progress bar."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _run(work: Callable[[Agent], int], options: dict[str, Any]) -> None:
+    agent = _agent_from_options(options)
+    try:
+        agent.check_access()
+        code = work(agent)
+    except AgentError as exc:
+        log.error("stopping: %s", exc)
+        click.echo(f"allmicro: {exc}", err=True)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        click.echo("allmicro: interrupted; run again to resume", err=True)
+        sys.exit(130)
+    finally:
+        agent.close()
+    sys.exit(code)
+
+
+@click.command("upload")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--group", default=None, help="Group key: files of one multi-file acquisition.")
+@_common_options
+def upload(files: tuple[Path, ...], group: str | None, **options: Any) -> None:
+    """Upload files to a dataset, resuming where a previous run stopped."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise click.UsageError(f"not a file: {', '.join(missing)}")
+
+    def work(agent: Agent) -> int:
+        failed = 0
+        for path in files:
+            outcome = agent.send(path, path.name, group)
+            click.echo(
+                f"{path}: {outcome.status}" + (f" ({outcome.error})" if outcome.error else "")
+            )
+            failed += outcome.status == "failed"
+        if failed:
+            click.echo(f"allmicro: {failed} of {len(files)} files failed (see the log)", err=True)
+        return 1 if failed else 0
+
+    _run(work, options)
+
+
+@click.command("watch")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--recursive", is_flag=True, help="Watch subfolders too.")
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a file's size and time must stay unchanged before it counts as finished.",
+)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True)
+@click.option("--group-by-folder", is_flag=True, help="Files in one folder form one acquisition.")
+@click.option("--once", is_flag=True, help="Upload what is there, wait for it to finish, exit.")
+@_common_options
+def watch(
+    directory: Path,
+    recursive: bool,
+    settle: float,
+    interval: float,
+    group_by_folder: bool,
+    once: bool,
+    **options: Any,
+) -> None:
+    """Watch a folder and upload each file once it is finished being written."""
+
+    def work(agent: Agent) -> int:
+        watcher = Watcher(
+            agent,
+            directory,
+            recursive=recursive,
+            settle=settle,
+            interval=interval,
+            group_by_folder=group_by_folder,
+        )
+        log.info(
+            "watching %s (recursive=%s) for dataset %s",
+            directory,
+            recursive,
+            agent.settings.dataset_id,
+        )
+        watcher.run(once)
+        if watcher.failures:
+            click.echo(f"allmicro: {watcher.failures} files failed (see the log)", err=True)
+        return 1 if watcher.failures else 0
+
+    _run(work, options)
