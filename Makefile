@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PKG_DIRS := allmicro_data ingest api storage
 
-.PHONY: serve test lint typecheck pytest install bench clean
+.PHONY: serve test lint typecheck pytest install bench clean web chromium
 
 # The venv is rebuilt when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -16,7 +16,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-serve: $(STAMP)
+# Front-end packages come from npm, pinned by package-lock.json, copied into the static folder.
+WEB_VENDOR := api/web/static/vendor
+WEB_STAMP := $(WEB_VENDOR)/.installed
+OSD_BUILD := node_modules/openseadragon/build/openseadragon
+$(WEB_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	rm -rf $(WEB_VENDOR) && mkdir -p $(WEB_VENDOR)/openseadragon
+	cp -R $(OSD_BUILD)/openseadragon.min.js $(OSD_BUILD)/openseadragon.min.js.map $(OSD_BUILD)/images node_modules/openseadragon/LICENSE.txt $(WEB_VENDOR)/openseadragon/
+	touch $@
+
+web: $(WEB_STAMP)
+
+# The browser tests drive Debian's chromium (never a Playwright-downloaded one).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+serve: $(STAMP) $(WEB_STAMP)
 	$(BIN)/allmicro serve
 
 lint: $(STAMP)
@@ -31,7 +47,7 @@ typecheck: $(STAMP)
 	for d in ingest api storage; do ln -s "$$PWD/$$d" build/typecheck/allmicro_data/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml allmicro_data
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(WEB_STAMP) chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -40,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/convert.py
 
 clean:
-	rm -rf build $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf build $(VENV) .mypy_cache .pytest_cache .ruff_cache node_modules $(WEB_VENDOR)

@@ -1,0 +1,1 @@
+"""The browser UI: server-rendered pages, their static files and their translations."""
