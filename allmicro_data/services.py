@@ -14,8 +14,9 @@ from allmicro_data.catalogue.db import (
     make_session_factory,
     session_scope,
 )
+from allmicro_data.replication import open_settings_store
 from allmicro_data.settings import Settings
-from allmicro_data.storage import ObjectStore, open_store
+from allmicro_data.storage import ObjectStore
 
 
 @dataclass
@@ -31,11 +32,12 @@ class Services:
     def from_settings(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_catalogue_engine(settings.resolved_database_url)
+        sessions = make_session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_session_factory(engine),
-            store=open_store(settings.resolved_storage_url),
+            sessions=sessions,
+            store=open_settings_store(settings, sessions),
         )
 
     @contextmanager

@@ -38,7 +38,39 @@ class Settings(BaseSettings):
         default=None,
         description="file:///path or s3://bucket/prefix?endpoint=…; default: data_dir/objects.",
     )
-    replica_urls: list[str] = Field(default_factory=list)
+    replica_urls: list[str] = Field(
+        default_factory=list,
+        description="Stores that hold a copy of everything (JSON list of file:// or s3:// URLs).",
+    )
+    replica_quorum: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must hold an object before a write succeeds; the others "
+        "get it later from the durable to-do list.",
+    )
+    replica_retry_seconds: float = Field(
+        default=15.0, gt=0, description="How often a failed replica is tried again and caught up."
+    )
+    s3_access_key: SecretStr | None = Field(
+        default=None, description="Access key of the S3 stores (ALLMICRO_S3_ACCESS_KEY)."
+    )
+    s3_secret_key: SecretStr | None = None
+    presigned_downloads: bool = Field(
+        default=False,
+        description="Answer downloads of originals with a redirect to a short-lived presigned "
+        "S3 URL; only for stores the users' browsers can reach.",
+    )
+    presigned_expiry_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    scrub_interval_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="The server scrubs (and repairs) every copy this often; 0 turns it off.",
+    )
+    scrub_bandwidth: int = Field(
+        default=50 * 1024**2,
+        ge=0,
+        description="Bytes per second a scheduled scrub may read; 0 means no cap.",
+    )
     queue: Literal["embedded", "celery"] = "embedded"
     broker_url: str | None = None
     secret_key: SecretStr | None = Field(

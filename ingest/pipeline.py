@@ -17,17 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from allmicro_data.ingest.ome_xml import build_ome_xml
-from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
-from allmicro_data.ingest.readers import ReadError, Series, open_image_file
-from allmicro_data.storage import ObjectStore, StorageError
-from allmicro_data.storage.local import LocalStore
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import File, Image, ImageFile, ImageStatus, utcnow
+from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
+from allmicro_data.ingest.ome_xml import build_ome_xml
+from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
+from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 from allmicro_data.jobs import JobContext, JobFailure
 from allmicro_data.search import search_text
+from allmicro_data.storage import ObjectStore, StorageError
+from allmicro_data.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,14 @@ def run_ingest_job(ctx: JobContext) -> None:
             except ReadError as exc:
                 raise JobFailure(str(exc)) from exc
             with image_file:
-                _ingest_series(ctx, file, image_file.format, image_file.series)
+                _ingest_series(ctx, file, image_file.format, image_file.series, [file, *companions])
     except StorageError as exc:
         raise JobFailure(f"storage unavailable: {exc}", transient=True) from exc
 
 
-def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Series]) -> None:
+def _ingest_series(
+    ctx: JobContext, file: File, fmt: str, all_series: list[Series], originals: list[File]
+) -> None:
     services = ctx.services
     store: ObjectStore = services.store
     with services.session() as session:
@@ -225,7 +228,11 @@ def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Serie
             ome_xml = series.ome_xml() or build_ome_xml(series, name)
             ome_xml_key = f"images/{image_id}/metadata.ome.xml"
             info = write_pyramid(series, store, key, ome_xml=ome_xml, progress=progress)
-            store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
+            ome_xml_object = store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
+            # Fixity: the sha256 and size of every object the image consists of.
+            manifest, manifest_object = write_image_manifest(
+                store, image_id, [*original_objects(originals), *info.objects, ome_xml_object]
+            )
         except ReadError as exc:
             _mark_failed(services, image_id, str(exc))
             raise JobFailure(str(exc)) from exc
@@ -233,6 +240,7 @@ def _ingest_series(ctx: JobContext, file: File, fmt: str, all_series: list[Serie
             image = session.get(Image, image_id)
             assert image is not None
             _record(image, series, info, ome_xml_key, fmt)
+            record_image_fixity(session, image_id, manifest, manifest_object)
         written.append(image_id)
         log.info("job %s: image %s written (%s)", ctx.job.id, image_id, name)
     with services.session() as session:

@@ -457,3 +457,78 @@ class Upload(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     completed_at: Mapped[datetime | None]
+
+
+class ReplicaPending(Base):
+    """A change a replica missed (it was down or failed): the to-do list that catches it up.
+
+    One row per replica and key; a later miss of the same key replaces what the row asks for.
+    """
+
+    __tablename__ = "replica_pending"
+    __table_args__ = (UniqueConstraint("store_url", "key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    store_url: Mapped[str] = mapped_column(String(1000))
+    key: Mapped[str] = mapped_column(String(1024))
+    # What the replica must end up holding; deleted means it must not hold the key at all.
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageFixity(Base):
+    """Catalogue totals of an image's checksum manifest; the manifest object lists every object."""
+
+    __tablename__ = "image_fixity"
+
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    manifest_key: Mapped[str] = mapped_column(String(300))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_size: Mapped[int] = mapped_column(BigInteger)
+    object_count: Mapped[int] = mapped_column(BigInteger)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScrubStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ScrubRun(Base):
+    """One scrub: which copies it checked, what it found and mended, for admins to review."""
+
+    __tablename__ = "scrub_run"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # cli, schedule or api
+    trigger: Mapped[str] = mapped_column(String(16))
+    repair: Mapped[bool] = mapped_column(default=False)
+    # Limited to one image; not a foreign key, so the record outlives the image.
+    image_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[ScrubStatus] = mapped_column(
+        _enum(ScrubStatus, "scrub_status"), default=ScrubStatus.RUNNING
+    )
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    objects: Mapped[int] = mapped_column(BigInteger, default=0)
+    copies: Mapped[int] = mapped_column(BigInteger, default=0)
+    ok: Mapped[int] = mapped_column(BigInteger, default=0)
+    missing: Mapped[int] = mapped_column(BigInteger, default=0)
+    corrupt: Mapped[int] = mapped_column(BigInteger, default=0)
+    unreachable: Mapped[int] = mapped_column(BigInteger, default=0)
+    repaired: Mapped[int] = mapped_column(BigInteger, default=0)
+    unrecoverable: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The first problems found (capped), each {key, store, state, repaired, error}.
+    problems: Mapped[list[Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
