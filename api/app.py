@@ -23,6 +23,7 @@ from allmicro_data.api.routers import (
     tiles,
     uploads,
 )
+from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
@@ -75,8 +76,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     problems.document_problems(app)
-    for module in (health, auth, admin, catalogue, files, downloads, shares, audit, tiles, uploads):
+    for module in (
+        health,
+        auth,
+        admin,
+        catalogue,
+        files,
+        downloads,
+        shares,
+        audit,
+        tiles,
+        uploads,
+        pages,
+    ):
         app.include_router(module.router)
+    app.mount("/static", pages.static_files(), name="static")
     return app
 
 
