@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from allmicro_data import __version__
 from allmicro_data.api import problems
-from allmicro_data.api.pyramids import PyramidCache
 from allmicro_data.api.routers import (
     admin,
     audit,
@@ -19,14 +18,18 @@ from allmicro_data.api.routers import (
     downloads,
     files,
     health,
+    iiif,
     shares,
+    storage_admin,
     tiles,
     uploads,
 )
+from allmicro_data.api.viewing import Viewing
 from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
+from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
 
@@ -58,12 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             services.wake_jobs = runner.wake
             runner.start()
+        # Catches replicas up from the to-do list and runs the scheduled scrub.
+        maintenance = StorageMaintenance(services)
+        maintenance.start()
         app.state.services = services
-        app.state.pyramids = PyramidCache()
+        app.state.viewing = Viewing(services)
         log.info("serving catalogue %s, store %s", _safe_url(settings), services.store.url)
         try:
             yield
         finally:
+            maintenance.stop()
             if runner is not None:
                 runner.stop()
             services.close()
@@ -85,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         downloads,
         shares,
         audit,
+        storage_admin,
         tiles,
+        iiif,
         uploads,
         pages,
     ):

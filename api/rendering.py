@@ -1,13 +1,17 @@
-"""Turning pyramid pixels into 8-bit pictures: windowing, channel selection, PNG encoding."""
+"""Turning pyramid pixels into pictures: windows, channel colours, colour maps, gamma, encoding."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import simplejpeg
 from PIL import Image as PILImage
+
+from allmicro_data.errors import Invalid
 
 
 @dataclass(frozen=True)
@@ -18,8 +22,107 @@ class Window:
     end: float
 
 
+# Anchor colours of common perceptually uniform maps at 0, 1/4, 1/2, 3/4 and 1; the LUT
+# interpolates between them.
+_COLOUR_MAP_ANCHORS = {
+    "viridis": ("440154", "3b528b", "21918c", "5ec962", "fde725"),
+    "magma": ("000004", "51127c", "b73779", "fc8961", "fcfdbf"),
+    "inferno": ("000004", "56106e", "bb3754", "f98e09", "fcffa4"),
+    "fire": ("000000", "7f0000", "ff4000", "ffbf00", "ffffff"),
+}
+COLOUR_MAPS = ("gray", *_COLOUR_MAP_ANCHORS)
+DEFAULT_COLOURS = ("FFFFFF",)
+MULTI_COLOURS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How to turn channels into a picture; every field has a default from the pyramid."""
+
+    channels: tuple[int, ...] | None = None  # visible channels; None: all (or the first few)
+    windows: tuple[Window | None, ...] = ()  # per channel, None: the stored default
+    colours: tuple[str | None, ...] = ()  # per channel RRGGBB, None: the stored default
+    gamma: float = 1.0
+    colour_map: str | None = None
+    raw: bool = False
+    z: int = 0
+    t: int = 0
+
+    @property
+    def key(self) -> str:
+        """A canonical text of the settings, for cache keys and ETags."""
+        windows = ";".join("" if w is None else f"{w.start:g},{w.end:g}" for w in self.windows)
+        colours = ",".join(c or "" for c in self.colours)
+        chans = "" if self.channels is None else ",".join(map(str, self.channels))
+        return f"z{self.z}t{self.t}c{chans}w{windows}k{colours}g{self.gamma:g}m{self.colour_map}r{int(self.raw)}"
+
+
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+
+
+def parse_colour(text: str) -> str:
+    text = text.strip().lstrip("#").upper()
+    if len(text) != 6 or any(ch not in "0123456789ABCDEF" for ch in text):
+        raise Invalid(f"invalid colour {text!r} (expected RRGGBB)")
+    return text
+
+
+def parse_settings(
+    *,
+    z: int = 0,
+    t: int = 0,
+    c: str | None = None,
+    window: str | None = None,
+    colors: str | None = None,
+    gamma: float | None = None,
+    cmap: str | None = None,
+    raw: bool = False,
+) -> RenderSettings:
+    """Settings from the query parameters viewers may pass (see the IIIF router)."""
+    channels = None
+    if c:
+        try:
+            channels = tuple(int(v) for v in c.split(",") if v.strip() != "")
+        except ValueError:
+            raise Invalid("c must be a comma-separated list of channel numbers") from None
+        if any(v < 0 for v in channels) or len(channels) > 64:
+            raise Invalid("invalid channel list")
+    windows: list[Window | None] = []
+    for part in (window or "").split(";") if window else []:
+        if not part.strip():
+            windows.append(None)
+            continue
+        try:
+            lo, hi = (float(v) for v in part.split(","))
+        except ValueError:
+            raise Invalid("window must be lo,hi pairs separated by ';'") from None
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            raise Invalid("a window needs finite lo < hi")
+        windows.append(Window(lo, hi))
+    colours = (
+        tuple(parse_colour(v) if v.strip() else None for v in colors.split(",")) if colors else ()
+    )
+    if gamma is not None and not (0.05 <= gamma <= 20):
+        raise Invalid("gamma must be between 0.05 and 20")
+    if cmap is not None and cmap not in COLOUR_MAPS:
+        raise Invalid(f"unknown colour map {cmap!r}; one of {', '.join(COLOUR_MAPS)}")
+    return RenderSettings(
+        channels=channels,
+        windows=tuple(windows),
+        colours=colours,
+        gamma=gamma if gamma is not None else 1.0,
+        colour_map=cmap,
+        raw=raw,
+        z=z,
+        t=t,
+    )
+
+
 def to_uint8(plane: np.ndarray[Any, Any], window: Window) -> np.ndarray[Any, Any]:
     """Map a plane of any dtype through a window onto uint8 (NaN becomes 0)."""
+    if plane.dtype in (np.uint8, np.uint16, np.int8, np.int16):
+        return _window_lut(plane.dtype.str, window.start, window.end)[_lut_index(plane)]
     lo, hi = float(window.start), float(window.end)
     span = hi - lo if hi > lo else 1.0
     scaled = (plane.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
@@ -27,11 +130,192 @@ def to_uint8(plane: np.ndarray[Any, Any], window: Window) -> np.ndarray[Any, Any
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def encode_png(pixels: np.ndarray[Any, Any]) -> bytes:
-    """PNG of a (y, x) grey or (y, x, 3) RGB uint8 array."""
-    mode = "RGB" if pixels.ndim == 3 else "L"
-    buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(pixels), mode=mode).save(
-        buffer, format="PNG", compress_level=1
+def _lut_index(plane: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # Signed data index the LUT by their two's-complement bit pattern.
+    if plane.dtype == np.int8:
+        return plane.view(np.uint8)
+    if plane.dtype == np.int16:
+        return plane.view(np.uint16)
+    return plane
+
+
+@lru_cache(maxsize=256)
+def _window_lut(dtype: str, start: float, end: float) -> np.ndarray[Any, Any]:
+    """uint8 output for every possible input value of a small integer dtype."""
+    kind = np.dtype(dtype)
+    bits = kind.itemsize * 8
+    values = np.arange(2**bits, dtype=np.int64)
+    if kind.kind == "i":
+        values = np.where(values >= 2 ** (bits - 1), values - 2**bits, values)
+    span = end - start if end > start else 1.0
+    scaled = (values.astype(np.float64) - start) * (255.0 / span)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=32)
+def _gamma_lut(gamma: float) -> np.ndarray[Any, Any]:
+    x = np.arange(256, dtype=np.float64) / 255.0
+    return np.clip(np.rint(255.0 * x ** (1.0 / gamma)), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def colour_map_lut(name: str) -> np.ndarray[Any, Any]:
+    """(256, 3) uint8 RGB for each grey level."""
+    if name == "gray":
+        grey = np.arange(256, dtype=np.uint8)
+        return np.stack([grey, grey, grey], axis=1)
+    anchors = np.array([_hex_rgb(c) for c in _COLOUR_MAP_ANCHORS[name]], dtype=np.float64)
+    at = np.linspace(0, 255, len(anchors))
+    x = np.arange(256)
+    return (
+        np.stack([np.interp(x, at, anchors[:, i]) for i in range(3)], axis=1)
+        .round()
+        .astype(np.uint8)
     )
+
+
+@dataclass
+class ChannelDefaults:
+    """The stored display defaults of a pyramid (its omero block)."""
+
+    windows: list[Window] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    ranges: list[Window] = field(default_factory=list)  # the data's min and max per channel
+    rgb: bool = False
+
+
+def render(
+    data: np.ndarray[Any, Any],
+    has_channels: bool,
+    defaults: ChannelDefaults,
+    settings: RenderSettings,
+) -> np.ndarray[Any, Any]:
+    """(c, y, x) or (y, x) pixels to an 8-bit (y, x) grey or (y, x, 3) RGB picture."""
+    planes = data if has_channels else data[np.newaxis]
+    n = planes.shape[0]
+    visible = settings.channels
+    if visible is None:
+        visible = tuple(range(n)) if (defaults.rgb or n <= len(MULTI_COLOURS)) else (0,)
+    if any(c >= n for c in visible):
+        raise Invalid(f"channels run from 0 to {n - 1}")
+    if defaults.rgb and settings.channels is None and not settings.windows and not settings.colours:
+        picture = np.moveaxis(planes[:3], 0, -1).astype(np.uint8)
+        return _apply_gamma(picture, settings.gamma)
+
+    def window_of(c: int) -> Window:
+        if c < len(settings.windows) and settings.windows[c] is not None:
+            return settings.windows[c]  # type: ignore[return-value]
+        if c < len(defaults.windows):
+            return defaults.windows[c]
+        info = np.iinfo(planes.dtype) if planes.dtype.kind in "iu" else None
+        return Window(float(info.min), float(info.max)) if info else Window(0.0, 1.0)
+
+    if len(visible) == 1:
+        c = visible[0]
+        grey = _apply_gamma(to_uint8(planes[c], window_of(c)), settings.gamma)
+        if settings.colour_map and settings.colour_map != "gray":
+            return colour_map_lut(settings.colour_map)[grey]
+        colour = _colour_of(c, n, defaults, settings)
+        return grey if colour == "FFFFFF" else _tint(grey, colour)
+    picture = np.zeros((*planes.shape[1:], 3), dtype=np.uint16)
+    for c in visible:
+        grey = _apply_gamma(to_uint8(planes[c], window_of(c)), settings.gamma)
+        picture += _tint(grey, _colour_of(c, n, defaults, settings))
+    return np.minimum(picture, 255).astype(np.uint8)
+
+
+def _colour_of(c: int, n: int, defaults: ChannelDefaults, settings: RenderSettings) -> str:
+    if c < len(settings.colours) and settings.colours[c]:
+        return settings.colours[c]  # type: ignore[return-value]
+    if c < len(defaults.colours) and defaults.colours[c]:
+        return defaults.colours[c]
+    return "FFFFFF" if n == 1 else MULTI_COLOURS[c % len(MULTI_COLOURS)]
+
+
+def _tint(grey: np.ndarray[Any, Any], colour: str) -> np.ndarray[Any, Any]:
+    r, g, b = _hex_rgb(colour)
+    scale = np.array([r, g, b], dtype=np.uint16)
+    return ((grey[..., np.newaxis].astype(np.uint16) * scale) // 255).astype(np.uint8)
+
+
+def _apply_gamma(pixels: np.ndarray[Any, Any], gamma: float) -> np.ndarray[Any, Any]:
+    return pixels if gamma == 1.0 else _gamma_lut(gamma)[pixels]
+
+
+def apply_quality(pixels: np.ndarray[Any, Any], quality: str) -> np.ndarray[Any, Any]:
+    """IIIF qualities: default keeps the picture; color is RGB; gray is luma; bitonal is 0/255."""
+    if quality == "color":
+        return pixels if pixels.ndim == 3 else np.repeat(pixels[..., np.newaxis], 3, axis=2)
+    if quality in ("gray", "bitonal"):
+        grey = pixels
+        if pixels.ndim == 3:
+            weights = np.array([299, 587, 114], dtype=np.uint32)
+            grey = ((pixels.astype(np.uint32) * weights).sum(axis=2) // 1000).astype(np.uint8)
+        if quality == "bitonal":
+            return np.where(grey >= 128, 255, 0).astype(np.uint8)
+        return grey
+    return pixels
+
+
+def orient(pixels: np.ndarray[Any, Any], rotation: int, mirror: bool) -> np.ndarray[Any, Any]:
+    """IIIF rotation: mirror horizontally first, then rotate clockwise."""
+    if mirror:
+        pixels = pixels[:, ::-1]
+    if rotation:
+        pixels = np.rot90(pixels, k=-(rotation // 90), axes=(0, 1))
+    return np.ascontiguousarray(pixels)
+
+
+def resize(pixels: np.ndarray[Any, Any], width: int, height: int) -> np.ndarray[Any, Any]:
+    """Resample an 8-bit picture (box filter down, bilinear up)."""
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    image = PILImage.fromarray(pixels)
+    down = width <= pixels.shape[1] and height <= pixels.shape[0]
+    method = PILImage.Resampling.BOX if down else PILImage.Resampling.BILINEAR
+    return np.asarray(image.resize((width, height), method))
+
+
+def resize_nearest(data: np.ndarray[Any, Any], width: int, height: int) -> np.ndarray[Any, Any]:
+    """Nearest-neighbour resampling of the last two axes, for raw values that must not blend."""
+    if data.shape[-1] == width and data.shape[-2] == height:
+        return data
+    rows = (np.arange(height) * data.shape[-2] // height).astype(np.intp)
+    cols = (np.arange(width) * data.shape[-1] // width).astype(np.intp)
+    return data[..., rows[:, np.newaxis], cols]
+
+
+def encode(pixels: np.ndarray[Any, Any], fmt: str, *, bitonal: bool = False) -> bytes:
+    """JPEG through libjpeg-turbo (simplejpeg); PNG and WebP through Pillow."""
+    pixels = np.ascontiguousarray(pixels)
+    if fmt == "jpg":
+        if pixels.ndim == 2:
+            return simplejpeg.encode_jpeg(pixels[..., np.newaxis], quality=90, colorspace="GRAY")
+        return simplejpeg.encode_jpeg(pixels, quality=90, colorspace="RGB")
+    image = PILImage.fromarray(pixels)
+    if bitonal and fmt == "png":
+        image = image.convert("1")
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    else:
+        image.save(buffer, format="WEBP", quality=90, method=0)
+    return buffer.getvalue()
+
+
+def encode_png(pixels: np.ndarray[Any, Any]) -> bytes:
+    return encode(pixels, "png")
+
+
+def encode_raw_png(data: np.ndarray[Any, Any]) -> bytes:
+    """The stored values of one plane as an 8- or 16-bit greyscale PNG, for analysis."""
+    if data.dtype == np.uint8:
+        image = PILImage.fromarray(np.ascontiguousarray(data), mode="L")
+    elif data.dtype == np.uint16:
+        image = PILImage.fromarray(np.ascontiguousarray(data.astype("<u2")), mode="I;16")
+    else:
+        raise Invalid(f"raw PNG holds 8- or 16-bit unsigned data; this image is {data.dtype}")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

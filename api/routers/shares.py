@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from allmicro_data import directory
 from allmicro_data.access import get_visible
@@ -23,6 +24,7 @@ from allmicro_data.api.deps import (
 from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
+from allmicro_data.api.viewing import ImageView, viewing
 from allmicro_data.archives import build_archive
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
@@ -330,26 +332,32 @@ def shared_zip(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def shared_tile(
+async def shared_tile(
     token: str,
     image_id: str,
     level: int,
     ty: int,
     tx: int,
     request: Request,
-    session: SessionDep,
     services: ServicesDep,
     password: PasswordHeader = None,
     z: PlaneIndex = 0,
     t: PlaneIndex = 0,
     c: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
 ) -> Response:
-    access = open_link(session, token, password, client_address(request))
-    image = session.get(Image, image_id)
-    if (
-        image is None
-        or image.dataset_id not in access.dataset_ids
-        or image.status != ImageStatus.READY
-    ):
-        raise NotFound(f"image {image_id} not found")
-    return tile_response(request, services, image, level, ty, tx, z=z, t=t, c=c)
+    """A tile of an image the link shares (the read-only view)."""
+
+    def shared_image() -> ImageView:
+        with services.session() as session:
+            access = open_link(session, token, password, client_address(request))
+            image = session.get(Image, image_id)
+            if (
+                image is None
+                or image.dataset_id not in access.dataset_ids
+                or image.status != ImageStatus.READY
+            ):
+                raise NotFound(f"image {image_id} not found")
+            return ImageView.of(image)
+
+    view = await run_in_threadpool(shared_image)
+    return await tile_response(viewing(request), view, level, ty, tx, z=z, t=t, c=c)

@@ -1,59 +1,49 @@
-"""A simple PNG tile endpoint over the pyramid (the IIIF Image API builds on the same parts)."""
+"""Simple viewing endpoints beside IIIF: 512 px PNG tiles, thumbnails, and display defaults."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from allmicro_data.access import get_visible
-from allmicro_data.api.deps import CallerDep, PlaneIndex, ServicesDep, SessionDep
-from allmicro_data.api.pyramids import PyramidCache
-from allmicro_data.api.rendering import Window, encode_png, to_uint8
-from allmicro_data.catalogue.models import Image
+from allmicro_data.api.iiif import ImageRequest, Region
+from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render
+from allmicro_data.api.routers.iiif import CACHE_CONTROL, _render
+from allmicro_data.api.viewing import ImageView, Viewing, viewing
 from allmicro_data.errors import Invalid, NotFound
-from allmicro_data.services import Services
 
-router = APIRouter(prefix="/api", tags=["tiles"])
+router = APIRouter(prefix="/api", tags=["viewing"])
 
 TILE_SIZE = 512
-
-
-def pyramid_cache(request: Request) -> PyramidCache:
-    cache: PyramidCache = request.app.state.pyramids
-    return cache
+THUMBNAIL = 256
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
 
 
 @router.get(
-    "/images/{image_id}/tiles/{level}/{ty}/{tx}.png",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    "/images/{image_id}/tiles/{level}/{ty}/{tx}.png", response_class=Response, responses=PNG
 )
-def get_tile(
+async def get_tile(
     image_id: str,
     level: int,
     ty: int,
     tx: int,
     request: Request,
-    caller: CallerDep,
-    session: SessionDep,
-    services: ServicesDep,
-    z: PlaneIndex = 0,
-    t: PlaneIndex = 0,
-    c: Annotated[
-        int | None, Query(ge=0, le=1_000_000, description="channel; default: all (RGB) or 0")
-    ] = None,
+    z: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    t: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    c: Annotated[int | None, Query(ge=0, le=1_000_000, description="one channel")] = None,
 ) -> Response:
-    """A 512 px tile of one plane at a pyramid level (0 is full resolution), windowed to 8 bits."""
-    image = get_visible(session, caller, Image, image_id)
-    return tile_response(request, services, image, level, ty, tx, z=z, t=t, c=c)
+    """A 512 px tile of one plane at a pyramid level (0 is full resolution), default display."""
+    state = viewing(request)
+    view = await state.image(await state.caller(request), image_id)
+    return await tile_response(state, view, level, ty, tx, z=z, t=t, c=c)
 
 
-def tile_response(
-    request: Request,
-    services: Services,
-    image: Image,
+async def tile_response(
+    state: Viewing,
+    view: ImageView,
     level: int,
     ty: int,
     tx: int,
@@ -62,53 +52,114 @@ def tile_response(
     t: int = 0,
     c: int | None = None,
 ) -> Response:
-    if image.pyramid_key is None:
-        raise NotFound(f"image {image.id} has no pyramid")
-    pyramid = pyramid_cache(request).get(services.store, image.pyramid_key)
+    pyramid = await run_in_threadpool(state.pyramid, view)
     if not 0 <= level < len(pyramid.levels):
-        raise NotFound(f"image {image.id} has no level {level}")
-    shape = pyramid.shape(level)
-    axes = pyramid.axes
-    height, width = shape[axes.index("y")], shape[axes.index("x")]
+        raise NotFound(f"image {view.id} has no level {level}")
+    height, width = pyramid.size("y", level), pyramid.size("x", level)
     if not (0 <= ty * TILE_SIZE < height and 0 <= tx * TILE_SIZE < width):
         raise NotFound(f"tile {ty},{tx} is outside level {level}")
-    selection: list[Any] = []
-    for axis, n in zip(axes, shape, strict=True):
-        if axis == "t":
-            selection.append(_index(t, n, "t"))
-        elif axis == "z":
-            selection.append(_index(z, n, "z"))
-        elif axis == "c":
-            selection.append(slice(None))
-        elif axis == "y":
-            selection.append(slice(ty * TILE_SIZE, min(height, (ty + 1) * TILE_SIZE)))
-        else:
-            selection.append(slice(tx * TILE_SIZE, min(width, (tx + 1) * TILE_SIZE)))
-    data = np.asarray(pyramid.levels[level][tuple(selection)])
-    pixels = render(data, "c" in axes, pyramid.windows, pyramid.rgb, c)
-    return Response(encode_png(pixels), media_type="image/png")
+    for axis, value in (("z", z), ("t", t)):
+        if value >= pyramid.size(axis):
+            raise Invalid(f"{axis}={value} is outside 0..{pyramid.size(axis) - 1}")
+    settings = RenderSettings(z=z, t=t, channels=None if c is None else (c,))
+    ys = (ty * TILE_SIZE, min(height, (ty + 1) * TILE_SIZE))
+    xs = (tx * TILE_SIZE, min(width, (tx + 1) * TILE_SIZE))
+
+    def draw() -> bytes:
+        data = pyramid.read(state.services.store, state.chunks, level, {"z": z, "t": t}, ys, xs)
+        return encode_png(render(data, "c" in pyramid.axes, pyramid.defaults, settings))
+
+    body = await run_in_threadpool(draw)
+    return Response(body, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
 
 
-def _index(value: int, size: int, axis: str) -> int:
-    if value >= size:
-        raise Invalid(f"{axis}={value} is outside 0..{size - 1}")
-    return value
+@router.get(
+    "/images/{image_id}/thumbnail.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+async def thumbnail(image_id: str, request: Request) -> Response:
+    """The whole image in at most 256 x 256 px, with the default display, cached."""
+    state = viewing(request)
+    view = await state.image(await state.caller(request), image_id)
+    pyramid = await run_in_threadpool(state.pyramid, view)
+    width, height = pyramid.size("x"), pyramid.size("y")
+    scale = min(1.0, THUMBNAIL / max(width, height))
+    parsed = ImageRequest(
+        Region(0, 0, width, height),
+        max(1, round(width * scale)),
+        max(1, round(height * scale)),
+        0,
+        False,
+        "default",
+        "jpg",
+    )
+    settings = RenderSettings(z=pyramid.size("z") // 2)
+    key = f"{view.id}@{view.version}/thumbnail"
+    etag = f'"{hashlib.sha256(key.encode()).hexdigest()[:40]}"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    cached = state.tiles.get(key)
+    if cached is None:
+        body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
+        state.tiles.put(key, body, "image/jpeg")
+    else:
+        body = cached[0]
+    return Response(body, media_type="image/jpeg", headers=headers)
 
 
-def render(
-    data: np.ndarray[Any, Any],
-    has_channels: bool,
-    windows: list[Window],
-    rgb: bool,
-    channel: int | None,
-) -> np.ndarray[Any, Any]:
-    """(c, y, x) or (y, x) pixels to an 8-bit grey or RGB picture with the default windows."""
-    if not has_channels:
-        return to_uint8(data, windows[0] if windows else Window(0, 255))
-    if rgb and channel is None:
-        return np.moveaxis(data[:3], 0, -1).astype(np.uint8)
-    index = channel or 0
-    if index >= data.shape[0]:
-        raise Invalid(f"c={index} is outside 0..{data.shape[0] - 1}")
-    window = windows[index] if index < len(windows) else Window(0, 255)
-    return to_uint8(data[index], window)
+class DisplayChannel(BaseModel):
+    label: str
+    color: str
+    window: dict[str, float]
+
+
+class DisplayOut(BaseModel):
+    """What a viewer needs to draw its controls: planes, channels and their default windows."""
+
+    axes: str
+    shape: list[int]
+    levels: int
+    dtype: str
+    rgb: bool
+    z_size: int
+    t_size: int
+    pixel_size: dict[str, float | None]
+    channels: list[DisplayChannel]
+
+
+@router.get("/images/{image_id}/display", response_model=DisplayOut)
+async def display(image_id: str, request: Request) -> DisplayOut:
+    state = viewing(request)
+    view = await state.image(await state.caller(request), image_id)
+    pyramid = await run_in_threadpool(state.pyramid, view)
+    defaults = pyramid.defaults
+    level0: Any = pyramid.levels[0]
+    channels: list[DisplayChannel] = []
+    for i in range(pyramid.size("c")):
+        window = defaults.windows[i] if i < len(defaults.windows) else Window(0.0, 255.0)
+        extent = defaults.ranges[i] if i < len(defaults.ranges) else window
+        channels.append(
+            DisplayChannel(
+                label=defaults.labels[i] if i < len(defaults.labels) else f"channel {i}",
+                color=defaults.colours[i] if i < len(defaults.colours) else "FFFFFF",
+                window={
+                    "start": window.start,
+                    "end": window.end,
+                    "min": extent.start,
+                    "max": extent.end,
+                },
+            )
+        )
+    return DisplayOut(
+        axes=pyramid.axes,
+        shape=list(pyramid.shape(0)),
+        levels=len(pyramid.levels),
+        dtype=str(level0.dtype),
+        rgb=pyramid.defaults.rgb,
+        z_size=pyramid.size("z"),
+        t_size=pyramid.size("t"),
+        pixel_size={"x": view.pixel_size_x, "y": view.pixel_size_y, "z": view.pixel_size_z},
+        channels=channels,
+    )

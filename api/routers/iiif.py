@@ -1,0 +1,201 @@
+"""IIIF Image API 3.0 (level 2) over the pyramids, with EM-aware rendering parameters."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from allmicro_data.api.iiif import (
+    FORMATS,
+    MAX_AREA,
+    IIIFError,
+    ImageRequest,
+    parse_request,
+)
+from allmicro_data.api.pyramids import OpenPyramid, level_box, level_for_factor
+from allmicro_data.api.rendering import (
+    RenderSettings,
+    apply_quality,
+    encode,
+    encode_raw_png,
+    orient,
+    parse_settings,
+    render,
+    resize,
+    resize_nearest,
+)
+from allmicro_data.api.viewing import ImageView, Viewing, viewing
+from allmicro_data.errors import Invalid
+
+router = APIRouter(prefix="/iiif/3", tags=["IIIF"])
+
+CACHE_CONTROL = "private, max-age=31536000, immutable"
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {m: {} for m in FORMATS.values()}},
+    304: {"description": "not modified"},
+    400: {"description": "bad IIIF syntax"},
+}
+TILE = 512
+
+
+def _base(request: Request, image_id: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/iiif/3/{image_id}"
+
+
+def info_document(request: Request, view: ImageView, pyramid: OpenPyramid) -> dict[str, Any]:
+    width, height = pyramid.size("x"), pyramid.size("y")
+    factors = sorted({round(width / pyramid.size("x", lvl)) for lvl in range(len(pyramid.levels))})
+    info: dict[str, Any] = {
+        "@context": "http://iiif.io/api/image/3/context.json",
+        "id": _base(request, view.id),
+        "type": "ImageService3",
+        "protocol": "http://iiif.io/api/image",
+        "profile": "level2",
+        "width": width,
+        "height": height,
+        "maxArea": MAX_AREA,
+        "sizes": [
+            {"width": pyramid.size("x", lvl), "height": pyramid.size("y", lvl)}
+            for lvl in reversed(range(len(pyramid.levels)))
+        ],
+        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": factors}],
+        "extraFormats": ["png", "webp"],
+        "extraQualities": ["color", "gray", "bitonal"],
+        "extraFeatures": ["baseUriRedirect", "cors", "mirroring", "sizeUpscaling"],
+    }
+    if view.pixel_size_x:
+        # The physical dimensions service: viewers draw a calibrated scale bar from it.
+        info["service"] = [
+            {
+                "@context": "http://iiif.io/api/annex/services/physdim/1/context.json",
+                "profile": "http://iiif.io/api/annex/services/physdim",
+                "physicalScale": view.pixel_size_x,
+                "physicalUnits": "m",
+            }
+        ]
+    return info
+
+
+@router.get("/{image_id}", include_in_schema=False)
+async def base_uri(image_id: str, request: Request) -> RedirectResponse:
+    return RedirectResponse(f"{_base(request, image_id)}/info.json", status_code=303)
+
+
+@router.api_route(
+    "/{image_id}/info.json",
+    methods=["GET", "HEAD"],
+    responses={200: {"content": {"application/ld+json": {}}}},
+)
+async def info_json(image_id: str, request: Request) -> Response:
+    """The image service description: size, tiles, scale factors, formats, physical scale."""
+    state = viewing(request)
+    caller = await state.caller(request)
+    view = await state.image(caller, image_id)
+    pyramid = await run_in_threadpool(state.pyramid, view)
+    body = info_document(request, view, pyramid)
+    accept = request.headers.get("accept", "")
+    media = "application/ld+json" if "application/ld+json" in accept else "application/json"
+    response = JSONResponse(body, media_type=media)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Link"] = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
+    return response
+
+
+@router.api_route(
+    "/{image_id}/{region}/{size}/{rotation}/{quality_format}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses=IMAGE_RESPONSES,
+)
+async def image_request(
+    image_id: str,
+    region: str,
+    size: str,
+    rotation: str,
+    quality_format: str,
+    request: Request,
+    z: Annotated[int, Query(ge=0, le=1_000_000, description="z plane")] = 0,
+    t: Annotated[int, Query(ge=0, le=1_000_000, description="time point")] = 0,
+    c: Annotated[
+        str | None, Query(max_length=300, description="visible channels, e.g. 0,2")
+    ] = None,
+    window: Annotated[
+        str | None, Query(max_length=2000, description="per channel lo,hi; separated by ;")
+    ] = None,
+    colors: Annotated[str | None, Query(max_length=1000, description="per channel RRGGBB")] = None,
+    gamma: Annotated[float | None, Query(description="display gamma, 0.05..20")] = None,
+    cmap: Annotated[str | None, Query(max_length=20, description="colour map")] = None,
+    raw: Annotated[bool, Query(description="stored values as PNG-16 (one channel)")] = False,
+) -> Response:
+    """A rendered region of one plane (IIIF Image API 3.0 request)."""
+    state = viewing(request)
+    caller = await state.caller(request)
+    view = await state.image(caller, image_id)
+    settings = parse_settings(
+        z=z, t=t, c=c, window=window, colors=colors, gamma=gamma, cmap=cmap, raw=raw
+    )
+    pyramid = await run_in_threadpool(state.pyramid, view)
+    parsed = parse_request(
+        region, size, rotation, quality_format, pyramid.size("x"), pyramid.size("y")
+    )
+    if settings.raw and (parsed.format != "png" or parsed.quality != "default"):
+        raise IIIFError("raw=1 is served as default.png")
+    key = f"{view.id}@{view.version}/{parsed.canonical}?{settings.key}"
+    etag = f'"{hashlib.sha256(key.encode()).hexdigest()[:40]}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Access-Control-Allow-Origin": "*",
+        "Link": f'<{_base(request, view.id)}/{parsed.canonical}>;rel="canonical"',
+    }
+    if etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    cached = state.tiles.get(key)
+    if cached is None:
+        body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
+        media = FORMATS[parsed.format]
+        state.tiles.put(key, body, media)
+    else:
+        body, media = cached
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return Response(status_code=200, headers=headers, media_type=media)
+    return Response(body, media_type=media, headers=headers)
+
+
+def _if_none_match(request: Request) -> set[str]:
+    header = request.headers.get("if-none-match")
+    return {v.strip() for v in header.split(",")} if header else set()
+
+
+def _render(
+    state: Viewing, pyramid: OpenPyramid, parsed: ImageRequest, settings: RenderSettings
+) -> bytes:
+    for axis, value in (("z", settings.z), ("t", settings.t)):
+        if value >= pyramid.size(axis):
+            raise Invalid(f"{axis}={value} is outside 0..{pyramid.size(axis) - 1}")
+    r = parsed.region
+    level = level_for_factor(pyramid, min(r.w / parsed.width, r.h / parsed.height))
+    ys, xs = level_box(pyramid, level, r.x, r.y, r.w, r.h)
+    data = pyramid.read(
+        state.services.store, state.chunks, level, {"z": settings.z, "t": settings.t}, ys, xs
+    )
+    has_channels = "c" in pyramid.axes
+    if settings.raw:
+        plane = data
+        if has_channels:
+            if settings.channels is None and data.shape[0] > 1:
+                raise Invalid("raw=1 needs one channel: pass c=N")
+            plane = data[settings.channels[0] if settings.channels else 0]
+        plane = resize_nearest(plane, parsed.width, parsed.height)
+        return encode_raw_png(orient(plane, parsed.rotation, parsed.mirror))
+    pixels = render(data, has_channels, pyramid.defaults, settings)
+    pixels = resize(pixels, parsed.width, parsed.height)
+    pixels = apply_quality(pixels, parsed.quality)
+    pixels = orient(pixels, parsed.rotation, parsed.mirror)
+    return encode(np.ascontiguousarray(pixels), parsed.format, bitonal=parsed.quality == "bitonal")

@@ -1,0 +1,175 @@
+"""The hot path of viewing: who may see which image, decided once and remembered briefly, and the
+caches of decoded chunks and encoded tiles that make repeat requests cheap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from allmicro_data.access import Caller, get_visible
+from allmicro_data.api.deps import SESSION_COOKIE, bearer_token
+from allmicro_data.api.pyramids import ChunkCache, OpenPyramid, PyramidCache
+from allmicro_data.auth import resolve_token, unsign
+from allmicro_data.catalogue.models import Image, TokenKind
+from allmicro_data.errors import NotFound, Unauthorised
+from allmicro_data.services import Services
+from allmicro_data.settings import secret_key
+
+# How long a decision about a credential or an image is reused without asking the catalogue.
+# Revoking a token or a membership takes effect for tiles within this time.
+DECISION_SECONDS = 10.0
+
+
+class TTLCache:
+    """A small thread-safe map whose entries expire; bounded by count."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            expires, value = found
+            if expires < time.monotonic():
+                del self._items[key]
+                return None
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic() + self.ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class TileCache:
+    """Encoded responses (bytes, media type), least recently used out, bounded by bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: str, body: bytes, media_type: str) -> None:
+        if len(body) > self.max_bytes // 8:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (body, media_type)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes and self._items:
+                _, (evicted, _) = self._items.popitem(last=False)
+                self._bytes -= len(evicted)
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """What the viewing endpoints need of an image the caller may see."""
+
+    id: str
+    dataset_id: str
+    name: str
+    pyramid_key: str
+    version: str  # changes when the image is re-ingested
+    pixel_size_x: float | None
+    pixel_size_y: float | None
+    pixel_size_z: float | None
+
+    @classmethod
+    def of(cls, image: Image) -> ImageView:
+        if image.pyramid_key is None:
+            raise NotFound(f"image {image.id} not found")
+        return cls(
+            id=image.id,
+            dataset_id=image.dataset_id,
+            name=image.name,
+            pyramid_key=image.pyramid_key,
+            version=image.updated_at.isoformat(),
+            pixel_size_x=image.pixel_size_x,
+            pixel_size_y=image.pixel_size_y,
+            pixel_size_z=image.pixel_size_z,
+        )
+
+
+class Viewing:
+    """Per-process state of the viewing endpoints."""
+
+    def __init__(self, services: Services, *, chunk_mb: int = 256, tile_mb: int = 128) -> None:
+        self.services = services
+        self.pyramids = PyramidCache()
+        self.chunks = ChunkCache(chunk_mb * 1024 * 1024)
+        self.tiles = TileCache(tile_mb * 1024 * 1024)
+        self.callers = TTLCache(DECISION_SECONDS)
+        self.images = TTLCache(DECISION_SECONDS)
+        self._key = secret_key(services.settings)
+
+    def pyramid(self, view: ImageView) -> OpenPyramid:
+        return self.pyramids.get(self.services.store, view.pyramid_key, view.version)
+
+    async def caller(self, request: Request) -> Caller:
+        """The caller of a viewing request (bearer token or session cookie), remembered briefly."""
+        token = bearer_token(request)
+        kinds: tuple[TokenKind, ...] = (TokenKind.BEARER, TokenKind.PERSONAL)
+        if token is None:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            token = unsign(cookie, self._key) if cookie else None
+            kinds = (TokenKind.SESSION,)
+        if token is None:
+            raise Unauthorised("sign in or send a valid bearer token")
+        cache_key = (token, kinds)
+        caller: Caller | None = self.callers.get(cache_key)
+        if caller is None:
+            caller = await run_in_threadpool(self._resolve, token, kinds)
+            self.callers.put(cache_key, caller)
+        return caller
+
+    def _resolve(self, token: str, kinds: tuple[TokenKind, ...]) -> Caller:
+        with self.services.session() as session:
+            resolved = resolve_token(session, token, kinds)
+            if resolved is None:
+                raise Unauthorised("sign in or send a valid bearer token")
+            user, access = resolved
+            return Caller.for_user(user, scope=access.scope, token_id=access.id)
+
+    async def image(self, caller: Caller, image_id: str) -> ImageView:
+        """The image if the caller may see it (404 otherwise), remembered briefly."""
+        cache_key = (caller.user_id, caller.scope, image_id)
+        view: ImageView | None = self.images.get(cache_key)
+        if view is None:
+            view = await run_in_threadpool(self._visible_image, caller, image_id)
+            self.images.put(cache_key, view)
+        return view
+
+    def _visible_image(self, caller: Caller, image_id: str) -> ImageView:
+        with self.services.session() as session:
+            return ImageView.of(get_visible(session, caller, Image, image_id))
+
+
+def viewing(request: Request) -> Viewing:
+    state: Viewing = request.app.state.viewing
+    return state
