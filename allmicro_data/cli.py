@@ -163,6 +163,20 @@ class _progress_bar:  # noqa: N801 - used as a context manager like a function
         self._bar.close()
 
 
+@main.command()
+@click.option("--repair", is_flag=True, help="Rewrite bad copies from a verified good copy.")
+@click.option("--image", "image_id", default=None, help="Only this image's objects.")
+@click.option("--bandwidth", type=int, default=0, help="Bytes per second at most (0: no cap).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def scrub(repair: bool, image_id: str | None, bandwidth: int, as_json: bool) -> None:
+    """Check every copy of every stored object against its sha256; exit 2 if problems remain."""
+    from allmicro_data.scrub import describe_run, run_document, run_scrub
+
+    run = run_scrub(_services(), repair=repair, image_id=image_id, bandwidth=bandwidth or None)
+    click.echo(json.dumps(run_document(run), indent=2) if as_json else describe_run(run))
+    sys.exit(0 if run_document(run)["clean"] else 2)
+
+
 @main.group()
 def db() -> None:
     """Catalogue database tasks."""

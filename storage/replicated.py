@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import BinaryIO, NoReturn, Protocol, TypeVar
@@ -33,6 +34,7 @@ T = TypeVar("T")
 # is given up for this write (and gets the object later from the to-do list).
 _STALL_SECONDS = 60.0
 _QUEUE_BLOCKS = 8
+_MAX_BAD_COPIES = 10_000
 
 
 class PendingCopies(Protocol):
@@ -95,6 +97,9 @@ class ReplicatedStore:
         self.retry_seconds = retry_seconds
         self._clock = clock
         self._down_until: dict[str, float] = {}
+        # Copies found wrong by a read: later reads of the key try them last, so a retried
+        # download succeeds from a good copy until scrub mends the bad one.
+        self._bad: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
         # Replica writes run beside the primary's; sized for the pyramid writer's threads.
         self._pool = ThreadPoolExecutor(
@@ -260,12 +265,20 @@ class ReplicatedStore:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def _read_order(self) -> list[ObjectStore]:
-        """Stores to read from: healthy ones first, primary first among them."""
+    def _read_order(self, key: str | None = None) -> list[ObjectStore]:
+        """Stores to read key from: healthy ones with no known-bad copy first, primary first."""
+        with self._lock:
+            bad = {url for url, k in self._bad if k == key} if key is not None else set()
         stores = self.stores
-        return [s for s in stores if self.available(s)] + [
-            s for s in stores if not self.available(s)
-        ]
+        first = [s for s in stores if self.available(s) and s.url not in bad]
+        return first + [s for s in stores if s not in first]
+
+    def _found_bad(self, store: ObjectStore, key: str) -> None:
+        log.error("copy of %s on %s fails its sha256 check", key, store.url)
+        with self._lock:
+            self._bad[(store.url, key)] = None
+            while len(self._bad) > _MAX_BAD_COPIES:
+                self._bad.popitem(last=False)
 
     def _expected(self, key: str) -> str | None:
         if self.checksums is None:
@@ -273,36 +286,45 @@ class ReplicatedStore:
         return self.checksums.expected(key, self)
 
     def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        whole = start == 0 and end is None
-        expected = self._expected(key) if whole else None
-        missing = corrupt = 0
+        expected = self._expected(key) if start == 0 and end is None else None
+        data, wrong, missing, errors = self._first_good(key, start, end, expected)
+        if data is None and wrong and self.checksums is not None:
+            # Every copy disagrees with the record: the record may be older than the object
+            # (an image written again), so read it afresh before calling the copies wrong.
+            self.checksums.forget(key)
+            fresh = self._expected(key)
+            if fresh != expected:
+                data, wrong, missing, errors = self._first_good(key, start, end, fresh)
+        for store in wrong:
+            self._found_bad(store, key)
+        if data is not None:
+            return data
+        self._no_copy(key, missing, len(wrong), errors)
+
+    def _first_good(
+        self, key: str, start: int, end: int | None, expected: str | None
+    ) -> tuple[bytes | None, list[ObjectStore], int, list[str]]:
+        """The first copy with the expected bytes; the copies that had others, how many lacked
+        the key, and the errors of the stores that failed."""
+        wrong: list[ObjectStore] = []
+        missing = 0
         errors: list[str] = []
-        for attempt in range(2):
-            for store in self._read_order():
-                try:
-                    data = store.get_bytes(key, start, end)
-                except ObjectNotFound:
-                    missing += 1
-                    continue
-                except StorageError as exc:
-                    self._failed(store, exc)
-                    errors.append(str(exc))
-                    continue
-                self._worked(store)
-                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-                    corrupt += 1
-                    log.error("copy of %s on %s fails its sha256 check", key, store.url)
-                    continue
-                return data
-            if corrupt and attempt == 0 and self.checksums is not None:
-                # The record may be older than the object (an image written again): reload it.
-                self.checksums.forget(key)
-                fresh = self._expected(key)
-                if fresh != expected:
-                    expected, missing, corrupt = fresh, 0, 0
-                    continue
-            break
-        return self._no_copy(key, missing, corrupt, errors)
+        for store in self._read_order(key):
+            try:
+                data = store.get_bytes(key, start, end)
+            except ObjectNotFound:
+                missing += 1
+                continue
+            except StorageError as exc:
+                self._failed(store, exc)
+                errors.append(str(exc))
+                continue
+            self._worked(store)
+            if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                wrong.append(store)
+                continue
+            return data, wrong, missing, errors
+        return None, wrong, missing, errors
 
     def _no_copy(self, key: str, missing: int, corrupt: int, errors: list[str]) -> NoReturn:
         if corrupt:
@@ -314,7 +336,7 @@ class ReplicatedStore:
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         whole = start == 0 and end is None
         expected = self._expected(key) if whole else None
-        stores = self._read_order()
+        stores = self._read_order(key)
         missing = 0
         errors: list[str] = []
         for index, store in enumerate(stores):
@@ -368,7 +390,7 @@ class ReplicatedStore:
                 if held is not None:
                     yield held
                 return
-            log.error("copy of %s on %s fails its sha256 check", key, stores[current].url)
+            self._found_bad(stores[current], key)
             mismatch = ChecksumMismatch(f"copy of {key!r} does not match its recorded sha256")
             if sent_any:
                 raise mismatch

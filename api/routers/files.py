@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from allmicro_data.access import get_visible, require_role
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
@@ -15,6 +15,7 @@ from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset, Role
 from allmicro_data.catalogue.models import File as StoredFile
 from allmicro_data.originals import clean_name, spool, store_original
+from allmicro_data.storage import SupportsPresignedGet
 
 router = APIRouter(prefix="/api", tags=["files"])
 
@@ -83,6 +84,7 @@ def get_file(file_id: str, caller: CallerDep, session: SessionDep) -> FileOut:
     responses={
         200: {"content": {"application/octet-stream": {}}},
         206: {"content": {"application/octet-stream": {}}},
+        307: {"description": "presigned download from the store (when enabled)"},
         416: {"description": "range not satisfiable"},
     },
 )
@@ -114,4 +116,13 @@ def download_file(
         detail={"range": range_header} if range_header else None,
     )
     session.commit()
+    settings = services.settings
+    if settings.presigned_downloads and isinstance(services.store, SupportsPresignedGet):
+        url = services.store.presigned_get_url(
+            f.storage_key, settings.presigned_expiry_seconds, filename=f.original_name
+        )
+        if url is not None:
+            # The browser fetches the bytes from the store itself. The URL is a short-lived
+            # credential: it goes to this caller only and is never logged.
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     return original_response(services.store, f, byte_range)

@@ -1,0 +1,253 @@
+"""ReplicatedStore over local stores: quorum, the to-do list, reads that survive bad copies, catch-up."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from allmicro_data.storage import (
+    ChecksumMismatch,
+    LocalStore,
+    ManifestChecksums,
+    ObjectNotFound,
+    QuorumNotReached,
+    ReplicatedStore,
+    StorageError,
+    StoredObject,
+)
+from allmicro_data.storage.fixity import (
+    CopyState,
+    build_manifest,
+    scrub_object,
+    write_manifest,
+)
+
+
+class ToDoList:
+    """The to-do list as a plain list (the catalogue one is tested with the server)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, replica_url: str, key: str, **fields: Any) -> None:
+        self.entries.append({"replica": replica_url, "key": key, **fields})
+
+
+class Switchable(LocalStore):
+    """A local store that can be switched off, failing like an unreachable server."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageError(f"{self.url} is down")
+
+    def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        self._check()
+        return super().put(key, stream)
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        self._check()
+        return super().open(key, start, end)
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self._check()
+        return super().get_bytes(key, start, end)
+
+    def size(self, key: str) -> int:
+        self._check()
+        return super().size(key)
+
+    def exists(self, key: str) -> bool:
+        self._check()
+        return super().exists(key)
+
+    def delete(self, key: str) -> None:
+        self._check()
+        super().delete(key)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> list[Switchable]:
+    return [Switchable(tmp_path / name) for name in ("primary", "site-b", "site-c")]
+
+
+def replicated(stores: list[Switchable], quorum: int = 1, **kw: Any) -> ReplicatedStore:
+    return ReplicatedStore(stores[0], stores[1:], quorum=quorum, **kw)
+
+
+def test_writes_reach_every_store(stores: list[Switchable]) -> None:
+    store = replicated(stores)
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    stored = store.put("raw/x", iter([data[:1000], data[1000:]]))
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    store.put_bytes("images/a/0/0", b"chunk")
+    store.put("images/a/shard", [b"part1", b"part2"])
+    for s in stores:
+        assert s.get_bytes("raw/x") == data
+        assert s.get_bytes("images/a/0/0") == b"chunk"
+        assert s.get_bytes("images/a/shard") == b"part1part2"
+
+
+def test_a_down_replica_goes_on_the_to_do_list_and_the_quorum_decides(
+    stores: list[Switchable],
+) -> None:
+    todo = ToDoList()
+    store = replicated(stores, quorum=1, pending=todo)
+    stores[1].down = True
+    stored = store.put_bytes("images/a/0/0", b"chunk")
+    assert [(e["replica"], e["key"], e["sha256"]) for e in todo.entries] == [
+        (stores[1].url, "images/a/0/0", stored.sha256)
+    ]
+    # Set aside: the next write does not wait for it again, but is still remembered.
+    store.put_bytes("images/a/0/1", b"chunk")
+    assert len(todo.entries) == 2 and not store.available(stores[1])
+    stores[2].down = True
+    with pytest.raises(QuorumNotReached):
+        store.put_bytes("images/a/0/2", b"chunk")
+    # The primary holds it and both replicas will get it from the list.
+    assert stores[0].get_bytes("images/a/0/2") == b"chunk"
+    assert {e["replica"] for e in todo.entries[2:]} == {stores[1].url, stores[2].url}
+
+
+def test_the_primary_must_hold_every_write(stores: list[Switchable]) -> None:
+    store = replicated(stores, quorum=0, pending=ToDoList())
+    stores[0].down = True
+    with pytest.raises(StorageError):
+        store.put_bytes("k", b"v")
+    with pytest.raises(StorageError):
+        store.put("k", iter([b"v" * 100]))
+
+
+def test_a_failing_source_stream_propagates_and_no_store_keeps_a_torso(
+    stores: list[Switchable],
+) -> None:
+    class SourceBroke(Exception):
+        pass
+
+    def blocks() -> Iterator[bytes]:
+        yield b"x" * (1 << 20)
+        raise SourceBroke
+
+    store = replicated(stores, pending=ToDoList())
+    with pytest.raises(SourceBroke):
+        store.put("raw/x", blocks())
+    assert not any(s.exists("raw/x") for s in stores)
+
+
+def test_reads_fall_back_when_the_primary_fails_lacks_or_corrupts_a_copy(
+    stores: list[Switchable],
+) -> None:
+    store = replicated(stores, checksums=ManifestChecksums())
+    data = b"original bytes"
+    key = f"raw/{hashlib.sha256(data).hexdigest()}"
+    store.put_bytes(key, data)
+    stores[0].put_bytes(key, b"rotten bytes!!")
+    assert store.get_bytes(key) == data
+    assert b"".join(store.open(key)) == data
+    stores[0].delete(key)
+    assert store.get_bytes(key) == data
+    stores[0].down = True
+    assert b"".join(store.open(key)) == data
+    assert store.exists(key)
+
+
+def test_pyramid_objects_are_checked_against_their_manifest(stores: list[Switchable]) -> None:
+    store = replicated(stores, checksums=ManifestChecksums())
+    chunk = store.put_bytes("images/i1/image.ome.zarr/0/0/0", b"good chunk")
+    write_manifest(store, build_manifest("i1", [chunk]))
+    stores[0].put_bytes(chunk.key, b"evil chunk")
+    assert store.get_bytes(chunk.key) == b"good chunk"
+    stores[1].put_bytes(chunk.key, b"evil chunk")
+    stores[2].put_bytes(chunk.key, b"evil chunk")
+    with pytest.raises(ChecksumMismatch):
+        store.get_bytes(chunk.key)
+
+
+def test_a_large_wrong_copy_ends_in_an_error_never_a_complete_wrong_file(
+    stores: list[Switchable],
+) -> None:
+    store = replicated(stores, checksums=ManifestChecksums())
+    data = os.urandom(3 << 20)
+    key = f"raw/{hashlib.sha256(data).hexdigest()}"
+    store.put_bytes(key, data)
+    stores[0].put_bytes(key, data[:-1] + b"\0")
+    received = bytearray()
+    with pytest.raises(ChecksumMismatch):
+        for block in store.open(key):
+            received += block
+    assert len(received) < len(data)
+    # The bad copy is remembered: the retry streams from a good one.
+    assert b"".join(store.open(key)) == data
+
+
+def test_catch_up_copies_verified_bytes_and_applies_deletes(stores: list[Switchable]) -> None:
+    todo = ToDoList()
+    store = replicated(stores, quorum=0, pending=todo)
+    stores[1].down = True
+    stored = store.put_bytes("images/a/0/0", b"chunk")
+    store.delete("images/a/old")
+    with pytest.raises(StorageError):
+        store.catch_up(stores[1].url, stored.key, sha256=stored.sha256, size=5, deleted=False)
+    stores[1].down = False
+    stores[1].put_bytes("images/a/old", b"stale")
+    outcomes = [
+        store.catch_up(
+            e["replica"], e["key"], sha256=e["sha256"], size=e["size"], deleted=e["deleted"]
+        )
+        for e in todo.entries
+        if e["replica"] == stores[1].url
+    ]
+    assert outcomes == ["copied", "deleted"]
+    assert stores[1].get_bytes("images/a/0/0") == b"chunk"
+    assert not stores[1].exists("images/a/old")
+    assert (
+        store.catch_up(stores[1].url, stored.key, sha256=stored.sha256, size=5, deleted=False)
+        == "present"
+    )
+    # A primary copy that rotted meanwhile is not spread: the good replica serves as source.
+    stores[1].delete(stored.key)
+    stores[0].put_bytes(stored.key, b"rotten")
+    assert (
+        store.catch_up(stores[1].url, stored.key, sha256=stored.sha256, size=5, deleted=False)
+        == "copied"
+    )
+    assert stores[1].get_bytes(stored.key) == b"chunk"
+
+
+def test_scrub_object_repairs_from_a_checked_copy_and_never_from_a_bad_one(
+    stores: list[Switchable],
+) -> None:
+    obj = StoredObject("k", 5, hashlib.sha256(b"right").hexdigest())
+    stores[0].put_bytes("k", b"right")
+    stores[1].put_bytes("k", b"wrong")
+    report = scrub_object(obj, stores, repair=True)
+    assert report.states == {
+        stores[0].url: CopyState.OK,
+        stores[1].url: CopyState.CORRUPT,
+        stores[2].url: CopyState.MISSING,
+    }
+    assert sorted(report.repaired) == sorted([stores[1].url, stores[2].url])
+    assert all(s.get_bytes("k") == b"right" for s in stores)
+    for s in stores:
+        s.put_bytes("k", b"wrong")
+    report = scrub_object(obj, stores, repair=True)
+    assert report.unrecoverable and not report.repaired
+    assert all(s.get_bytes("k") == b"wrong" for s in stores)
+    stores[2].down = True
+    report = scrub_object(obj, stores, repair=False)
+    assert report.states[stores[2].url] is CopyState.UNREACHABLE and not report.unrecoverable
+
+
+def test_missing_objects_read_as_missing(stores: list[Switchable]) -> None:
+    store = replicated(stores)
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("nope")
+    with pytest.raises(ObjectNotFound):
+        store.open("nope")
+    assert not store.exists("nope")
