@@ -134,7 +134,7 @@ class AgentSettings:
     token: str = field(repr=False)
     state_path: Path
     chunk_size: int = DEFAULT_CHUNK
-    chunk_checksum: bool = True
+    chunk_checksum: bool = False
     retry_for: float = 600.0
     progress: bool = True
 
@@ -604,9 +604,10 @@ def _common_options(func: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option(
             "--checksum/--no-checksum",
-            default=True,
+            default=False,
             show_default=True,
-            help="Send a sha256 with every chunk so damaged chunks are resent at once.",
+            help="Also send a sha256 with every chunk, so that a chunk damaged on the way is "
+            "resent at once (the whole file's sha256 is always verified).",
         ),
         click.option(
             "--retry-for",
