@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -242,7 +241,3 @@ def _factor(full: int, reduced: int) -> float:
     if k >= 1 and -(-full // 2**k) == reduced:
         return float(2**k)
     return full / reduced
-
-
-def dumps(document: Any) -> bytes:
-    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
