@@ -161,6 +161,7 @@ def open_series(src: Path) -> Any:
 
 def mrc_series(src: Path) -> Any:
     import mrcfile
+
     from allmicro_data.ingest.readers.array import RawFileSeries
     from allmicro_data.ingest.readers.base import PixelSize
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from allmicro_data.ingest.pyramid_downsample import METHODS, Method, downsample
 from allmicro_data.ingest.pyramid_format import (
     NGFF_VERSIONS,

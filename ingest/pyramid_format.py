@@ -10,9 +10,10 @@ import google_crc32c
 import numcodecs
 import numpy as np
 import zarr
-from allmicro_data.ingest.readers.base import PixelSize
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.storage import MemoryStore
+
+from allmicro_data.ingest.readers.base import PixelSize
 
 NgffVersion = Literal["0.4", "0.5"]
 NGFF_VERSIONS: tuple[NgffVersion, ...] = ("0.4", "0.5")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from allmicro_data.ingest.readers.base import AXIS_ORDER, PixelSize, Series
 
 

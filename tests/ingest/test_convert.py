@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+
 from allmicro_data.ingest.convert import convert_file
 
 ALLMICRO = str(Path(sys.executable).with_name("allmicro"))

@@ -10,14 +10,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import pytest
 import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+
 from allmicro_data.ingest.pyramid import PyramidInfo, level_shapes, write_pyramid
 from allmicro_data.ingest.pyramid_downsample import downsample
 from allmicro_data.ingest.readers.array import ArraySeries, RawFileSeries
 from allmicro_data.ingest.readers.base import PixelSize
 from allmicro_data.storage.base import StoredObject
 from allmicro_data.storage.local import LocalStore
-from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
 
 KEY = "images/abc/image.ome.zarr"
 
