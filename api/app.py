@@ -23,6 +23,7 @@ from allmicro_data.api.routers import (
     storage_admin,
     tiles,
     uploads,
+    zarr,
 )
 from allmicro_data.api.viewing import Viewing
 from allmicro_data.api.web import pages
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage_admin,
         tiles,
         iiif,
+        zarr,
         uploads,
         pages,
     ):

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from allmicro_data.access import Caller, get_visible
 from allmicro_data.api.deps import SESSION_COOKIE, bearer_token
 from allmicro_data.api.pyramids import ChunkCache, OpenPyramid, PyramidCache
+from allmicro_data.audit import record
 from allmicro_data.auth import resolve_token, unsign
-from allmicro_data.catalogue.models import Image, TokenKind
+from allmicro_data.capabilities import Capability
+from allmicro_data.catalogue.models import AuditEvent, Image, TokenKind, User
 from allmicro_data.errors import NotFound, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
@@ -127,6 +130,7 @@ class Viewing:
         self.callers = TTLCache(DECISION_SECONDS)
         self.images = TTLCache(DECISION_SECONDS)
         self._key = secret_key(services.settings)
+        self._seen_capabilities: set[str] = set()
 
     def pyramid(self, view: ImageView) -> OpenPyramid:
         return self.pyramids.get(self.services.store, view.pyramid_key, view.version)
@@ -164,6 +168,46 @@ class Viewing:
             view = await run_in_threadpool(self._visible_image, caller, image_id)
             self.images.put(cache_key, view)
         return view
+
+    async def user_caller(self, user_id: str) -> Caller:
+        """The caller a capability acts for: the user who minted it, if still active."""
+        caller: Caller | None = self.callers.get(("user", user_id))
+        if caller is None:
+            caller = await run_in_threadpool(self._user_caller, user_id)
+            self.callers.put(("user", user_id), caller)
+        return caller
+
+    def _user_caller(self, user_id: str) -> Caller:
+        with self.services.session() as session:
+            user = session.get(User, user_id)
+            if user is None or not user.is_active:
+                raise NotFound("capability not found or expired")
+            return Caller.for_user(user)
+
+    async def note_capability_use(self, capability: Capability, address: str | None) -> None:
+        """Audit the first use of a capability (once per process; the catalogue de-duplicates)."""
+        if capability.id in self._seen_capabilities:
+            return
+        await run_in_threadpool(self._record_first_use, capability, address)
+        self._seen_capabilities.add(capability.id)
+
+    def _record_first_use(self, capability: Capability, address: str | None) -> None:
+        with self.services.session() as session:
+            seen = session.scalar(
+                select(AuditEvent.id)
+                .where(AuditEvent.action == "capability.use", AuditEvent.object_id == capability.id)
+                .limit(1)
+            )
+            if seen is None:
+                record(
+                    session,
+                    "capability.use",
+                    actor_user_id=capability.user_id,
+                    object_type="capability",
+                    object_id=capability.id,
+                    client_address=address,
+                    detail={"kind": capability.kind, "target": capability.target},
+                )
 
     def _visible_image(self, caller: Caller, image_id: str) -> ImageView:
         with self.services.session() as session:

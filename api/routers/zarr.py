@@ -1,0 +1,227 @@
+"""OME-Zarr over HTTP for napari, vizarr and neuroglancer: the stored pyramid exactly, read-only,
+by bearer token or through a short-lived capability URL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from allmicro_data import capabilities
+from allmicro_data.access import Caller, get_visible
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.streaming import parse_range
+from allmicro_data.api.viewing import ImageView, Viewing, viewing
+from allmicro_data.audit import record
+from allmicro_data.catalogue.models import Dataset, Image, ImageStatus, utcnow
+from allmicro_data.errors import NotFound
+from allmicro_data.settings import secret_key
+from allmicro_data.storage import InvalidKey, ObjectNotFound
+
+router = APIRouter(tags=["OME-Zarr"])
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag",
+}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Range",
+    "Access-Control-Max-Age": "86400",
+}
+METADATA_FILES = (".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json")
+OBJECT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}, "application/json": {}}}
+}
+
+
+async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -> Response:
+    key = f"{view.pyramid_key}/{path}"
+    store = state.services.store
+    try:
+        size = await run_in_threadpool(store.size, key)
+    except (ObjectNotFound, InvalidKey):
+        raise NotFound(f"no {path!r} in this image") from None
+    byte_range = parse_range(request.headers.get("range"), size)
+    if isinstance(byte_range, Response):
+        return byte_range
+    start, end = byte_range or (0, size)
+    media = (
+        "application/json"
+        if path.rsplit("/", 1)[-1] in METADATA_FILES
+        else "application/octet-stream"
+    )
+    headers = {**CORS, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(end - start)
+        return Response(status_code=200, headers=headers, media_type=media)
+    body = await run_in_threadpool(store.get_bytes, key, start, end)
+    return Response(body, status_code=206 if byte_range else 200, media_type=media, headers=headers)
+
+
+@router.options("/zarr/{rest:path}", include_in_schema=False)
+async def preflight(rest: str) -> Response:
+    return Response(status_code=204, headers=PREFLIGHT)
+
+
+@router.api_route(
+    "/zarr/c/{token}/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses=OBJECT,
+)
+async def capability_object(token: str, path: str, request: Request) -> Response:
+    """An object of a pyramid through a capability URL (no other credentials needed).
+    Image capabilities serve the image's pyramid at their root; dataset capabilities serve
+    each image of the dataset under `{image_id}/`."""
+    state = viewing(request)
+    services = state.services
+    capability = capabilities.verify(secret_key(services.settings), token, utcnow())
+    if capability is None:
+        raise NotFound("capability not found or expired")
+    if capability.kind == "image":
+        image_id = capability.target
+    else:
+        image_id, _, path = path.partition("/")
+    caller = await state.user_caller(capability.user_id)
+    view = await state.image(caller, image_id)
+    if capability.kind == "dataset" and view.dataset_id != capability.target:
+        raise NotFound(f"image {image_id} not found")
+    await state.note_capability_use(capability, client_address(request))
+    return await _serve(state, view, path, request)
+
+
+@router.api_route(
+    "/zarr/{image_id}/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses=OBJECT,
+)
+async def zarr_object(image_id: str, path: str, request: Request) -> Response:
+    """An object of the image's pyramid (zarr metadata or chunk), with a bearer token."""
+    state = viewing(request)
+    view = await state.image(await state.caller(request), image_id)
+    return await _serve(state, view, path, request)
+
+
+class CapabilityIn(BaseModel):
+    expires_in_seconds: int = Field(
+        default=int(capabilities.DEFAULT_LIFETIME.total_seconds()),
+        ge=60,
+        le=int(capabilities.MAX_LIFETIME.total_seconds()),
+    )
+
+
+class CapabilityOut(BaseModel):
+    id: str
+    url: str = Field(description="open this URL in napari, vizarr or neuroglancer")
+    expires_at: Any
+    images: dict[str, str] = Field(default_factory=dict, description="image id → URL")
+
+
+def _mint(
+    request: Request,
+    caller: Caller,
+    session: SessionDep,
+    services: ServicesDep,
+    *,
+    kind: str,
+    target: str,
+    project_id: str,
+    lifetime: int,
+) -> tuple[str, capabilities.Capability]:
+    token, capability = capabilities.mint(
+        secret_key(services.settings),
+        kind=kind,
+        target=target,
+        user_id=caller.user_id,
+        lifetime=timedelta(seconds=lifetime),
+        now=utcnow(),
+    )
+    record(
+        session,
+        "capability.mint",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type=kind,
+        object_id=target,
+        project_id=project_id,
+        client_address=client_address(request),
+        detail={"capability_id": capability.id, "expires_at": capability.expires_at.isoformat()},
+    )
+    return token, capability
+
+
+def _zarr_url(request: Request, token: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/zarr/c/{token}/"
+
+
+@router.post("/api/images/{image_id}/capabilities", response_model=CapabilityOut, status_code=201)
+def mint_image_capability(
+    image_id: str,
+    body: CapabilityIn,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> CapabilityOut:
+    """A short-lived read-only URL of the image's OME-Zarr, for viewers that send no headers."""
+    image = get_visible(session, caller, Image, image_id)
+    dataset = session.get(Dataset, image.dataset_id)
+    assert dataset is not None
+    token, capability = _mint(
+        request,
+        caller,
+        session,
+        services,
+        kind="image",
+        target=image.id,
+        project_id=dataset.project_id,
+        lifetime=body.expires_in_seconds,
+    )
+    url = _zarr_url(request, token)
+    return CapabilityOut(
+        id=capability.id, url=url, expires_at=capability.expires_at, images={image.id: url}
+    )
+
+
+@router.post(
+    "/api/datasets/{dataset_id}/capabilities", response_model=CapabilityOut, status_code=201
+)
+def mint_dataset_capability(
+    dataset_id: str,
+    body: CapabilityIn,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> CapabilityOut:
+    """A short-lived read-only URL under which every ready image of the dataset is an OME-Zarr."""
+    dataset = get_visible(session, caller, Dataset, dataset_id)
+    token, capability = _mint(
+        request,
+        caller,
+        session,
+        services,
+        kind="dataset",
+        target=dataset.id,
+        project_id=dataset.project_id,
+        lifetime=body.expires_in_seconds,
+    )
+    url = _zarr_url(request, token)
+    image_ids = session.scalars(
+        select(Image.id).where(Image.dataset_id == dataset.id, Image.status == ImageStatus.READY)
+    ).all()
+    return CapabilityOut(
+        id=capability.id,
+        url=url,
+        expires_at=capability.expires_at,
+        images={i: f"{url}{i}/" for i in image_ids},
+    )
