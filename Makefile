@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PKG_DIRS := allmicro_data ingest api storage
 
-.PHONY: serve test lint typecheck pytest install bench clean web chromium
+.PHONY: serve test lint typecheck pytest install bench clean web chromium messages
 
 # The venv is rebuilt when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -27,6 +27,12 @@ $(WEB_STAMP): package.json package-lock.json
 	touch $@
 
 web: $(WEB_STAMP)
+
+# The web UI's texts: extract into messages.pot, merge into the it/sl catalogues, then translate
+# the new entries. The server compiles the .po files itself when it starts.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project "AllMicro Data" --copyright-holder "AllMicro Data" -o api/web/locale/messages.pot .
+	$(BIN)/pybabel update -i api/web/locale/messages.pot -d api/web/locale -w 100 --ignore-obsolete
 
 # The browser tests drive Debian's chromium (never a Playwright-downloaded one).
 chromium:

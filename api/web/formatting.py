@@ -66,6 +66,24 @@ def _scaled(factor: float, unit: str) -> Callable[[Any, str], str]:
     return show
 
 
+def _ranged(units: tuple[tuple[str, float], ...]) -> Callable[[Any, str], str]:
+    """The first unit (largest first) the value reaches 1 in: 6.25e-12 A is "6.25 pA"."""
+
+    def show(value: Any, language: str) -> str:
+        number_ = float(value)
+        for unit, size in units:
+            if abs(number_) >= size:
+                return f"{number(number_ / size, language)} {unit}"
+        unit, size = units[-1]
+        return f"{number(number_ / size, language)} {unit}"
+
+    return show
+
+
+CURRENTS = (("µA", 1e-6), ("nA", 1e-9), ("pA", 1e-12))
+TIMES = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
+
+
 def _text(value: Any, _language: str) -> str:
     return str(value)
 
@@ -94,11 +112,11 @@ FIELDS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
     ("detector", _text),
     ("accelerating_voltage", _scaled(1e3, "kV")),
     ("magnification", _magnification),
-    ("horizontal_field_width", _scaled(1e-6, "µm")),
+    ("horizontal_field_width", _ranged(LENGTH_UNITS)),
     ("working_distance", _scaled(1e-3, "mm")),
-    ("beam_current", _scaled(1e-9, "nA")),
-    ("dwell_time", _scaled(1e-6, "µs")),
-    ("exposure_time", _scaled(1e-3, "ms")),
+    ("beam_current", _ranged(CURRENTS)),
+    ("dwell_time", _ranged(TIMES)),
+    ("exposure_time", _ranged(TIMES)),
     ("tilt_angle_deg", _degrees),
     ("camera_length", _scaled(1e-3, "mm")),
     ("objective", _text),

@@ -289,9 +289,10 @@
     state.channels.forEach(function (channel, index) {
       const span = (channel.max - channel.min) || 1;
       const step = integer ? Math.max(1, Math.round(span / 1000)) : span / 1000;
-      const title = (state.channels.length > 1 ? text.channel + " " + index + ": " : "") +
-        (channel.label || "");
-      const rows = [el("legend", { text: title || text.contrast })];
+      const title = state.channels.length > 1
+        ? text.channel + " " + index + (channel.label ? ": " + channel.label : "")
+        : text.contrast;
+      const rows = [el("legend", { text: title })];
       if (state.channels.length > 1) {
         const visible = el("input", { type: "checkbox", name: "visible-" + index });
         visible.checked = channel.visible;
