@@ -150,6 +150,9 @@ def test_reads_fall_back_when_the_primary_fails_lacks_or_corrupts_a_copy(
     stores[0].put_bytes(key, b"rotten bytes!!")
     assert store.get_bytes(key) == data
     assert b"".join(store.open(key)) == data
+    # Callers that pass the size as the end read the whole object too, and are checked.
+    assert b"".join(store.open(key, 0, len(data))) == data
+    assert store.get_bytes(key, 0, 8) == data[:8]
     stores[0].delete(key)
     assert store.get_bytes(key) == data
     stores[0].down = True
