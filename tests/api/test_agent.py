@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from allmicro_data.ingest.agent import Outcome, Watcher
-from tests.api.test_end_to_end import FEI, USER_PASSWORD, setup_project
+from tests.api.test_end_to_end import FEI, USER_PASSWORD
+from tests.api.test_uploads import new_project
 from tests.conftest import ALLMICRO, LiveServer, wait_until
 
 GIB = 1024**3
@@ -70,7 +71,7 @@ def acknowledged_offset(catalogue: Path) -> int:
 def test_agent_resumes_after_the_server_is_killed_mid_upload(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    dataset_id = setup_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
+    _, dataset_id = new_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
     token = live_server.token("maja@ijs.example", USER_PASSWORD)
     big = tmp_path / "tomogram.raw"
     sha256 = sparse_file(big, GIB)
@@ -127,7 +128,7 @@ def test_agent_resumes_after_the_server_is_killed_mid_upload(
 def test_watch_uploads_each_finished_file_once_and_fails_with_a_reason(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    dataset_id = setup_project(live_server, "ivo@zrc.example", "ZRC SAZU")
+    _, dataset_id = new_project(live_server, "ivo@zrc.example", "ZRC SAZU")
     token = live_server.token("ivo@zrc.example", USER_PASSWORD)
     folder = tmp_path / "acquisitions"
     (folder / "session 2").mkdir(parents=True)

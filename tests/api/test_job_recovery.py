@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.api.test_end_to_end import USER_PASSWORD, setup_project, upload, wait_for_job
+from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
+from tests.api.test_uploads import new_project
 from tests.conftest import LiveServer, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -92,7 +93,7 @@ class VisibilityWatch:
 def test_killed_job_runs_again_once_and_nothing_partial_is_visible(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    dataset_id = setup_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
+    _, dataset_id = new_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
     client = live_server.client("maja@ijs.example", USER_PASSWORD)
     data = slow_image(tmp_path / "montage.tif")
     objects = Path(live_server.env["ALLMICRO_DATA_DIR"]) / "objects"
