@@ -19,18 +19,18 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any, TypeVar
 
-from allmicro_data.api.deps import ServicesDep, bearer_token, get_services
-from allmicro_data.api.problems import problem
-from allmicro_data.storage import StorageError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from allmicro_data.access import Caller
+from allmicro_data.api.deps import ServicesDep, bearer_token, get_services
+from allmicro_data.api.problems import problem
 from allmicro_data.auth import resolve_token
 from allmicro_data.catalogue.models import TokenKind, Upload, UploadStatus
 from allmicro_data.errors import Conflict, DomainError, Unauthorised
 from allmicro_data.services import Services
+from allmicro_data.storage import StorageError
 from allmicro_data.uploads import (
     HashFactory,
     Receiver,
