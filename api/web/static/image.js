@@ -103,7 +103,12 @@
         const response = await fetch(config.capabilitiesUrl, {
           method: "POST",
           credentials: "same-origin",
-          headers: { "X-CSRF-Token": csrf || "", Accept: "application/json" },
+          headers: {
+            "X-CSRF-Token": csrf || "",
+            Accept: "application/json",
+            "Content-Type": "application/json",
+          },
+          body: "{}", // the server's default lifetime
         });
         if (!response.ok) throw new Error("capabilities answered " + response.status);
         const link = await response.json();
@@ -185,7 +190,9 @@
           .filter(function (i) { return i !== null; }).join(","));
       }
       if (windows) {
-        params.set("window", channels.map(function (c) { return c.lo + "," + c.hi; }).join(";"));
+        params.set("window", channels.map(function (c) {
+          return compact(c.lo) + "," + compact(c.hi);
+        }).join(";"));
       }
       if (colours) params.set("colors", channels.map(function (c) { return c.color; }).join(","));
     }
@@ -193,6 +200,11 @@
     if (state.cmap) params.set("cmap", state.cmap);
     const query = params.toString();
     return query ? "?" + query : "";
+  }
+
+  // Six significant digits are far below one grey level and keep URLs short and stable.
+  function compact(value) {
+    return String(Number(Number(value).toPrecision(6)));
   }
 
   function tileSource(query) {
@@ -367,6 +379,8 @@
       maxZoomPixelRatio: 8,
       visibilityRatio: 0.5,
       crossOriginPolicy: false,
+      // Past 1:1 a microscopist wants to see the pixels, not an interpolated blur.
+      imageSmoothingEnabled: false,
       showRotationControl: false,
       gestureSettingsMouse: { clickToZoom: false },
     });

@@ -1,0 +1,124 @@
+"""Fixtures of the web UI tests: Debian's Chromium driven by Playwright, people and an image."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from allmicro_data.api.web.pages import OPENSEADRAGON
+from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
+from tests.conftest import SAMPLES, LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags for a quiet, reproducible headless browser in a container without a GPU or a sandbox.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FEI = SAMPLES / "fei" / "FEI-Helios-Ebeam-16bits.tif"
+OWNER = "maja@ijs.example"
+VIEWER = "vid@ijs.example"
+OUTSIDER = "eve@company-b.example"
+
+
+def _unavailable(reason: str) -> None:
+    # In CI a missing browser is a failure (make pytest installs it); elsewhere a skip.
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The browser tests exercise pages, not SQL dialects: SQLite only, once."""
+    return f"sqlite:///{tmp_path / 'catalogue.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing: `make pytest` installs Debian's chromium")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def viewer_files() -> None:
+    if not OPENSEADRAGON.is_file():
+        _unavailable(f"{OPENSEADRAGON} is missing: `make web` installs it from npm")
+
+
+@dataclass
+class Network:
+    """A partner project with a contributor and a viewer, and a company with its own pilot."""
+
+    server: LiveServer
+    project_id: str
+    dataset_id: str
+
+
+def _created(response: httpx.Response) -> str:
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+def network(live_server: LiveServer) -> Iterator[Network]:
+    """Made through the admin API: much quicker than one CLI process per step."""
+    with live_server.client() as admin:
+
+        def organisation(name: str, kind: str) -> str:
+            return _created(admin.post("/api/organisations", json={"name": name, "kind": kind}))
+
+        def user(email: str, organisation_id: str) -> str:
+            body = {"email": email, "organisation_id": organisation_id, "password": USER_PASSWORD}
+            return _created(admin.post("/api/users", json=body))
+
+        def member(project_id: str, role: str, **who: str) -> None:
+            _created(admin.post(f"/api/projects/{project_id}/members", json={"role": role, **who}))
+
+        partner = organisation("Institut Jozef Stefan", "partner")
+        company = organisation("Company B", "company")
+        project_id = _created(admin.post("/api/projects", json={"name": "FIB-SEM of coatings"}))
+        member(project_id, "contributor", user_id=user(OWNER, partner))
+        member(project_id, "viewer", user_id=user(VIEWER, partner))
+        pilot = _created(
+            admin.post(
+                "/api/projects",
+                json={
+                    "name": "Company B pilot",
+                    "kind": "pilot",
+                    "client_organisation_id": company,
+                },
+            )
+        )
+        user(OUTSIDER, company)
+        member(pilot, "viewer", organisation_id=company)
+        dataset_id = _created(
+            admin.post(f"/api/projects/{project_id}/datasets", json={"name": "SEM session"})
+        )
+    yield Network(server=live_server, project_id=project_id, dataset_id=dataset_id)
+
+
+def ingest_fei(network: Network) -> str:
+    """Upload the FEI sample through the API and wait for its image; the image id."""
+    client = network.server.client(OWNER, USER_PASSWORD)
+    uploaded = upload(client, network.dataset_id, FEI.name, FEI.read_bytes())
+    job = wait_for_job(client, uploaded["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    (image_id,) = job["image_ids"]
+    return str(image_id)
