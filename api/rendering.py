@@ -310,10 +310,9 @@ def encode_png(pixels: np.ndarray[Any, Any]) -> bytes:
 
 def encode_raw_png(data: np.ndarray[Any, Any]) -> bytes:
     """The stored values of one plane as an 8- or 16-bit greyscale PNG, for analysis."""
-    if data.dtype == np.uint8:
-        image = PILImage.fromarray(np.ascontiguousarray(data), mode="L")
-    elif data.dtype == np.uint16:
-        image = PILImage.fromarray(np.ascontiguousarray(data.astype("<u2")), mode="I;16")
+    if data.dtype in (np.uint8, np.uint16):
+        # Pillow picks "L" for uint8 and "I;16" for little-endian uint16.
+        image = PILImage.fromarray(np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"))))
     else:
         raise Invalid(f"raw PNG holds 8- or 16-bit unsigned data; this image is {data.dtype}")
     buffer = io.BytesIO()

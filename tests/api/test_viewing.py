@@ -1,0 +1,277 @@
+"""Viewing: IIIF Image API 3.0 pixels, syntax and caching; OME-Zarr over HTTP and capability URLs."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import httpx
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.io import ZarrLocation
+from ome_zarr.reader import Reader
+from PIL import Image as PILImage
+from zarr.storage import FsspecStore
+
+from allmicro_data import capabilities
+from allmicro_data.catalogue.models import utcnow
+from tests.api.test_end_to_end import FEI, upload, wait_for_job
+from tests.conftest import LiveServer
+
+HEIGHT, WIDTH = 1300, 1500
+
+
+def synthetic_tiff() -> bytes:
+    """A 16-bit image big enough for three pyramid levels, with structure in every direction."""
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    data = (2000 + 1500 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + xx + 0.5 * yy).astype(np.uint16)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, data, tile=(256, 256))
+    return buffer.getvalue()
+
+
+class Viewer:
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.client = server.client()
+        project = self.client.post("/api/projects", json={"name": "viewing"}).json()["id"]
+        self.dataset = self.client.post(
+            f"/api/projects/{project}/datasets", json={"name": "views"}
+        ).json()["id"]
+        self.image = self._ingest("gradient.tif", synthetic_tiff())
+        self.fei = self._ingest(FEI.name, FEI.read_bytes())
+
+    def _ingest(self, name: str, data: bytes) -> str:
+        job = wait_for_job(self.client, upload(self.client, self.dataset, name, data)["job_id"])
+        assert job["status"] == "succeeded", job
+        image_id: str = job["image_ids"][0]
+        return image_id
+
+    def pyramid_dir(self, image_id: str) -> Path:
+        data_dir = Path(self.server.env["ALLMICRO_DATA_DIR"])
+        return data_dir / "objects" / "images" / image_id / "image.ome.zarr"
+
+    def level(self, image_id: str, level: int) -> np.ndarray[Any, Any]:
+        return np.asarray(
+            zarr.open_array(str(self.pyramid_dir(image_id) / str(level)), mode="r")[:]
+        )
+
+    def window(self, image_id: str) -> tuple[float, float]:
+        attrs = json.loads((self.pyramid_dir(image_id) / ".zattrs").read_text())
+        window = attrs["omero"]["channels"][0]["window"]
+        return window["start"], window["end"]
+
+    def get(self, image_id: str, path: str, **params: Any) -> httpx.Response:
+        return self.client.get(f"/iiif/3/{image_id}/{path}", params=params)
+
+
+@pytest.fixture
+def viewer(live_server: LiveServer) -> Viewer:
+    return Viewer(live_server)
+
+
+def windowed(data: np.ndarray[Any, Any], lo: float, hi: float) -> np.ndarray[Any, Any]:
+    """The 8-bit rendering the API promises, written out independently of its code."""
+    scaled = (data.astype(np.float64) - lo) * 255.0 / (hi - lo)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def png(response: httpx.Response) -> np.ndarray[Any, Any]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(PILImage.open(io.BytesIO(response.content)))
+
+
+def test_iiif_pixels_equal_the_zarr_levels_rendered_with_the_same_window(viewer: Viewer) -> None:
+    image = viewer.image
+    lo, hi = viewer.window(image)
+    level0, level1 = viewer.level(image, 0), viewer.level(image, 1)
+    assert level1.shape == (650, 750)
+
+    got = png(viewer.get(image, "0,0,512,512/max/0/default.png"))
+    np.testing.assert_array_equal(got, windowed(level0[:512, :512], lo, hi))
+
+    got = png(viewer.get(image, "100,200,300,250/max/90/gray.png"))
+    expected = np.rot90(windowed(level0[200:450, 100:400], lo, hi), k=-1)
+    np.testing.assert_array_equal(got, expected)
+
+    # Half size reads level 1; mirroring flips left-right.
+    got = png(viewer.get(image, "full/750,/!0/default.png"))
+    np.testing.assert_array_equal(got, windowed(level1, lo, hi)[:, ::-1])
+
+    got = png(viewer.get(image, "pct:50,50,50,50/375,/180/bitonal.png"))
+    expected = np.rot90(windowed(level1[325:650, 375:750], lo, hi), k=2)
+    np.testing.assert_array_equal(got > 0, expected >= 128)
+
+    got = png(viewer.get(image, "square/max/270/color.png"))
+    side = min(HEIGHT, WIDTH)
+    x0 = (WIDTH - side) // 2
+    grey = np.rot90(windowed(level0[:, x0 : x0 + side], lo, hi), k=1)
+    assert got.shape == (side, side, 3)
+    np.testing.assert_array_equal(got[..., 0], grey)
+    np.testing.assert_array_equal(got[..., 2], grey)
+
+    got = png(viewer.get(image, "700,600,200,100/max/0/default.png", window="1000,3000"))
+    np.testing.assert_array_equal(got, windowed(level0[600:700, 700:900], 1000, 3000))
+
+    raw = viewer.get(image, "0,0,64,32/max/0/default.png", raw=1)
+    assert raw.status_code == 200, raw.text
+    values = np.asarray(PILImage.open(io.BytesIO(raw.content)))
+    np.testing.assert_array_equal(values.astype(np.uint16), level0[:32, :64])
+
+
+def test_iiif_formats_sizes_and_colour_maps(viewer: Viewer) -> None:
+    image = viewer.image
+    for fmt in ("jpg", "webp", "png"):
+        response = viewer.get(image, f"full/!200,200/0/default.{fmt}")
+        assert response.status_code == 200
+        picture = PILImage.open(io.BytesIO(response.content))
+        assert picture.size == (200, round(HEIGHT * 200 / WIDTH))
+    upscaled = viewer.get(image, "0,0,10,10/^40,40/0/default.png")
+    assert PILImage.open(io.BytesIO(upscaled.content)).size == (40, 40)
+    coloured = png(viewer.get(image, "0,0,100,100/max/0/default.png", cmap="viridis"))
+    assert coloured.shape == (100, 100, 3)
+    assert not np.array_equal(coloured[..., 0], coloured[..., 1])
+    brighter = png(viewer.get(image, "0,0,100,100/max/0/default.png", gamma=2.0))
+    plain = png(viewer.get(image, "0,0,100,100/max/0/default.png"))
+    assert brighter.mean() > plain.mean()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a,b/max/0/default.png",
+        "5000,5000,10,10/max/0/default.png",
+        "0,0,100,100/200,/0/default.png",
+        "0,0,100,100/max/45/default.png",
+        "full/max/0/sepia.png",
+        "full/max/0/default.gif",
+        "full/0,0/0/default.png",
+        "pct:x/max/0/default.png",
+    ],
+)
+def test_iiif_bad_requests_answer_400(viewer: Viewer, path: str) -> None:
+    response = viewer.get(viewer.image, path)
+    assert response.status_code == 400, path
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_iiif_info_json_and_http_caching(viewer: Viewer) -> None:
+    info = viewer.get(viewer.image, "info.json").json()
+    assert info["type"] == "ImageService3" and info["profile"] == "level2"
+    assert (info["width"], info["height"]) == (WIDTH, HEIGHT)
+    assert info["tiles"][0]["scaleFactors"] == [1, 2, 4]
+    assert {"width": 375, "height": 325} in info["sizes"]
+    assert info["id"].endswith(f"/iiif/3/{viewer.image}")
+    fei = viewer.get(viewer.fei, "info.json").json()
+    detail = viewer.client.get(f"/api/images/{viewer.fei}").json()
+    (service,) = fei["service"]
+    assert service["profile"] == "http://iiif.io/api/annex/services/physdim"
+    assert service["physicalScale"] == pytest.approx(detail["pixel_size"]["x"])
+    assert service["physicalUnits"] == "m"
+    assert viewer.client.get(f"/iiif/3/{viewer.image}").status_code == 303
+
+    first = viewer.get(viewer.image, "0,0,512,512/512,/0/default.jpg")
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and "immutable" in first.headers["cache-control"]
+    assert viewer.get(viewer.image, "0,0,512,512/512,/0/default.jpg").headers["etag"] == etag
+    again = viewer.client.get(
+        f"/iiif/3/{viewer.image}/0,0,512,512/512,/0/default.jpg", headers={"If-None-Match": etag}
+    )
+    assert again.status_code == 304 and again.content == b""
+    contrast = viewer.get(viewer.image, "0,0,512,512/512,/0/default.jpg", window="0,5000")
+    assert contrast.headers["etag"] != etag
+    head = viewer.client.head(f"/iiif/3/{viewer.image}/0,0,512,512/512,/0/default.jpg")
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(first.content)
+
+
+def test_viewing_is_as_private_as_the_image(viewer: Viewer, live_server: LiveServer) -> None:
+    admin = viewer.client
+    org = admin.post("/api/organisations", json={"name": "Outsider Co", "kind": "company"}).json()
+    admin.post(
+        "/api/users",
+        json={
+            "email": "out@example.org",
+            "organisation_id": org["id"],
+            "password": "outsider password",
+        },
+    )
+    outsider = live_server.client("out@example.org", "outsider password")
+    for path in (
+        f"/iiif/3/{viewer.image}/info.json",
+        f"/iiif/3/{viewer.image}/full/max/0/default.jpg",
+        f"/zarr/{viewer.image}/.zattrs",
+        f"/api/images/{viewer.image}/thumbnail.jpg",
+        f"/api/images/{viewer.image}/display",
+    ):
+        assert outsider.get(path).status_code == 404, path
+        assert httpx.get(f"{live_server.url}{path}").status_code == 401, path
+    assert outsider.post(f"/api/images/{viewer.image}/capabilities", json={}).status_code == 404
+
+
+def _read_over_http(url: str, headers: dict[str, str] | None = None) -> list[np.ndarray[Any, Any]]:
+    # ome-zarr opens sub-locations (labels, levels) by URL, so the header goes into fsspec's
+    # defaults for HTTP rather than into one store.
+    saved = fsspec.config.conf.get("http")
+    fsspec.config.conf["http"] = {"headers": headers or {}}
+    try:
+        store = FsspecStore.from_url(url, read_only=True)
+        nodes = list(Reader(ZarrLocation(store, fmt=FormatV04()))())
+        levels = [np.asarray(level) for level in nodes[0].data] if nodes else []
+    finally:
+        if saved is None:
+            fsspec.config.conf.pop("http", None)
+        else:
+            fsspec.config.conf["http"] = saved
+    assert levels, f"ome-zarr found no image at {url}"
+    return levels
+
+
+def test_ome_zarr_reader_opens_the_pyramid_by_token_and_by_capability(viewer: Viewer) -> None:
+    server = viewer.server
+    on_disk = [viewer.level(viewer.image, level) for level in range(3)]
+    token = {"Authorization": f"Bearer {server.token()}"}
+    by_token = _read_over_http(f"{server.url}/zarr/{viewer.image}/", token)
+    for got, expected in zip(by_token, on_disk, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert (
+        httpx.options(f"{server.url}/zarr/{viewer.image}/.zattrs").headers[
+            "access-control-allow-origin"
+        ]
+        == "*"
+    )
+
+    minted = viewer.client.post(f"/api/images/{viewer.image}/capabilities", json={})
+    assert minted.status_code == 201
+    by_capability = _read_over_http(minted.json()["url"])
+    np.testing.assert_array_equal(by_capability[0], on_disk[0])
+
+    per_dataset = viewer.client.post(f"/api/datasets/{viewer.dataset}/capabilities", json={}).json()
+    assert set(per_dataset["images"]) == {viewer.image, viewer.fei}
+    fei = _read_over_http(per_dataset["images"][viewer.fei])
+    np.testing.assert_array_equal(fei[0], tifffile.imread(FEI))
+
+    key = (Path(server.env["ALLMICRO_DATA_DIR"]) / "secret.key").read_bytes().strip()
+    expired, _ = capabilities.mint(
+        key,
+        kind="image",
+        target=viewer.image,
+        user_id=minted.json()["id"],
+        lifetime=timedelta(seconds=60),
+        now=utcnow() - timedelta(minutes=5),
+    )
+    assert httpx.get(f"{server.url}/zarr/c/{expired}/.zattrs").status_code == 404
+    forged = minted.json()["url"].replace("/zarr/c/c1.", "/zarr/c/c1.x")
+    assert httpx.get(f"{forged}.zattrs").status_code == 404
+
+    audit = viewer.client.get("/api/audit", params={"action": "capability.use"}).json()["items"]
+    assert len({e["object_id"] for e in audit}) == 2
+    mints = viewer.client.get("/api/audit", params={"action": "capability.mint"}).json()
+    assert mints["total"] == 2
