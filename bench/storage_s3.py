@@ -1,0 +1,277 @@
+"""Storage benchmark: the 16k² SEM pyramid written straight to S3 against the local store (target ≤ 1.3x).
+
+Starts a SeaweedFS S3 server of its own (or uses --endpoint with ALLMICRO_S3_ACCESS_KEY/_SECRET_KEY),
+then writes the pyramid with write_pyramid alternately to a LocalStore and to an S3Store, --repeat
+times each, and prints the medians. --alternatives also writes through an fsspec/s3fs object store
+and reads random chunks back through zarr over each client, the measurement behind the choice of
+ZarrObjectStore over S3Store (docs in deploy/README.md). --replicated adds a second SeaweedFS and
+writes through ReplicatedStore(primary, [replica]).
+
+    python bench/storage_s3.py [--input /tmp/bench-data/sem_16k.tif] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+MAKE_INPUTS = REPO.parent / "shared" / "bench" / "make_inputs.py"
+WEED = Path(sys.executable).with_name("weed")
+ACCESS_KEY, SECRET_KEY = "bench-access-key", "bench-secret-key"
+TARGET_RATIO = 1.3
+
+
+# ---- a SeaweedFS server of our own -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Seaweed:
+    """`weed server -s3` on free loopback ports in a temporary directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "data").mkdir(parents=True)
+        self.ports = {
+            n: _free_port()
+            for n in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port",
+                "s3.port.grpc",
+            )
+        }
+        identity = {
+            "name": "bench",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        }
+        identity["actions"] = ["Admin", "Read", "List", "Tagging", "Write"]
+        (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        log = (root / "weed.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(WEED),
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-dir={root / 'data'}",
+                *(f"-{n}={p}" for n, p in self.ports.items()),
+                "-filer",
+                "-s3",
+                f"-s3.config={root / 's3.json'}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=512",
+                "-volume.max=0",
+                "-volume.preStopSeconds=0",
+                "-master.telemetry=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.store("ready").put_bytes("ready", b"ok")
+                return
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((root / "weed.log").read_text()[-3000:]) from None
+                time.sleep(0.2)
+
+    def store(self, prefix: str) -> Any:
+        from allmicro_data.storage import S3Store
+
+        return S3Store(f"s3://bench/{prefix}?endpoint={self.endpoint}", ACCESS_KEY, SECRET_KEY)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+# ---- an fsspec (s3fs) object store, only to compare clients --------------------------------
+
+
+class FsspecObjects:
+    """The ObjectStore surface over s3fs: what zarr's FsspecStore would use underneath."""
+
+    def __init__(self, endpoint: str, bucket: str, prefix: str) -> None:
+        import s3fs
+
+        self.fs = s3fs.S3FileSystem(
+            key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"endpoint_url": endpoint}
+        )
+        self.root = f"{bucket}/{prefix}"
+        self.url = f"s3://{self.root}"
+
+    def put_bytes(self, key: str, data: bytes) -> Any:
+        from allmicro_data.storage import StoredObject
+
+        self.fs.pipe_file(f"{self.root}/{key}", data)
+        return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+
+    def put(self, key: str, stream: Iterable[bytes]) -> Any:
+        return self.put_bytes(key, b"".join(stream))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.root}/{key}")
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = f"{self.root}/{prefix}"
+        try:
+            found = self.fs.find(base.rsplit("/", 1)[0] if "/" in prefix else self.root)
+        except FileNotFoundError:
+            return iter(())
+        strip = len(self.root) + 1
+        return iter(sorted(k[strip:] for k in found if k.startswith(base)))
+
+
+# ---- measuring -----------------------------------------------------------------------------
+
+
+def write_seconds(series: Any, store: Any, key: str) -> tuple[float, int]:
+    from allmicro_data.ingest.pyramid import write_pyramid
+
+    started = time.perf_counter()
+    info = write_pyramid(series, store, key)
+    return time.perf_counter() - started, len(info.objects)
+
+
+def read_chunks(open_array: Callable[[], Any], n: int, seed: int = 7) -> tuple[float, float]:
+    """Median and 95th percentile milliseconds to read one random level-0 chunk through zarr."""
+    array = open_array()
+    chunk = array.chunks
+    rng = random.Random(seed)
+    rows, cols = -(-array.shape[-2] // chunk[-2]), -(-array.shape[-1] // chunk[-1])
+    times = []
+    for _ in range(n):
+        y, x = rng.randrange(rows) * chunk[-2], rng.randrange(cols) * chunk[-1]
+        started = time.perf_counter()
+        array[..., y : y + chunk[-2], x : x + chunk[-1]]
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=DATA / "sem_16k.tif")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--endpoint", help="use this S3 endpoint instead of starting SeaweedFS")
+    parser.add_argument("--alternatives", action="store_true", help="also s3fs, and reads")
+    parser.add_argument("--replicated", action="store_true", help="also S3 primary + S3 replica")
+    args = parser.parse_args()
+
+    if not args.input.exists():
+        print(f"making the inputs with {MAKE_INPUTS} (a few minutes, once)")
+        subprocess.run([sys.executable, str(MAKE_INPUTS), "--only", "sem"], check=True)
+    from allmicro_data.ingest.readers import open_image_file
+    from allmicro_data.storage import LocalStore, ReplicatedStore, S3Store
+
+    series = open_image_file(args.input).series[0]
+    scratch = Path(tempfile.mkdtemp(prefix="allmicro-bench-s3-"))
+    servers: list[Seaweed] = []
+    try:
+        if args.endpoint:
+            endpoint = args.endpoint
+
+            def s3(prefix: str) -> Any:
+                return S3Store(f"s3://allmicro-bench/{prefix}?endpoint={endpoint}")
+
+        else:
+            servers.append(Seaweed(scratch / "seaweed"))
+            endpoint = servers[0].endpoint
+            s3 = servers[0].store
+        variants: dict[str, Callable[[str], Any]] = {
+            "local": lambda run: LocalStore(scratch / "local" / run),
+            "s3": s3,
+        }
+        if args.replicated:
+            servers.append(Seaweed(scratch / "seaweed-replica"))
+            replica = servers[-1]
+            variants["s3+replica"] = lambda run: ReplicatedStore(s3(run), [replica.store(run)])
+        if args.alternatives:
+            variants["s3fs"] = lambda run: FsspecObjects(endpoint, "bench", run)
+
+        print(f"{args.input.name}: {series.shape} {series.dtype}; {args.repeat} runs per store")
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        last_run: dict[str, str] = {}
+        for repeat in range(args.repeat):
+            # Alternating keeps slow phases of a busy machine from landing on one side only.
+            for name, make in variants.items():
+                run = f"r{repeat}-{uuid.uuid4().hex[:6]}"
+                shutil.rmtree(scratch / "local", ignore_errors=True)
+                took, objects = write_seconds(series, make(run), "image.ome.zarr")
+                seconds[name].append(took)
+                last_run[name] = run
+                print(f"  {name:<11} run {repeat + 1}: {took:6.2f} s  ({objects} objects)")
+        base = statistics.median(seconds["local"])
+        print("\nstore        median    min   ratio to local")
+        for name, values in seconds.items():
+            median = statistics.median(values)
+            print(f"{name:<11} {median:6.2f} s {min(values):6.2f} s   {median / base:5.2f}x")
+        ratio = statistics.median(seconds["s3"]) / base
+        verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+        print(f"\nS3 / local = {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
+
+        if args.alternatives:
+            read_alternatives(endpoint, last_run["s3"], s3)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def read_alternatives(endpoint: str, run: str, s3: Callable[[str], Any]) -> None:
+    """Random level-0 chunk reads through zarr: our adapter over S3Store against FsspecStore."""
+    import zarr
+    from zarr.storage import FsspecStore
+
+    from allmicro_data.storage.zarr_adapter import ZarrObjectStore
+
+    ours = ZarrObjectStore(s3(run), "image.ome.zarr/0", read_only=True)
+    fsspec = FsspecStore.from_url(
+        f"s3://bench/{run}/image.ome.zarr/0",
+        storage_options={
+            "key": ACCESS_KEY,
+            "secret": SECRET_KEY,
+            "client_kwargs": {"endpoint_url": endpoint},
+        },
+        read_only=True,
+    )
+    print("\nzarr chunk reads (level 0, 200 random chunks)   p50      p95")
+    for name, store in (("ZarrObjectStore(S3Store)", ours), ("zarr FsspecStore (s3fs)", fsspec)):
+        p50, p95 = read_chunks(lambda store=store: zarr.open_array(store, mode="r"), 200)
+        print(f"  {name:<44} {p50:6.1f} ms {p95:6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
