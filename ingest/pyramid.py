@@ -44,8 +44,8 @@ CHUNK_3D = 128
 # Pixels sampled per channel for the display window: enough for stable 0.1 % / 99.9 % points.
 WINDOW_SAMPLES = 1 << 20
 WINDOW_PERCENTILES = (0.1, 99.9)
-# Work handed to the threads but not finished yet: at least two level-0 blocks, so reading the
-# next one overlaps compressing the last one, and never much more, so memory stays bounded.
+# Level-0 blocks alive at once (read, queued or being compressed): two, so that reading the next
+# overlaps compressing the last, and never more, so memory is bounded by the image width.
 MIN_IN_FLIGHT_BYTES = 32 << 20
 _GROUP_DOCUMENTS = (".zattrs", ".zgroup", "zarr.json")
 
@@ -533,6 +533,7 @@ class _PlaneStream:
         level0 = writer.levels[first]
         c, _, _, x = level0.shape
         block_bytes = c * level0.chunks[0] * level0.chunks[1] * x * writer.series.dtype.itemsize
+        self.block_bytes = block_bytes
         self.budget = max(MIN_IN_FLIGHT_BYTES, 2 * block_bytes)
 
     def run(self) -> None:
@@ -710,7 +711,9 @@ class _PlaneStream:
             self._slab_submitted(level, key[1])
 
     def _throttle(self) -> None:
-        while self.in_flight and self.in_flight_bytes > self.budget:
+        # The block about to be read counts too: two blocks at most, one read while one is
+        # compressed, which keeps both cores busy since reading is the faster of the two.
+        while self.in_flight and self.in_flight_bytes + self.block_bytes > self.budget:
             self._retire(wait_for_it=True)
         # Also let go of finished work at the front without waiting.
         while self.in_flight and all(f.done() for f in self.in_flight[0][1]):
