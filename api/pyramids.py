@@ -264,6 +264,11 @@ class PyramidCache:
         self._items: OrderedDict[str, OpenPyramid] = OrderedDict()
         self._lock = threading.Lock()
 
+    def peek(self, key: str, tag: str = "") -> OpenPyramid | None:
+        """The pyramid if it is already open (no I/O: safe on the event loop)."""
+        with self._lock:
+            return self._items.get(f"{tag}:{key}")
+
     def get(self, store: ObjectStore, key: str, tag: str = "") -> OpenPyramid:
         """The pyramid at key; tag (the image's version) tells a rewritten pyramid apart."""
         cache_key = f"{tag}:{key}"

@@ -135,6 +135,11 @@ class Viewing:
     def pyramid(self, view: ImageView) -> OpenPyramid:
         return self.pyramids.get(self.services.store, view.pyramid_key, view.version)
 
+    async def open_pyramid(self, view: ImageView) -> OpenPyramid:
+        """The image's pyramid, opened in a worker thread only the first time."""
+        found = self.pyramids.peek(view.pyramid_key, view.version)
+        return found if found is not None else await run_in_threadpool(self.pyramid, view)
+
     async def caller(self, request: Request) -> Caller:
         """The caller of a viewing request (bearer token or session cookie), remembered briefly."""
         token = bearer_token(request)

@@ -96,7 +96,7 @@ async def info_json(image_id: str, request: Request) -> Response:
     state = viewing(request)
     caller = await state.caller(request)
     view = await state.image(caller, image_id)
-    pyramid = await run_in_threadpool(state.pyramid, view)
+    pyramid = await state.open_pyramid(view)
     body = info_document(request, view, pyramid)
     accept = request.headers.get("accept", "")
     media = "application/ld+json" if "application/ld+json" in accept else "application/json"
@@ -139,7 +139,7 @@ async def image_request(
     settings = parse_settings(
         z=z, t=t, c=c, window=window, colors=colors, gamma=gamma, cmap=cmap, raw=raw
     )
-    pyramid = await run_in_threadpool(state.pyramid, view)
+    pyramid = await state.open_pyramid(view)
     parsed = parse_request(
         region, size, rotation, quality_format, pyramid.size("x"), pyramid.size("y")
     )

@@ -52,7 +52,7 @@ async def tile_response(
     t: int = 0,
     c: int | None = None,
 ) -> Response:
-    pyramid = await run_in_threadpool(state.pyramid, view)
+    pyramid = await state.open_pyramid(view)
     if not 0 <= level < len(pyramid.levels):
         raise NotFound(f"image {view.id} has no level {level}")
     height, width = pyramid.size("y", level), pyramid.size("x", level)
@@ -82,7 +82,7 @@ async def thumbnail(image_id: str, request: Request) -> Response:
     """The whole image in at most 256 x 256 px, with the default display, cached."""
     state = viewing(request)
     view = await state.image(await state.caller(request), image_id)
-    pyramid = await run_in_threadpool(state.pyramid, view)
+    pyramid = await state.open_pyramid(view)
     width, height = pyramid.size("x"), pyramid.size("y")
     scale = min(1.0, THUMBNAIL / max(width, height))
     parsed = ImageRequest(
@@ -133,7 +133,7 @@ class DisplayOut(BaseModel):
 async def display(image_id: str, request: Request) -> DisplayOut:
     state = viewing(request)
     view = await state.image(await state.caller(request), image_id)
-    pyramid = await run_in_threadpool(state.pyramid, view)
+    pyramid = await state.open_pyramid(view)
     defaults = pyramid.defaults
     level0: Any = pyramid.levels[0]
     channels: list[DisplayChannel] = []

@@ -1,0 +1,262 @@
+"""Benchmark: random 256 px level-0 JPEG tiles of a 16k x 16k 16-bit SEM image, ours vs the reference.
+
+Usage: .venv/bin/python bench/tiles.py [--seconds 20] [--concurrency 16]
+Needs wrk (Debian package) and the inputs of ../shared/bench/make_inputs.py (made if missing).
+
+1. The reference: ../shared/bench/tile_server.py (FastAPI + zarr-python + Pillow) over the
+   ngff-zarr pyramid of sem_16k.tif, as ../shared/bench/http_bench.py runs it.
+2. Ours: `allmicro serve` ingests sem_16k.tif through the API, is restarted (cold: empty
+   caches), measured, then every tile is fetched once (warm) and it is measured again.
+wrk runs on the same two cores as the servers, with 16 connections, for --seconds each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+OUT = Path(os.environ.get("BENCH_OUT", "/tmp/bench-out"))
+ADMIN, PASSWORD = "admin@example.org", "benchmark password"
+SIDE, TILE = 16384, 256
+LUA = """
+math.randomseed(12345)
+request = function()
+  local x = math.random(0, %(n)d - 1)
+  local y = math.random(0, %(n)d - 1)
+  return wrk.format("GET", %(path)s, %(headers)s)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"no answer from {url}")
+
+
+def to_ms(value: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", value)
+    assert match
+    number = float(match.group(1))
+    return {"us": number / 1000, "ms": number, "s": number * 1000}[match.group(2)]
+
+
+def run_wrk(url: str, lua: str, seconds: int, concurrency: int) -> dict[str, float]:
+    script = OUT / f"wrk-{os.getpid()}.lua"
+    script.write_text(lua)
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": to_ms(latency["50"]),
+        "p99_ms": to_ms(latency["99"]),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def reference(seconds: int, concurrency: int) -> dict[str, float]:
+    pyramid = OUT / "ngff-zarr_sem_16k.zarr"
+    if not pyramid.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHARED / "peers" / "ngff_zarr_convert.py"),
+                str(DATA / "sem_16k.tif"),
+                str(pyramid),
+            ],
+            check=True,
+        )
+    port = free_port()
+    env = {**os.environ, "ZARR_PATH": str(pyramid), "TILE": str(TILE)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tile_server:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=SHARED,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/tile/0/0/0.jpg")
+        lua = LUA % {
+            "n": SIDE // TILE,
+            "path": '"/tile/0/" .. y .. "/" .. x .. ".jpg"',
+            "headers": "nil",
+        }
+        run_wrk(f"http://127.0.0.1:{port}", lua, 2, 4)  # warm-up, as http_bench.py does
+        return run_wrk(f"http://127.0.0.1:{port}", lua, seconds, concurrency)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+class Ours:
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "ALLMICRO_DATA_DIR": str(work / "data"),
+            "ALLMICRO_PORT": str(self.port),
+            "ALLMICRO_ADMIN_EMAIL": ADMIN,
+            "ALLMICRO_ADMIN_PASSWORD": PASSWORD,
+            "ALLMICRO_LOG_LEVEL": "WARNING",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        allmicro = str(Path(sys.executable).with_name("allmicro"))
+        self.process = subprocess.Popen([allmicro, "serve"], env=self.env, start_new_session=True)
+        wait_http(f"{self.url}/healthz")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+            self.process = None
+
+    def token(self) -> str:
+        response = httpx.post(
+            f"{self.url}/api/auth/token", data={"username": ADMIN, "password": PASSWORD}
+        )
+        return str(response.json()["access_token"])
+
+    def ingest(self) -> str:
+        client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=600
+        )
+        project = client.post("/api/projects", json={"name": "tiles"}).json()["id"]
+        dataset = client.post(f"/api/projects/{project}/datasets", json={"name": "sem"}).json()[
+            "id"
+        ]
+        with (DATA / "sem_16k.tif").open("rb") as handle:
+            job = client.post(
+                f"/api/datasets/{dataset}/files", files={"file": ("sem_16k.tif", handle)}
+            ).json()["job_id"]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            state = client.get(f"/api/jobs/{job}").json()
+            if state["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.5)
+        if state["status"] != "succeeded":
+            raise SystemExit(f"ingest failed: {state}")
+        return str(state["image_ids"][0])
+
+    def lua(self, image: str, token: str) -> str:
+        path = f'"/iiif/3/{image}/" .. x * {TILE} .. "," .. y * {TILE} .. ",{TILE},{TILE}/{TILE},/0/default.jpg"'
+        return LUA % {
+            "n": SIDE // TILE,
+            "path": path,
+            "headers": '{["Authorization"] = "Bearer ' + token + '"}',
+        }
+
+    def warm_all_tiles(self, image: str, token: str) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
+            for y in range(SIDE // TILE):
+                for x in range(SIDE // TILE):
+                    path = (
+                        f"/iiif/3/{image}/{x * TILE},{y * TILE},{TILE},{TILE}/{TILE},/0/default.jpg"
+                    )
+                    client.get(path).raise_for_status()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not (DATA / "sem_16k.tif").exists():
+        subprocess.run(
+            [sys.executable, str(SHARED / "make_inputs.py"), "--only", "sem"], check=True
+        )
+
+    results: dict[str, dict[str, float]] = {}
+    results["reference"] = reference(args.seconds, args.concurrency)
+    work = Path(tempfile.mkdtemp(prefix="allmicro-tiles-"))
+    ours = Ours(work)
+    try:
+        ours.start()
+        image = ours.ingest()
+        ours.stop()
+        ours.start()  # cold: a fresh process, nothing cached
+        token = ours.token()
+        lua = ours.lua(image, token)
+        results["ours cold"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
+        ours.warm_all_tiles(image, token)
+        results["ours warm"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
+    finally:
+        ours.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    ref = results["reference"]["rps"]
+    print(f"{'server':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}")
+    for name, r in results.items():
+        print(
+            f"{name:<12} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['errors']:>7.0f} {r['rps'] / ref:>6.2f}"
+        )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
