@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 from PIL import Image as PILImage
 from PIL import ImageStat
 
@@ -109,6 +110,17 @@ def test_browser_signs_in_searches_and_views_a_calibrated_image(
         # A blank (or single-colour) viewer has no variance; tiles, data bar and scale bar do.
         assert ImageStat.Stat(grey).var[0] > 100
     page.screenshot(path=str(tmp_path / "whole-page.png"), full_page=True)
+
+    # "Open in napari / vizarr": a capability URL that works without any credentials.
+    page.click("#make-link")
+    expect(page.locator("#vizarr-link")).to_have_attribute(
+        "href", re.compile(r"source=http.*zarr%2Fc%2F")
+    )
+    command = page.locator("#napari-command").input_value()
+    capability = re.search(r"'(http[^']+/zarr/c/[^']+/)'", command)
+    assert capability, command
+    metadata = [httpx.get(capability[1] + name) for name in (".zattrs", "zarr.json")]
+    assert 200 in [r.status_code for r in metadata], [r.status_code for r in metadata]
     context.close()
 
     # Someone from another company gets the same 404 as for an image that does not exist.
