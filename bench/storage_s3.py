@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -154,6 +155,54 @@ class FsspecObjects:
         return iter(sorted(k[strip:] for k in found if k.startswith(base)))
 
 
+class ObstoreObjects:
+    """The ObjectStore surface over obstore (Rust object_store): what zarr's ObjectStore uses."""
+
+    def __init__(self, endpoint: str, bucket: str, prefix: str) -> None:
+        self.store = obstore_s3(endpoint, bucket, prefix)
+        self.url = f"s3://{bucket}/{prefix}"
+
+    def put_bytes(self, key: str, data: bytes) -> Any:
+        import obstore
+
+        from allmicro_data.storage import StoredObject
+
+        obstore.put(self.store, key, data)
+        return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+
+    def put(self, key: str, stream: Iterable[bytes]) -> Any:
+        return self.put_bytes(key, b"".join(stream))
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self.store, key)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        import obstore
+
+        keys = [o["path"] for batch in obstore.list(self.store, prefix=prefix) for o in batch]
+        return iter(sorted(keys))
+
+
+def obstore_s3(endpoint: str, bucket: str, prefix: str) -> Any:
+    from obstore.store import S3Store as ObstoreS3
+
+    return ObstoreS3(
+        bucket,
+        prefix=prefix,
+        config={
+            "endpoint": endpoint,
+            "access_key_id": ACCESS_KEY,
+            "secret_access_key": SECRET_KEY,
+            "region": "us-east-1",
+            "virtual_hosted_style_request": False,
+        },
+        client_options={"allow_http": True},
+    )
+
+
 # ---- measuring -----------------------------------------------------------------------------
 
 
@@ -220,6 +269,8 @@ def main() -> None:
             variants["s3+replica"] = lambda run: ReplicatedStore(s3(run), [replica.store(run)])
         if args.alternatives:
             variants["s3fs"] = lambda run: FsspecObjects(endpoint, "bench", run)
+            if importlib.util.find_spec("obstore"):
+                variants["obstore"] = lambda run: ObstoreObjects(endpoint, "bench", run)
 
         print(f"{args.input.name}: {series.shape} {series.dtype}; {args.repeat} runs per store")
         seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -267,8 +318,17 @@ def read_alternatives(endpoint: str, run: str, s3: Callable[[str], Any]) -> None
         },
         read_only=True,
     )
+    stores: list[tuple[str, Any]] = [
+        ("ZarrObjectStore(S3Store)", ours),
+        ("zarr FsspecStore (s3fs)", fsspec),
+    ]
+    if importlib.util.find_spec("obstore"):
+        from zarr.storage import ObjectStore as ZarrObstore
+
+        native = obstore_s3(endpoint, "bench", f"{run}/image.ome.zarr/0")
+        stores.append(("zarr ObjectStore (obstore)", ZarrObstore(native, read_only=True)))
     print("\nzarr chunk reads (level 0, 200 random chunks)   p50      p95")
-    for name, store in (("ZarrObjectStore(S3Store)", ours), ("zarr FsspecStore (s3fs)", fsspec)):
+    for name, store in stores:
         p50, p95 = read_chunks(lambda store=store: zarr.open_array(store, mode="r"), 200)
         print(f"  {name:<44} {p50:6.1f} ms {p95:6.1f} ms")
 
