@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,4 +92,9 @@ def test_viewer_gets_no_upload_form_and_a_contributor_sees_a_failed_ingest(
     failed = page.locator("tr.job.failed", has_text="noise.tif")
     expect(failed).to_contain_text("unrecognised file format", timeout=60_000)
     expect(failed).to_contain_text("failed")
+
+    page.click("header form[action='/logout'] button")
+    page.wait_for_url(f"{server.url}/login")
+    page.goto(dataset_page)
+    page.wait_for_url(re.compile(r"/login\?next="))
     contributor.close()

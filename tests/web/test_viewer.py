@@ -59,6 +59,16 @@ def test_browser_signs_in_searches_and_views_a_calibrated_image(
     page.fill("header input[name=q]", "Helios")
     page.press("header input[name=q]", "Enter")
     expect(page.locator("#result-count")).to_have_text("1 image found")
+    # The filters narrow by normalised fields (pixel size in nm, modality from the catalogue).
+    page.select_option("select[name=modality]", "SEM")
+    page.fill("input[name=pixel_min_nm]", "3000")
+    page.fill("input[name=pixel_max_nm]", "4000")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#result-count")).to_have_text("1 image found")
+    page.fill("input[name=pixel_max_nm]", "1000")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#result-count")).to_have_text("0 images found")
+    page.go_back()
     page.click(f".card a[href='/images/{image_id}']")
     page.wait_for_url(f"{server.url}/images/{image_id}")
 
