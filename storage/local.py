@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -111,9 +112,13 @@ class LocalStore:
 
     def size(self, key: str) -> int:
         try:
-            return self.path(key).stat().st_size
-        except FileNotFoundError:
+            info = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+        if not stat.S_ISREG(info.st_mode):
+            # A "directory" is a key prefix, not an object.
+            raise ObjectNotFound(key)
+        return info.st_size
 
     def delete(self, key: str) -> None:
         path = self.path(key)

@@ -215,13 +215,12 @@ class LiveServer:
         )
 
 
-@pytest.fixture
-def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
     env.update(
         {
-            "ALLMICRO_DATA_DIR": str(tmp_path / "server-data"),
+            "ALLMICRO_DATA_DIR": str(data_dir),
             "ALLMICRO_DATABASE_URL": database_url,
             "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
             "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -235,12 +234,43 @@ def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(
-        url=f"http://127.0.0.1:{server_env['ALLMICRO_PORT']}",
-        env=server_env,
-        log_path=tmp_path / "server.log",
-    )
+def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return _server_env(tmp_path / "server-data", database_url)
+
+
+def _running_server(env: dict[str, str], log_path: Path) -> LiveServer:
+    server = LiveServer(url=f"http://127.0.0.1:{env['ALLMICRO_PORT']}", env=env, log_path=log_path)
     server.start()
+    return server
+
+
+@pytest.fixture
+def live_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    """A server of its own for a test that stops, kills or reconfigures it."""
+    server = _running_server(server_env, tmp_path / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases | None,
+) -> Iterator[LiveServer]:
+    """One server for all tests of a module, per database: starting a server and its job
+    processes costs seconds, so tests that only add their own data share one. Such tests
+    give everything they create names of their own."""
+    directory = tmp_path_factory.mktemp(f"shared-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{directory / 'catalogue.sqlite3'}"
+    else:
+        if postgres_databases is None:
+            _postgres_unavailable(
+                "ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable"
+            )
+        assert postgres_databases is not None
+        url = postgres_databases.create()
+    server = _running_server(_server_env(directory / "server-data", url), directory / "server.log")
     yield server
     server.stop()

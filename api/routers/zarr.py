@@ -62,7 +62,10 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
     if request.method == "HEAD":
         headers["Content-Length"] = str(end - start)
         return Response(status_code=200, headers=headers, media_type=media)
-    body = await run_in_threadpool(store.get_bytes, key, start, end)
+    try:
+        body = await run_in_threadpool(store.get_bytes, key, start, end)
+    except ObjectNotFound:
+        raise NotFound(f"no {path!r} in this image") from None
     return Response(body, status_code=206 if byte_range else 200, media_type=media, headers=headers)
 
 

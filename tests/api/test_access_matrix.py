@@ -158,9 +158,9 @@ def _masked(response: httpx.Response, object_id: str) -> dict[str, Any]:
     return {k: str(v).replace(object_id, "<id>") for k, v in body.items()}
 
 
-@pytest.fixture
-def world(live_server: LiveServer) -> World:
-    return build_world(live_server)
+@pytest.fixture(scope="module")
+def world(shared_server: LiveServer) -> World:
+    return build_world(shared_server)
 
 
 def test_company_a_learns_nothing_about_company_b(world: World) -> None:

@@ -31,9 +31,9 @@ def verify_manifest(archive: zipfile.ZipFile) -> dict[str, str]:
 
 
 def test_dataset_zip_holds_every_original_with_a_verifying_manifest(
-    live_server: LiveServer,
+    shared_server: LiveServer,
 ) -> None:
-    admin = live_server.client()
+    admin = shared_server.client()
     dataset = _dataset(admin, "Coatings 2026-11")
     originals = {
         "wafer.tif": FEI.read_bytes(),
@@ -80,8 +80,8 @@ def test_dataset_zip_holds_every_original_with_a_verifying_manifest(
     assert verify_manifest(picked) and "Other/extra.bin" in picked.namelist()
 
 
-def test_metadata_exports(live_server: LiveServer) -> None:
-    admin = live_server.client()
+def test_metadata_exports(shared_server: LiveServer) -> None:
+    admin = shared_server.client()
     dataset = _dataset(admin, "Export")
     wait_for_job(admin, upload(admin, dataset, FEI.name, FEI.read_bytes())["job_id"])
     records = admin.get(f"/api/datasets/{dataset}/metadata.json").json()
@@ -94,8 +94,8 @@ def test_metadata_exports(live_server: LiveServer) -> None:
     assert len(rows) == 1 and rows[0]["shape"] == "471x512" and rows[0]["files"] == FEI.name
 
 
-def test_share_link_password_expiry_and_limits(live_server: LiveServer) -> None:
-    admin = live_server.client()
+def test_share_link_password_expiry_and_limits(shared_server: LiveServer) -> None:
+    admin = shared_server.client()
     dataset = _dataset(admin, "Shared")
     upload(admin, dataset, "result.bin", b"result bytes")
     too_long = (datetime.now(UTC) + timedelta(days=400)).isoformat()
@@ -117,7 +117,7 @@ def test_share_link_password_expiry_and_limits(live_server: LiveServer) -> None:
     ).json()
     token = made["token"]
     assert made["has_password"] and made["url"].endswith(f"/api/share/{token}")
-    anonymous = httpx.Client(base_url=live_server.url, timeout=30)
+    anonymous = httpx.Client(base_url=shared_server.url, timeout=30)
     assert anonymous.get(f"/api/share/{token}").status_code == 401
     assert (
         anonymous.get(f"/api/share/{token}", headers={"X-Share-Password": "wrong"}).status_code

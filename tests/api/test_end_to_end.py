@@ -79,9 +79,9 @@ def pyramid_window(server: LiveServer, image_id: str) -> Window:
     return Window(window["start"], window["end"])
 
 
-def test_upload_ingest_and_tile_match_tifffile(live_server: LiveServer) -> None:
-    dataset_id = setup_project(live_server, "maja@ijs.example", "Institut Jozef Stefan")
-    client = live_server.client("maja@ijs.example", USER_PASSWORD)
+def test_upload_ingest_and_tile_match_tifffile(shared_server: LiveServer) -> None:
+    dataset_id = setup_project(shared_server, "maja@ijs.example", "Institut Jozef Stefan")
+    client = shared_server.client("maja@ijs.example", USER_PASSWORD)
     original = FEI.read_bytes()
 
     uploaded = upload(client, dataset_id, FEI.name, original)
@@ -104,7 +104,7 @@ def test_upload_ingest_and_tile_match_tifffile(live_server: LiveServer) -> None:
     assert tile.status_code == 200
     assert tile.headers["content-type"] == "image/png"
     got = np.asarray(PILImage.open(io.BytesIO(tile.content)))
-    expected = to_uint8(tifffile.imread(FEI)[:512, :512], pyramid_window(live_server, image_id))
+    expected = to_uint8(tifffile.imread(FEI)[:512, :512], pyramid_window(shared_server, image_id))
     assert got.shape == (471, 512)
     np.testing.assert_array_equal(got, expected)
     # A window that shows contrast, not a flat picture.
@@ -127,15 +127,15 @@ def test_upload_ingest_and_tile_match_tifffile(live_server: LiveServer) -> None:
     assert ranged.content == original[10:20]
 
 
-def test_other_organisation_sees_nothing(live_server: LiveServer) -> None:
-    dataset_id = setup_project(live_server, "ana@units.example", "Universita di Trieste")
-    owner = live_server.client("ana@units.example", USER_PASSWORD)
+def test_other_organisation_sees_nothing(shared_server: LiveServer) -> None:
+    dataset_id = setup_project(shared_server, "ana@units.example", "Universita di Trieste")
+    owner = shared_server.client("ana@units.example", USER_PASSWORD)
     uploaded = upload(owner, dataset_id, FEI.name, FEI.read_bytes())
     job = wait_for_job(owner, uploaded["job_id"])
     (image_id,) = job["image_ids"]
 
-    setup_project(live_server, "eve@company-b.example", "Company B")
-    outsider = live_server.client("eve@company-b.example", USER_PASSWORD)
+    setup_project(shared_server, "eve@company-b.example", "Company B")
+    outsider = shared_server.client("eve@company-b.example", USER_PASSWORD)
     for path in (
         f"/api/images/{image_id}",
         f"/api/images/{image_id}/ome.xml",
@@ -154,7 +154,7 @@ def test_other_organisation_sees_nothing(live_server: LiveServer) -> None:
         f"/api/datasets/{dataset_id}/files", files={"file": ("x.tif", b"II*\x00", "image/tiff")}
     )
     assert upload_attempt.status_code == 404
-    assert httpx.get(f"{live_server.url}/api/images/{image_id}").status_code == 401
+    assert httpx.get(f"{shared_server.url}/api/images/{image_id}").status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -166,10 +166,11 @@ def test_other_organisation_sees_nothing(live_server: LiveServer) -> None:
     ],
 )
 def test_bad_file_fails_its_job_and_keeps_the_original(
-    live_server: LiveServer, name: str, data: bytes, reason: str
+    shared_server: LiveServer, name: str, data: bytes, reason: str
 ) -> None:
-    dataset_id = setup_project(live_server, "ivo@zrc.example", "ZRC SAZU")
-    client = live_server.client("ivo@zrc.example", USER_PASSWORD)
+    email = f"ivo-{name.split('.')[0]}@zrc.example"
+    dataset_id = setup_project(shared_server, email, f"ZRC SAZU {name}")
+    client = shared_server.client(email, USER_PASSWORD)
     uploaded = upload(client, dataset_id, name, data)
     job = wait_for_job(client, uploaded["job_id"])
     assert job["status"] == "failed"

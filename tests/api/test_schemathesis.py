@@ -16,9 +16,9 @@ EXCLUDED = r"^/api/(auth/logout|me/password|users/\{user_id\}/password|users/\{u
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(
-    live_server: LiveServer, tmp_path: Path
+    shared_server: LiveServer, tmp_path: Path
 ) -> None:
-    admin = live_server.client()
+    admin = shared_server.client()
     # Some real objects, so that not every generated request ends in an empty catalogue.
     project = admin.post("/api/projects", json={"name": "fuzzed"}).json()["id"]
     dataset = admin.post(f"/api/projects/{project}/datasets", json={"name": "d"}).json()["id"]
@@ -28,9 +28,9 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
         [
             ST,
             "run",
-            f"{live_server.url}/openapi.json",
+            f"{shared_server.url}/openapi.json",
             "--header",
-            f"Authorization: Bearer {live_server.token()}",
+            f"Authorization: Bearer {shared_server.token()}",
             "--checks",
             "not_a_server_error,response_schema_conformance,content_type_conformance",
             "--max-examples",
@@ -58,4 +58,4 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
     summary = result.stdout[-6000:]
     assert result.returncode == 0, summary + result.stderr[-2000:]
     assert "passed" in summary
-    assert "Internal server error" not in live_server.log()
+    assert "Internal server error" not in shared_server.log()

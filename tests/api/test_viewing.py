@@ -72,9 +72,9 @@ class Viewer:
         return self.client.get(f"/iiif/3/{image_id}/{path}", params=params)
 
 
-@pytest.fixture
-def viewer(live_server: LiveServer) -> Viewer:
-    return Viewer(live_server)
+@pytest.fixture(scope="module")
+def viewer(shared_server: LiveServer) -> Viewer:
+    return Viewer(shared_server)
 
 
 def windowed(data: np.ndarray[Any, Any], lo: float, hi: float) -> np.ndarray[Any, Any]:
@@ -192,7 +192,7 @@ def test_iiif_info_json_and_http_caching(viewer: Viewer) -> None:
     assert head.status_code == 200 and int(head.headers["content-length"]) == len(first.content)
 
 
-def test_viewing_is_as_private_as_the_image(viewer: Viewer, live_server: LiveServer) -> None:
+def test_viewing_is_as_private_as_the_image(viewer: Viewer, shared_server: LiveServer) -> None:
     admin = viewer.client
     org = admin.post("/api/organisations", json={"name": "Outsider Co", "kind": "company"}).json()
     admin.post(
@@ -203,7 +203,7 @@ def test_viewing_is_as_private_as_the_image(viewer: Viewer, live_server: LiveSer
             "password": "outsider password",
         },
     )
-    outsider = live_server.client("out@example.org", "outsider password")
+    outsider = shared_server.client("out@example.org", "outsider password")
     for path in (
         f"/iiif/3/{viewer.image}/info.json",
         f"/iiif/3/{viewer.image}/full/max/0/default.jpg",
@@ -212,7 +212,7 @@ def test_viewing_is_as_private_as_the_image(viewer: Viewer, live_server: LiveSer
         f"/api/images/{viewer.image}/display",
     ):
         assert outsider.get(path).status_code == 404, path
-        assert httpx.get(f"{live_server.url}{path}").status_code == 401, path
+        assert httpx.get(f"{shared_server.url}{path}").status_code == 401, path
     assert outsider.post(f"/api/images/{viewer.image}/capabilities", json={}).status_code == 404
 
 

@@ -80,6 +80,11 @@ def test_delete_is_idempotent_and_missing_reads_raise(store: LocalStore) -> None
         store.open("nothing")
     with pytest.raises(ObjectNotFound):
         store.size("nothing")
+    store.put_bytes("prefix/object", b"1")
+    with pytest.raises(ObjectNotFound):
+        store.size("prefix")
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("prefix")
 
 
 @pytest.mark.parametrize(
