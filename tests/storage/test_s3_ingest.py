@@ -94,6 +94,9 @@ def manifest_of(store: S3Store, image_id: str) -> Manifest:
     return Manifest.from_json(store.get_bytes(manifest_key(image_id)))
 
 
+# The catalogue's part is covered on both databases in test_fixity_catalogue.py; here SQLite
+# keeps the servers' share of the suite's time down.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_ingest_tiles_and_presigned_download_on_replicated_s3(
     replicated_s3: tuple[LiveServer, S3Store, S3Store],
 ) -> None:
