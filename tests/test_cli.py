@@ -80,3 +80,39 @@ def test_db_upgrade_creates_the_catalogue(tmp_path: Path) -> None:
     tables = set(inspect(create_engine(url)).get_table_names())
     assert {"organisation", "user_account", "project", "dataset", "file", "image", "job"} <= tables
     assert "audit_event" in tables and "alembic_version" in tables
+
+
+def test_admin_commands_manage_people_and_projects(tmp_path: Path) -> None:
+    env = {
+        "ALLMICRO_DATA_DIR": str(tmp_path),
+        "ALLMICRO_NEW_USER_PASSWORD": "a password long enough",
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def cli(*args: str) -> str:
+        result = run(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert "up to date" in cli("db", "upgrade")
+    cli("admin", "create-organisation", "Acme Coatings", "--kind", "company", "--country", "it")
+    cli("admin", "create-user", "ceo@acme.example", "--organisation", "Acme Coatings")
+    project = cli(
+        "admin", "create-project", "Acme pilot", "--kind", "pilot", "--client", "Acme Coatings"
+    )
+    cli("admin", "add-member", project, "--organisation", "Acme Coatings", "--role", "viewer")
+    cli("admin", "create-dataset", "Acme pilot", "Cross-sections")
+    assert "org:Acme Coatings" in cli("admin", "list", "members", "--project", "Acme pilot")
+    assert "IT" in cli("admin", "list", "organisations")
+    token = cli("admin", "create-token", "ceo@acme.example", "--name", "SEM PC", "--scope", "read")
+    assert token.startswith("amd_")
+    assert "admin=True" in cli("admin", "set-user", "ceo@acme.example", "--admin")
+    cli("admin", "remove-member", "Acme pilot", "--organisation", "Acme Coatings")
+    assert "org:" not in cli("admin", "list", "members", "--project", "Acme pilot")
+
+    refused = run("admin", "create-project", "Pilot without client", "--kind", "pilot", env=env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "allmicro: a pilot project names its client company"
+    duplicate = run("admin", "create-organisation", "Acme Coatings", "--kind", "company", env=env)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    assert "Traceback" not in duplicate.stderr

@@ -23,25 +23,26 @@ USER_PASSWORD = "a long enough password"
 
 
 def setup_project(server: LiveServer, member_email: str, org: str) -> str:
-    """A project with one dataset and one contributor, made with the admin CLI; the dataset id."""
+    """A project with one dataset and one contributor, made by the admin over the API."""
+    admin = server.client()
 
-    def cli(*args: str, **env: str) -> str:
-        result = server.allmicro(*args, env=env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+    def made(response: httpx.Response) -> str:
+        assert response.status_code == 201, response.text
+        created: str = response.json()["id"]
+        return created
 
-    cli("admin", "create-organisation", org, "--kind", "partner", "--country", "SI")
-    cli(
-        "admin",
-        "create-user",
-        member_email,
-        "--organisation",
-        org,
-        ALLMICRO_NEW_USER_PASSWORD=USER_PASSWORD,
+    org_id = made(
+        admin.post("/api/organisations", json={"name": org, "kind": "partner", "country": "SI"})
     )
-    project = cli("admin", "create-project", f"{org} project")
-    cli("admin", "add-member", project, "--user", member_email, "--role", "contributor")
-    return cli("admin", "create-dataset", project, "SEM session")
+    body = {"email": member_email, "organisation_id": org_id, "password": USER_PASSWORD}
+    made(admin.post("/api/users", json=body))
+    project = made(admin.post("/api/projects", json={"name": f"{org} project"}))
+    made(
+        admin.post(
+            f"/api/projects/{project}/members", json={"email": member_email, "role": "contributor"}
+        )
+    )
+    return made(admin.post(f"/api/projects/{project}/datasets", json={"name": "SEM session"}))
 
 
 def upload(client: httpx.Client, dataset_id: str, name: str, data: bytes) -> dict[str, Any]:
@@ -186,6 +187,8 @@ def test_bad_file_fails_its_job_and_keeps_the_original(
     assert download.content == data
 
     assert client.get("/healthz").status_code == 200
-    good = upload(client, dataset_id, FEI.name, FEI.read_bytes())
-    assert wait_for_job(client, good["job_id"])["status"] == "succeeded"
-    assert client.get(f"/api/datasets/{dataset_id}/images").json()["total"] == 1
+    if name == "noise.tif":
+        # The runner that met the bad file goes on converting good ones.
+        good = upload(client, dataset_id, FEI.name, FEI.read_bytes())
+        assert wait_for_job(client, good["job_id"])["status"] == "succeeded"
+        assert client.get(f"/api/datasets/{dataset_id}/images").json()["total"] == 1
