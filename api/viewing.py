@@ -61,33 +61,43 @@ class TTLCache:
             self._items.clear()
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """An encoded picture as served: body, media type and its strong ETag."""
+
+    body: bytes
+    media_type: str
+    etag: str
+
+
 class TileCache:
-    """Encoded responses (bytes, media type), least recently used out, bounded by bytes."""
+    """Encoded responses, least recently used out, bounded by bytes. One entry may be stored
+    under several keys (the request as written and its canonical form) at the cost of one."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._items: OrderedDict[str, Rendered] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
+    def get(self, key: str) -> Rendered | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: str, body: bytes, media_type: str) -> None:
-        if len(body) > self.max_bytes // 8:
+    def put(self, key: str, rendered: Rendered) -> None:
+        if len(rendered.body) > self.max_bytes // 8:
             return
         with self._lock:
             if key in self._items:
                 return
-            self._items[key] = (body, media_type)
-            self._bytes += len(body)
+            self._items[key] = rendered
+            self._bytes += len(rendered.body)
             while self._bytes > self.max_bytes and self._items:
-                _, (evicted, _) = self._items.popitem(last=False)
-                self._bytes -= len(evicted)
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= len(evicted.body)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from allmicro_data.api.rendering import (
     resize,
     resize_nearest,
 )
-from allmicro_data.api.viewing import ImageView, Viewing, viewing
+from allmicro_data.api.viewing import ImageView, Rendered, Viewing, viewing
 from allmicro_data.errors import Invalid
 
 router = APIRouter(prefix="/iiif/3", tags=["IIIF"])
@@ -136,36 +136,44 @@ async def image_request(
     state = viewing(request)
     caller = await state.caller(request)
     view = await state.image(caller, image_id)
-    settings = parse_settings(
-        z=z, t=t, c=c, window=window, colors=colors, gamma=gamma, cmap=cmap, raw=raw
-    )
-    pyramid = await state.open_pyramid(view)
-    parsed = parse_request(
-        region, size, rotation, quality_format, pyramid.size("x"), pyramid.size("y")
-    )
-    if settings.raw and (parsed.format != "png" or parsed.quality != "default"):
-        raise IIIFError("raw=1 is served as default.png")
-    key = f"{view.id}@{view.version}/{parsed.canonical}?{settings.key}"
-    etag = f'"{hashlib.sha256(key.encode()).hexdigest()[:40]}"'
-    headers = {
+    # Repeat requests are answered from the request as written, before any parsing.
+    as_written = f"{view.id}@{view.version}{request.url.path}?{request.url.query}"
+    rendered = state.tiles.get(as_written)
+    if rendered is None:
+        settings = parse_settings(
+            z=z, t=t, c=c, window=window, colors=colors, gamma=gamma, cmap=cmap, raw=raw
+        )
+        pyramid = await state.open_pyramid(view)
+        parsed = parse_request(
+            region, size, rotation, quality_format, pyramid.size("x"), pyramid.size("y")
+        )
+        if settings.raw and (parsed.format != "png" or parsed.quality != "default"):
+            raise IIIFError("raw=1 is served as default.png")
+        canonical = f"{view.id}@{view.version}/{parsed.canonical}?{settings.key}"
+        rendered = state.tiles.get(canonical)
+        if rendered is None:
+            etag = f'"{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"'
+            if etag in _if_none_match(request):
+                return Response(status_code=304, headers=_headers(etag))
+            body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
+            rendered = Rendered(body, FORMATS[parsed.format], etag)
+            state.tiles.put(canonical, rendered)
+        state.tiles.put(as_written, rendered)
+    headers = _headers(rendered.etag)
+    if rendered.etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(rendered.body))
+        return Response(status_code=200, headers=headers, media_type=rendered.media_type)
+    return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+
+def _headers(etag: str) -> dict[str, str]:
+    return {
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
         "Access-Control-Allow-Origin": "*",
-        "Link": f'<{_base(request, view.id)}/{parsed.canonical}>;rel="canonical"',
     }
-    if etag in _if_none_match(request):
-        return Response(status_code=304, headers=headers)
-    cached = state.tiles.get(key)
-    if cached is None:
-        body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
-        media = FORMATS[parsed.format]
-        state.tiles.put(key, body, media)
-    else:
-        body, media = cached
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=200, headers=headers, media_type=media)
-    return Response(body, media_type=media, headers=headers)
 
 
 def _if_none_match(request: Request) -> set[str]:

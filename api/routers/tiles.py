@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from allmicro_data.api.iiif import ImageRequest, Region
 from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render
 from allmicro_data.api.routers.iiif import CACHE_CONTROL, _render
-from allmicro_data.api.viewing import ImageView, Viewing, viewing
+from allmicro_data.api.viewing import ImageView, Rendered, Viewing, viewing
 from allmicro_data.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/api", tags=["viewing"])
@@ -103,9 +103,9 @@ async def thumbnail(image_id: str, request: Request) -> Response:
     cached = state.tiles.get(key)
     if cached is None:
         body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
-        state.tiles.put(key, body, "image/jpeg")
+        state.tiles.put(key, Rendered(body, "image/jpeg", etag))
     else:
-        body = cached[0]
+        body = cached.body
     return Response(body, media_type="image/jpeg", headers=headers)
 
 
