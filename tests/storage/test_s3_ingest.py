@@ -152,6 +152,15 @@ def test_ingest_tiles_and_presigned_download_on_replicated_s3(
     assert code == 0 and report["clean"], report
     assert report["objects"] == len(manifest.objects) + 1
     assert report["copies"] == 2 * report["objects"] == report["ok"]
+    started = admin.post("/api/admin/storage/scrubs", json={"image_id": image_id})
+    assert started.status_code == 202, started.text
+
+    def finished() -> dict[str, Any] | None:
+        run = admin.get(f"/api/admin/storage/scrubs/{started.json()['id']}").json()
+        return run if run["status"] != "running" else None
+
+    run = wait_until(finished, timeout=60, what="the scrub started through the API")
+    assert run["status"] == "succeeded" and run["clean"] and run["trigger"] == "api"
     stores = admin.get("/api/admin/storage/replicas").raise_for_status().json()
     assert stores["quorum"] == 1
     assert [(s["role"], s["pending"]) for s in stores["stores"]] == [("primary", 0), ("replica", 0)]
