@@ -20,12 +20,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from allmicro_data.catalogue.models import File, Image, ImageFile, ImageStatus, utcnow
+from allmicro_data.catalogue.models import (
+    File,
+    Image,
+    ImageFile,
+    ImageStatus,
+    Job,
+    JobStatus,
+    utcnow,
+)
 from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
+from allmicro_data.ingest.grouping import group_files
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
-from allmicro_data.jobs import JobContext, JobFailure
+from allmicro_data.jobs import JobContext, JobFailure, rerun
 from allmicro_data.search import search_text
 from allmicro_data.storage import ObjectStore, StorageError
 from allmicro_data.storage.local import LocalStore
@@ -85,6 +94,40 @@ def _companions(session: Session, file: File) -> list[File]:
             )
         )
     )
+
+
+def _roles_in_group(file: File, group: list[File]) -> tuple[File, list[File]]:
+    """The primary of file's acquisition (by name stem and kind) and its companions."""
+    members = [file, *group]
+    by_name = {m.original_name: m for m in members}
+    for found in group_files(list(by_name)):
+        if file.original_name in found.members:
+            return by_name[found.primary], [by_name[n] for n in found.companions]
+    return file, group
+
+
+def _retire_companion_images(session: Session, primary: File, originals: list[File]) -> None:
+    """A companion ingested before its primary arrived made an image of its own; now that the
+    acquisition's image exists, that one is withdrawn (its original stays stored)."""
+    companion_ids = [f.id for f in originals if f.id != primary.id]
+    if not companion_ids:
+        return
+    stale = session.scalars(
+        select(Image)
+        .join(ImageFile, ImageFile.image_id == Image.id)
+        .where(ImageFile.file_id.in_(companion_ids), ImageFile.role == "primary")
+    ).all()
+    for image in stale:
+        image.status = ImageStatus.FAILED
+        image.error = f"part of the acquisition of {primary.original_name}"
+
+
+def _rerun_primary(session: Session, primary: File) -> None:
+    job = session.scalars(
+        select(Job).where(Job.file_id == primary.id).order_by(Job.created_at.desc())
+    ).first()
+    if job is not None and job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        rerun(session, job)
 
 
 def _image_for(session: Session, file: File, index: int, name: str) -> Image:
@@ -183,6 +226,14 @@ def run_ingest_job(ctx: JobContext) -> None:
         if file is None:
             raise JobFailure("the file of this job no longer exists")
         companions = _companions(session, file)
+        if companions:
+            primary, companions = _roles_in_group(file, companions)
+            if primary.id != file.id:
+                # A sidecar or data file of another file's acquisition: its bytes are stored and
+                # downloadable, and the image is built by the primary's job, run again now.
+                _rerun_primary(session, primary)
+                ctx.finish_in(session)
+                return
         session.expunge_all()
     try:
         with local_originals(store, [file, *companions]) as paths:
@@ -205,13 +256,13 @@ def _ingest_series(
         stored = session.get(File, file.id)
         assert stored is not None
         stored.format = fmt
-    viewable = [s for s in all_series if getattr(s, "viewable", True)]
+    viewable = [s for s in all_series if _shown(s)]
     if not viewable:
         raise JobFailure(f"{file.original_name}: {fmt} file holds no image data to view")
     total = len(viewable)
     written: list[str] = []
     for index, series in enumerate(all_series):
-        if not getattr(series, "viewable", True):
+        if not _shown(series):
             continue
         name = _series_name(file, series, index, len(all_series))
         with services.session() as session:
@@ -252,8 +303,14 @@ def _ingest_series(
             assert image is not None
             image.status = ImageStatus.READY
             image.updated_at = utcnow()
+        _retire_companion_images(session, file, originals)
         ctx.finish_in(session)
     log.info("job %s: %d images ready", ctx.job.id, len(written))
+
+
+def _shown(series: Series) -> bool:
+    """Series that become images: not spectra (not viewable), not thumbnails (previews)."""
+    return getattr(series, "viewable", True) and not getattr(series, "preview", False)
 
 
 def _mark_failed(services: Any, image_id: str, message: str) -> None:

@@ -192,3 +192,41 @@ def test_bad_file_fails_its_job_and_keeps_the_original(
         good = upload(client, dataset_id, FEI.name, FEI.read_bytes())
         assert wait_for_job(client, good["job_id"])["status"] == "succeeded"
         assert client.get(f"/api/datasets/{dataset_id}/images").json()["total"] == 1
+
+
+@pytest.mark.parametrize("order", ["emi-first", "ser-first"])
+def test_multi_file_acquisition_becomes_one_image(shared_server: LiveServer, order: str) -> None:
+    """EMI+SER uploaded with one group key: one image from both, each original on its own."""
+    email = f"tia-{order}@elettra.example"
+    dataset_id = setup_project(shared_server, email, f"Elettra {order}")
+    client = shared_server.client(email, USER_PASSWORD)
+    emi = SAMPLES / "tia" / "64x64_TEM_images_acquire.emi"
+    ser = SAMPLES / "tia" / "64x64_TEM_images_acquire_1.ser"
+    files = [emi, ser] if order == "emi-first" else [ser, emi]
+    uploaded = {}
+    for path in files:
+        response = client.post(
+            f"/api/datasets/{dataset_id}/files",
+            files={"file": (path.name, path.read_bytes())},
+            data={"group": "tecnai-session-1"},
+        )
+        assert response.status_code == 201, response.text
+        uploaded[path.suffix] = response.json()
+
+    def one_ready_image() -> list[dict[str, Any]] | None:
+        images: list[dict[str, Any]] = client.get(f"/api/datasets/{dataset_id}/images").json()[
+            "items"
+        ]
+        jobs = client.get(f"/api/datasets/{dataset_id}/jobs").json()["items"]
+        settled = all(j["status"] in ("succeeded", "failed") for j in jobs)
+        return images if settled and len(images) == 1 and images[0]["name"] == emi.name else None
+
+    (image,) = wait_until(
+        one_ready_image, timeout=120, interval=0.3, what="the acquisition's image"
+    )
+    detail = client.get(f"/api/images/{image['id']}").json()
+    assert detail["shape"] == [64, 64] and detail["dtype"] == "float32"
+    assert detail["acquisition"]["accelerating_voltage"] is not None
+    for result in uploaded.values():
+        download = client.get(f"/api/files/{result['file_id']}/download")
+        assert download.status_code == 200
