@@ -59,6 +59,22 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--concurrency", type=int, default=None, help="Jobs run at once (default: job_workers)."
+)
+def worker(concurrency: int | None) -> None:
+    """Run ingest jobs from the Celery queue (ALLMICRO_QUEUE=celery, ALLMICRO_BROKER_URL)."""
+    from allmicro_data.logs import configure_logging
+    from allmicro_data.taskqueue import run_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if not settings.broker_url:
+        _fail("set ALLMICRO_BROKER_URL (redis://host:6379/0 or amqp://host//)")
+    run_worker(settings, concurrency or settings.job_workers or 1)
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document other tools read.")
 def info(files: tuple[Path, ...], as_json: bool) -> None:

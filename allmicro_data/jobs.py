@@ -145,6 +145,7 @@ def claim(
                     attempts=Job.attempts + 1,
                     started_at=now,
                     error=None,
+                    dispatched_at=None,
                 ),
             )
         if taken == 1:

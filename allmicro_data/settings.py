@@ -71,8 +71,26 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes per second a scheduled scrub may read; 0 means no cap.",
     )
-    queue: Literal["embedded", "celery"] = "embedded"
-    broker_url: str | None = None
+    queue: Literal["embedded", "celery"] = Field(
+        default="embedded",
+        description="embedded: jobs run in the server's own processes; celery: job ids go to "
+        "the broker and `allmicro worker` processes (on any host) run them.",
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker, e.g. redis://host:6379/0 or amqp://host//."
+    )
+    celery_queue: str = Field(default="allmicro-jobs", description="The broker queue's name.")
+    job_dispatch_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often workers put expired jobs back and send queued ids again.",
+    )
+    job_redispatch_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A queued job sent this long ago and not yet claimed is sent again "
+        "(the broker lost the message).",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs sessions and links; default: a key generated once under data_dir.",
@@ -105,6 +123,9 @@ class Settings(BaseSettings):
     session_hours: float = Field(default=12.0, gt=0)
     share_link_max_days: int = Field(default=90, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, for log collectors."
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

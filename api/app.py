@@ -33,6 +33,7 @@ from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
 from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
+from allmicro_data.taskqueue import CeleryDispatcher, celery_app
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.queue == "celery" and settings.secret_key is None:
+            # Every API process must sign and check links and cookies with the same key; a
+            # key generated under each host's data_dir would differ between hosts.
+            raise RuntimeError(
+                "ALLMICRO_QUEUE=celery (several processes) needs ALLMICRO_SECRET_KEY"
+            )
         if settings.upgrade_on_start:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             upgrade(settings.resolved_database_url)
@@ -62,6 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             services.wake_jobs = runner.wake
             runner.start()
+        dispatcher: CeleryDispatcher | None = None
+        if settings.queue == "celery":
+            # Workers elsewhere run the jobs; this process only sends the ids it queued.
+            dispatcher = CeleryDispatcher(
+                services.sessions, celery_app(settings), settings, reap=False
+            )
+            services.wake_jobs = dispatcher.wake
+            dispatcher.start()
         # Catches replicas up from the to-do list and runs the scheduled scrub.
         maintenance = StorageMaintenance(services)
         maintenance.start()
@@ -72,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             maintenance.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
             if runner is not None:
                 runner.stop()
             services.close()

@@ -365,6 +365,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
     not_before: Mapped[datetime | None]
+    # When the job's id was last sent to a task queue (Celery); cleared when it is claimed, so
+    # a queued job with none was never sent, or must be sent again (retry, expired lease).
+    dispatched_at: Mapped[datetime | None]
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -1,0 +1,214 @@
+"""The Celery queue: job ids go to a broker, `allmicro worker` processes on any host run them.
+
+The Job row stays the truth. A message only says "look at job X": the task claims the job's
+lease in the catalogue and runs it with the same `jobs.execute` as the embedded runner, or
+returns at once when the job is not runnable (done, running elsewhere, or not due yet). So a
+message delivered twice, or sent again by the dispatcher, never runs a job twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from allmicro_data.catalogue.models import Job, JobStatus, utcnow
+from allmicro_data.jobs import WorkerConfig, claim, execute, new_owner, reap_expired
+from allmicro_data.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "allmicro.run_job"
+
+
+def celery_app(settings: Settings) -> Any:
+    """A Celery app on the configured broker, with the job task registered."""
+    from celery import Celery
+
+    if not settings.broker_url:
+        raise RuntimeError("ALLMICRO_QUEUE=celery needs ALLMICRO_BROKER_URL (redis:// or amqp://)")
+    app = Celery("allmicro", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=settings.celery_queue,
+        # Acknowledge after the job, and give the message back if the worker process dies, so
+        # a lost worker loses no message; the lease keeps a redelivery from running it twice.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Jobs are long: a worker takes one message per free process, never a backlog.
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+    )
+    config = WorkerConfig(
+        database_url=settings.resolved_database_url,
+        storage_url=settings.resolved_storage_url,
+        lease_seconds=settings.job_lease_seconds,
+    )
+
+    @app.task(name=RUN_JOB_TASK)  # type: ignore[untyped-decorator]
+    def run_job(job_id: str) -> str:
+        return run_queued_job(config, job_id)
+
+    return app
+
+
+def run_queued_job(config: WorkerConfig, job_id: str) -> str:
+    """Claim the job named by a message and run it; 'not-runnable' when someone else has it."""
+    from allmicro_data.jobs import _services_for
+
+    owner = new_owner()
+    if claim(_services_for(config).sessions, owner, config.lease_seconds, job_id=job_id) is None:
+        log.info("job %s: not runnable here (done, running elsewhere or not due)", job_id)
+        return "not-runnable"
+    return execute(config, job_id, owner)
+
+
+def dispatch_pending(
+    sessions: sessionmaker[Session], send: Any, redispatch_after: float, limit: int = 500
+) -> int:
+    """Send the ids of runnable queued jobs that were never sent, or sent long ago; the number
+    sent. Each id is marked in the same UPDATE that selects it: of several dispatchers (API
+    processes, workers) racing, one sends it."""
+    now = utcnow()
+    due = and_(
+        Job.status == JobStatus.QUEUED,
+        or_(Job.not_before.is_(None), Job.not_before <= now),
+        or_(
+            Job.dispatched_at.is_(None),
+            Job.dispatched_at < now - timedelta(seconds=redispatch_after),
+        ),
+    )
+    with sessions.begin() as session:
+        candidates = list(
+            session.scalars(select(Job.id).where(due).order_by(Job.created_at).limit(limit))
+        )
+        if not candidates:
+            return 0
+        marked = list(
+            session.scalars(
+                update(Job)
+                .where(Job.id.in_(candidates), due)
+                .values(dispatched_at=now)
+                .returning(Job.id)
+            )
+        )
+    sent = 0
+    for job_id in marked:
+        try:
+            send(job_id)
+            sent += 1
+        except Exception:
+            # The broker is away: unmark, so that the next round sends it.
+            log.exception("job %s: sending to the broker failed", job_id)
+            with sessions.begin() as session:
+                session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=None))
+    return sent
+
+
+class CeleryDispatcher:
+    """A thread that sends queued job ids to the broker: at once when woken (after an upload),
+    and every `interval` seconds; with `reap`, it first puts jobs of vanished workers back."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        app: Any,
+        settings: Settings,
+        *,
+        reap: bool,
+    ) -> None:
+        self.sessions = sessions
+        self.app = app
+        self.queue = settings.celery_queue
+        self.interval = settings.job_dispatch_seconds
+        self.redispatch_after = settings.job_redispatch_seconds
+        self.reap = reap
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def send(self, job_id: str) -> None:
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=self.queue)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-dispatch", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def tick(self) -> int:
+        if self.reap:
+            reap_expired(self.sessions)
+        return dispatch_pending(self.sessions, self.send, self.redispatch_after)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("job dispatch failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+
+def _exit_with_worker() -> None:
+    """A Celery pool process ends when its worker dies (SIGKILL, host lost): an orphan must not
+    go on renewing the lease of a job that another worker should take over."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
+
+
+def run_worker(settings: Settings, concurrency: int) -> None:
+    """Run a Celery worker for the job queue, with a dispatcher that reaps and re-sends."""
+    from celery.signals import worker_process_init
+
+    from allmicro_data.services import Services
+
+    app = celery_app(settings)
+    services = Services.from_settings(settings)
+    dispatcher = CeleryDispatcher(services.sessions, app, settings, reap=True)
+
+    def child_init(**_: Any) -> None:
+        # Connections opened by the main process are not the child's to use or close.
+        services.engine.dispose(close=False)
+        _exit_with_worker()
+
+    worker_process_init.connect(child_init, weak=False)
+    dispatcher.start()
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--concurrency={max(1, concurrency)}",
+                f"--queues={settings.celery_queue}",
+                f"--hostname=allmicro-{os.getpid()}@%h",
+                f"--loglevel={settings.log_level}",
+                "--without-gossip",
+                "--without-mingle",
+                "--pool=prefork",
+            ]
+        )
+    finally:
+        dispatcher.stop()
+        services.close()
