@@ -8,12 +8,13 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ome_types
 import tifffile
-from ome_types import model as ome_model
+
+if TYPE_CHECKING:
+    from ome_types import model as ome_model
 
 from allmicro_data.ingest.readers.base import (
     AXIS_ORDER,
@@ -205,6 +206,8 @@ def valid_ome_xml(text: str) -> bool:
     """True when the document validates against the current OME schema (older schemas and
     vendor quirks do not; those series get an OME-XML built by us instead)."""
     try:
+        import ome_types  # imported on use: it takes most of a second to load
+
         ome_types.validate_xml(text)
     except Exception:
         return False
@@ -332,6 +335,8 @@ class OmeXmlFile(ImageFile):
         if size > MAX_OME_XML_BYTES:
             raise ReadError(f"{path.name}: OME-XML document of {size} bytes is too large")
         try:
+            import ome_types
+
             ome = ome_types.from_xml(path)
         except Exception as exc:
             raise ReadError(f"{path.name}: invalid OME-XML ({_first_line(exc)})") from exc

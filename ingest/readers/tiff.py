@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ome_types
 import tifffile
 import zarr
 
@@ -201,6 +200,8 @@ class TiffImageFile(ImageFile):
         ome = None
         if tiff.is_ome and tiff.ome_metadata:
             try:
+                import ome_types  # imported on use: it takes most of a second to load
+
                 ome = ome_types.from_xml(tiff.ome_metadata)
             except Exception as exc:
                 self.warnings.append(f"OME-XML in the TIFF does not parse: {str(exc)[:200]}")
