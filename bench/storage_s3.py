@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -206,12 +207,27 @@ def obstore_s3(endpoint: str, bucket: str, prefix: str) -> Any:
 # ---- measuring -----------------------------------------------------------------------------
 
 
-def write_seconds(series: Any, store: Any, key: str) -> tuple[float, int]:
+def write_seconds(series: Any, store: Any, key: str, ngff: str) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds of this process (all threads), objects written."""
     from allmicro_data.ingest.pyramid import write_pyramid
 
-    started = time.perf_counter()
-    info = write_pyramid(series, store, key)
-    return time.perf_counter() - started, len(info.objects)
+    cpu, started = _process_cpu(), time.perf_counter()
+    info = write_pyramid(series, store, key, ngff=ngff)
+    return time.perf_counter() - started, _process_cpu() - cpu, len(info.objects)
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu(servers: list[Seaweed]) -> float:
+    """CPU seconds the S3 servers have used: on this machine they share our two cores."""
+    total = 0.0
+    for server in servers:
+        fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def read_chunks(open_array: Callable[[], Any], n: int, seed: int = 7) -> tuple[float, float]:
@@ -237,6 +253,7 @@ def main() -> None:
     parser.add_argument("--endpoint", help="use this S3 endpoint instead of starting SeaweedFS")
     parser.add_argument("--alternatives", action="store_true", help="also s3fs, and reads")
     parser.add_argument("--replicated", action="store_true", help="also S3 primary + S3 replica")
+    parser.add_argument("--ngff", default="0.4", choices=["0.4", "0.5"], help="0.5 is sharded")
     args = parser.parse_args()
 
     if not args.input.exists():
@@ -274,21 +291,36 @@ def main() -> None:
 
         print(f"{args.input.name}: {series.shape} {series.dtype}; {args.repeat} runs per store")
         seconds: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        server_cpu: dict[str, list[float]] = {name: [] for name in variants}
         last_run: dict[str, str] = {}
         for repeat in range(args.repeat):
             # Alternating keeps slow phases of a busy machine from landing on one side only.
             for name, make in variants.items():
                 run = f"r{repeat}-{uuid.uuid4().hex[:6]}"
                 shutil.rmtree(scratch / "local", ignore_errors=True)
-                took, objects = write_seconds(series, make(run), "image.ome.zarr")
+                store = make(run)
+                before = _server_cpu(servers)
+                took, used, objects = write_seconds(series, store, "image.ome.zarr", args.ngff)
                 seconds[name].append(took)
+                cpu[name].append(used)
+                server_cpu[name].append(_server_cpu(servers) - before)
                 last_run[name] = run
-                print(f"  {name:<11} run {repeat + 1}: {took:6.2f} s  ({objects} objects)")
+                print(
+                    f"  {name:<11} run {repeat + 1}: {took:6.2f} s  ({objects} objects, "
+                    f"CPU {used:.1f} s here + {server_cpu[name][-1]:.1f} s in the S3 server)"
+                )
         base = statistics.median(seconds["local"])
-        print("\nstore        median    min   ratio to local")
+        base_cpu = statistics.median(cpu["local"])
+        print("\nstore        median    min   ratio to local   our CPU (ratio)   S3 server CPU")
         for name, values in seconds.items():
             median = statistics.median(values)
-            print(f"{name:<11} {median:6.2f} s {min(values):6.2f} s   {median / base:5.2f}x")
+            ours = statistics.median(cpu[name])
+            print(
+                f"{name:<11} {median:6.2f} s {min(values):6.2f} s   {median / base:5.2f}x"
+                f"          {ours:5.1f} s ({ours / base_cpu:4.2f}x)"
+                f"   {statistics.median(server_cpu[name]):5.1f} s"
+            )
         ratio = statistics.median(seconds["s3"]) / base
         verdict = "meets" if ratio <= TARGET_RATIO else "misses"
         print(f"\nS3 / local = {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
