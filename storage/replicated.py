@@ -101,7 +101,8 @@ class ReplicatedStore:
         # download succeeds from a good copy until scrub mends the bad one.
         self._bad: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
-        # Replica writes run beside the primary's; sized for the pyramid writer's threads.
+        # Replica writes of objects in memory run beside the primary's; sized for the pyramid
+        # writer's threads.
         self._pool = ThreadPoolExecutor(
             max_workers=8 * (len(self.replicas) + 1), thread_name_prefix="replica"
         )
@@ -212,38 +213,46 @@ class ReplicatedStore:
         )
 
     def _write_stream(self, key: str, blocks: Iterator[bytes]) -> StoredObject:
-        """Stream once from the caller into every store at once, each fed through a queue."""
+        """Stream once from the caller into every store at once, each fed through a queue.
+
+        Each store's write gets a thread of its own: a streamed write lasts as long as the
+        caller's stream, and must not wait for a place in a pool that other writes hold.
+        """
         live = [r for r in self.replicas if self.available(r)]
         feeds = [_Feed() for _ in range(len(live) + 1)]
-        primary_future = self._pool.submit(self.primary.put, key, feeds[0])
-        futures = {
-            r.url: self._pool.submit(r.put, key, feed)
-            for r, feed in zip(live, feeds[1:], strict=True)
-        }
-        everyone = [primary_future, *futures.values()]
-        for feed, future in zip(feeds, everyone, strict=True):
-            future.add_done_callback(feed.consumer_done)
+        writers = ThreadPoolExecutor(len(feeds), thread_name_prefix="replica-stream")
         try:
-            for block in blocks:
-                if primary_future.done():
-                    # The primary gave up (its error is raised below); nobody gets a torso.
-                    break
+            primary_future = writers.submit(self.primary.put, key, feeds[0])
+            futures = {
+                r.url: writers.submit(r.put, key, feed)
+                for r, feed in zip(live, feeds[1:], strict=True)
+            }
+            everyone = [primary_future, *futures.values()]
+            for feed, future in zip(feeds, everyone, strict=True):
+                future.add_done_callback(feed.consumer_done)
+            try:
+                for block in blocks:
+                    if primary_future.done():
+                        # The primary gave up (its error is raised below): nobody gets a torso.
+                        break
+                    for feed in feeds:
+                        feed.send(block)
+            except BaseException as exc:
+                # The caller's stream failed: every store abandons its write, the error goes back.
                 for feed in feeds:
-                    feed.send(block)
-        except BaseException as exc:
-            # The caller's stream failed: every store abandons its write, the error goes back.
-            for feed in feeds:
-                feed.fail(exc)
-            wait(everyone)
-            raise
-        if primary_future.done() and primary_future.exception() is not None:
-            for feed in feeds:
-                feed.fail(StorageError("the primary write failed"))
-        else:
-            for feed in feeds:
-                feed.finish()
-        stored = primary_future.result()
-        return self._settle(key, stored, futures)
+                    feed.fail(exc)
+                wait(everyone)
+                raise
+            if primary_future.done() and primary_future.exception() is not None:
+                for feed in feeds:
+                    feed.fail(StorageError("the primary write failed"))
+            else:
+                for feed in feeds:
+                    feed.finish()
+            stored = primary_future.result()
+            return self._settle(key, stored, futures)
+        finally:
+            writers.shutdown(wait=False)
 
     def delete(self, key: str) -> None:
         live = [r for r in self.replicas if self.available(r)]

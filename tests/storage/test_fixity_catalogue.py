@@ -26,7 +26,7 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.fixity import record_image_fixity, write_image_manifest
 from allmicro_data.replication import CataloguePendingCopies, catch_up_replicas, pending_counts
-from allmicro_data.scrub import StorageMaintenance, run_document, run_scrub
+from allmicro_data.scrub import StorageMaintenance, describe_run, run_document, run_scrub
 from allmicro_data.services import Services
 from allmicro_data.storage import LocalStore, ReplicatedStore
 
@@ -130,7 +130,10 @@ def test_scrub_finds_repairs_and_records_its_runs(replicated: Services) -> None:
     assert isinstance(site_c, LocalStore)
     site_b.put_bytes(chunk, b"wrong")
     site_c.delete(chunk)
-    found = run_document(run_scrub(replicated, repair=False, image_id=image_id))
+    run = run_scrub(replicated, repair=False, image_id=image_id)
+    found = run_document(run)
+    text = describe_run(run)
+    assert "1 missing, 1 corrupt" in text and f"corrupt      {chunk} on {site_b.url}" in text
     # Objects: the original, the chunk, the manifest, each on three stores.
     assert (found["objects"], found["copies"], found["ok"]) == (3, 9, 7)
     assert (found["corrupt"], found["missing"], found["clean"]) == (1, 1, False)

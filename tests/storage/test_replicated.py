@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -254,3 +256,15 @@ def test_missing_objects_read_as_missing(stores: list[Switchable]) -> None:
     with pytest.raises(ObjectNotFound):
         store.open("nope")
     assert not store.exists("nope")
+
+
+def test_many_streamed_writes_at_once_do_not_wait_for_each_other(
+    stores: list[Switchable],
+) -> None:
+    store = replicated(stores, pending=ToDoList())
+    payloads = {f"raw/{i}": os.urandom((2 << 20) + i) for i in range(16)}
+    with ThreadPoolExecutor(16) as pool:
+        stored = list(pool.map(lambda kv: store.put(kv[0], io.BytesIO(kv[1])), payloads.items()))
+    assert [o.sha256 for o in stored] == [hashlib.sha256(v).hexdigest() for v in payloads.values()]
+    for s in stores:
+        assert all(s.get_bytes(k) == v for k, v in payloads.items())
