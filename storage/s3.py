@@ -247,6 +247,9 @@ class S3Store:
             raise StorageError(
                 f"S3 {operation}{what} failed at {where}: {exc.code}: {exc.message}"
             ) from None
+        except ValueError as exc:
+            # The client refuses names S3 would refuse (bucket names are checked at start-up).
+            raise StorageError(f"S3 {operation} at {where}: {exc}") from None
         except (urllib3.exceptions.HTTPError, MinioException, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise StorageError(
