@@ -37,18 +37,41 @@ def main() -> None:
     """AllMicro Data: the image repository of the microscopy network."""
 
 
+def _share_metrics(root: Path) -> None:
+    """Let this process and the job processes it starts count into one set of metrics files
+    (prometheus-client's multiprocess mode), in a directory of its own under root, since
+    several servers may share a data_dir. Must run before prometheus_client is imported."""
+    import os
+    import shutil
+
+    assert "prometheus_client" not in sys.modules, "metrics imported too early"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        # Directories of processes that are gone: their counters died with them.
+        pid = old.name.rpartition("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    directory = root / f"process-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: settings).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default: settings).")
 def serve(host: str | None, port: int | None) -> None:
     """Run the server (embedded default: SQLite, local store, in-process job runner)."""
-    import uvicorn
-
-    from allmicro_data.api.app import create_app
     from allmicro_data.logs import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    _share_metrics(settings.data_dir / "metrics")
+
+    import uvicorn
+
+    from allmicro_data.api.app import create_app
+
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -62,16 +85,21 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option(
     "--concurrency", type=int, default=None, help="Jobs run at once (default: job_workers)."
 )
-def worker(concurrency: int | None) -> None:
+@click.option(
+    "--metrics-port", type=int, default=0, help="Serve /metrics of the jobs here (0: off)."
+)
+def worker(concurrency: int | None, metrics_port: int) -> None:
     """Run ingest jobs from the Celery queue (ALLMICRO_QUEUE=celery, ALLMICRO_BROKER_URL)."""
     from allmicro_data.logs import configure_logging
-    from allmicro_data.taskqueue import run_worker
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    _share_metrics(settings.data_dir / "metrics")
     if not settings.broker_url:
         _fail("set ALLMICRO_BROKER_URL (redis://host:6379/0 or amqp://host//)")
-    run_worker(settings, concurrency or settings.job_workers or 1)
+    from allmicro_data.taskqueue import run_worker
+
+    run_worker(settings, concurrency or settings.job_workers or 1, metrics_port=metrics_port)
 
 
 @main.command()

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from allmicro_data.catalogue.models import Job, JobKind, JobStatus, utcnow
+from allmicro_data import logs, metrics
+from allmicro_data.catalogue.models import File, Job, JobKind, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +334,8 @@ def execute(config: WorkerConfig, job_id: str, owner: str) -> str:
         session.expunge(job)
     ctx = JobContext(services, job, owner, config.lease_seconds)
     stop = threading.Event()
+    started = time.monotonic()
+    logs.job_id.set(job_id)
 
     def beat() -> None:
         while not stop.wait(config.lease_seconds / 3):
@@ -340,6 +344,26 @@ def execute(config: WorkerConfig, job_id: str, owner: str) -> str:
 
     beater = threading.Thread(target=beat, name=f"lease-{job_id[:8]}", daemon=True)
     beater.start()
+    outcome = _run_handler(sessions, ctx, job, owner, stop, beater)
+    seconds = time.monotonic() - started
+    metrics.JOB_DURATION.labels(job.kind.value, outcome).observe(seconds)
+    if outcome == "succeeded" and job.file_id is not None:
+        with sessions() as session:
+            size = session.scalar(select(File.size).where(File.id == job.file_id))
+        metrics.observe_stage(job.kind.value, "ingest", seconds, size or 0)
+    logs.job_id.set(None)
+    return outcome
+
+
+def _run_handler(
+    sessions: sessionmaker[Session],
+    ctx: JobContext,
+    job: Job,
+    owner: str,
+    stop: threading.Event,
+    beater: threading.Thread,
+) -> str:
+    job_id = job.id
     try:
         _handler(job.kind)(ctx)
     except LeaseLost:

@@ -179,11 +179,14 @@ def _exit_with_worker() -> None:
     threading.Thread(target=watch, name="worker-watch", daemon=True).start()
 
 
-def run_worker(settings: Settings, concurrency: int) -> None:
+def run_worker(settings: Settings, concurrency: int, *, metrics_port: int = 0) -> None:
     """Run a Celery worker for the job queue, with a dispatcher that reaps and re-sends."""
     from celery.signals import worker_process_init
 
     from allmicro_data.services import Services
+
+    if metrics_port:
+        _serve_metrics(metrics_port)
 
     app = celery_app(settings)
     services = Services.from_settings(settings)
@@ -199,6 +202,8 @@ def run_worker(settings: Settings, concurrency: int) -> None:
     try:
         app.worker_main(
             [
+                # No banner on stdout: every line of output is a log record (JSON or text).
+                "--quiet",
                 "worker",
                 f"--concurrency={max(1, concurrency)}",
                 f"--queues={settings.celery_queue}",
@@ -212,3 +217,27 @@ def run_worker(settings: Settings, concurrency: int) -> None:
     finally:
         dispatcher.stop()
         services.close()
+
+
+def _serve_metrics(port: int) -> None:
+    """The job counters of this worker and its pool processes, for Prometheus to scrape."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from allmicro_data.metrics import process_metrics
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = process_metrics()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)  # noqa: S104 - scraped from outside
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -19,6 +19,7 @@ from allmicro_data.api.routers import (
     files,
     health,
     iiif,
+    metrics,
     shares,
     storage_admin,
     tiles,
@@ -30,6 +31,7 @@ from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
+from allmicro_data.metrics import RequestObserver
 from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
@@ -100,9 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(RequestObserver)
     problems.document_problems(app)
     for module in (
         health,
+        metrics,
         auth,
         admin,
         catalogue,

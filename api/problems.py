@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allmicro_data.errors import DomainError
+from allmicro_data.metrics import STORAGE_ERRORS
 from allmicro_data.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def storage_error(request: Request, exc: StorageError) -> JSONResponse:
         log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+        STORAGE_ERRORS.labels("api").inc()
         return problem(
             503, "Storage unavailable", "the object store could not be reached; try again"
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tifffile
@@ -56,12 +57,13 @@ class Worker:
 
     env: dict[str, str]
     log_path: Path
+    metrics_port: int
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [ALLMICRO, "worker", "--concurrency", "1"],
+                [ALLMICRO, "worker", "--concurrency=1", f"--metrics-port={self.metrics_port}"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -92,6 +94,16 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def metric_values(exposition: str) -> dict[str, float]:
+    """Samples of a Prometheus text exposition, by name with labels."""
+    values = {}
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 def small_tiff(index: int) -> bytes:
@@ -159,12 +171,8 @@ def cluster(
     workers: list[Worker] = []
     try:
         for n in range(2):
-            env = {
-                **base,
-                "ALLMICRO_DATA_DIR": str(tmp_path / f"worker-{n}"),
-                "ALLMICRO_PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"worker-{n}-metrics"),
-            }
-            workers.append(Worker(env, tmp_path / f"worker-{n}.log"))
+            env = {**base, "ALLMICRO_DATA_DIR": str(tmp_path / f"worker-{n}")}
+            workers.append(Worker(env, tmp_path / f"worker-{n}.log", free_port()))
             workers[-1].start()
         for n in range(2):
             port = free_port()
@@ -269,6 +277,40 @@ def test_two_apis_two_workers_a_killed_worker_loses_nothing_and_runs_nothing_twi
         assert stuck == 0
         assert images == 20
         assert per_file == 1
+
+        # Every API process reports the installation's figures from the catalogue, and its own
+        # requests by route template; the surviving worker ran all 20 successful attempts.
+        for server in servers:
+            scraped = httpx.get(f"{server.url}/metrics", timeout=10)
+            assert scraped.status_code == 200
+            figures = metric_values(scraped.text)
+            assert figures['allmicro_jobs{status="succeeded"}'] == 20
+            assert figures['allmicro_jobs{status="queued"}'] == 0
+            assert figures["allmicro_stored_originals"] == 20
+            assert figures["allmicro_replica_pending"] == 0
+            uploads = [
+                v
+                for k, v in figures.items()
+                if k.startswith("allmicro_http_requests_total{")
+                and 'route="/api/datasets/{dataset_id}/files"' in k
+                and 'status="201"' in k
+            ]
+            # The large file and frames 0, 2, … 18 went to the first; frames 1, 3, … 17 to the second.
+            assert sum(uploads) == (11 if server is servers[0] else 9)
+        worker_figures = metric_values(
+            httpx.get(f"http://127.0.0.1:{survivor.metrics_port}/metrics", timeout=10).text
+        )
+        succeeded = 'allmicro_job_duration_seconds_count{kind="ingest",outcome="succeeded"}'
+        assert worker_figures[succeeded] == 20
+        assert worker_figures['allmicro_job_bytes_total{kind="ingest",stage="ingest"}'] > 6144**2
+
+        # JSON logs: every line an object; requests and jobs carry their ids.
+        api_lines = [json.loads(line) for line in servers[0].log().splitlines() if line]
+        assert any(entry.get("request_id") for entry in api_lines)
+        worker_lines = [
+            json.loads(line) for line in survivor.log_path.read_text().splitlines() if line
+        ]
+        assert any(entry.get("job_id") == big_job for entry in worker_lines)
     finally:
         for client in clients:
             client.close()

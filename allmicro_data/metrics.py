@@ -1,0 +1,199 @@
+"""Prometheus metrics: requests, jobs and storage, counted in every process and read at /metrics.
+
+A server or worker runs several processes (job pool, Celery pool), so counters are kept in
+prometheus-client's multiprocess mode when its directory was set before the client was imported
+(`_share_metrics` in cli.py). Figures that describe the whole installation (job queue depth,
+stored originals, replica backlog, the last scrub) are read from the catalogue at scrape time, so
+every API process reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from allmicro_data import logs
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter(
+    "allmicro_http_requests", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "allmicro_http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response starts streaming)",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOB_DURATION = Histogram(
+    "allmicro_job_duration_seconds",
+    "Time from claim to outcome of one job attempt",
+    ["kind", "outcome"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+)
+JOB_BYTES = Counter(
+    "allmicro_job_bytes", "Bytes of originals processed by succeeded jobs", ["kind", "stage"]
+)
+JOB_THROUGHPUT = Histogram(
+    "allmicro_job_bytes_per_second",
+    "Bytes of originals per second of a succeeded job stage",
+    ["kind", "stage"],
+    buckets=(1e5, 1e6, 5e6, 1e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 5e9),
+)
+STORAGE_ERRORS = Counter(
+    "allmicro_storage_errors", "Object store operations that failed", ["where"]
+)
+
+
+def observe_stage(kind: str, stage: str, seconds: float, nbytes: int) -> None:
+    JOB_BYTES.labels(kind, stage).inc(nbytes)
+    if seconds > 0:
+        JOB_THROUGHPUT.labels(kind, stage).observe(nbytes / seconds)
+
+
+class CatalogueCollector(Collector):
+    """Installation-wide figures from the catalogue, read when scraped."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from allmicro_data.catalogue.models import File, Job, JobStatus, ReplicaPending, ScrubRun
+
+        with self.sessions() as session:
+            by_status = dict(
+                session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+            )
+            oldest = session.scalar(
+                select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED)
+            )
+            originals, original_bytes = session.execute(
+                select(func.count(), func.coalesce(func.sum(File.size), 0))
+            ).one()
+            pending = session.scalar(select(func.count()).select_from(ReplicaPending))
+            scrub = session.scalars(
+                select(ScrubRun)
+                .where(ScrubRun.finished_at.is_not(None))
+                .order_by(ScrubRun.finished_at.desc())
+                .limit(1)
+            ).first()
+        jobs = GaugeMetricFamily(
+            "allmicro_jobs", "Jobs in the catalogue by status", labels=["status"]
+        )
+        for status in JobStatus:
+            jobs.add_metric([status.value], float(by_status.get(status, 0)))
+        yield jobs
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest.timestamp())
+        yield GaugeMetricFamily(
+            "allmicro_job_oldest_queued_seconds", "Age of the oldest queued job", value=age
+        )
+        yield GaugeMetricFamily(
+            "allmicro_stored_originals", "Originals in the catalogue", value=float(originals)
+        )
+        yield GaugeMetricFamily(
+            "allmicro_stored_original_bytes",
+            "Bytes of originals in the catalogue",
+            value=float(original_bytes),
+        )
+        yield GaugeMetricFamily(
+            "allmicro_replica_pending",
+            "Objects a replica still has to receive or drop",
+            value=float(pending or 0),
+        )
+        if scrub is not None:
+            copies = GaugeMetricFamily(
+                "allmicro_scrub_last_copies",
+                "Copies the last finished scrub found, by state",
+                labels=["state"],
+            )
+            for state in ("ok", "missing", "corrupt", "unreachable", "repaired", "unrecoverable"):
+                copies.add_metric([state], float(getattr(scrub, state)))
+            yield copies
+            assert scrub.finished_at is not None
+            yield GaugeMetricFamily(
+                "allmicro_scrub_last_finished_timestamp_seconds",
+                "When the last scrub finished",
+                value=scrub.finished_at.timestamp(),
+            )
+
+
+def process_metrics() -> bytes:
+    """The counters of this process, or of all processes sharing the multiprocess directory."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def exposition(sessions: sessionmaker[Session] | None) -> bytes:
+    """Everything /metrics shows: this server's counters and the catalogue's figures."""
+    text = process_metrics()
+    if sessions is not None:
+        catalogue = CollectorRegistry()
+        catalogue.register(CatalogueCollector(sessions))
+        text += generate_latest(catalogue)
+    return text
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestObserver:
+    """ASGI middleware: a request id for every request (taken from X-Request-Id when sane, so a
+    proxy's id follows the request), put in the logs and the response; and the request counted
+    under its route template, not its path, so that ids do not explode the label space."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = MutableHeaders(scope=scope).get("x-request-id", "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message).append("X-Request-Id", rid)
+                LATENCY.labels(scope["method"], _route(scope)).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
+            logs.request_id.reset(token)
+
+
+def _route(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
