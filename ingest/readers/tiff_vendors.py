@@ -400,15 +400,21 @@ def gatan_tiff(ctx: TiffContext) -> bool:
     return True
 
 
-def hitachi_sidecar(ctx: TiffContext, text: str) -> bool:
-    """Hitachi SEM: a '[SemImageFile]' key=value text file beside the TIFF."""
-    if "[SemImageFile]" not in text[:4096]:
-        return False
+def _key_values(text: str) -> dict[str, str]:
+    """The key=value lines of an INI-like vendor text block (section headers are skipped)."""
     keys: dict[str, str] = {}
     for line in text.splitlines()[:5000]:
         key, sep, value = line.partition("=")
         if sep:
             keys[key.strip()] = value.strip()
+    return keys
+
+
+def hitachi_sidecar(ctx: TiffContext, text: str) -> bool:
+    """Hitachi SEM: a '[SemImageFile]' key=value text file beside the TIFF."""
+    if "[SemImageFile]" not in text[:4096]:
+        return False
+    keys = _key_values(text)
     series, acq = ctx.series, ctx.series.acquisition
     series.vendor["hitachi"] = keys
     acq.vendor = "Hitachi High-Tech"
@@ -443,11 +449,7 @@ def tescan(ctx: TiffContext, text: str) -> bool:
     """Tescan SEM: an INI text block ('[MAIN]' with PixelSizeX, HV, WD...) in tag 50431."""
     if "[MAIN]" not in text[:4096]:
         return False
-    keys: dict[str, str] = {}
-    for line in text.splitlines()[:5000]:
-        key, sep, value = line.partition("=")
-        if sep:
-            keys[key.strip()] = value.strip()
+    keys = _key_values(text)
     series, acq = ctx.series, ctx.series.acquisition
     series.vendor["tescan"] = keys
     acq.vendor = "Tescan"
