@@ -269,9 +269,10 @@ def change_password(
 
 
 def reset_password(
-    session: Session, admin: User, user: User, new: str, client_address: str | None
+    session: Session, admin: User | None, user: User, new: str, client_address: str | None
 ) -> None:
-    """An admin sets a new password: the account is unlocked and signed out everywhere."""
+    """An admin (None: the server's own CLI) sets a new password: the account is unlocked and
+    signed out everywhere."""
     set_password(user, new)
     user.failed_logins = 0
     user.locked_until = None
@@ -279,8 +280,8 @@ def reset_password(
     record(
         session,
         "password.reset",
-        actor=admin.email,
-        actor_user_id=admin.id,
+        actor=admin.email if admin else "cli",
+        actor_user_id=admin.id if admin else None,
         object_type="user",
         object_id=user.id,
         client_address=client_address,

@@ -468,17 +468,12 @@ def admin_set_user(user: str, is_admin: bool | None, is_active: bool | None) -> 
 def admin_reset_password(user: str, password: str) -> None:
     """Set a user's password, unlock the account and sign it out everywhere."""
     from allmicro_data import directory
-    from allmicro_data.audit import record
-    from allmicro_data.auth import revoke_user_tokens, set_password
+    from allmicro_data.auth import reset_password
 
     services = _services()
     with services.session() as session:
         account = directory.find_user(session, user)
-        set_password(account, password)
-        account.failed_logins = 0
-        account.locked_until = None
-        revoke_user_tokens(session, account.id)
-        record(session, "password.reset", actor="cli", object_type="user", object_id=account.id)
+        reset_password(session, None, account, password, client_address=None)
         click.echo(f"password of {account.email} reset")
 
 

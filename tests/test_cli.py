@@ -107,6 +107,14 @@ def test_admin_commands_manage_people_and_projects(tmp_path: Path) -> None:
     token = cli("admin", "create-token", "ceo@acme.example", "--name", "SEM PC", "--scope", "read")
     assert token.startswith("amd_")
     assert "admin=True" in cli("admin", "set-user", "ceo@acme.example", "--admin")
+    assert "reset" in cli("admin", "reset-password", "ceo@acme.example")
+    weak = run(
+        "admin",
+        "reset-password",
+        "ceo@acme.example",
+        env={**env, "ALLMICRO_NEW_USER_PASSWORD": "short"},
+    )
+    assert weak.returncode == 1 and "at least" in weak.stderr
     cli("admin", "remove-member", "Acme pilot", "--organisation", "Acme Coatings")
     assert "org:" not in cli("admin", "list", "members", "--project", "Acme pilot")
 
