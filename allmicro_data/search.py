@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from allmicro_data.access import Caller, scoped
 from allmicro_data.catalogue.models import Dataset, Image
@@ -74,18 +74,35 @@ def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
     return stmt
 
 
-def search_images(
-    session: Session, caller: Caller, query: ImageQuery
-) -> tuple[Sequence[Image], int]:
-    """One page of matching images, and how many match in all."""
+# Counting stops here: "more than 10 000 images" is as useful as the exact figure, and an exact
+# count of half a million rows costs more than the page itself.
+COUNT_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    items: Sequence[Image]
+    total: int  # exact when total_exact, else a lower bound (COUNT_LIMIT)
+    total_exact: bool
+
+
+def search_images(session: Session, caller: Caller, query: ImageQuery) -> SearchResult:
+    """One page of matching images, and how many match in all (counted up to COUNT_LIMIT)."""
     stmt = filtered(caller, query)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    bounded = stmt.with_only_columns(Image.id).limit(COUNT_LIMIT + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(bounded)) or 0
     column = SORTS[query.sort.lstrip("-")]
     order = column.desc() if query.sort.startswith("-") else column.asc()
-    rows = session.scalars(
-        stmt.order_by(order, Image.id).limit(query.limit).offset(query.offset)
-    ).all()
-    return rows, total
+    page = (
+        stmt.options(defer(Image.vendor_metadata), defer(Image.search_text))
+        .order_by(order, Image.id)
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    rows = session.scalars(page).all()
+    if total > COUNT_LIMIT:
+        return SearchResult(rows, COUNT_LIMIT, total_exact=False)
+    return SearchResult(rows, total, total_exact=True)
 
 
 def _values(value: Any) -> Iterator[str]:

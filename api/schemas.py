@@ -272,7 +272,10 @@ def _image_fields(i: Image) -> dict[str, Any]:
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    total: int
+    total: int = Field(description="how many match; a lower bound when total_exact is false")
+    total_exact: bool = Field(
+        default=True, description="false when counting stopped early (image search: 10 000)"
+    )
     limit: int
     offset: int
 

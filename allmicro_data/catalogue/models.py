@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -279,13 +280,48 @@ class ImageFile(Base):
     role: Mapped[str] = mapped_column(String(32), default="primary")
 
 
+# Indexes that exist on PostgreSQL only (created with ddl_if and by the migrations).
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_image_ready_search_trgm"})
+
+
+def _ready_indexes(*specs: tuple[str, ...]) -> list[Index]:
+    """Indexes over ready images only, named ix_image_ready_<name>; "lower(x)" is an expression."""
+    indexes = []
+    for name, *columns in specs:
+        parts = [text(c) if "(" in c else c for c in columns]
+        where = text("status = 'ready'")
+        indexes.append(
+            Index(f"ix_image_ready_{name}", *parts, sqlite_where=where, postgresql_where=where)
+        )
+    return indexes
+
+
 class Image(Base):
     """One viewable series read from one or more originals, with its pyramid and metadata."""
 
     __tablename__ = "image"
     __table_args__ = (
         Index("ix_image_dataset_status", "dataset_id", "status"),
-        Index("ix_image_modality_acquired", "modality", "acquired_at"),
+        # Search paths (allmicro_data/search.py). Callers only ever see ready images, so these
+        # are partial indexes over them; scoped queries start from the visible datasets.
+        *_ready_indexes(
+            ("name", "name"),
+            ("acquired", "acquired_at"),
+            ("dataset_name", "dataset_id", "name"),
+            ("dataset_acquired", "dataset_id", "acquired_at"),
+            ("dataset_modality_acquired", "dataset_id", "lower(modality)", "acquired_at"),
+            ("modality_acquired", "lower(modality)", "acquired_at"),
+            ("dataset_pixel_size", "dataset_id", "pixel_size_x"),
+            ("pixel_size", "pixel_size_x"),
+        ),
+        # Free text: trigrams answer LIKE '%word%' on PostgreSQL; SQLite scans.
+        Index(  # one of POSTGRESQL_ONLY_INDEXES
+            "ix_image_ready_search_trgm",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+            postgresql_where=text("status = 'ready'"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -239,9 +239,13 @@ SortField = Literal[
 
 
 def _page(session: SessionDep, caller: CallerDep, query: ImageQuery) -> Page[ImageOut]:
-    rows, total = search_images(session, caller, query)
+    found = search_images(session, caller, query)
     return Page(
-        items=[ImageOut.of(i) for i in rows], total=total, limit=query.limit, offset=query.offset
+        items=[ImageOut.of(i) for i in found.items],
+        total=found.total,
+        total_exact=found.total_exact,
+        limit=query.limit,
+        offset=query.offset,
     )
 
 
