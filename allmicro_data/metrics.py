@@ -13,7 +13,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import (
@@ -51,13 +52,22 @@ JOB_DURATION = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
 )
 JOB_BYTES = Counter(
-    "allmicro_job_bytes", "Bytes of originals processed by succeeded jobs", ["kind", "stage"]
+    "allmicro_job_bytes",
+    "Bytes through each stage of succeeded jobs: originals for fetch, read and the whole ingest, "
+    "decoded pixels for pyramid",
+    ["kind", "stage"],
 )
 JOB_THROUGHPUT = Histogram(
     "allmicro_job_bytes_per_second",
-    "Bytes of originals per second of a succeeded job stage",
+    "Bytes per second of one job stage (see allmicro_job_bytes for what is counted)",
     ["kind", "stage"],
     buckets=(1e5, 1e6, 5e6, 1e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 5e9),
+)
+STAGE_DURATION = Histogram(
+    "allmicro_job_stage_duration_seconds",
+    "Time of one stage of a job: fetch originals, read metadata, write the pyramid",
+    ["kind", "stage"],
+    buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 STORAGE_ERRORS = Counter(
     "allmicro_storage_errors", "Object store operations that failed", ["where"]
@@ -68,6 +78,16 @@ def observe_stage(kind: str, stage: str, seconds: float, nbytes: int) -> None:
     JOB_BYTES.labels(kind, stage).inc(nbytes)
     if seconds > 0:
         JOB_THROUGHPUT.labels(kind, stage).observe(nbytes / seconds)
+
+
+@contextmanager
+def stage(kind: str, name: str, nbytes: int) -> Iterator[None]:
+    """Time a stage of a job; its figures are recorded only when it completes."""
+    started = time.monotonic()
+    yield
+    seconds = time.monotonic() - started
+    STAGE_DURATION.labels(kind, name).observe(seconds)
+    observe_stage(kind, name, seconds, nbytes)
 
 
 class CatalogueCollector(Collector):

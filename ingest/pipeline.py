@@ -8,18 +8,20 @@ that dies half-way leaves nothing visible and its rerun produces the same result
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from allmicro_data import metrics
 from allmicro_data.catalogue.models import (
     File,
     Image,
@@ -235,10 +237,15 @@ def run_ingest_job(ctx: JobContext) -> None:
                 ctx.finish_in(session)
                 return
         session.expunge_all()
+    kind = ctx.job.kind.value
+    originals_size = sum(f.size or 0 for f in [file, *companions])
     try:
-        with local_originals(store, [file, *companions]) as paths:
+        with ExitStack() as cleanup:
+            with metrics.stage(kind, "fetch", originals_size):
+                paths = cleanup.enter_context(local_originals(store, [file, *companions]))
             try:
-                image_file = open_image_file(paths[0], paths[1:])
+                with metrics.stage(kind, "read", originals_size):
+                    image_file = open_image_file(paths[0], paths[1:])
             except ReadError as exc:
                 raise JobFailure(str(exc)) from exc
             with image_file:
@@ -278,7 +285,9 @@ def _ingest_series(
         try:
             ome_xml = series.ome_xml() or build_ome_xml(series, name)
             ome_xml_key = f"images/{image_id}/metadata.ome.xml"
-            info = write_pyramid(series, store, key, ome_xml=ome_xml, progress=progress)
+            pixels = math.prod(series.shape) * series.dtype.itemsize
+            with metrics.stage(ctx.job.kind.value, "pyramid", pixels):
+                info = write_pyramid(series, store, key, ome_xml=ome_xml, progress=progress)
             ome_xml_object = store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
             # Fixity: the sha256 and size of every object the image consists of.
             manifest, manifest_object = write_image_manifest(

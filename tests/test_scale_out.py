@@ -303,6 +303,11 @@ def test_two_apis_two_workers_a_killed_worker_loses_nothing_and_runs_nothing_twi
         succeeded = 'allmicro_job_duration_seconds_count{kind="ingest",outcome="succeeded"}'
         assert worker_figures[succeeded] == 20
         assert worker_figures['allmicro_job_bytes_total{kind="ingest",stage="ingest"}'] > 6144**2
+        # Each stage of each image is timed: originals fetched from S3, read, pyramid written.
+        for stage in ("fetch", "read", "pyramid"):
+            timed = f'allmicro_job_stage_duration_seconds_count{{kind="ingest",stage="{stage}"}}'
+            assert worker_figures[timed] >= 20, stage
+        assert worker_figures['allmicro_job_bytes_total{kind="ingest",stage="pyramid"}'] >= 6144**2
 
         # JSON logs: every line an object; requests and jobs carry their ids.
         api_lines = [json.loads(line) for line in servers[0].log().splitlines() if line]
