@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import BinaryIO, Protocol, cast, runtime_checkable
+from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import urllib3
@@ -34,6 +34,8 @@ PART_SIZE = 16 * 1024 * 1024
 PARALLEL_PARTS = 3
 # Connections kept per endpoint: the pyramid writer and the tile server use many threads.
 POOL_SIZE = 32
+# The signed hash of a request's body (AWS signature V4).
+PAYLOAD_HASH = "x-amz-content-sha256"
 _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -131,7 +133,37 @@ def credentials_from_environment(location: S3Location) -> tuple[str | None, str 
     return os.environ.get(f"{name}_ACCESS_KEY") or None, os.environ.get(f"{name}_SECRET_KEY")
 
 
-def _client(endpoint: str, access: str | None, secret: str | None, region: str | None) -> Minio:
+class _Client(Minio):
+    """minio's client, except that a request whose body the caller has already hashed is signed
+    with that hash instead of one computed again.
+
+    minio hashes every body it signs over plain HTTP (sha256) and sends an MD5 over HTTPS; we
+    compute each object's sha256 anyway for its fixity record, so hashing it twice only burns
+    the CPU the pyramid writer needs. The hash stays a real payload hash, not UNSIGNED-PAYLOAD:
+    servers that check it (MinIO does) still refuse a body damaged on the way.
+    """
+
+    def _build_headers(
+        self,
+        host: str,
+        headers: dict[str, Any] | None = None,
+        body: bytes | list[bytes] | None = None,
+        creds: Any = None,
+    ) -> tuple[dict[str, Any], Any]:
+        declared = (headers or {}).get(PAYLOAD_HASH)
+        if declared is None or creds is None:
+            # minio's own requests: their bodies are bytes, and minio hashes them.
+            return super()._build_headers(host, headers, cast(bytes | None, body), creds)
+        # Without a body minio hashes nothing; the length and our hash are put back after.
+        built, date = super()._build_headers(host, headers, None, creds)
+        if body is not None:
+            length = len(body) if isinstance(body, bytes) else sum(len(b) for b in body)
+            built["Content-Length"] = str(length)
+        built[PAYLOAD_HASH] = declared
+        return built, date
+
+
+def _client(endpoint: str, access: str | None, secret: str | None, region: str | None) -> _Client:
     parts = urlsplit(endpoint)
     http = urllib3.PoolManager(
         num_pools=4,
@@ -142,7 +174,7 @@ def _client(endpoint: str, access: str | None, secret: str | None, region: str |
             total=3, connect=1, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]
         ),
     )
-    return Minio(
+    return _Client(
         parts.netloc,
         access_key=access or None,
         secret_key=secret if access else None,
@@ -178,6 +210,7 @@ class S3Store:
         self.bucket = self.location.bucket
         self.prefix = self.location.prefix
         self._client = _client(self.location.endpoint, access_key, secret_key, self.location.region)
+        self._anonymous = not access_key
         self._presigner = self._client
         if self.location.public_endpoint:
             # Presigning is local arithmetic when the region is known: no request is made.
@@ -263,6 +296,10 @@ class S3Store:
     # ---- writing -------------------------------------------------------------------------
 
     def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        if isinstance(stream, list | tuple):
+            blocks = [bytes(block) for block in stream if block]
+            if sum(len(block) for block in blocks) <= PART_SIZE:
+                return self._put_whole(key, blocks)
         name = self._name(key)
         self._ensure_ready()
         length = -1
@@ -287,7 +324,37 @@ class S3Store:
         return StoredObject(key=key, size=reader.size, sha256=reader.hexdigest())
 
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
-        return self.put(key, [data])
+        if len(data) > PART_SIZE:
+            return self.put(key, [data])
+        return self._put_whole(key, [bytes(data)] if data else [])
+
+    def _put_whole(self, key: str, blocks: list[bytes]) -> StoredObject:
+        """One PUT of blocks held in memory (pyramid chunks, shards, metadata documents).
+
+        The sha256 we record is the one the request is signed with (one pass over the bytes),
+        and the blocks go to the socket one by one: a shard's chunks are never joined.
+        """
+        name = self._name(key)
+        self._ensure_ready()
+        digest = hashlib.sha256()
+        for block in blocks:
+            digest.update(block)
+        body: bytes | list[bytes] = blocks[0] if len(blocks) == 1 else blocks
+        if not blocks:
+            body = b""
+        elif len(blocks) > 1 and self._anonymous:
+            # Unsigned requests get minio's own MD5 of the body, which needs it in one piece.
+            body = b"".join(blocks)
+        headers: dict[str, str | list[str] | tuple[str]] = {
+            "Content-Type": "application/octet-stream",
+            PAYLOAD_HASH: digest.hexdigest(),
+        }
+        with self._errors("write", key):
+            # urllib3 sends a list body block by block, and again from the start on a retry.
+            self._client._put_object(self.bucket, name, cast(bytes, body), headers)
+        return StoredObject(
+            key=key, size=sum(len(block) for block in blocks), sha256=digest.hexdigest()
+        )
 
     # ---- reading -------------------------------------------------------------------------
 

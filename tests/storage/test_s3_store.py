@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import httpx
+import minio.api
 import numpy as np
 import pytest
 import zarr
@@ -17,6 +18,7 @@ from allmicro_data.storage import (
     ObjectNotFound,
     S3Store,
     StorageError,
+    StoredObject,
     open_store,
 )
 from allmicro_data.storage.s3 import PART_SIZE, S3Location
@@ -66,6 +68,29 @@ def test_large_stream_goes_up_in_parts_and_is_hashed_on_the_way(store: S3Store) 
         store.get_bytes("raw/big", PART_SIZE - 3, PART_SIZE + 3)
         == data[PART_SIZE - 3 : PART_SIZE + 3]
     )
+
+
+def test_objects_in_memory_are_hashed_once_and_signed_with_that_hash(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # minio hashes every body it signs over plain HTTP; ours is computed for fixity anyway.
+    hashed_by_minio: list[int] = []
+    real = minio.api.sha256_hash
+
+    def counting(data: bytes | None) -> str:
+        hashed_by_minio.append(len(data or b""))
+        return str(real(data))
+
+    monkeypatch.setattr(minio.api, "sha256_hash", counting)
+    data = os.urandom(300_000)
+    chunk = store.put_bytes("pyramid/0/0.0", data)
+    shard = store.put("pyramid/0/c/0/0", [data[:1000], data[1000:2000], data[2000:]])
+    empty = store.put_bytes("pyramid/empty", b"")
+
+    assert chunk.sha256 == shard.sha256 == hashlib.sha256(data).hexdigest()
+    assert empty == StoredObject("pyramid/empty", 0, hashlib.sha256(b"").hexdigest())
+    assert store.get_bytes("pyramid/0/c/0/0") == data and store.get_bytes("pyramid/empty") == b""
+    assert hashed_by_minio and not any(hashed_by_minio)
 
 
 def test_a_failing_source_propagates_and_leaves_nothing(store: S3Store) -> None:
