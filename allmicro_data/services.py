@@ -31,7 +31,12 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_catalogue_engine(settings.resolved_database_url)
+        engine = create_catalogue_engine(
+            settings.resolved_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+        )
         sessions = make_session_factory(engine)
         return cls(
             settings=settings,

@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file under data_dir."
     )
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections each process keeps open (plus db_max_overflow at "
+        "peaks): size max_connections for (serve + worker processes) × both.",
+    )
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request waits for a free connection."
+    )
     storage_url: str | None = Field(
         default=None,
         description="file:///path or s3://bucket/prefix?endpoint=…; default: data_dir/objects.",

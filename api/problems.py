@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allmicro_data.errors import DomainError
@@ -73,6 +74,18 @@ def install(app: FastAPI) -> None:
             503, "Storage unavailable", "the object store could not be reached; try again"
         )
 
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    @app.exception_handler(OperationalError)
+    async def catalogue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Every pooled connection busy, the database restarting or unreachable: a retry helps.
+        log.error("catalogue unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            503,
+            "Catalogue unavailable",
+            "the catalogue database is busy or unreachable; try again",
+            headers={"Retry-After": "2"},
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -99,7 +112,7 @@ _COMMON_ERRORS = {
     "404": "not found, or not visible to the caller",
     "422": "invalid input",
     "429": "too many attempts",
-    "503": "storage unavailable",
+    "503": "object store or catalogue unavailable",
 }
 
 

@@ -35,8 +35,11 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
-def create_catalogue_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine with the settings each database needs (WAL and foreign keys on SQLite)."""
+def create_catalogue_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
+) -> Engine:
+    """An engine with the settings each database needs (WAL and foreign keys on SQLite; a
+    connection pool with liveness checks on PostgreSQL)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -47,7 +50,12 @@ def create_catalogue_engine(url: str, *, pool_size: int = 10) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 

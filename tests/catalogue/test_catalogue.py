@@ -27,6 +27,7 @@ from allmicro_data.catalogue.models import (
     User,
 )
 from allmicro_data.errors import Forbidden, Invalid, NotFound
+from tests.conftest import ADMIN_PASSWORD
 
 
 def test_migrations_create_exactly_the_models(services: Any) -> None:
@@ -227,3 +228,55 @@ def test_created_at_defaults_to_now_utc(services: Any) -> None:
     assert (
         before - timedelta(seconds=5) <= org.created_at <= datetime.now(UTC) + timedelta(seconds=5)
     )
+
+
+def test_postgresql_pool_follows_the_settings(settings: Any) -> None:
+    import sqlalchemy.exc
+    from sqlalchemy.pool import QueuePool
+
+    from allmicro_data.services import Services
+
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite needs no pool")
+    tuned = settings.model_copy(
+        update={"db_pool_size": 3, "db_max_overflow": 1, "db_pool_timeout": 0.5}
+    )
+    services = Services.from_settings(tuned)
+    try:
+        pool = services.engine.pool
+        assert isinstance(pool, QueuePool)
+        held = [services.engine.connect() for _ in range(4)]  # pool size + overflow
+        # A fifth caller waits pool_timeout, then gets a clear error instead of hanging.
+        with pytest.raises(sqlalchemy.exc.TimeoutError):
+            services.engine.connect()
+        for conn in held:
+            conn.close()
+        assert pool.size() == 3
+    finally:
+        services.close()
+
+
+def test_api_answers_503_when_every_connection_is_busy(settings: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from allmicro_data.api.app import create_app
+
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite needs no pool")
+    tuned = settings.model_copy(
+        update={"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 0.2, "job_workers": 0}
+    )
+    with TestClient(create_app(tuned)) as client:
+        signed_in = client.post(
+            "/api/auth/token",
+            data={"username": tuned.admin_email, "password": ADMIN_PASSWORD},
+        )
+        auth = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+        engine = client.app.state.services.engine  # type: ignore[attr-defined]
+        with engine.connect():  # the only connection of the pool
+            busy = client.get("/api/projects", headers=auth)
+        assert busy.status_code == 503
+        assert busy.headers["content-type"] == "application/problem+json"
+        assert busy.headers["retry-after"] == "2"
+        assert busy.json()["title"] == "Catalogue unavailable"
+        assert client.get("/api/projects", headers=auth).status_code == 200
