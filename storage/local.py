@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +24,9 @@ from allmicro_data.storage.base import (
 # Temporary files sit beside their target, so the final rename never crosses a filesystem;
 # their names start with this prefix, which no key may use.
 TMP_PREFIX = ".allmicro-tmp-"
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# next() on a count is atomic under the GIL, so threads writing at once get distinct names.
+_TMP_COUNTER = itertools.count()
 
 
 class LocalStore:
@@ -61,40 +63,87 @@ class LocalStore:
         target = self.path(key)
         digest = hashlib.sha256()
         size = 0
-        with self._io(key):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
+        fd, tmp_path = self._create_temp(key, target)
         try:
-            with os.fdopen(fd, "wb") as tmp:
-                # Errors of the source stream propagate as they are; only our own I/O
-                # failures become StorageError.
-                for block in iter_stream(stream):
-                    with self._io(key):
-                        tmp.write(block)
-                    digest.update(block)
-                    size += len(block)
-                with self._io(key):
-                    tmp.flush()
-                    if self.durable:
-                        os.fsync(tmp.fileno())
-            with self._io(key):
-                os.replace(tmp_name, target)
+            # Errors of the source stream propagate as they are; only our own I/O failures
+            # become StorageError.
+            for block in iter_stream(stream):
+                self._write_all(key, fd, block)
+                digest.update(block)
+                size += len(block)
+            self._sync(key, fd)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            os.close(fd)
+            Path(tmp_path).unlink(missing_ok=True)
             raise
-        if self.durable:
-            _fsync_dir(target.parent)
+        self._close_and_rename(key, fd, tmp_path, target)
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
-    @contextmanager
-    def _io(self, key: str) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            raise StorageError(f"cannot write {key!r} to {self.root}: {exc}") from exc
-
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
-        return self.put(key, [data])
+        # The hot path of pyramid writing (one call per chunk, from several threads at once):
+        # no buffered file object, no per-block loop; hashlib releases the GIL while hashing.
+        target = self.path(key)
+        fd, tmp_path = self._create_temp(key, target)
+        try:
+            self._write_all(key, fd, data)
+            self._sync(key, fd)
+        except BaseException:
+            os.close(fd)
+            Path(tmp_path).unlink(missing_ok=True)
+            raise
+        self._close_and_rename(key, fd, tmp_path, target)
+        return StoredObject(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def _create_temp(self, key: str, target: Path) -> tuple[int, str]:
+        """An exclusively created new file beside target, whose directory is made if missing.
+
+        Names are unique within the process (pid and a counter); O_EXCL makes sure that a name
+        left behind by a killed process with the same pid is never shared: the next is taken.
+        """
+        directory = target.parent
+        for _attempt in range(100):
+            tmp_path = f"{directory}/{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNTER)}"
+            try:
+                return os.open(tmp_path, _TMP_FLAGS, 0o600), tmp_path
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise self._error(key, exc) from exc
+            except OSError as exc:
+                raise self._error(key, exc) from exc
+        raise StorageError(f"cannot write {key!r} to {self.root}: no free temporary file name")
+
+    def _write_all(self, key: str, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+
+    def _sync(self, key: str, fd: int) -> None:
+        if not self.durable:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+
+    def _close_and_rename(self, key: str, fd: int, tmp_path: str, target: Path) -> None:
+        try:
+            os.close(fd)
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            Path(tmp_path).unlink(missing_ok=True)
+            raise self._error(key, exc) from exc
+        if self.durable:
+            _fsync_dir(target.parent)
+
+    def _error(self, key: str, exc: OSError) -> StorageError:
+        return StorageError(f"cannot write {key!r} to {self.root}: {exc}")
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         # Open eagerly so that a missing key fails at the call, not at the first iteration.

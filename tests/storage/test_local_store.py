@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import zarr
 
-from allmicro_data.storage import InvalidKey, LocalStore, ObjectNotFound, ObjectStore, open_store
+from allmicro_data.storage import (
+    InvalidKey,
+    LocalStore,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    open_store,
+)
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 
 
@@ -118,3 +125,43 @@ def test_zarr_reads_and_writes_through_the_store(store: LocalStore) -> None:
     np.testing.assert_array_equal(
         zarr.open_array(read_only, mode="r")[10:20, 5:9], data[10:20, 5:9]
     )
+
+
+def test_threads_writing_at_once_each_get_their_own_complete_object(store: LocalStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    payloads = {f"level/{i % 7}/{i}": os.urandom(1000 + i) for i in range(200)}
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(lambda item: store.put_bytes(*item), payloads.items()))
+    for obj, (key, data) in zip(stored, payloads.items(), strict=True):
+        assert obj.key == key and obj.size == len(data)
+        assert obj.sha256 == hashlib.sha256(data).hexdigest()
+        assert store.get_bytes(key) == data
+    assert sorted(store.list()) == sorted(payloads)
+    assert sorted(p for p in store.root.rglob("*") if p.is_file()) == sorted(
+        store.root / key for key in payloads
+    )
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_never_reused(store: LocalStore) -> None:
+    from allmicro_data.storage import local
+
+    store.put_bytes("raw/first", b"1")
+    # A process with this pid died mid-write at the next temporary names.
+    upcoming = next(local._TMP_COUNTER) + 1
+    for n in range(upcoming, upcoming + 3):
+        (store.root / "raw" / f"{local.TMP_PREFIX}{os.getpid()}-{n}").write_bytes(b"stale")
+    stored = store.put_bytes("raw/second", b"fresh")
+    assert store.get_bytes("raw/second") == b"fresh"
+    assert stored.sha256 == hashlib.sha256(b"fresh").hexdigest()
+    stale = [p for p in (store.root / "raw").iterdir() if p.name.startswith(local.TMP_PREFIX)]
+    assert len(stale) == 3 and all(p.read_bytes() == b"stale" for p in stale)
+    assert list(store.list()) == ["raw/first", "raw/second"]
+
+
+def test_a_write_that_cannot_create_its_directory_is_a_storage_error(store: LocalStore) -> None:
+    store.put_bytes("blocker", b"a file where a directory is needed")
+    with pytest.raises(StorageError):
+        store.put_bytes("blocker/child", b"1")
+    with pytest.raises(StorageError):
+        store.put("blocker/child", [b"1"])
