@@ -672,7 +672,7 @@ class _PlaneStream:
                 self._put_full(w._full(rel), encoded)
             w.note_chunk_done()
         if target is not None:
-            target[...] = downsample(piece, w.factors, w.method)
+            downsample(piece, w.factors, w.method, out=target)
         if level.index == 0:
             step = w.sample_step
             sample = piece[:, :, ::step, ::step] if w.volume else piece[:, ::step, :, ::step]

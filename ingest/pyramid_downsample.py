@@ -44,17 +44,21 @@ def _pairs(block: Array, axis: int) -> tuple[Array, Array]:
     return block[tuple(first)], block[tuple(second)]
 
 
-def downsample(block: Array, factors: tuple[int, ...], method: Method = "mean") -> Array:
+def downsample(
+    block: Array, factors: tuple[int, ...], method: Method = "mean", out: Array | None = None
+) -> Array:
     """Reduce block by 2 along every axis whose factor is 2 (factors are 1 or 2).
 
     Output sides are ceil(n / 2); at odd edges the result is the mean (or mode) of the pixels
-    that exist. Integer means are rounded half up and clipped to the dtype.
+    that exist. Integer means are rounded half up and clipped to the dtype. With out (an array,
+    or a view into a larger one, of the output's shape and the block's dtype) the result is
+    written there, which spares the pyramid writer a temporary and a copy per chunk.
     """
     if method == "nearest":
-        return np.ascontiguousarray(block[tuple(slice(0, None, f) for f in factors)])
+        return _deliver(block[tuple(slice(0, None, f) for f in factors)], out)
     data = _pad_odd(block, factors)
     if method == "mode":
-        return _mode(data, factors)
+        return _deliver(_mode(data, factors), out)
     acc_dtype = accumulator_dtype(block.dtype)
     total: Array | None = None
     count = 1
@@ -62,35 +66,47 @@ def downsample(block: Array, factors: tuple[int, ...], method: Method = "mean") 
         if factor == 1:
             continue
         count *= 2
-        src = data if total is None else total
-        a, b = _pairs(src, axis)
         if total is None:
-            total = a.astype(acc_dtype)
-            total += b
+            # The first pair sum widens to the accumulator in the same pass.
+            total = np.add(*_pairs(data, axis), dtype=acc_dtype)
         else:
-            total = a + b
+            total = np.add(*_pairs(total, axis))
     if total is None:
-        return block.copy()
-    return _mean_from_sum(total, count, block.dtype)
+        return _deliver(block, out)
+    return _mean_from_sum(total, count, block.dtype, out)
 
 
-def _mean_from_sum(total: Array, count: int, dtype: np.dtype[Any]) -> Array:
+def _deliver(result: Array, out: Array | None) -> Array:
+    if out is None:
+        return np.array(result, copy=True, order="C")
+    np.copyto(out, result, casting="unsafe")
+    return out
+
+
+def _mean_from_sum(total: Array, count: int, dtype: np.dtype[Any], out: Array | None) -> Array:
     if dtype.kind in "uib":
         if total.dtype.kind in "ui":
-            # floor((sum + count/2) / count) is round-half-up of the exact mean.
+            # floor((sum + count/2) / count) is round-half-up of the exact mean; count is a
+            # power of two, and an (arithmetic) right shift is floor division by it, also for
+            # negative sums.
             total += count // 2
-            if total.dtype.kind == "i":
-                np.floor_divide(total, count, out=total)
-            else:
-                total //= count
+            np.right_shift(total, count.bit_length() - 1, out=total)
+        else:
+            total *= 1.0 / count
+            np.rint(total, out=total)
+            info = np.iinfo(dtype)
+            np.clip(total, info.min, info.max, out=total)
+        if out is None:
             return total.astype(dtype)
-        total *= 1.0 / count
-        np.rint(total, out=total)
-        info = np.iinfo(dtype)
-        np.clip(total, info.min, info.max, out=total)
-        return total.astype(dtype)
+        np.copyto(out, total, casting="unsafe")
+        return out
+    if out is not None and out.dtype == total.dtype:
+        return np.multiply(total, 1.0 / count, out=out)
     total *= 1.0 / count
-    return total.astype(dtype, copy=False)
+    if out is None:
+        return total.astype(dtype, copy=False)
+    np.copyto(out, total, casting="unsafe")
+    return out
 
 
 def _mode(data: Array, factors: tuple[int, ...]) -> Array:
