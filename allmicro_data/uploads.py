@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +41,13 @@ CHECKPOINT_BYTES = 64 * 1024 * 1024
 STUCK_AFTER = timedelta(minutes=1)
 
 HashFactory = Callable[[], Any]
+
+# The whole-file sha256 of a block is computed here while the request's own thread writes the
+# same block to the spool: hashing and writing each take about as long, and both release the GIL.
+_hashing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload-hash")
+# On Linux, POSIX_FADV_DONTNEED on freshly written pages queues them for writeback at once
+# (and lets the page cache drop them once clean: the spool is never read back).
+_START_WRITEBACK: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 class UploadGone(DomainError):
@@ -187,6 +196,31 @@ def load_upload(services: Services, caller: Caller, upload_id: str) -> Upload:
     return upload
 
 
+def declare_sha256(services: Services, upload: Upload, sha256: str) -> Upload:
+    """Record the whole-file sha256 a client declares with a PATCH (it hashes while sending, so
+    it knows the digest only by its last request); completion refuses bytes that differ."""
+    if upload.declared_sha256 == sha256:
+        return upload
+    if upload.declared_sha256 is not None:
+        raise ChecksumMismatch(
+            f"the upload was declared with sha256 {upload.declared_sha256}, not {sha256}"
+        )
+    with services.session() as session:
+        session.execute(
+            update(Upload)
+            .where(Upload.id == upload.id, Upload.declared_sha256.is_(None))
+            .values(declared_sha256=sha256)
+        )
+        stored = session.get(Upload, upload.id)
+        if stored is None:
+            raise NotFound(f"upload {upload.id} not found")
+    if stored.declared_sha256 != sha256:
+        raise ChecksumMismatch(
+            f"the upload was declared with sha256 {stored.declared_sha256}, not {sha256}"
+        )
+    return stored
+
+
 def check_contributor(services: Services, caller: Caller, upload: Upload) -> None:
     """Writing needs the contributor role still (it may have been withdrawn mid-upload)."""
     with services.session() as session:
@@ -220,22 +254,36 @@ class Receiver:
         self._file = self._path.open("r+b", buffering=0)
         self._file.seek(self.offset)
 
-    def write(self, blocks: Iterable[bytes]) -> None:
+    def write(self, blocks: Sequence[bytes]) -> None:
+        end = self.offset + sum(len(block) for block in blocks)
+        if end > self.length:
+            raise UploadTooLarge(
+                f"the request goes past the upload's length of {self.length} bytes"
+            )
+        hashed = _hashing.submit(self._hash, blocks)
+        start = self.offset
+        try:
+            for block in blocks:
+                view = memoryview(block)
+                while view:
+                    written = self._file.write(view)
+                    view = view[written or 0 :]
+                self.offset += len(block)
+            if _START_WRITEBACK is not None:
+                # The kernel starts writing these pages to disk now, in the background, so
+                # that the fsync before the original is stored finds little left to write.
+                os.posix_fadvise(self._file.fileno(), start, self.offset - start, _START_WRITEBACK)
+        finally:
+            # Never leave a hash running on blocks the next call may not follow.
+            hashed.result()
+        if self._chunk is None and self.offset - self.acknowledged >= CHECKPOINT_BYTES:
+            self._acknowledge()
+
+    def _hash(self, blocks: Sequence[bytes]) -> None:
         for block in blocks:
-            if self.offset + len(block) > self.length:
-                raise UploadTooLarge(
-                    f"the request goes past the upload's length of {self.length} bytes"
-                )
-            view = memoryview(block)
-            while view:
-                written = self._file.write(view)
-                view = view[written or 0 :]
             self._whole.update(block)
             if self._chunk is not None:
                 self._chunk.update(block)
-            self.offset += len(block)
-        if self._chunk is None and self.offset - self.acknowledged >= CHECKPOINT_BYTES:
-            self._acknowledge()
 
     def finish(self, expected_chunk_digest: bytes | None) -> int:
         """End of the request body: verify the chunk checksum, record the new offset."""

@@ -1,26 +1,30 @@
 """The instrument-PC agent: `allmicro upload` and `allmicro watch` send finished files over tus, resuming after cuts.
 
-The tus client is our own, on httpx, rather than tuspy: tuspy reads each chunk whole into memory,
-pulls in requests, aiohttp and tinydb, and knows nothing of our sha256 metadata or the file and
-job ids the server answers with. Ours streams each PATCH from disk, verifies the stored sha256,
-and keeps its state in a small SQLite file, all in portable Python (Windows included).
+The tus client is our own rather than tuspy: tuspy reads each chunk whole into memory, pulls in
+requests, aiohttp and tinydb, and knows nothing of our sha256 or the file and job ids the server
+answers with. Ours hashes the file in a thread while it sends it, hands PATCH bodies to the kernel
+(socket.sendfile, so the bytes are not copied through Python), declares the whole file's sha256
+with its last request, verifies the stored sha256, and keeps its state in a small SQLite file,
+all in portable Python (Windows included).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import logging
 import os
 import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import click
 import httpx
@@ -38,7 +42,12 @@ log = logging.getLogger("allmicro.agent")
 
 TUS = {"Tus-Resumable": "1.0.0"}
 READ_BLOCK = 1024 * 1024
-DEFAULT_CHUNK = 64 * 1024 * 1024
+HASH_BLOCK = 8 * 1024 * 1024
+DEFAULT_CHUNK = 256 * 1024 * 1024
+# The last request carries the whole file's sha256, so it waits for the hash thread; keeping it
+# small lets everything before it go out while the hash is still being computed.
+LAST_CHUNK = 8 * 1024 * 1024
+WHOLE_FILE_SHA256 = "X-Allmicro-Sha256"
 # Names instruments and editors use for files still being written or for scratch.
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".lock")
 SKIPPED_PREFIXES = (".", "~$", "~")
@@ -101,14 +110,57 @@ def is_locked(path: Path) -> bool:
         return True
 
 
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+def sha256_of(
+    path: Path,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> str:
     digest = hashlib.sha256()
-    with open(native(path), "rb") as handle:
-        while block := handle.read(8 * READ_BLOCK):
-            digest.update(block)
+    buffer = bytearray(HASH_BLOCK)
+    view = memoryview(buffer)
+    with open(native(path), "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
             if progress is not None:
-                progress(len(block))
+                progress(n)
+            if stop is not None and stop.is_set():
+                raise AgentError("hashing stopped")
     return digest.hexdigest()
+
+
+class _HashInBackground:
+    """The whole file's sha256, computed in a thread while its bytes are being sent.
+
+    hashlib releases the GIL, so this runs beside the sending thread on another core. After a
+    restart it hashes from the start again: the acknowledged prefix must be in the digest too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._sha256: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="agent-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._sha256 = sha256_of(self._path, stop=self._stop)
+        except BaseException as exc:  # re-raised in the thread that asks for the digest
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            if isinstance(self._error, OSError | AgentError):
+                raise self._error
+            raise AgentError(f"hashing {self._path} failed: {self._error}")
+        assert self._sha256 is not None
+        return self._sha256
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _metadata(fields: dict[str, str | None]) -> str:
@@ -161,10 +213,19 @@ class Agent:
             timeout=httpx.Timeout(connect=15.0, read=600.0, write=120.0, pool=15.0),
             follow_redirects=False,
         )
+        self.bodies = _BodySender(self.server, settings.token)
+        self._hash: _HashInBackground | None = None
 
     def close(self) -> None:
+        self._stop_hashing()
+        self.bodies.close()
         self.http.close()
         self.state.close()
+
+    def _stop_hashing(self) -> None:
+        if self._hash is not None:
+            self._hash.cancel()
+            self._hash = None
 
     # ---------------------------------------------------------------- public
 
@@ -208,17 +269,21 @@ class Agent:
                 size=stat.st_size,
                 mtime_ns=stat.st_mtime_ns,
             )
-        if entry.sha256 is None:
+        if entry.sha256 is None and self.state.sent_with_size(
+            self.server, self.settings.dataset_id, entry.size, key
+        ):
+            # Another file of this size was sent: it may be a copy, worth a hash to find out.
             with self._bar(entry.size, f"hashing {path.name}") as bar:
                 entry.sha256 = sha256_of(path, bar)
             entry.status = HASHED
             self.state.save(entry)
-        twin = self.state.sent_with_sha256(self.server, self.settings.dataset_id, entry.sha256)
-        if twin is not None and twin.path != key:
-            log.info("%s: same bytes as %s, uploaded as file %s", path, twin.path, twin.file_id)
-            entry.status, entry.file_id, entry.job_id = DONE, twin.file_id, twin.job_id
-            self.state.save(entry)
-            return Outcome(path, "already uploaded", twin.file_id, twin.job_id)
+        if entry.sha256 is not None:
+            twin = self.state.sent_with_sha256(self.server, self.settings.dataset_id, entry.sha256)
+            if twin is not None and twin.path != key:
+                log.info("%s: same bytes as %s, uploaded as file %s", path, twin.path, twin.file_id)
+                entry.status, entry.file_id, entry.job_id = DONE, twin.file_id, twin.job_id
+                self.state.save(entry)
+                return Outcome(path, "already uploaded", twin.file_id, twin.job_id)
         for _attempt in range(3):
             try:
                 self._upload(path, entry, relative_path or path.name, group)
@@ -242,7 +307,24 @@ class Agent:
             raise AgentError("the file changed while it was being uploaded; it will be sent again")
 
     def _upload(self, path: Path, entry: SentFile, relative_path: str, group: str | None) -> None:
-        assert entry.sha256 is not None
+        if entry.sha256 is None:
+            self._hash = _HashInBackground(path)
+        try:
+            self._upload_hashing(path, entry, relative_path, group)
+        finally:
+            self._stop_hashing()
+
+    def _whole_sha256(self, entry: SentFile) -> str:
+        """The file's sha256: known already, or once the hash thread is done."""
+        if entry.sha256 is None:
+            assert self._hash is not None
+            entry.sha256 = self._hash.result()
+            self.state.save(entry)
+        return entry.sha256
+
+    def _upload_hashing(
+        self, path: Path, entry: SentFile, relative_path: str, group: str | None
+    ) -> None:
         offset = 0
         if entry.location is not None:
             resumed = self._resume_offset(entry)
@@ -279,6 +361,8 @@ class Agent:
             ),
         }
         response = self._request("POST", self.endpoint, headers=headers)
+        if response.status_code == 460:
+            raise StartAgain(_problem(response))
         if response.status_code != 201 or "location" not in response.headers:
             self._raise_for(response, "creating the upload")
         return urljoin(self.endpoint, response.headers["location"])
@@ -298,27 +382,42 @@ class Agent:
     def _patch(self, path: Path, entry: SentFile, offset: int) -> int | None:
         """Send the next chunk; the new offset, or None when the upload is complete."""
         assert entry.location is not None
-        length = min(self.settings.chunk_size, entry.size - offset)
+        remaining = entry.size - offset
+        # All but the last few MB go in big requests; the last one carries the file's sha256.
+        length = min(self.settings.chunk_size, remaining - LAST_CHUNK)
+        if length <= 0:
+            length = remaining
         headers = {
             "Content-Type": "application/offset+octet-stream",
             "Upload-Offset": str(offset),
             "Content-Length": str(length),
         }
-        body: bytes | Iterator[bytes]
+        if offset + length == entry.size:
+            headers[WHOLE_FILE_SHA256] = self._whole_sha256(entry)
         if self.settings.chunk_checksum:
             with open(native(path), "rb") as handle:
                 handle.seek(offset)
                 body = handle.read(length)
             digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
             headers["Upload-Checksum"] = f"sha256 {digest}"
+            response = self._request("PATCH", entry.location, headers=headers, content=body)
+        elif self.bodies.direct:
+            response = self._retrying(
+                "PATCH",
+                entry.location,
+                lambda: self.bodies.patch(str(entry.location), headers, path, offset, length),
+            )
         else:
-            body = _file_chunk(path, offset, length)
-        response = self._request("PATCH", entry.location, headers=headers, content=body)
+            body_blocks = _file_chunk(path, offset, length)
+            response = self._request("PATCH", entry.location, headers=headers, content=body_blocks)
         if response.status_code == 204:
             if self._finished(entry, response):
                 return None
             return int(response.headers["upload-offset"])
         if response.status_code in (409, 423):
+            if response.status_code == 423:
+                # Another request (ours, cut off, still finishing on the server) holds it.
+                time.sleep(1.0)
             # Our view of the offset is stale (a request lost in a cut): ask the server.
             resumed = self._resume_offset(entry)
             if resumed is not None:
@@ -346,6 +445,7 @@ class Agent:
                     headers={
                         "Content-Type": "application/offset+octet-stream",
                         "Upload-Offset": str(entry.size),
+                        WHOLE_FILE_SHA256: self._whole_sha256(entry),
                     },
                     content=b"",
                 )
@@ -354,7 +454,7 @@ class Agent:
                 self._raise_for(finish, "completing the upload")
             return False
         stored = response.headers.get("x-allmicro-sha256")
-        if stored is not None and stored != entry.sha256:
+        if stored is not None and stored != self._whole_sha256(entry):
             raise AgentError(f"the server stored sha256 {stored}, not the file's {entry.sha256}")
         entry.file_id = file_id
         entry.job_id = response.headers.get("x-allmicro-job-id")
@@ -371,13 +471,18 @@ class Agent:
     # ---------------------------------------------------------------- transport
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._retrying(method, url, lambda: self.http.request(method, url, **kwargs))
+
+    def _retrying(
+        self, method: str, url: str, send: Callable[[], httpx.Response]
+    ) -> httpx.Response:
         """A request, retried through network cuts and server restarts for retry_for seconds."""
         deadline = time.monotonic() + self.settings.retry_for
         delay = 0.5
         while True:
             try:
-                response = self.http.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
+                response = send()
+            except (httpx.TransportError, http.client.HTTPException, ConnectionError) as exc:
                 problem: str = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code not in (500, 502, 503, 504):
@@ -394,6 +499,72 @@ class Agent:
 
     def _bar(self, total: int, label: str, initial: int = 0) -> _ProgressBar:
         return _ProgressBar(total, label, initial, enabled=self.settings.progress)
+
+
+class _BodySender:
+    """PATCH requests whose body the kernel copies from the file to the socket (sendfile).
+
+    httpx can only send bodies it is handed from Python, copying each block twice more; the
+    standard library's http.client gives us the socket after the headers. Used for direct
+    connections only: through a proxy from the environment, PATCHes go by httpx like the rest.
+    """
+
+    def __init__(self, server: str, token: str) -> None:
+        parts = urlsplit(server)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port
+        self._headers = {"Authorization": f"Bearer {token}", **TUS}
+        proxies = urllib.request.getproxies()
+        proxied = parts.scheme in proxies and not urllib.request.proxy_bypass(parts.netloc)
+        self.direct = not proxied
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self._https:
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=600.0, context=httpx.create_ssl_context()
+                )
+            else:
+                self._connection = http.client.HTTPConnection(self._host, self._port, timeout=600.0)
+        return self._connection
+
+    def patch(
+        self, url: str, headers: dict[str, str], path: Path, offset: int, length: int
+    ) -> httpx.Response:
+        target = urlsplit(url)
+        connection = self._connect()
+        try:
+            connection.putrequest(
+                "PATCH", target.path + (f"?{target.query}" if target.query else "")
+            )
+            for name, value in {**self._headers, **headers}.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            with open(native(path), "rb") as handle:
+                sent = connection.sock.sendfile(handle, offset, length)
+                if sent != length:
+                    raise AgentError(f"{path} became shorter while it was being uploaded")
+            answer = connection.getresponse()
+            body = answer.read()
+        except BaseException:
+            # The connection's state is unknown after a failure: start a fresh one next time.
+            self.close()
+            raise
+        if answer.will_close:
+            self.close()
+        return httpx.Response(
+            answer.status,
+            headers=answer.getheaders(),
+            content=body,
+            request=httpx.Request("PATCH", url),
+        )
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _file_chunk(path: Path, offset: int, length: int) -> Iterator[bytes]:

@@ -84,6 +84,15 @@ class AgentState:
         ).fetchone()
         return SentFile(*row) if row else None
 
+    def sent_with_size(self, server: str, dataset_id: str, size: int, other_than: str) -> bool:
+        """Whether another file of this size was uploaded to this dataset (perhaps a copy)."""
+        row = self._db.execute(
+            "SELECT 1 FROM sent_file WHERE server = ? AND dataset_id = ? AND size = ? "
+            "AND status = ? AND path != ? LIMIT 1",
+            (server, dataset_id, size, DONE, other_than),
+        ).fetchone()
+        return row is not None
+
     def save(self, entry: SentFile) -> None:
         entry.updated_at = datetime.now(UTC).isoformat()
         placeholders = ", ".join("?" for _ in _COLUMNS)

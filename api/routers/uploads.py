@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -39,6 +40,7 @@ from allmicro_data.uploads import (
     check_contributor,
     complete_upload,
     create_upload,
+    declare_sha256,
     load_upload,
     open_receiver,
     sweep_uploads,
@@ -52,6 +54,10 @@ PREFIX = "/api/uploads"
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
 OFFSET_STREAM = "application/offset+octet-stream"
+# Our extension to tus: the whole file's sha256 (hex), sent with a PATCH by a client that hashes
+# while it sends and so knows the digest only by its last request. Declaring it at creation in
+# Upload-Metadata (`sha256`) works as before; either way completion refuses bytes that differ.
+WHOLE_FILE_SHA256 = "x-allmicro-sha256"
 CHECKSUMS: dict[str, HashFactory] = {
     "sha1": lambda: hashlib.sha1(usedforsecurity=False),
     "sha256": hashlib.sha256,
@@ -253,6 +259,16 @@ def _checksum(request: Request) -> tuple[HashFactory | None, bytes | None]:
     return factory, expected
 
 
+def _declared_sha256(request: Request) -> str | None:
+    value = request.headers.get(WHOLE_FILE_SHA256)
+    if value is None:
+        return None
+    try:
+        return validate_sha256(value)
+    except DomainError:
+        raise BadTusRequest(f"{WHOLE_FILE_SHA256} must be 64 hexadecimal digits") from None
+
+
 def _http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC), usegmt=True)
 
@@ -399,6 +415,11 @@ async def create(request: Request, caller: TusCallerDep, services: ServicesDep) 
         raise BadTusRequest("Upload-Length is required")
     metadata_header = request.headers.get("upload-metadata", "")
     fields = _fields(parse_metadata(metadata_header))
+    declared = _declared_sha256(request)
+    if declared is not None:
+        if fields.sha256 not in (None, declared):
+            raise BadTusRequest(f"{WHOLE_FILE_SHA256} and the sha256 in Upload-Metadata differ")
+        fields = dataclasses.replace(fields, sha256=declared)
     upload = await _run(
         create_upload,
         services,
@@ -453,8 +474,11 @@ async def append(
     offset = _integer_header(request, "upload-offset")
     if offset is None:
         raise BadTusRequest("Upload-Offset is required")
+    declared = _declared_sha256(request)
     upload = await _run(load_upload, services, caller, upload_id)
     await _run(check_contributor, services, caller, upload)
+    if declared is not None and upload.status is UploadStatus.RECEIVING:
+        upload = await _run(declare_sha256, services, upload, declared)
     if upload.status is not UploadStatus.RECEIVING:
         if offset != upload.upload_offset:
             raise_conflict(upload)

@@ -270,6 +270,40 @@ def test_creation_with_upload_termination_and_declared_checksum(network: Network
     assert bad_sha.status_code == 422
 
 
+def test_the_last_patch_may_declare_the_whole_file_sha256(network: Network) -> None:
+    dataset_id = network.new_dataset("hashed while sent")
+    client = network.client("maja@ijs.example")
+    data = b"MRC\x00" + bytes(range(256)) * 64
+    digest = hashlib.sha256(data).hexdigest()
+    half = len(data) // 2
+
+    honest = create(client, len(data), filename="honest.mrc", dataset_id=dataset_id)
+    location = honest.headers["location"]
+    assert patch(client, location, 0, data[:half]).status_code == 204
+    done = patch(client, location, half, data[half:], **{"X-Allmicro-Sha256": digest})
+    assert done.status_code == 204, done.text
+    assert done.headers["x-allmicro-sha256"] == digest
+    assert done.headers["x-allmicro-file-id"]
+
+    other = data[:-1] + b"\x00"
+    lying = create(client, len(other), filename="lying.mrc", dataset_id=dataset_id)
+    location = lying.headers["location"]
+    assert patch(client, location, 0, other[:half]).status_code == 204
+    refused = patch(client, location, half, other[half:], **{"X-Allmicro-Sha256": digest})
+    assert refused.status_code == 460
+    assert "sha256" in refused.json()["detail"]
+    assert client.head(location, headers=TUS).status_code == 410
+
+    # A digest that contradicts the one declared at creation is refused before any byte counts.
+    declared = create(client, len(data), filename="twice.mrc", dataset_id=dataset_id, sha256=digest)
+    location = declared.headers["location"]
+    contradicting = patch(client, location, 0, data, **{"X-Allmicro-Sha256": "0" * 64})
+    assert contradicting.status_code == 460
+    assert client.head(location, headers=TUS).headers["upload-offset"] == "0"
+    malformed = patch(client, location, 0, data, **{"X-Allmicro-Sha256": "xyz"})
+    assert malformed.status_code == 400
+
+
 def test_uploads_are_private_and_need_the_contributor_role(network: Network) -> None:
     owner = network.client("maja@ijs.example")
     dataset_id = network.dataset_id
