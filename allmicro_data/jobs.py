@@ -8,6 +8,7 @@ expired, any runner puts the job back in the queue (or fails it, after max_attem
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -18,15 +19,17 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from pydantic import SecretStr
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data import logs, metrics
 from allmicro_data.catalogue.models import File, Job, JobKind, JobStatus, utcnow
+from allmicro_data.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +240,27 @@ def rerun(session: Session, job: Job) -> Job:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What a job process needs to reach the catalogue and the store (picklable)."""
+    """What a job process needs: the server's settings, whole (picklable and hashable).
 
-    database_url: str
-    storage_url: str
+    Job processes are spawned (embedded runner) or forked by Celery. Settings rebuilt there from
+    the environment would lose whatever the server was given in code: replicas, quorum, S3 keys.
+    """
+
+    # Settings as JSON, secrets included: never part of a repr, so never in a log.
+    settings_json: str = field(repr=False)
     lease_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        document = settings.model_dump(mode="json")
+        for name, value in settings:
+            if isinstance(value, SecretStr):
+                document[name] = value.get_secret_value()
+        return cls(json.dumps(document, sort_keys=True), settings.job_lease_seconds)
+
+    def settings(self) -> Settings:
+        """The settings again, as given: every field is set, so the environment adds nothing."""
+        return Settings(**json.loads(self.settings_json))
 
 
 class JobContext:
@@ -305,14 +324,8 @@ def _services_for(config: WorkerConfig) -> Any:
     services = _process_services.get(config)
     if services is None:
         from allmicro_data.services import Services
-        from allmicro_data.settings import Settings
 
-        settings = Settings(
-            database_url=config.database_url,
-            storage_url=config.storage_url,
-            job_lease_seconds=config.lease_seconds,
-        )
-        services = Services.from_settings(settings)
+        services = Services.from_settings(config.settings())
         _process_services[config] = services
     return services
 

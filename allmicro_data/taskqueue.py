@@ -46,11 +46,7 @@ def celery_app(settings: Settings) -> Any:
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
     )
-    config = WorkerConfig(
-        database_url=settings.resolved_database_url,
-        storage_url=settings.resolved_storage_url,
-        lease_seconds=settings.job_lease_seconds,
-    )
+    config = WorkerConfig.from_settings(settings)
 
     @app.task(name=RUN_JOB_TASK)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> str:

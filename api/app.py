@@ -62,11 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.queue == "embedded" and settings.job_workers > 0:
             runner = EmbeddedRunner(
                 services.sessions,
-                WorkerConfig(
-                    database_url=settings.resolved_database_url,
-                    storage_url=settings.resolved_storage_url,
-                    lease_seconds=settings.job_lease_seconds,
-                ),
+                WorkerConfig.from_settings(settings),
                 workers=settings.job_workers,
             )
             services.wake_jobs = runner.wake
