@@ -53,6 +53,10 @@ class Switchable(LocalStore):
         self._check()
         return super().put(key, stream)
 
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        self._check()
+        return super().put_bytes(key, data)
+
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         self._check()
         return super().open(key, start, end)
