@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     max_upload_bytes: int = Field(default=200 * 1024**3, gt=0)
+    upload_dir: Path | None = Field(
+        default=None,
+        description="Where partial uploads are spooled; default: data_dir/uploads. Several API "
+        "processes behind one address must share it (a volume all of them mount), since a "
+        "client's next request may reach another process; on the local store's filesystem, "
+        "finished uploads are renamed into the store instead of copied.",
+    )
     upload_expiry_seconds: float = Field(
         default=7 * 24 * 3600.0,
         gt=0,
@@ -153,6 +160,8 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         """Where partial uploads are spooled before they become objects."""
+        if self.upload_dir is not None:
+            return self.upload_dir.expanduser().resolve()
         return self.data_dir / "uploads"
 
     @classmethod

@@ -7,12 +7,13 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import CursorResult, select, update
 
@@ -67,6 +68,13 @@ class ChecksumMismatch(DomainError):
 class InsufficientStorage(DomainError):
     status = 507
     title = "Insufficient storage"
+
+
+class UploadBusy(DomainError):
+    """Another request, in this process or another one, is writing to the upload."""
+
+    status = 423
+    title = "Locked"
 
 
 class UploadTooLarge(DomainError):
@@ -239,6 +247,7 @@ class Receiver:
         self,
         services: Services,
         upload: Upload,
+        handle: IO[bytes],
         whole: Any,
         chunk: Any | None,
     ) -> None:
@@ -250,8 +259,7 @@ class Receiver:
         self._whole = whole
         self._whole_at_ack = whole.copy()
         self._chunk = chunk
-        self._path = spool_path(services, upload.id)
-        self._file = self._path.open("r+b", buffering=0)
+        self._file = handle
         self._file.seek(self.offset)
 
     def write(self, blocks: Sequence[bytes]) -> None:
@@ -343,30 +351,64 @@ class Receiver:
 
 
 def open_receiver(
-    services: Services, upload: Upload, offset: int, chunk_factory: HashFactory | None
+    services: Services,
+    upload: Upload,
+    offset: int,
+    chunk_factory: HashFactory | None,
+    lock_wait: float = 10.0,
 ) -> Receiver:
-    """Get ready to append at offset: the spool file cut back to the acknowledged offset, the
-    whole-file hash at that offset (kept in memory, or rebuilt from disk after a restart)."""
-    if upload.status is not UploadStatus.RECEIVING or offset != upload.upload_offset:
-        raise Conflict(f"the upload's offset is {upload.upload_offset}, not {offset}")
+    """Get ready to append at offset: the spool file locked against writers in other server
+    processes, cut back to the acknowledged offset, and the whole-file hash at that offset
+    (kept in memory, or rebuilt from the spool after a restart or in another process)."""
     path = spool_path(services, upload.id)
     try:
-        size = path.stat().st_size
+        handle = path.open("r+b", buffering=0)
     except FileNotFoundError:
         raise UploadGone("the upload's received bytes are lost; start a new one") from None
-    if size < upload.upload_offset:
-        # The machine lost bytes it had acknowledged (power cut before they reached the disk).
-        _fence_offset(services, upload, size)
-        raise Conflict(f"the upload's offset is {size}, not {offset}")
-    if size > upload.upload_offset:
-        # Bytes a crashed request wrote after its last checkpoint: never acknowledged, dropped.
-        with path.open("r+b") as handle:
+    try:
+        _lock_spool(handle, lock_wait)
+        # Read again under the lock: a writer in another process may just have moved it.
+        with services.session() as session:
+            current = session.get(Upload, upload.id)
+            if current is None:
+                raise UploadGone("the upload is gone; start a new one")
+            upload = current
+        if upload.status is not UploadStatus.RECEIVING or offset != upload.upload_offset:
+            raise Conflict(f"the upload's offset is {upload.upload_offset}, not {offset}")
+        size = os.fstat(handle.fileno()).st_size
+        if size < upload.upload_offset:
+            # The machine lost bytes it had acknowledged (power cut before they reached disk).
+            _fence_offset(services, upload, size)
+            raise Conflict(f"the upload's offset is {size}, not {offset}")
+        if size > upload.upload_offset:
+            # Bytes a crashed request wrote after its last checkpoint: never acknowledged.
             handle.truncate(upload.upload_offset)
-    whole = hash_states.take(upload.id, upload.upload_offset)
-    if whole is None:
-        whole = _hash_prefix(path, upload.upload_offset)
-    chunk = chunk_factory() if chunk_factory is not None else None
-    return Receiver(services, upload, whole, chunk)
+        whole = hash_states.take(upload.id, upload.upload_offset)
+        if whole is None:
+            whole = _hash_prefix(handle, upload.upload_offset)
+        chunk = chunk_factory() if chunk_factory is not None else None
+        return Receiver(services, upload, handle, whole, chunk)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _lock_spool(handle: IO[bytes], wait: float) -> None:
+    """An exclusive lock on the spool file for as long as it is open (flock: released when the
+    process dies, and understood by the shared filesystems API processes use, NFS included)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one server process, covered by the in-process lock
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise UploadBusy("another request is writing to this upload; try again") from None
+            time.sleep(0.05)
 
 
 def _fence_offset(services: Services, upload: Upload, size: int) -> None:
@@ -379,16 +421,16 @@ def _fence_offset(services: Services, upload: Upload, size: int) -> None:
     hash_states.forget(upload.id)
 
 
-def _hash_prefix(path: Path, length: int) -> Any:
+def _hash_prefix(handle: IO[bytes], length: int) -> Any:
     digest = hashlib.sha256()
     remaining = length
-    with path.open("rb") as handle:
-        while remaining > 0:
-            block = handle.read(min(READ_BLOCK, remaining))
-            if not block:
-                raise UploadGone("the upload's received bytes are lost; start a new one")
-            digest.update(block)
-            remaining -= len(block)
+    handle.seek(0)
+    while remaining > 0:
+        block = handle.read(min(READ_BLOCK, remaining))
+        if not block:
+            raise UploadGone("the upload's received bytes are lost; start a new one")
+        digest.update(block)
+        remaining -= len(block)
     return digest
 
 
@@ -410,7 +452,10 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
             raise Conflict("the upload has not received all its bytes")
         path = spool_path(services, upload.id)
         if upload.sha256 is None:
-            computed = sha256 or _hash_prefix(path, upload.length).hexdigest()
+            computed = sha256
+            if computed is None:
+                with path.open("rb") as handle:
+                    computed = _hash_prefix(handle, upload.length).hexdigest()
             if upload.declared_sha256 and computed != upload.declared_sha256:
                 message = (
                     f"the file received has sha256 {computed}, not the declared "

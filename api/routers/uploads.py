@@ -355,7 +355,9 @@ async def _append(
     async with _writer_lock(upload.id):
         # Re-read: the offset may have moved while an earlier request held the lock.
         upload = await _run(load_upload, services, caller, upload.id)
-        receiver = await _run(open_receiver, services, upload, offset, factory)
+        receiver = await _run(
+            open_receiver, services, upload, offset, factory, lock_wait=LOCK_WAIT_SECONDS
+        )
         try:
             try:
                 await _pump(request, receiver)
