@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         description="PostgreSQL connections each process keeps open (plus db_max_overflow at "
-        "peaks): size max_connections for (serve + worker processes) × both.",
+        "peaks): size max_connections for (serve + worker processes) times both.",
     )
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(
