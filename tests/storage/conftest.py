@@ -71,6 +71,8 @@ class SeaweedServer:
         # ~20 s for a raft election. The filer's metadata (filerldb2) beside it stays.
         shutil.rmtree(self.directory / "data" / f"m{self.ports['master.port']}", ignore_errors=True)
         log = (self.directory / "weed.log").open("ab")
+        # One process (master, volume server, filer, S3 gateway), no replication, quiet logging:
+        # the bench's configuration (bench/storage_s3.py, SEAWEED_FLAGS), with smaller volumes.
         self.process = subprocess.Popen(
             [
                 str(WEED),
