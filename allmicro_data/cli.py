@@ -151,6 +151,11 @@ def _print_file_entry(entry: dict[str, Any]) -> None:
 @click.option("--chunk", type=int, default=None, help="Chunk side in pixels (default per dims).")
 @click.option("--codec", default=None, help="Compression, e.g. zstd, blosc-zstd (default: best).")
 @click.option("--workers", type=int, default=None, help="Threads used (default: all cores).")
+@click.option(
+    "--shard/--no-shard",
+    default=None,
+    help="NGFF 0.5 only: one object per chunk row of a level (default) or one per chunk.",
+)
 def convert(
     source: Path,
     target: Path,
@@ -159,6 +164,7 @@ def convert(
     chunk: int | None,
     codec: str | None,
     workers: int | None,
+    shard: bool | None,
 ) -> None:
     """Convert one series of a microscope file to an OME-Zarr image."""
     from allmicro_data.ingest.convert import convert_file
@@ -174,6 +180,7 @@ def convert(
                 chunk=chunk,
                 codec=codec,
                 workers=workers,
+                shard=shard,
                 progress=progress,
             )
         except (ReadError, ValueError, FileExistsError) as exc:

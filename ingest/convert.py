@@ -26,14 +26,17 @@ def convert_file(
     chunk: int | None = None,
     codec: str | None = None,
     workers: int | None = None,
+    shard: bool | None = None,
     progress: ProgressCallback | None = None,
     durable: bool = False,
 ) -> PyramidInfo:
     """Convert one series of source into an OME-Zarr image at the directory target.
 
-    target must not exist. Like cp or the other OME-Zarr converters, the files are not fsynced
-    unless durable is set: a killed process loses nothing the kernel has, and the final rename
-    already makes a conversion visible all at once or not at all.
+    target must not exist. shard (NGFF 0.5 only) chooses one object per chunk row of a level
+    (None: the default, sharded) or one per chunk (False). Like cp or the other OME-Zarr
+    converters, the files are not fsynced unless durable is set: a killed process loses nothing
+    the kernel has, and the final rename already makes a conversion visible all at once or not
+    at all.
     """
     target = Path(os.path.abspath(target))
     if target.exists():
@@ -59,6 +62,7 @@ def convert_file(
                 chunk=chunk,
                 codec=codec,
                 workers=workers,
+                shard=shard,
             )
         os.rename(staging, target)
         if durable:

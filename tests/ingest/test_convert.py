@@ -49,6 +49,37 @@ def test_cli_converts_with_the_chosen_version_chunk_and_codec(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.zarr")]
 
 
+def test_cli_no_shard_writes_one_object_per_chunk_and_shard_needs_ngff_0_5(
+    tmp_path: Path, sem_tiff: tuple[Path, np.ndarray]
+) -> None:
+    source, data = sem_tiff
+    target = tmp_path / "plain.zarr"
+    options = ["--ngff", "0.5", "--chunk", "256", "--no-shard"]
+    result = subprocess.run(
+        [ALLMICRO, "convert", str(source), str(target), *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    level0 = zarr.open_group(target, mode="r")["0"]
+    assert level0.metadata.codecs[0].to_dict()["name"] != "sharding_indexed"
+    assert np.array_equal(level0[...], data)
+    # 1300 x 1100 in 256² chunks: 6 rows of 5 chunks, each its own object.
+    assert len(list((target / "0" / "c").rglob("*"))) == 6 + 6 * 5
+
+    refused = subprocess.run(
+        [ALLMICRO, "convert", str(source), str(tmp_path / "v04.zarr"), "--shard"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "sharding needs NGFF 0.5" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "v04.zarr").exists()
+
+
 def test_convert_refuses_an_existing_target_and_bad_options(
     tmp_path: Path, sem_tiff: tuple[Path, np.ndarray]
 ) -> None:
