@@ -323,9 +323,15 @@ _process_services: dict[WorkerConfig, Any] = {}
 def _services_for(config: WorkerConfig) -> Any:
     services = _process_services.get(config)
     if services is None:
+        from allmicro_data.logs import configure_logging
         from allmicro_data.services import Services
 
-        services = Services.from_settings(config.settings())
+        settings = config.settings()
+        if not logging.getLogger().handlers:
+            # A spawned job process starts with bare logging: log as the server does, so that
+            # its lines (JSON with job ids, say) reach the server's log collector alike.
+            configure_logging(settings.log_level, settings.log_format)
+        services = Services.from_settings(settings)
         _process_services[config] = services
     return services
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -115,11 +116,24 @@ def test_killed_job_runs_again_once_and_nothing_partial_is_visible(
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         live_server.stop(signal.SIGKILL)
+        live_server.env["ALLMICRO_LOG_FORMAT"] = "json"
+        log_start = live_server.log_path.stat().st_size
         live_server.start()
         client = live_server.client("maja@ijs.example", USER_PASSWORD)
         job = wait_for_job(client, job_id, timeout=120)
         assert job["status"] == "succeeded", job["error"]
         assert watch.polls > 10
+
+    # After the restart everything logs JSON, the job processes too, with the job's id.
+    with live_server.log_path.open("rb") as log:
+        log.seek(log_start)
+        # (The killed server's resource tracker may still add a plain warning of its own.)
+        text = log.read().decode()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert len(lines) > 5
+    job_lines = [line for line in lines if line.get("job_id") == job_id]
+    assert any(line["process"] != live_server.process.pid for line in job_lines), job_lines
+    assert any("images ready" in line["message"] for line in job_lines)
 
     # The first attempt was the one killed; the second completed it, once.
     assert job["attempts"] == 2
