@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PKG_DIRS := allmicro_data ingest api storage
 
-.PHONY: serve test lint typecheck pytest install bench clean web chromium messages
+.PHONY: serve test lint typecheck pytest install bench clean web debian-tools messages
 
 # The venv is rebuilt when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -34,9 +34,11 @@ messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project "AllMicro Data" --copyright-holder "AllMicro Data" -o api/web/locale/messages.pot .
 	$(BIN)/pybabel update -i api/web/locale/messages.pot -d api/web/locale -w 100 --ignore-obsolete
 
-# The browser tests drive Debian's chromium (never a Playwright-downloaded one).
-chromium:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+# The browser tests drive Debian's chromium (never a Playwright-downloaded one); the deploy
+# test validates deploy/compose.yaml with Debian's docker-compose (no engine needed).
+debian-tools:
+	command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
+		(apt-get update && apt-get install -y chromium docker-compose)
 
 serve: $(STAMP) $(WEB_STAMP)
 	$(BIN)/allmicro serve
@@ -53,7 +55,7 @@ typecheck: $(STAMP)
 	for d in ingest api storage; do ln -s "$$PWD/$$d" build/typecheck/allmicro_data/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml allmicro_data
 
-pytest: $(STAMP) $(WEB_STAMP) chromium
+pytest: $(STAMP) $(WEB_STAMP) debian-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,8 +14,13 @@ from tests.conftest import REPO
 COMPOSE = shutil.which("docker-compose")
 
 
-@pytest.mark.skipif(COMPOSE is None, reason="docker-compose (apt-get install docker-compose)")
 def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
+    if COMPOSE is None:
+        # `make pytest` installs it; in CI its absence is a failure, elsewhere a skip.
+        reason = "docker-compose is missing (apt-get install docker-compose)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     deploy = tmp_path / "deploy"
     shutil.copytree(REPO / "deploy", deploy)
     # An operator copies the example settings into place first; so does the test.
