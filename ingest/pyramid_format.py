@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import google_crc32c
 import numcodecs
+import numcodecs.blosc
+import numcodecs.zstd
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
@@ -91,14 +93,23 @@ class ChunkEncoder:
 
     def __init__(self, codec: ChunkCodec) -> None:
         self.codec = codec
-        self._numcodec = codec.numcodec()
+        # The compress functions behind codec.numcodec().encode, called directly: same bytes,
+        # without the codec object's per-call buffer checks, which hold the GIL.
+        self._cname = codec.name.split("-", 1)[1].encode("ascii") if "-" in codec.name else b""
         if codec.name.startswith("blosc"):
             # Blosc's own thread pool only serves callers on the main thread and would fight our
             # workers for the two cores; the contextual API is thread-safe and releases the GIL.
             numcodecs.blosc.use_threads = False
 
     def encode(self, chunk: np.ndarray[Any, Any]) -> bytes:
-        return bytes(self._numcodec.encode(np.ascontiguousarray(chunk)))
+        data = np.ascontiguousarray(chunk)
+        if self.codec.name == "zstd":
+            return bytes(numcodecs.zstd.compress(data, self.codec.level))
+        return bytes(
+            numcodecs.blosc.compress(
+                data, self._cname, self.codec.level, numcodecs.Blosc.BITSHUFFLE, BLOSC_BLOCK_BYTES
+            )
+        )
 
 
 @dataclass(frozen=True)

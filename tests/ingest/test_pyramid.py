@@ -345,3 +345,19 @@ def test_info_keeps_the_fields_the_pipeline_uses(tmp_path: Path) -> None:
     assert isinstance(info, PyramidInfo)
     assert (info.key, info.ngff_version, info.axes, info.dtype) == (KEY, "0.4", "yx", "uint16")
     assert info.level_shapes == [(300, 300)]
+
+
+@pytest.mark.parametrize("spec", ["zstd:3", "blosc-zstd:1", "blosc-lz4:5"])
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "uint8"])
+def test_chunk_encoder_writes_the_bytes_of_the_codec_the_metadata_names(
+    spec: str, dtype: str
+) -> None:
+    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+
+    codec = ChunkCodec.parse(spec)
+    data = sem_like((2, 300, 500)).astype(dtype)
+    view = data[:, ::2, 7:400]  # not C-ordered, as pieces of a band are
+    encoded = ChunkEncoder(codec).encode(view)
+    assert encoded == codec.numcodec().encode(np.ascontiguousarray(view))
+    decoded = np.frombuffer(codec.numcodec().decode(encoded), dtype=dtype)
+    assert np.array_equal(decoded.reshape(view.shape), view)
