@@ -9,9 +9,6 @@ from typing import Any
 
 import click
 
-from allmicro_data.ingest import agent
-from allmicro_data.settings import get_settings
-
 
 def _fail(message: str) -> None:
     click.echo(f"allmicro: {message}", err=True)
@@ -19,7 +16,25 @@ def _fail(message: str) -> None:
 
 
 class _CommandGroup(click.Group):
-    """Domain and storage errors end a command with one line, never a traceback."""
+    """Domain and storage errors end a command with one line, never a traceback.
+
+    The upload agent's commands live in allmicro_data.ingest.agent (it runs on instrument PCs,
+    with its own HTTP client) and load only when named, which keeps every other command's
+    start-up (such as `allmicro convert`'s) free of them.
+    """
+
+    lazy_commands = {"upload": "upload", "watch": "watch"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            from allmicro_data.ingest import agent
+
+            command: click.Command = getattr(agent, self.lazy_commands[cmd_name])
+            return command
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         from allmicro_data.errors import DomainError
@@ -63,6 +78,7 @@ def _share_metrics(root: Path) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Run the server (embedded default: SQLite, local store, in-process job runner)."""
     from allmicro_data.logs import configure_logging
+    from allmicro_data.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -91,6 +107,7 @@ def serve(host: str | None, port: int | None) -> None:
 def worker(concurrency: int | None, metrics_port: int) -> None:
     """Run ingest jobs from the Celery queue (ALLMICRO_QUEUE=celery, ALLMICRO_BROKER_URL)."""
     from allmicro_data.logs import configure_logging
+    from allmicro_data.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -237,6 +254,7 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply catalogue migrations up to the newest schema."""
     from allmicro_data.catalogue.db import upgrade
+    from allmicro_data.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.resolved_database_url)
@@ -250,6 +268,7 @@ def admin() -> None:
 
 def _services() -> Any:
     from allmicro_data.services import Services
+    from allmicro_data.settings import get_settings
 
     return Services.from_settings(get_settings())
 
@@ -507,10 +526,6 @@ def admin_create_token(user: str, name: str, scope: str, expires_days: int | Non
             session, account, name=name, scope=scope, expires_at=expires
         )
         click.echo(plaintext)
-
-
-main.add_command(agent.upload)
-main.add_command(agent.watch)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,13 @@
-"""Object stores: one protocol, local and S3 implementations, replication and fixity."""
+"""Object stores: one protocol, local and S3 implementations, replication and fixity.
+
+The protocol and its errors load with the package; the stores load when first named, so that a
+command that writes to local files (`allmicro convert`) does not pay for the S3 client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from allmicro_data.storage.base import (
     InvalidKey,
@@ -7,11 +16,37 @@ from allmicro_data.storage.base import (
     StorageError,
     StoredObject,
 )
-from allmicro_data.storage.factory import open_replicated_store, open_store
-from allmicro_data.storage.fixity import ChecksumMismatch, Manifest, ManifestChecksums
-from allmicro_data.storage.local import LocalStore
-from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
-from allmicro_data.storage.s3 import S3Store, SupportsPresignedGet
+
+if TYPE_CHECKING:
+    from allmicro_data.storage.factory import open_replicated_store, open_store
+    from allmicro_data.storage.fixity import ChecksumMismatch, Manifest, ManifestChecksums
+    from allmicro_data.storage.local import LocalStore
+    from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
+    from allmicro_data.storage.s3 import S3Store, SupportsPresignedGet
+
+_LAZY = {
+    "open_replicated_store": "factory",
+    "open_store": "factory",
+    "ChecksumMismatch": "fixity",
+    "Manifest": "fixity",
+    "ManifestChecksums": "fixity",
+    "LocalStore": "local",
+    "PendingCopies": "replicated",
+    "QuorumNotReached": "replicated",
+    "ReplicatedStore": "replicated",
+    "S3Store": "s3",
+    "SupportsPresignedGet": "s3",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ChecksumMismatch",
