@@ -35,11 +35,16 @@ class LocalStore:
     A crash at any point leaves either the complete object under its key or nothing: bytes go to a
     temporary file in the same filesystem, are flushed with fsync, and only then renamed into
     place. `durable=False` skips the fsync, for scratch stores whose contents can be rebuilt.
+    `checksums=False` skips the sha256 of whole-object writes (`put_bytes` then reports an empty
+    sha256), for output nobody records a manifest of: `allmicro convert`'s directory.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, durable: bool = True, checksums: bool = True
+    ) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
+        self.checksums = checksums
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -92,7 +97,8 @@ class LocalStore:
             Path(tmp_path).unlink(missing_ok=True)
             raise
         self._close_and_rename(key, fd, tmp_path, target)
-        return StoredObject(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        sha256 = hashlib.sha256(data).hexdigest() if self.checksums else ""
+        return StoredObject(key=key, size=len(data), sha256=sha256)
 
     def _create_temp(self, key: str, target: Path) -> tuple[int, str]:
         """An exclusively created new file beside target, whose directory is made if missing.

@@ -39,6 +39,16 @@ def test_put_reports_size_and_sha256_and_reads_back(store: LocalStore) -> None:
     assert isinstance(store, ObjectStore)
 
 
+def test_put_bytes_records_sha256_unless_checksums_are_off(tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    recorded = LocalStore(tmp_path / "server").put_bytes("images/a/0/0", data)
+    assert recorded.sha256 == hashlib.sha256(data).hexdigest()
+    scratch = LocalStore(tmp_path / "convert", durable=False, checksums=False)
+    unrecorded = scratch.put_bytes("0/0", data)
+    assert (unrecorded.size, unrecorded.sha256) == (len(data), "")
+    assert scratch.get_bytes("0/0") == data
+
+
 def test_ranges(store: LocalStore) -> None:
     data = bytes(range(256)) * 10
     store.put_bytes("a/b", data)
