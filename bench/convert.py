@@ -137,10 +137,6 @@ def ours_command(
         extra += ["--codec", codec]
     if chunk:
         extra += ["--chunk", str(chunk)]
-    if src.suffix == ".mrc":
-        # The registered MRC reader neither marks volumes (is_volume) nor lets go of the pages
-        # of its memmap, so the tomogram goes through the raw-file series: same engine.
-        return [PYTHON, __file__, "_ours-raw", str(src), str(out), *extra]
     return [ALLMICRO, "convert", str(src), str(out), *extra]
 
 
@@ -153,43 +149,10 @@ def peer_command(name: str, src: Path, out: Path) -> list[str]:
 
 
 def open_series(src: Path) -> Any:
-    """The series the engine converts: the registered reader, or the raw MRC volume."""
+    """The series the engine converts, through the registered reader, as `allmicro convert`."""
     from allmicro_data.ingest.readers import open_image_file
 
-    return mrc_series(src) if src.suffix == ".mrc" else open_image_file(src).series[0]
-
-
-def mrc_series(src: Path) -> Any:
-    import mrcfile
-
-    from allmicro_data.ingest.readers.array import RawFileSeries
-    from allmicro_data.ingest.readers.base import PixelSize
-
-    with mrcfile.open(src, header_only=True, permissive=True) as mrc:
-        header = mrc.header
-        shape = (int(header.nz), int(header.ny), int(header.nx))
-        dtype = mrcfile.utils.data_dtype_from_header(header)
-        offset = 1024 + int(header.nsymbt)
-        voxel = mrc.voxel_size
-    size = PixelSize(x=float(voxel.x) * 1e-10, y=float(voxel.y) * 1e-10, z=float(voxel.z) * 1e-10)
-    return RawFileSeries(src, offset, shape, dtype, "zyx", pixel_size=size, is_volume=True)
-
-
-def ours_raw(args: argparse.Namespace) -> None:
-    from allmicro_data.ingest.pyramid import write_pyramid
-    from allmicro_data.storage.local import LocalStore
-
-    series = mrc_series(Path(args.input))
-    started = time.perf_counter()
-    write_pyramid(
-        series,
-        LocalStore(args.output, durable=False),
-        "",
-        ngff=args.ngff,
-        codec=args.codec,
-        chunk=args.chunk,
-    )
-    print(f"inner-seconds {time.perf_counter() - started:.3f}")
+    return open_image_file(src).series[0]
 
 
 def floor(args: argparse.Namespace) -> None:
@@ -425,8 +388,6 @@ if __name__ == "__main__":
         helper.add_argument("--codec", default=None)
         helper.add_argument("--chunk", type=int, default=None)
         helper_args = helper.parse_args()
-        {"_ours-raw": ours_raw, "_floor": floor, "_codecs": compare_codecs}[helper_args.command](
-            helper_args
-        )
+        {"_floor": floor, "_codecs": compare_codecs}[helper_args.command](helper_args)
     else:
         main()

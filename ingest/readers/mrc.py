@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import mrcfile
 import numpy as np
 
+from allmicro_data.ingest.readers.array import RawFileSeries
 from allmicro_data.ingest.readers.base import ImageFile, PixelSize, Reader, ReadError, Series
 from allmicro_data.ingest.readers.normalise import (
     as_float,
@@ -225,6 +226,7 @@ class MrcSeries(Series):
         data = mrc.data
         header = mrc.header
         self._data = data
+        self._raw: RawFileSeries | None = None
         self.name = label
         self.dtype = np.dtype(data.dtype).newbyteorder("=")
         shape = data.shape
@@ -276,7 +278,39 @@ class MrcSeries(Series):
             if bytes(lbl).strip(b"\x00 ")
         ]
 
+    def read_positioned(self, source: Path, offset: int) -> None:
+        """Read pixels with positioned reads from source instead of through the memmap.
+
+        Pages read through a memmap stay mapped into the process until it closes, so a 2 GiB
+        tomogram read band by band would end with 2 GiB resident; positioned reads into the
+        pyramid writer's recycled buffers keep it at one band. Only for voxels stored as they
+        are returned: native byte order, in stored axis order.
+        """
+        data = self._data
+        if self._perm is None and data.dtype.isnative and data.flags.c_contiguous:
+            self._raw = RawFileSeries(source, offset, self.shape, self.dtype, self.axes)
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+    def read_into(self, region: Sequence[slice] | None, out: np.ndarray[Any, Any]) -> None:
+        """Read region into out (C-ordered, of the region's shape and the series' dtype)."""
+        if self._raw is not None:
+            try:
+                self._raw.read_into(region, out)
+            except OSError as exc:
+                raise ReadError(f"cannot read MRC pixels: {exc}") from exc
+        else:
+            out[...] = self.read(region)
+
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
+        if self._raw is not None:
+            try:
+                return self._raw.read(region)
+            except OSError as exc:
+                raise ReadError(f"cannot read MRC pixels: {exc}") from exc
         ours = self.normalise_region(region)
         try:
             if self._perm is None:
@@ -416,6 +450,8 @@ class MrcFile(ImageFile):
             reason = "; ".join(messages) or "no data block"
             raise ReadError(f"{path.name}: MRC data unreadable ({reason})")
         series = MrcSeries(self._mrc, path.name)
+        if int(self._mrc.header.mode) != 101:  # 4-bit voxels are unpacked by mrcfile
+            series.read_positioned(source, HEADER_BYTES + int(self._mrc.header.nsymbt))
         series.warnings.extend(f"MRC header: {m}" for m in messages)
         exttyp = bytes(self._mrc.header.exttyp).decode("ascii", "replace").strip("\x00 ")
         if exttyp in ("FEI1", "FEI2"):
@@ -478,6 +514,9 @@ class MrcFile(ImageFile):
             self._temp = None
 
     def close(self) -> None:
+        for series in getattr(self, "series", []):
+            if isinstance(series, MrcSeries):
+                series.close()
         mrc = getattr(self, "_mrc", None)
         if mrc is not None:
             mrc.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import mrcfile
@@ -124,6 +125,46 @@ def test_mrc_stack_with_serialem_mdoc_and_gzip(tmp_path: Path) -> None:
             assert series.read((slice(2, 3), slice(0, 2), slice(0, 2))).tolist() == [
                 [[128, 129], [136, 137]]
             ]
+
+
+def _resident_kib(path: Path) -> int:
+    """KiB of path's pages mapped into this process and resident (Linux smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_mrc_volumes_read_with_positioned_reads_equal_mrcfile(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    volume = rng.standard_normal((16, 256, 256)).astype(np.float32)  # 4 MiB
+    native = tmp_path / "tomo.rec"
+    with mrcfile.new(native) as mrc:
+        mrc.set_data(volume)
+        mrc.set_extended_header(np.zeros(100, dtype=[("x", "u1")]))  # data starts later
+    swapped = tmp_path / "swapped.mrc"
+    with mrcfile.new(swapped) as mrc:
+        mrc.set_data(volume.astype(">f4"))  # other byte order: read through the memmap
+    region = (slice(1, 5), slice(3, 17), slice(0, 256))
+    resident = {}
+    for path in (native, swapped):
+        with open_image_file(path) as image_file:
+            series = image_file.series[0]
+            assert series.is_volume and series.shape == volume.shape
+            assert np.array_equal(series.read(), volume)
+            out = np.empty((4, 14, 256), np.float32)
+            series.read_into(region, out)  # type: ignore[attr-defined]
+            assert np.array_equal(out, volume[region])
+            if sys.platform.startswith("linux"):
+                resident[path] = _resident_kib(path)
+    if resident:
+        # Read through the memmap, the pixels stay resident in the process; read with pread
+        # into the caller's buffers (what the pyramid writer does), they do not.
+        assert resident[swapped] >= 4096
+        assert resident[native] < 64
 
 
 def test_sniffing_ignores_the_extension(tmp_path: Path) -> None:
