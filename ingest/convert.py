@@ -56,7 +56,8 @@ def convert_file(
                 series,
                 # No checksums: nothing records a manifest of this directory (the server's
                 # ingest does, for fixity), and the converters we compare with compute none.
-                LocalStore(staging, durable=durable, checksums=False),
+                # Not atomic per object: the staging directory is renamed into place whole.
+                LocalStore(staging, durable=durable, checksums=False, atomic=False),
                 "",
                 ome_xml=series.ome_xml(),
                 progress=progress,

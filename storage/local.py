@@ -25,6 +25,7 @@ from allmicro_data.storage.base import (
 # their names start with this prefix, which no key may use.
 TMP_PREFIX = ".allmicro-tmp-"
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_IN_PLACE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 # next() on a count is atomic under the GIL, so threads writing at once get distinct names.
 _TMP_COUNTER = itertools.count()
 
@@ -37,14 +38,23 @@ class LocalStore:
     place. `durable=False` skips the fsync, for scratch stores whose contents can be rebuilt.
     `checksums=False` skips the sha256 of whole-object writes (`put_bytes` then reports an empty
     sha256), for output nobody records a manifest of: `allmicro convert`'s directory.
+    `atomic=False` writes objects straight under their keys, without a temporary file and a
+    rename each, for a store in a staging directory that becomes visible whole, by one rename,
+    or not at all (`allmicro convert` again).
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, durable: bool = True, checksums: bool = True
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        checksums: bool = True,
+        atomic: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
         self.checksums = checksums
+        self.atomic = atomic
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -105,8 +115,11 @@ class LocalStore:
 
         Names are unique within the process (pid and a counter); O_EXCL makes sure that a name
         left behind by a killed process with the same pid is never shared: the next is taken.
+        Not atomic: target itself, opened for writing from the start.
         """
         directory = target.parent
+        if not self.atomic:
+            return self._open_in_place(key, target), str(target)
         for _attempt in range(100):
             tmp_path = f"{directory}/{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNTER)}"
             try:
@@ -138,10 +151,21 @@ class LocalStore:
         except OSError as exc:
             raise self._error(key, exc) from exc
 
+    def _open_in_place(self, key: str, target: Path) -> int:
+        try:
+            try:
+                return os.open(target, _IN_PLACE_FLAGS, 0o644)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(target, _IN_PLACE_FLAGS, 0o644)
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+
     def _close_and_rename(self, key: str, fd: int, tmp_path: str, target: Path) -> None:
         try:
             os.close(fd)
-            os.replace(tmp_path, target)
+            if tmp_path != str(target):
+                os.replace(tmp_path, target)
         except OSError as exc:
             Path(tmp_path).unlink(missing_ok=True)
             raise self._error(key, exc) from exc

@@ -49,6 +49,25 @@ def test_put_bytes_records_sha256_unless_checksums_are_off(tmp_path: Path) -> No
     assert scratch.get_bytes("0/0") == data
 
 
+def test_staging_store_writes_in_place_and_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    staging = LocalStore(tmp_path / "staging", durable=False, checksums=False, atomic=False)
+    staging.put_bytes("0/0/0", b"chunk")
+    staging.put("0/0/1", iter([b"two ", b"blocks"]))
+    staging.put_bytes("0/0/0", b"again")  # rewritten whole, not appended
+    assert staging.get_bytes("0/0/0") == b"again"
+    assert staging.get_bytes("0/0/1") == b"two blocks"
+    # No temporary files on the way: every file in the directory is an object.
+    assert sorted(p.name for p in (tmp_path / "staging" / "0" / "0").iterdir()) == ["0", "1"]
+
+    def broken() -> Iterator[bytes]:
+        yield b"half"
+        raise ConnectionError("source went away")
+
+    with pytest.raises(ConnectionError):
+        staging.put("0/0/2", broken())
+    assert not staging.exists("0/0/2")
+
+
 def test_ranges(store: LocalStore) -> None:
     data = bytes(range(256)) * 10
     store.put_bytes("a/b", data)
