@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,16 +75,31 @@ class LocalStore:
         return self.root / key
 
     def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
-        target = self.path(key)
         digest = hashlib.sha256()
-        size = 0
+        size = self._write_object(key, iter_stream(stream), digest.update)
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        # The hot path of pyramid writing (one call per chunk, from several threads at once):
+        # no buffered file object, one write; hashlib releases the GIL while hashing.
+        self._write_object(key, (data,))
+        sha256 = hashlib.sha256(data).hexdigest() if self.checksums else ""
+        return StoredObject(key=key, size=len(data), sha256=sha256)
+
+    def _write_object(
+        self, key: str, blocks: Iterable[bytes], seen: Callable[[bytes], object] | None = None
+    ) -> int:
+        """Write blocks as the object under key; returns its size. Errors of the blocks'
+        source propagate as they are, only our own I/O failures become StorageError, and a
+        failed write leaves nothing under the key."""
+        target = self.path(key)
         fd, tmp_path = self._create_temp(key, target)
+        size = 0
         try:
-            # Errors of the source stream propagate as they are; only our own I/O failures
-            # become StorageError.
-            for block in iter_stream(stream):
+            for block in blocks:
                 self._write_all(key, fd, block)
-                digest.update(block)
+                if seen is not None:
+                    seen(block)
                 size += len(block)
             self._sync(key, fd)
         except BaseException:
@@ -92,23 +107,7 @@ class LocalStore:
             Path(tmp_path).unlink(missing_ok=True)
             raise
         self._close_and_rename(key, fd, tmp_path, target)
-        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
-
-    def put_bytes(self, key: str, data: bytes) -> StoredObject:
-        # The hot path of pyramid writing (one call per chunk, from several threads at once):
-        # no buffered file object, no per-block loop; hashlib releases the GIL while hashing.
-        target = self.path(key)
-        fd, tmp_path = self._create_temp(key, target)
-        try:
-            self._write_all(key, fd, data)
-            self._sync(key, fd)
-        except BaseException:
-            os.close(fd)
-            Path(tmp_path).unlink(missing_ok=True)
-            raise
-        self._close_and_rename(key, fd, tmp_path, target)
-        sha256 = hashlib.sha256(data).hexdigest() if self.checksums else ""
-        return StoredObject(key=key, size=len(data), sha256=sha256)
+        return size
 
     def _create_temp(self, key: str, target: Path) -> tuple[int, str]:
         """An exclusively created new file beside target, whose directory is made if missing.
