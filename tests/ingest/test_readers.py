@@ -164,7 +164,7 @@ def test_mrc_volumes_read_with_positioned_reads_equal_mrcfile(tmp_path: Path) ->
         # Read through the memmap, the pixels stay resident in the process; read with pread
         # into the caller's buffers (what the pyramid writer does), they do not.
         assert resident[swapped] >= 4096
-        assert resident[native] < 64
+        assert resident[native] < 1024  # the header, and at most fault-around neighbours
 
 
 def test_sniffing_ignores_the_extension(tmp_path: Path) -> None:
