@@ -18,6 +18,7 @@ from allmicro_data.errors import Invalid
 from allmicro_data.jobs import enqueue
 from allmicro_data.storage import LocalStore, ObjectStore
 from allmicro_data.storage.base import CHUNK_SIZE
+from allmicro_data.storage.local import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +100,8 @@ def _adopt(store: LocalStore, key: str, path: Path) -> bool:
         log.info("cannot move %s into the store (%s); copying instead", path, exc)
         return False
     if store.durable:
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
     return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def store_original(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
 
 from allmicro_data.ingest.pyramid import ProgressCallback, PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, open_image_file
-from allmicro_data.storage.local import LocalStore
+from allmicro_data.storage.local import LocalStore, fsync_directory
 
 # The pyramid is built in a hidden sibling directory and renamed into place when complete, so a
 # killed conversion leaves no directory under the target name; the pid lets a rerun tell its
@@ -69,7 +68,7 @@ def convert_file(
             )
         os.rename(staging, target)
         if durable:
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -93,12 +92,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -169,7 +169,7 @@ class LocalStore:
             Path(tmp_path).unlink(missing_ok=True)
             raise self._error(key, exc) from exc
         if self.durable:
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
 
     def _error(self, key: str, exc: OSError) -> StorageError:
         return StorageError(f"cannot write {key!r} to {self.root}: {exc}")
@@ -255,8 +255,8 @@ def _read_range(handle: BinaryIO, start: int, end: int | None) -> Iterator[bytes
             yield block
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Directory fsync makes the rename itself durable; not every platform allows it.
+def fsync_directory(directory: Path) -> None:
+    """Make a rename into directory durable; a no-op where a directory cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
