@@ -87,11 +87,13 @@ def serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from allmicro_data.api.app import create_app
+    from allmicro_data.api.http_server import LargeBodyHttpToolsProtocol
 
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
+        http=LargeBodyHttpToolsProtocol,
         log_config=None,
         proxy_headers=True,
     )
