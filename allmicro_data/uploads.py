@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -9,7 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +32,7 @@ from allmicro_data.catalogue.models import (
 from allmicro_data.errors import Conflict, DomainError, Invalid, NotFound
 from allmicro_data.originals import clean_name, place_original, store_original
 from allmicro_data.services import Services
+from allmicro_data.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,6 @@ CHECKPOINT_BYTES = 64 * 1024 * 1024
 STUCK_AFTER = timedelta(minutes=1)
 
 HashFactory = Callable[[], Any]
-
-# The whole-file sha256 of a block is computed here while the request's own thread writes the
-# same block to the spool: hashing and writing each take about as long, and both release the GIL.
-_hashing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload-hash")
-# On Linux, POSIX_FADV_DONTNEED on freshly written pages queues them for writeback at once
-# (and lets the page cache drop them once clean: the spool is never read back).
-_START_WRITEBACK: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 class UploadGone(DomainError):
@@ -239,6 +235,12 @@ def check_contributor(services: Services, caller: Caller, upload: Upload) -> Non
 class Receiver:
     """Writes the body of one PATCH into the spool file, hashing as it goes.
 
+    Blocks go through two threads of their own, each in order: one hashes them (the whole
+    file's sha256, and the chunk checksum if one was sent), the other writes them to the spool
+    and records checkpoints. Neither waits for the other block by block, so the hash, the
+    longest piece of work, runs from the first byte to the last without a gap, and the event
+    loop only hands blocks over.
+
     Without a chunk checksum the offset is recorded at checkpoints and whatever arrived is kept
     if the client goes away; with one, nothing of the request counts until the checksum matches.
     """
@@ -247,6 +249,7 @@ class Receiver:
         self,
         services: Services,
         upload: Upload,
+        path: Path,
         handle: IO[bytes],
         whole: Any,
         chunk: Any | None,
@@ -255,37 +258,35 @@ class Receiver:
         self.upload_id = upload.id
         self.length = upload.length
         self.acknowledged = upload.upload_offset
+        # Bytes handed to submit(); the spool writer knows how many of them are in the file.
         self.offset = upload.upload_offset
         self._whole = whole
         self._whole_at_ack = whole.copy()
         self._chunk = chunk
         self._file = handle
-        self._file.seek(self.offset)
+        self._spool = SpoolWriter(path, handle.fileno(), self.offset)
+        self._next_checkpoint = self.offset + CHECKPOINT_BYTES
+        # The first error of the writing thread; every block after it is refused.
+        self._broken: BaseException | None = None
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"upload-hash-{upload.id[:8]}")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"upload-write-{upload.id[:8]}")
 
-    def write(self, blocks: Sequence[bytes]) -> None:
-        end = self.offset + sum(len(block) for block in blocks)
-        if end > self.length:
+    def submit(self, blocks: Sequence[bytes]) -> Future[None]:
+        """Queue blocks to be hashed and written after those queued before; the future is done
+        once both are (or holds the error that stopped them)."""
+        size = sum(len(block) for block in blocks)
+        if self.offset + size > self.length:
             raise UploadTooLarge(
                 f"the request goes past the upload's length of {self.length} bytes"
             )
-        hashed = _hashing.submit(self._hash, blocks)
-        start = self.offset
-        try:
-            for block in blocks:
-                view = memoryview(block)
-                while view:
-                    written = self._file.write(view)
-                    view = view[written or 0 :]
-                self.offset += len(block)
-            if _START_WRITEBACK is not None:
-                # The kernel starts writing these pages to disk now, in the background, so
-                # that the fsync before the original is stored finds little left to write.
-                os.posix_fadvise(self._file.fileno(), start, self.offset - start, _START_WRITEBACK)
-        finally:
-            # Never leave a hash running on blocks the next call may not follow.
-            hashed.result()
-        if self._chunk is None and self.offset - self.acknowledged >= CHECKPOINT_BYTES:
-            self._acknowledge()
+        hashed = self._hasher.submit(self._hash, blocks)
+        written = self._writer.submit(self._write, blocks)
+        self.offset += size
+        if self._chunk is None and self.offset >= self._next_checkpoint:
+            snapshot = self._hasher.submit(self._whole.copy)
+            self._writer.submit(self._checkpoint, self.offset, snapshot)
+            self._next_checkpoint = self.offset + CHECKPOINT_BYTES
+        return _both(hashed, written)
 
     def _hash(self, blocks: Sequence[bytes]) -> None:
         for block in blocks:
@@ -293,8 +294,51 @@ class Receiver:
             if self._chunk is not None:
                 self._chunk.update(block)
 
+    def _write(self, blocks: Sequence[bytes]) -> None:
+        self._in_writer(self._spool.append, blocks)
+
+    def _in_writer(self, work: Callable[..., None], *args: Any) -> None:
+        """Run work in the writing thread, unless an earlier error stopped it."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            work(*args)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._broken = InsufficientStorage("the server ran out of room for this upload")
+            else:
+                self._broken = exc
+            raise self._broken from exc
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+    def _checkpoint(self, offset: int, snapshot: Future[Any]) -> None:
+        """Record the offset of the bytes queued before, with the hash state at that offset."""
+
+        def record() -> None:
+            self._spool.sync()
+            self._acknowledge(offset, snapshot.result())
+
+        self._in_writer(record)
+
+    def _drain(self) -> None:
+        """Wait until every block queued so far is hashed and in the spool file (errors
+        are kept in _broken)."""
+        self._hasher.submit(lambda: None).result()
+        self._writer.submit(self._sync_quietly).result()
+
+    def _sync_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._in_writer(self._spool.sync)
+
     def finish(self, expected_chunk_digest: bytes | None) -> int:
         """End of the request body: verify the chunk checksum, record the new offset."""
+        self._drain()
+        if self._broken is not None:
+            # What the failed request wrote past the acknowledged offset is cut off when the
+            # upload is next opened; the state kept for it (acknowledged, its hash) is sound.
+            raise self._broken
         if (
             expected_chunk_digest is not None
             and self._chunk is not None
@@ -302,34 +346,44 @@ class Receiver:
         ):
             self.abandon()
             raise ChecksumMismatch("the request body does not match its Upload-Checksum")
-        self._acknowledge()
+        self._acknowledge(self.offset, self._whole.copy())
         return self.offset
 
     def keep_received(self) -> int:
         """The client went away mid-request: keep what arrived, unless it must be verified."""
+        self._drain()
+        if self._broken is not None:
+            return self.acknowledged
         if self._chunk is not None:
             self.abandon()
         else:
-            self._acknowledge()
+            self._acknowledge(self.offset, self._whole.copy())
         return self.acknowledged
 
     def abandon(self) -> None:
         """Forget everything after the last acknowledged offset."""
+        self._drain()
         self._file.truncate(self.acknowledged)
-        self._file.seek(self.acknowledged)
         self.offset = self.acknowledged
+        self._spool.reset(self.acknowledged)
         self._whole = self._whole_at_ack.copy()
+        self._next_checkpoint = self.offset + CHECKPOINT_BYTES
+        self._broken = None
 
     @property
     def sha256(self) -> str:
         return str(self._whole.hexdigest())
 
     def close(self) -> None:
+        self._drain()
+        self._hasher.shutdown()
+        self._writer.shutdown()
+        self._spool.close()
         self._file.close()
         hash_states.keep(self.upload_id, self.acknowledged, self._whole_at_ack)
 
-    def _acknowledge(self) -> None:
-        if self.offset == self.acknowledged:
+    def _acknowledge(self, offset: int, digest: Any) -> None:
+        if offset == self.acknowledged:
             return
         now = utcnow()
         with self.services.session() as session:
@@ -339,15 +393,38 @@ class Receiver:
                 update(Upload)
                 .where(Upload.id == self.upload_id, Upload.upload_offset == self.acknowledged)
                 .values(
-                    upload_offset=self.offset,
+                    upload_offset=offset,
                     updated_at=now,
                     expires_at=_expiry(self.services, now),
                 )
             )
             if _changed(result) != 1:
                 raise Conflict("another request is writing to this upload")
-        self.acknowledged = self.offset
-        self._whole_at_ack = self._whole.copy()
+        self.acknowledged = offset
+        self._whole_at_ack = digest
+
+
+def _both(first: Future[None], second: Future[None]) -> Future[None]:
+    """A future done when both are: with the first error either of them raised."""
+    done: Future[None] = Future()
+    remaining = [2]
+    lock = threading.Lock()
+
+    def settle(finished: Future[None]) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+            if done.done():
+                return
+            error = finished.exception()
+            if error is not None:
+                done.set_exception(error)
+            elif last:
+                done.set_result(None)
+
+    first.add_done_callback(settle)
+    second.add_done_callback(settle)
+    return done
 
 
 def open_receiver(
@@ -387,7 +464,7 @@ def open_receiver(
         if whole is None:
             whole = _hash_prefix(handle, upload.upload_offset)
         chunk = chunk_factory() if chunk_factory is not None else None
-        return Receiver(services, upload, handle, whole, chunk)
+        return Receiver(services, upload, path, handle, whole, chunk)
     except BaseException:
         handle.close()
         raise

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -63,9 +64,10 @@ CHECKSUMS: dict[str, HashFactory] = {
     "sha256": hashlib.sha256,
     "md5": lambda: hashlib.md5(usedforsecurity=False),
 }
-# Body chunks are gathered into blocks this large before a worker thread writes and hashes
-# them, while the event loop goes on reading the next block from the socket.
+# Body chunks are gathered into blocks this large before the receiver's threads write and hash
+# them, while the event loop goes on reading; at most IN_FLIGHT blocks wait for them.
 WRITE_BLOCK = 4 * 1024 * 1024
+IN_FLIGHT = 8
 # A client that reconnects after a cut may find its previous request still finishing.
 LOCK_WAIT_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 600.0
@@ -311,11 +313,12 @@ async def _writer_lock(upload_id: str) -> AsyncIterator[None]:
 
 
 async def _pump(request: Request, receiver: Receiver) -> None:
-    """Stream the request body into the receiver, reading the next block while one is written."""
-    loop = asyncio.get_running_loop()
+    """Stream the request body into the receiver: blocks of WRITE_BLOCK go to its threads while
+    the next is read, and reading waits while more than IN_FLIGHT of them are queued. What is
+    still queued at the end is waited for by the receiver (finish, keep_received, abandon)."""
+    in_flight: deque[asyncio.Future[None]] = deque()
     pending: list[bytes] = []
     size = 0
-    writing: asyncio.Future[None] | None = None
     try:
         async for chunk in request.stream():
             if not chunk:
@@ -323,20 +326,21 @@ async def _pump(request: Request, receiver: Receiver) -> None:
             pending.append(chunk)
             size += len(chunk)
             if size >= WRITE_BLOCK:
-                if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(None, receiver.write, pending)
+                in_flight.append(asyncio.wrap_future(receiver.submit(pending)))
                 pending, size = [], 0
+                while len(in_flight) > IN_FLIGHT:
+                    # Raises the receiver's first error, which ends the request.
+                    await in_flight.popleft()
     except ClientDisconnect:
-        if writing is not None:
-            await writing
         if pending:
-            await _run(receiver.write, pending)
+            receiver.submit(pending)  # the bytes that did arrive count
         raise
-    if writing is not None:
-        await writing
+    finally:
+        # Only views on the receiver's own work, which it waits for and reports.
+        for queued in in_flight:
+            queued.cancel()
     if pending:
-        await _run(receiver.write, pending)
+        receiver.submit(pending)
 
 
 async def _append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, wait_for_job
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port, wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -302,6 +303,41 @@ def test_the_last_patch_may_declare_the_whole_file_sha256(network: Network) -> N
     assert client.head(location, headers=TUS).headers["upload-offset"] == "0"
     malformed = patch(client, location, 0, data, **{"X-Allmicro-Sha256": "xyz"})
     assert malformed.status_code == 400
+
+
+def test_a_patch_cut_off_midway_keeps_what_arrived_and_resumes(network: Network) -> None:
+    """A client that goes away mid-request (a cut network) loses nothing that reached the
+    server: the offset moves past every checkpoint it crossed, and the rest completes the file."""
+    dataset_id = network.new_dataset("cut off")
+    client = network.client("maja@ijs.example")
+    token = network.server.token("maja@ijs.example", USER_PASSWORD)
+    data = os.urandom(100 << 20)
+    sent = (70 << 20) + 1234  # past the server's first checkpoint, not on any block boundary
+    location = create(client, len(data), filename="cut.raw", dataset_id=dataset_id).headers[
+        "location"
+    ]
+    address = network.server.url.removeprefix("http://").split(":")
+    with socket.create_connection((address[0], int(address[1])), timeout=60) as sock:
+        head = (
+            f"PATCH {location} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + data[:sent])
+
+    def offset_once_the_request_ended() -> int | None:
+        answer = client.head(location, headers=TUS)
+        offset = int(answer.headers["upload-offset"])
+        # The request holds the upload until it ends: then the offset stops at its last word.
+        again = patch(client, location, offset, b"")
+        return offset if again.status_code == 204 else None
+
+    offset = wait_until(offset_once_the_request_ended, timeout=60, what="the cut request to end")
+    assert 64 << 20 <= offset <= sent
+    done = patch(client, location, offset, data[offset:])
+    assert done.status_code == 204, done.text
+    stored = client.get(f"/api/files/{done.headers['x-allmicro-file-id']}").json()
+    assert stored["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_uploads_are_private_and_need_the_contributor_role(network: Network) -> None:
