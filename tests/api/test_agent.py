@@ -7,9 +7,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 from allmicro_data.ingest.agent import Outcome, Watcher
 from tests.api.test_end_to_end import FEI, USER_PASSWORD
 from tests.api.test_uploads import new_project
-from tests.conftest import ALLMICRO, LiveServer, wait_until
+from tests.conftest import ALLMICRO, LiveServer, free_port, wait_until
 
 GIB = 1024**3
 
@@ -175,6 +177,58 @@ def test_watch_uploads_each_finished_file_once_and_fails_with_a_reason(
     assert missing.returncode == 3
     assert "no-such-dataset" in missing.stderr
     assert token not in (tmp_path / "agent.log").read_text()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP proxy (proxy.py) on a free port; its access log records what went through."""
+    port = free_port()
+    log = tmp_path / "proxy.log"
+    command = [str(Path(ALLMICRO).with_name("proxy")), "--hostname", "127.0.0.1"]
+    command += ["--port", str(port), "--num-workers", "1", "--num-acceptors", "1"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+            timeout=30,
+            what="the proxy to listen",
+        )
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_agent_goes_through_the_proxy_the_environment_names(
+    live_server: LiveServer, tmp_path: Path, proxy: tuple[str, Path]
+) -> None:
+    proxy_url, proxy_log = proxy
+    _, dataset_id = new_project(live_server, "ana@elettra.example", "Elettra Sincrotrone")
+    token = live_server.token("ana@elettra.example", USER_PASSWORD)
+    env = {**agent_env(token), "HTTP_PROXY": proxy_url, "http_proxy": proxy_url}
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    acquisition = tmp_path / "stack.raw"
+    acquisition.write_bytes(os.urandom(11 << 20))  # several chunks, then the last 8 MiB
+    command = agent_command(live_server, tmp_path, dataset_id, "upload", str(acquisition))
+    done = subprocess.run(
+        [*command, "--chunk-size", str(1 << 20)], env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    file_id = re.findall(r"uploaded as file (\S+),", (tmp_path / "agent.log").read_text())[-1]
+    client = live_server.client("ana@elettra.example", USER_PASSWORD)
+    stored = client.get(f"/api/files/{file_id}").raise_for_status().json()
+    assert stored["sha256"] == hashlib.sha256(acquisition.read_bytes()).hexdigest()
+    # The proxy logs the first request of each connection it carries: the agent's first
+    # request went through it, and all the others take the same connection.
+    port = live_server.url.rsplit(":", 1)[1]
+    assert f"GET 127.0.0.1:{port}/api/datasets/{dataset_id} - 200" in proxy_log.read_text()
 
 
 class FakeAgent:
