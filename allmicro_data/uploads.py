@@ -235,11 +235,11 @@ def check_contributor(services: Services, caller: Caller, upload: Upload) -> Non
 class Receiver:
     """Writes the body of one PATCH into the spool file, hashing as it goes.
 
-    Blocks go through two threads of their own, each in order: one hashes them (the whole
-    file's sha256, and the chunk checksum if one was sent), the other writes them to the spool
-    and records checkpoints. Neither waits for the other block by block, so the hash, the
-    longest piece of work, runs from the first byte to the last without a gap, and the event
-    loop only hands blocks over.
+    Two threads of its own do the work, each in order: the writing thread copies the blocks
+    into the spool writer's staging buffers, writes them out and records checkpoints; the
+    hashing thread computes the whole file's sha256 (and the chunk checksum if one was sent)
+    over each staged buffer as the spool writer hands it over. The event loop only queues
+    blocks, and the hash, the longest piece of work, runs from the first byte to the last.
 
     Without a chunk checksum the offset is recorded at checkpoints and whatever arrived is kept
     if the client goes away; with one, nothing of the request counts until the checksum matches.
@@ -264,38 +264,43 @@ class Receiver:
         self._whole_at_ack = whole.copy()
         self._chunk = chunk
         self._file = handle
-        self._spool = SpoolWriter(path, handle.fileno(), self.offset)
         self._next_checkpoint = self.offset + CHECKPOINT_BYTES
         # The first error of the writing thread; every block after it is refused.
         self._broken: BaseException | None = None
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"upload-hash-{upload.id[:8]}")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"upload-write-{upload.id[:8]}")
+        try:
+            self._spool = SpoolWriter(path, handle.fileno(), self.offset, self._digest)
+        except BaseException:
+            self._hasher.shutdown()
+            self._writer.shutdown()
+            raise
 
     def submit(self, blocks: Sequence[bytes]) -> Future[None]:
-        """Queue blocks to be hashed and written after those queued before; the future is done
-        once both are (or holds the error that stopped them)."""
+        """Queue blocks to be written (and so hashed) after those queued before; the future is
+        done once they are staged, or holds the error that stopped the writing."""
         size = sum(len(block) for block in blocks)
         if self.offset + size > self.length:
             raise UploadTooLarge(
                 f"the request goes past the upload's length of {self.length} bytes"
             )
-        hashed = self._hasher.submit(self._hash, blocks)
-        written = self._writer.submit(self._write, blocks)
+        written = self._writer.submit(self._in_writer, self._spool.append, blocks)
         self.offset += size
         if self._chunk is None and self.offset >= self._next_checkpoint:
-            snapshot = self._hasher.submit(self._whole.copy)
-            self._writer.submit(self._checkpoint, self.offset, snapshot)
+            self._writer.submit(self._in_writer, self._checkpoint, self.offset)
             self._next_checkpoint = self.offset + CHECKPOINT_BYTES
-        return _both(hashed, written)
+        return written
 
-    def _hash(self, blocks: Sequence[bytes]) -> None:
-        for block in blocks:
-            self._whole.update(block)
+    def _digest(self, view: memoryview) -> Future[None]:
+        return self._hasher.submit(self._hash, view)
+
+    def _hash(self, view: memoryview) -> None:
+        try:
+            self._whole.update(view)
             if self._chunk is not None:
-                self._chunk.update(block)
-
-    def _write(self, blocks: Sequence[bytes]) -> None:
-        self._in_writer(self._spool.append, blocks)
+                self._chunk.update(view)
+        finally:
+            view.release()
 
     def _in_writer(self, work: Callable[..., None], *args: Any) -> None:
         """Run work in the writing thread, unless an earlier error stopped it."""
@@ -313,20 +318,23 @@ class Receiver:
             self._broken = exc
             raise
 
-    def _checkpoint(self, offset: int, snapshot: Future[Any]) -> None:
-        """Record the offset of the bytes queued before, with the hash state at that offset."""
+    def _checkpoint(self, offset: int) -> None:
+        """Put the bytes before offset in the file, then have the hashing thread, once it is
+        there, note its state and send it back to be recorded with the offset: neither
+        thread waits for the other."""
+        self._spool.sync()
+        self._hasher.submit(self._snapshot, offset)
 
-        def record() -> None:
-            self._spool.sync()
-            self._acknowledge(offset, snapshot.result())
-
-        self._in_writer(record)
+    def _snapshot(self, offset: int) -> None:
+        digest = self._whole.copy()
+        self._writer.submit(self._in_writer, self._acknowledge, offset, digest)
 
     def _drain(self) -> None:
-        """Wait until every block queued so far is hashed and in the spool file (errors
-        are kept in _broken)."""
-        self._hasher.submit(lambda: None).result()
+        """Wait until every block queued so far is in the spool file and hashed, and every
+        checkpoint recorded (errors are kept in _broken)."""
         self._writer.submit(self._sync_quietly).result()
+        self._hasher.submit(lambda: None).result()
+        self._writer.submit(lambda: None).result()
 
     def _sync_quietly(self) -> None:
         with contextlib.suppress(Exception):
@@ -402,29 +410,6 @@ class Receiver:
                 raise Conflict("another request is writing to this upload")
         self.acknowledged = offset
         self._whole_at_ack = digest
-
-
-def _both(first: Future[None], second: Future[None]) -> Future[None]:
-    """A future done when both are: with the first error either of them raised."""
-    done: Future[None] = Future()
-    remaining = [2]
-    lock = threading.Lock()
-
-    def settle(finished: Future[None]) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-            if done.done():
-                return
-            error = finished.exception()
-            if error is not None:
-                done.set_exception(error)
-            elif last:
-                done.set_result(None)
-
-    first.add_done_callback(settle)
-    second.add_done_callback(settle)
-    return done
 
 
 def open_receiver(

@@ -1,42 +1,56 @@
-"""The HTTP protocol `allmicro serve` runs: uvicorn's httptools protocol, taking request bodies in large pieces.
+"""The HTTP protocol `allmicro serve` runs: uvicorn's httptools protocol, handing request bodies over uncopied.
 
-Stock uvicorn stops reading the socket as soon as 64 KiB of body wait for the application, and
-copies every piece twice on the way (into a bytearray, then out of it as bytes). For an upload
-that means a pause and a resume of the socket for every read of ~250 KB, and the sender stalls
-on a closed TCP window each time: on this 2-core machine uvicorn took a 2 GiB body in at about
-700 MB/s, a raw socket at 3.5 GB/s (bench/http_receive.py). Here the pieces that arrive while the
-application is busy are kept as they are and joined once when it asks for them, and reading
-pauses only past BODY_HIGH_WATER: about 1.8 GB/s, the same bytes.
+Stock uvicorn copies every piece of a request body twice on its way to the application (into a
+bytearray, then out of it as bytes), and stops reading the socket whenever 64 KiB wait. For an
+upload that is two extra copies of every byte and a pause and a resume of the socket for every
+read of ~250 KB: on this 2-core machine uvicorn took a 2 GiB body in at about 700 MB/s, a raw
+socket at 3.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are queued as they
+are, reading pauses only once BODY_HIGH_WATER bytes wait, and the application receives the
+queued pieces one per message, without waiting for the socket while some are there.
 
-What this touches of uvicorn beyond its public `http=` protocol option — `on_body`, the request
-cycle's `body` and `message_event`, `flow` — is pinned by the version range in pyproject.toml
-and checked by tests/api/test_http_server.py.
+What this touches of uvicorn beyond its public `http=` protocol option — `on_body`, and the
+request cycle's `receive`, `body`, `more_body`, `message_event` and `flow` — is pinned by the
+version range in pyproject.toml and checked by tests/api/test_http_server.py.
 """
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import types
+from collections import deque
+from typing import TYPE_CHECKING
 
-# Body bytes one connection may hold for an application that has not asked for them yet.
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
+
+# Body bytes one connection may hold for an application that has not asked for them yet; below
+# BODY_LOW_WATER the socket is read again.
 BODY_HIGH_WATER = 4 * 1024 * 1024
+BODY_LOW_WATER = 1024 * 1024
 
 
 class BodyParts:
-    """Request body pieces received since the application last asked, joined when it does.
+    """Pieces of request body received and not yet handed to the application, oldest first.
 
-    uvicorn hands the application `bytes(cycle.body)`; a single piece comes back as itself,
-    several are copied once, into one bytes object.
+    `bytes()` of it (what stock uvicorn's receive would take) joins them: a single piece comes
+    back as itself.
     """
 
     __slots__ = ("_parts", "_size")
 
     def __init__(self, first: bytes) -> None:
-        self._parts = [first]
+        self._parts = deque((first,))
         self._size = len(first)
 
     def append(self, part: bytes) -> None:
         self._parts.append(part)
         self._size += len(part)
+
+    def popleft(self) -> bytes:
+        part = self._parts.popleft()
+        self._size -= len(part)
+        return part
 
     def __len__(self) -> int:
         return self._size
@@ -46,7 +60,15 @@ class BodyParts:
 
 
 class LargeBodyHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with body pieces kept whole and a larger read-ahead."""
+    """uvicorn's httptools protocol with body pieces queued whole and a larger read-ahead."""
+
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        if self.cycle is not before:
+            # A new request: its application task has not started yet, so it will find this
+            # receive (an upgrade to a websocket makes no cycle).
+            self.cycle.receive = types.MethodType(receive_pieces, self.cycle)  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -65,3 +87,31 @@ class LargeBodyHttpToolsProtocol(HttpToolsProtocol):
         if len(cycle.body) > BODY_HIGH_WATER:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+async def receive_pieces(cycle: RequestResponseCycle) -> ASGIReceiveEvent:
+    """The request cycle's receive: the oldest queued body piece, else what the socket brings.
+
+    Pieces that arrived before the client went away are still handed over, then the disconnect.
+    """
+    if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
+        cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        cycle.waiting_for_100_continue = False
+    pending = cycle.body
+    if not pending and not cycle.disconnected and not cycle.response_complete:
+        cycle.flow.resume_reading()
+        await cycle.message_event.wait()
+        cycle.message_event.clear()
+        pending = cycle.body
+    if cycle.response_complete or (cycle.disconnected and not pending):
+        return {"type": "http.disconnect"}
+    if isinstance(pending, BodyParts):
+        piece = pending.popleft()
+        if not pending:
+            cycle.body = bytearray()
+        elif len(pending) < BODY_LOW_WATER and not cycle.disconnected:
+            cycle.flow.resume_reading()
+    else:
+        piece = bytes(pending)
+        cycle.body = bytearray()
+    return {"type": "http.request", "body": piece, "more_body": cycle.more_body or bool(cycle.body)}

@@ -1,14 +1,35 @@
-"""Spool files of uploads: every byte lands where it belongs, with direct I/O and without."""
+"""Spool files of uploads: every byte lands where it belongs and is hashed once, with direct I/O and without."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from allmicro_data.spool import ALIGN, STAGE_BYTES, SpoolWriter
+from allmicro_data.spool import ALIGN, STAGE_BYTES, STAGES, SpoolWriter
+
+
+class Hashing:
+    """The digest callback as uploads use it: a thread of its own hashes each staged view."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.pool = ThreadPoolExecutor(1)
+
+    def __call__(self, view: memoryview) -> Future[None]:
+        return self.pool.submit(self._update, view)
+
+    def _update(self, view: memoryview) -> None:
+        self.sha256.update(view)
+        view.release()
+
+    def hexdigest(self) -> str:
+        self.pool.submit(lambda: None).result()
+        return self.sha256.hexdigest()
 
 
 def direct_io_works(directory: Path) -> bool:
@@ -38,11 +59,12 @@ def test_appends_from_any_offset_in_blocks_of_any_size(tmp_path: Path, direct: b
     path = tmp_path / "upload.part"
     path.write_bytes(head)
     expected = bytearray(head)
+    hashing = Hashing()
     with path.open("r+b", buffering=0) as handle:
-        writer = SpoolWriter(path, handle.fileno(), len(head), direct=direct)
+        writer = SpoolWriter(path, handle.fileno(), len(head), hashing, direct=direct)
         assert writer.direct is direct
         try:
-            for _ in range(40):
+            for _ in range(12 * STAGES):
                 blocks = [
                     os.urandom(rng.choice((1, 17, ALIGN, ALIGN + 1, 300_000, STAGE_BYTES + 5)))
                 ]
@@ -58,6 +80,9 @@ def test_appends_from_any_offset_in_blocks_of_any_size(tmp_path: Path, direct: b
         finally:
             writer.close()
     assert path.read_bytes() == expected
+    # Every byte appended went to the digest once, in order; the head (hashed by an earlier
+    # request) did not.
+    assert hashing.hexdigest() == hashlib.sha256(expected[len(head) :]).hexdigest()
 
 
 def test_a_reset_goes_on_from_where_the_file_was_cut(tmp_path: Path, direct: bool) -> None:
@@ -66,7 +91,7 @@ def test_a_reset_goes_on_from_where_the_file_was_cut(tmp_path: Path, direct: boo
     first = os.urandom(STAGE_BYTES + 3 * ALIGN + 99)
     second = os.urandom(2 * STAGE_BYTES + 7)
     with path.open("r+b", buffering=0) as handle:
-        writer = SpoolWriter(path, handle.fileno(), 0, direct=direct)
+        writer = SpoolWriter(path, handle.fileno(), 0, Hashing(), direct=direct)
         try:
             writer.append([first])
             writer.append([os.urandom(ALIGN * 5)])  # bytes of a request that is abandoned
@@ -84,7 +109,7 @@ def test_bytes_not_yet_synced_are_not_counted_as_written(tmp_path: Path, direct:
     path = tmp_path / "upload.part"
     path.touch()
     with path.open("r+b", buffering=0) as handle:
-        writer = SpoolWriter(path, handle.fileno(), 0, direct=direct)
+        writer = SpoolWriter(path, handle.fileno(), 0, Hashing(), direct=direct)
         try:
             writer.append([os.urandom(ALIGN + 10)])
             # Whatever the mode, `written` never claims a byte that is not in the file.

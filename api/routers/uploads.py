@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -316,7 +317,7 @@ async def _pump(request: Request, receiver: Receiver) -> None:
     """Stream the request body into the receiver: blocks of WRITE_BLOCK go to its threads while
     the next is read, and reading waits while more than IN_FLIGHT of them are queued. What is
     still queued at the end is waited for by the receiver (finish, keep_received, abandon)."""
-    in_flight: deque[asyncio.Future[None]] = deque()
+    in_flight: deque[Future[None]] = deque()
     pending: list[bytes] = []
     size = 0
     try:
@@ -326,19 +327,15 @@ async def _pump(request: Request, receiver: Receiver) -> None:
             pending.append(chunk)
             size += len(chunk)
             if size >= WRITE_BLOCK:
-                in_flight.append(asyncio.wrap_future(receiver.submit(pending)))
+                in_flight.append(receiver.submit(pending))
                 pending, size = [], 0
                 while len(in_flight) > IN_FLIGHT:
                     # Raises the receiver's first error, which ends the request.
-                    await in_flight.popleft()
+                    await asyncio.wrap_future(in_flight.popleft())
     except ClientDisconnect:
         if pending:
             receiver.submit(pending)  # the bytes that did arrive count
         raise
-    finally:
-        # Only views on the receiver's own work, which it waits for and reports.
-        for queued in in_flight:
-            queued.cancel()
     if pending:
         receiver.submit(pending)
 
