@@ -1,13 +1,14 @@
-"""The ceiling for uploads on this machine: how fast uvicorn alone takes a request body in.
+"""The ceiling for uploads on this machine: how fast the HTTP server alone takes a request body in.
 
 Run: .venv/bin/python bench/http_receive.py [--size-mib 2048] [--repeat 3]
 
-Starts uvicorn (httptools, uvloop: what `allmicro serve` runs) with an ASGI app that only counts
-the body's bytes, and sends it one body of --size-mib from a cached file with sendfile, the
-cheapest client there is. Then the same with the app hashing the body with sha256 as it
-arrives, which the upload endpoint must do to verify and name the original. Prints MB/s
-(median of --repeat) beside a plain copy of the same file with fsync, as bench/upload.py does:
-an upload cannot be faster than what this measures.
+Starts uvicorn (uvloop) with an ASGI app that only counts the body's bytes, and sends it one
+body of --size-mib from a cached file with sendfile, the cheapest client there is: once with
+stock uvicorn's httptools protocol, once with the protocol `allmicro serve` runs
+(allmicro_data.api.http_server), and once more with that and the app hashing the body with
+sha256 as it arrives, in the event loop (the upload endpoint hashes in a thread of its own).
+Prints MB/s (median of --repeat) beside a plain copy of the same file with fsync, as
+bench/upload.py does: an upload cannot be faster than what this measures.
 """
 
 from __future__ import annotations
@@ -71,12 +72,20 @@ def post(port: int, path: Path) -> float:
         return time.perf_counter() - started
 
 
-def serve(port: int, hashing: bool) -> subprocess.Popen[bytes]:
+LAUNCH = """
+import sys, uvicorn
+from allmicro_data.api.http_server import LargeBodyHttpToolsProtocol
+http = LargeBodyHttpToolsProtocol if sys.argv[2] == "allmicro" else "httptools"
+uvicorn.run("http_receive:counting_app", port=int(sys.argv[1]), http=http, loop="uvloop",
+            log_level="warning", lifespan="off")
+"""
+
+
+def serve(port: int, protocol: str, hashing: bool) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     if hashing:
         env["HASH"] = "1"
-    command = [sys.executable, "-m", "uvicorn", "http_receive:counting_app", "--port", str(port)]
-    command += ["--http", "httptools", "--loop", "uvloop", "--log-level", "warning"]
+    command = [sys.executable, "-c", LAUNCH, str(port), protocol]
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -116,9 +125,14 @@ def main() -> None:
                 copy_with_fsync(source, Path(tmp) / "copy.bin") for _ in range(args.repeat)
             ]
         }
-        for label, hashing in (("uvicorn receive", False), ("uvicorn receive + sha256", True)):
+        runs = (
+            ("uvicorn receive", "httptools", False),
+            ("allmicro protocol receive", "allmicro", False),
+            ("allmicro receive + sha256", "allmicro", True),
+        )
+        for label, protocol, hashing in runs:
             port = free_port()
-            process = serve(port, hashing)
+            process = serve(port, protocol, hashing)
             try:
                 post(port, source)  # warm-up
                 figures[label] = [post(port, source) for _ in range(args.repeat)]

@@ -12,6 +12,9 @@ disk, no job workers so that ingest does not compete for the two cores), then ti
   file, the upload and the server's verification and storing of the original);
 - tuspy, the reference tus client, declaring no sha256 (the server still computes one).
 
+Beside each time it prints the CPU seconds the server and the client used in that run: on a
+2-core machine with both on it, an upload is bound by their sum (both hash every byte).
+
 Every run reads the same source file and writes a file of the same size, and what it wrote is
 deleted before the next run, so all runs meet the same page cache. Warm (the default): the
 source file is in the page cache for every run. --cold (root only): caches are dropped before
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -67,10 +71,28 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Timer:
-    def __init__(self, size: int, cold: bool) -> None:
+    """Times each run; also the CPU the server used in it, and the run's own (the agent's
+    process, or tuspy in this one), which tell where an upload's time goes."""
+
+    def __init__(self, size: int, cold: bool, server_pid: int) -> None:
         self.size = size
         self.cold = cold
+        self.server_pid = server_pid
         self.rates: dict[str, list[float]] = {}
 
     def run(self, label: str, work: Callable[[], object], after: Callable[[], object]) -> None:
@@ -79,13 +101,21 @@ class Timer:
             drop_caches()
         else:
             os.sync()
+        server_cpu, children_cpu = cpu_seconds(self.server_pid), children_cpu_seconds()
+        own_cpu = time.process_time()
         start = time.perf_counter()
         work()
         seconds = time.perf_counter() - start
+        server_cpu = cpu_seconds(self.server_pid) - server_cpu
+        client_cpu = children_cpu_seconds() - children_cpu + time.process_time() - own_cpu
         after()
         rate = self.size / MB / seconds
         self.rates.setdefault(label, []).append(rate)
-        print(f"  {label:<30} {seconds:7.2f} s  {rate:8.1f} MB/s", flush=True)
+        print(
+            f"  {label:<30} {seconds:7.2f} s  {rate:8.1f} MB/s"
+            f"   CPU: server {server_cpu:5.2f} s, client {client_cpu:5.2f} s",
+            flush=True,
+        )
 
     def median(self, label: str) -> float:
         return statistics.median(self.rates[label])
@@ -198,7 +228,7 @@ def main() -> None:
             )
             uploader.upload()
 
-        timer = Timer(size, args.cold)
+        timer = Timer(size, args.cold, server.pid)
         cache = "cold: caches dropped before each run" if args.cold else "warm: source cached"
         print(f"{args.repeat} runs each, {cache}", flush=True)
         run = 0

@@ -972,7 +972,13 @@ def upload(files: tuple[Path, ...], group: str | None, **options: Any) -> None:
     show_default=True,
     help="Seconds a file's size and time must stay unchanged before it counts as finished.",
 )
-@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two looks at the folder.",
+)
 @click.option("--group-by-folder", is_flag=True, help="Files in one folder form one acquisition.")
 @click.option("--once", is_flag=True, help="Upload what is there, wait for it to finish, exit.")
 @_common_options
