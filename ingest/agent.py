@@ -19,6 +19,7 @@ import http.client
 import json
 import logging
 import os
+import select
 import ssl
 import sys
 import threading
@@ -563,6 +564,9 @@ class _DirectTransport:
         self._connection: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is not None and _dropped(self._connection):
+            # The server closed the idle connection (uvicorn does after 5 s): a new one.
+            self.close()
         if self._connection is None:
             connection: http.client.HTTPConnection
             if self._https:
@@ -641,6 +645,19 @@ class _DirectTransport:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """True if an idle kept-alive connection was closed by the other side (or is unusable):
+    between requests nothing may arrive on it, so being readable means EOF or an error."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class _FileShrank(Exception):

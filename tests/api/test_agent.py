@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import re
 import shutil
@@ -10,14 +11,15 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from allmicro_data.ingest.agent import Outcome, Watcher
+from allmicro_data.ingest.agent import Outcome, Watcher, open_transport
 from tests.api.test_end_to_end import FEI, USER_PASSWORD
 from tests.api.test_uploads import new_project
 from tests.conftest import ALLMICRO, LiveServer, free_port, wait_until
@@ -229,6 +231,45 @@ def test_the_agent_goes_through_the_proxy_the_environment_names(
     # request went through it, and all the others take the same connection.
     port = live_server.url.rsplit(":", 1)[1]
     assert f"GET 127.0.0.1:{port}/api/datasets/{dataset_id} - 200" in proxy_log.read_text()
+
+
+class _ClosesSilently(http.server.BaseHTTPRequestHandler):
+    """Answers one request per connection, then closes it without saying so (as a server does
+    when a kept-alive connection has been idle too long)."""
+
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[set[int]] = set()
+
+    def do_GET(self) -> None:
+        self.connections.add(self.client_address[1])
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_before_use() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosesSilently)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        transport = open_transport(f"http://127.0.0.1:{server.server_port}", {})
+        first = transport.request("GET", "/a", {}, b"", None)
+        # The server has closed that connection; the agent must notice before it sends again.
+        wait_until(lambda: _ClosesSilently.connections, timeout=10, interval=0.01, what="a request")
+        second = transport.request("GET", "/b", {}, b"", None)
+        transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json() == {"ok": True}
+    assert len(_ClosesSilently.connections) == 2
 
 
 class FakeAgent:
