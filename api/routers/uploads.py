@@ -68,7 +68,7 @@ CHECKSUMS: dict[str, HashFactory] = {
 # Body chunks are gathered into blocks this large before the receiver's threads write and hash
 # them, while the event loop goes on reading; at most IN_FLIGHT blocks wait for them.
 WRITE_BLOCK = 4 * 1024 * 1024
-IN_FLIGHT = 8
+IN_FLIGHT = 2
 # A client that reconnects after a cut may find its previous request still finishing.
 LOCK_WAIT_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 600.0
