@@ -109,7 +109,11 @@ class SpoolWriter:
         self._hashed = 0
         self.appended = 0
         self.written = 0
-        self.reset(offset)
+        try:
+            self.reset(offset)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def direct(self) -> bool:
