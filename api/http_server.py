@@ -3,8 +3,8 @@
 Stock uvicorn copies every piece of a request body twice on its way to the application (into a
 bytearray, then out of it as bytes), and stops reading the socket whenever 64 KiB wait. For an
 upload that is two extra copies of every byte and a pause and a resume of the socket for every
-read of ~250 KB: on this 2-core machine uvicorn took a 2 GiB body in at about 700 MB/s, a raw
-socket at 3.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are queued as they
+read of ~250 KB: on this 2-core machine stock uvicorn took a 2 GiB body in at about 730 MB/s,
+this protocol at about 1.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are queued as they
 are, reading pauses only once BODY_HIGH_WATER bytes wait, and the application receives the
 queued pieces one per message, without waiting for the socket while some are there.
 
