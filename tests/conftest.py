@@ -20,7 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "samples"
+# The real-sample corpus lives in the repository, so a plain clone tests every reader.
+SAMPLES = REPO / "tests" / "data" / "samples"
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "correct horse battery staple"
 ALLMICRO = str(Path(sys.executable).with_name("allmicro"))

@@ -1,29 +1,22 @@
-"""Shared fixtures for the ingest reader tests: where the real-sample corpus lives."""
+"""Shared fixtures for the ingest reader tests: the real-sample corpus in tests/data/samples."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-SAMPLES = Path(
-    os.environ.get("ALLMICRO_SAMPLES", Path(__file__).resolve().parents[3] / "shared" / "samples")
-)
+from tests.conftest import SAMPLES
 
 
 def manifest() -> dict[str, Any]:
-    path = SAMPLES / "MANIFEST.json"
-    if not path.exists():
-        return {"files": []}
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    # The corpus is part of the repository: a missing MANIFEST is a broken checkout, not a skip.
+    data: dict[str, Any] = json.loads((SAMPLES / "MANIFEST.json").read_text(encoding="utf-8"))
     return data
 
 
 @pytest.fixture
 def samples() -> Path:
-    if not (SAMPLES / "MANIFEST.json").exists():
-        pytest.skip(f"sample corpus not found at {SAMPLES}")
     return SAMPLES

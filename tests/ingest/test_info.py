@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.ingest.conftest import SAMPLES
 
 ACQUISITION_KEYS = {
@@ -30,8 +28,6 @@ def _info(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_info_json_groups_emi_with_ser_and_reports_broken_files(tmp_path: Path) -> None:
     emi = SAMPLES / "tia" / "64x64_TEM_images_acquire.emi"
-    if not emi.exists():
-        pytest.skip("sample corpus not present")
     broken = tmp_path / "broken.dm4"
     broken.write_bytes(b"\x00\x00\x00\x04" + bytes(60))
     proc = _info(str(emi), str(emi.with_name("64x64_TEM_images_acquire_1.ser")), str(broken))
