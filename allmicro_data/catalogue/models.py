@@ -197,6 +197,8 @@ class Project(Base):
         ForeignKey("organisation.id"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bytes of originals (stored plus in flight) the project may hold; None: no limit.
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     datasets: Mapped[list[Dataset]] = relationship(back_populates="project")
     memberships: Mapped[list[ProjectMembership]] = relationship(back_populates="project")
