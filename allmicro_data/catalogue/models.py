@@ -252,7 +252,8 @@ class File(Base):
     """An original as uploaded: its bytes live, content-addressed and immutable, at storage_key."""
 
     __tablename__ = "file"
-    __table_args__ = (Index("ix_file_dataset_sha256", "dataset_id", "sha256"),)
+    # One row per bytes and dataset: uploads of the same file at the same moment share it.
+    __table_args__ = (Index("uq_file_dataset_sha256", "dataset_id", "sha256", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
