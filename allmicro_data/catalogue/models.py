@@ -232,6 +232,26 @@ class ProjectMembership(Base):
     project: Mapped[Project] = relationship(back_populates="memberships")
 
 
+class ProjectInvitation(Base):
+    """A role in a project offered to an e-mail address; it becomes a membership when a user
+    with that address is created or signs in. A manager adding someone by e-mail always gets
+    one, so the answer never tells whether the address has an account."""
+
+    __tablename__ = "project_invitation"
+    __table_args__ = (UniqueConstraint("project_id", "email", name="uq_invitation_project_email"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "project_role"))
+    invited_by_id: Mapped[str | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Dataset(Base):
     __tablename__ = "dataset"
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
