@@ -6,16 +6,19 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from allmicro_data.catalogue.models import Dataset, File, Job, JobKind
-from allmicro_data.errors import Invalid
+from allmicro_data.catalogue.models import Dataset, File, Job, JobKind, new_id, utcnow
+from allmicro_data.errors import Conflict, Invalid
 from allmicro_data.jobs import enqueue
+from allmicro_data.names import unfit_character
 from allmicro_data.storage import LocalStore, ObjectStore
 from allmicro_data.storage.base import CHUNK_SIZE
 from allmicro_data.storage.local import fsync_directory
@@ -39,7 +42,9 @@ def raw_key(sha256: str) -> str:
 def clean_name(name: str | None) -> str:
     """The base name of an uploaded file, as the user will see it and download it again."""
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    base = "".join(ch for ch in base if ch.isprintable())
+    if (ch := unfit_character(base)) is not None:
+        # Refused, not stripped: the uploader learns at once, and no header or CSV line breaks.
+        raise Invalid(f"the file name holds the control character U+{ord(ch):04X}")
     if not base or base in (".", ".."):
         raise Invalid("the upload has no file name")
     return base[:MAX_NAME_LENGTH]
@@ -123,30 +128,41 @@ def store_original(
     The bytes are stored once whoever uploads them; the same bytes uploaded again into the same
     dataset give back the existing file and its job instead of a second image.
     """
-    existing = session.scalars(
-        select(File)
-        .where(File.dataset_id == dataset.id, File.sha256 == sha256)
-        .order_by(File.uploaded_at)
-    ).first()
+    existing = _existing(session, dataset.id, sha256)
     if existing is not None:
-        job = session.scalars(
-            select(Job).where(Job.file_id == existing.id).order_by(Job.created_at.desc())
-        ).first()
-        return StoredOriginal(file=existing, job=job, already_present=True)
+        return existing
     key = raw_key(sha256)
     place_original(store, path, sha256, original_name)
-    file = File(
-        dataset_id=dataset.id,
-        storage_key=key,
-        size=size,
-        sha256=sha256,
-        original_name=clean_name(original_name),
-        relative_path=relative_path,
-        group_key=group_key or None,
-        uploaded_by_id=uploaded_by_id,
+    # Several clients may send the same file at the same moment: the unique (dataset, sha256)
+    # index lets one row in, and the others take that row and its job instead of a second one.
+    inserted = session.scalar(
+        _insert_for(session)(File)
+        .values(
+            id=new_id(),
+            dataset_id=dataset.id,
+            storage_key=key,
+            size=size,
+            sha256=sha256,
+            original_name=clean_name(original_name),
+            relative_path=relative_path,
+            group_key=group_key or None,
+            uploaded_by_id=uploaded_by_id,
+            uploaded_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["dataset_id", "sha256"])
+        .returning(File.id)
     )
-    session.add(file)
-    session.flush()
+    if inserted is None:
+        existing = _existing(session, dataset.id, sha256)
+        if existing is None:  # the other row was deleted in between: a rare second try
+            raise Conflict("the same file is being stored by another request; try again")
+        log.info(
+            "original %s of dataset %s was stored at the same moment by another request",
+            existing.file.id,
+            dataset.id,
+        )
+        return existing
+    file = session.get_one(File, inserted)
     job = enqueue(
         session,
         JobKind.INGEST,
@@ -157,3 +173,24 @@ def store_original(
     )
     log.info("original %s stored as %s (%d bytes), job %s", file.id, key, size, job.id)
     return StoredOriginal(file=file, job=job, already_present=False)
+
+
+def _existing(session: Session, dataset_id: str, sha256: str) -> StoredOriginal | None:
+    """The file of dataset with these bytes, and its latest job, if there is one."""
+    existing = session.scalars(
+        select(File).where(File.dataset_id == dataset_id, File.sha256 == sha256)
+    ).first()
+    if existing is None:
+        return None
+    job = session.scalars(
+        select(Job).where(Job.file_id == existing.id).order_by(Job.created_at.desc())
+    ).first()
+    return StoredOriginal(file=existing, job=job, already_present=True)
+
+
+def _insert_for(session: Session) -> Callable[..., Any]:
+    """INSERT with ON CONFLICT: SQLite and PostgreSQL spell it alike, but SQLAlchemy builds it
+    from each dialect's own insert()."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
