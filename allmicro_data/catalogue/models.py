@@ -459,6 +459,19 @@ class ShareLink(Base):
     use_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AttemptCounter(Base):
+    """Attempts of one kind (`bucket`, e.g. one share link's password) from one client in the
+    current window; counted by conditional UPDATEs (allmicro_data.throttle), so that parallel
+    attempts never pass a limit."""
+
+    __tablename__ = "attempt_counter"
+
+    bucket: Mapped[str] = mapped_column(String(100), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEvent(Base):
     """Who did what to which object, when and from where."""
 
