@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import (
@@ -17,11 +18,31 @@ from allmicro_data.catalogue.models import (
     Project,
     ProjectMembership,
     Role,
+    Upload,
     User,
 )
 from allmicro_data.errors import Forbidden, NotFound
 
 T = TypeVar("T")
+
+
+class Use(enum.StrEnum):
+    """What a request does with the objects it names; a credential's scope allows some uses."""
+
+    SEE = "see"  # the object itself: a dataset's name and counts, a job's state
+    READ = "read"  # what objects hold: images, files, metadata, pyramids, and grants to them
+    UPLOAD = "upload"  # add originals to a dataset
+    WRITE = "write"  # create or change catalogue objects, members, share links
+
+
+# Token scopes (DESIGN.md): sessions and password (bearer) tokens carry the user's full rights;
+# a `read` token reads what its user may read; an `upload` token only uploads into datasets its
+# user may contribute to and sees those datasets and the jobs of its own uploads.
+SCOPE_USES: dict[str, frozenset[Use]] = {
+    "all": frozenset(Use),
+    "read": frozenset({Use.SEE, Use.READ}),
+    "upload": frozenset({Use.SEE, Use.UPLOAD}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +54,7 @@ class Caller:
     email: str
     is_admin: bool = False
     scope: str = "all"  # "all", or "read" / "upload" for personal access tokens
-    token_id: str | None = None
+    token_id: str | None = None  # the credential (session, bearer or personal token) presented
 
     @classmethod
     def for_user(cls, user: User, scope: str = "all", token_id: str | None = None) -> Caller:
@@ -47,6 +68,22 @@ class Caller:
             scope=scope,
             token_id=token_id,
         )
+
+    def may(self, use: Use) -> bool:
+        """Whether the credential's scope allows this use at all (roles are checked apart)."""
+        return use in SCOPE_USES.get(self.scope, frozenset())
+
+
+def require(caller: Caller, use: Use) -> None:
+    """Forbidden unless the caller's credential may do `use`; said before any lookup, so the
+    answer is the same whether or not the object exists."""
+    if caller.may(use):
+        return
+    if caller.scope == "upload":
+        raise Forbidden("an upload token may only upload files and follow its uploads' jobs")
+    if caller.scope == "read":
+        raise Forbidden("this token is read-only")
+    raise Forbidden("this credential may not do that")
 
 
 def _memberships(caller: Caller) -> Select[str, Role]:
@@ -74,11 +111,42 @@ def visible_project_ids(caller: Caller) -> Select[str]:
     return select(_memberships(caller).subquery().c.project_id)
 
 
+def contributed_project_ids(caller: Caller) -> Select[str]:
+    """A subquery of the ids of the projects the caller may upload into."""
+    if caller.is_admin:
+        return select(Project.id)
+    roles = [r for r in Role if r.allows(Role.CONTRIBUTOR)]
+    memberships = _memberships(caller).where(ProjectMembership.role.in_(roles)).subquery()
+    return select(memberships.c.project_id)
+
+
+def _upload_scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Select[Any]:
+    """What an upload token sees: the datasets it may upload into and its own uploads' jobs."""
+    datasets = select(Dataset.id).where(Dataset.project_id.in_(contributed_project_ids(caller)))
+    if model is Dataset:
+        return stmt.where(Dataset.id.in_(datasets))
+    if model is Job:
+        own = select(Upload.job_id).where(
+            Upload.created_by_id == caller.user_id, Upload.job_id.is_not(None)
+        )
+        return stmt.where(
+            Job.dataset_id.in_(datasets),
+            or_(Job.created_by_id == caller.user_id, Job.id.in_(own)),
+        )
+    return stmt.where(false())
+
+
 # How each catalogue model reaches its project; every scoped query goes through this table.
-def scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Select[Any]:
-    """Restrict a SELECT over model to the rows the caller may see. Routes never filter by hand."""
+def scoped(stmt: Select[Any], model: type[Any], caller: Caller, use: Use = Use.READ) -> Select[Any]:
+    """Restrict a SELECT over model to the rows the caller may see. Routes never filter by hand.
+
+    `use` says what the rows are wanted for: reading their contents (the default), or only
+    seeing them (SEE: a dataset's name and counts, a job's state; an upload token may)."""
     if model not in (Project, Dataset, Image, File, Job):
         raise TypeError(f"no access rule for {model.__name__}")
+    require(caller, use)
+    if caller.scope == "upload":
+        return _upload_scoped(stmt, model, caller)
     if caller.is_admin:
         # Admins see every project, so only the readiness rule for images remains; leaving out
         # the project subquery lets the database use the search indexes directly.
@@ -97,10 +165,14 @@ def scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Select[Any]:
     return stmt.where(Job.dataset_id.in_(datasets))
 
 
-def get_visible(session: Session, caller: Caller, model: type[T], object_id: str) -> T:
-    """The object if the caller may see it; otherwise NotFound, exactly as for a missing id."""
+def get_visible(
+    session: Session, caller: Caller, model: type[T], object_id: str, use: Use = Use.READ
+) -> T:
+    """The object if the caller may see it; otherwise NotFound, exactly as for a missing id.
+    Forbidden, before any lookup, if the credential's scope does not allow `use`."""
     pk = model.id  # type: ignore[attr-defined]
-    found = session.scalars(scoped(select(model).where(pk == object_id), model, caller)).first()
+    stmt = scoped(select(model).where(pk == object_id), model, caller, use)
+    found = session.scalars(stmt).first()
     if found is None:
         raise NotFound(f"{model.__name__.lower()} {object_id} not found")
     return cast(T, found)
@@ -123,18 +195,36 @@ def project_role(session: Session, caller: Caller, project_id: str) -> Role | No
     return max(roles, key=lambda r: r.rank) if roles else None
 
 
-def require_role(session: Session, caller: Caller, project_id: str, needed: Role) -> Role:
-    """The caller's role if it allows `needed`; NotFound if they cannot see the project at all."""
+def require_role(
+    session: Session, caller: Caller, project_id: str, needed: Role, use: Use = Use.WRITE
+) -> Role:
+    """The caller's role if it allows `needed` and their credential allows `use` (by default a
+    change: reading what only managers see, such as the members, passes Use.READ); NotFound
+    if they cannot see the project at all."""
+    require(caller, use)
     role = project_role(session, caller, project_id)
     if role is None:
         raise NotFound(f"project {project_id} not found")
     if not role.allows(needed):
         raise Forbidden(f"this needs the {needed.value} role in the project")
-    if needed is not Role.VIEWER and caller.scope == "read":
-        raise Forbidden("this token is read-only")
-    if needed is Role.MANAGER and caller.scope != "all":
-        raise Forbidden("personal access tokens cannot manage projects")
     return role
+
+
+def require_upload_target(session: Session, caller: Caller, dataset_id: str) -> Dataset:
+    """The dataset if the caller may upload into it: a contributor's role, and a session, a
+    password token or an upload token (not a read token)."""
+    dataset = get_visible(session, caller, Dataset, dataset_id, Use.UPLOAD)
+    require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR, Use.UPLOAD)
+    return dataset
+
+
+def may_manage(session: Session, user: User, project_id: str) -> bool:
+    """Whether a user, signed in with full rights, manages a project (share links made by
+    someone who no longer does stop working)."""
+    if not user.is_active:
+        return False
+    role = project_role(session, Caller.for_user(user), project_id)
+    return role is not None and role.allows(Role.MANAGER)
 
 
 def require_full_session(caller: Caller) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from allmicro_data.access import Caller
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import AccessToken, AuditEvent, TokenKind, User, utcnow
 from allmicro_data.directory import find_user_by_email
@@ -160,6 +161,30 @@ def resolve_token(
     token = session.scalars(
         select(AccessToken).where(AccessToken.token_hash == token_hash(plaintext))
     ).first()
+    return _usable(session, token, kinds)
+
+
+def resolve_token_id(session: Session, token_id: str) -> tuple[User, AccessToken] | None:
+    """The active user and token of a credential named by its id (the one that minted a
+    capability), or None once it is revoked, expired, or its user disabled."""
+    return _usable(session, session.get(AccessToken, token_id), None)
+
+
+def caller_for_token(
+    session: Session, plaintext: str, kinds: tuple[TokenKind, ...]
+) -> Caller | None:
+    """The caller a presented credential stands for, with its scope and id, or None: the one
+    place where a token becomes a caller (API, viewing and tus requests alike)."""
+    resolved = resolve_token(session, plaintext, kinds)
+    if resolved is None:
+        return None
+    user, token = resolved
+    return Caller.for_user(user, scope=token.scope, token_id=token.id)
+
+
+def _usable(
+    session: Session, token: AccessToken | None, kinds: tuple[TokenKind, ...] | None
+) -> tuple[User, AccessToken] | None:
     now = utcnow()
     if token is None or token.revoked_at is not None:
         return None
@@ -222,6 +247,27 @@ def revoke_personal_token(
             object_type="token",
             object_id=token.id,
             client_address=client_address,
+        )
+
+
+def sign_out(session: Session, token_id: str | None, client_address: str | None) -> None:
+    """End the credential a request was made with (logout). A personal token is revoked like
+    DELETE /api/tokens/{id} would: presenting it and asking to sign out can mean nothing else."""
+    token = session.get(AccessToken, token_id) if token_id is not None else None
+    if token is None or token.revoked_at is not None:
+        return
+    token.revoked_at = utcnow()
+    if token.kind is TokenKind.PERSONAL:
+        user = session.get(User, token.user_id)
+        record(
+            session,
+            "token.revoke",
+            actor=user.email if user else None,
+            actor_user_id=token.user_id,
+            object_type="token",
+            object_id=token.id,
+            client_address=client_address,
+            detail={"by": "logout"},
         )
 
 

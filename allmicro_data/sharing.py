@@ -1,4 +1,10 @@
-"""Share links: read-only access to one project or dataset for people without an account."""
+"""Share links: read-only access to one project or dataset for people without an account.
+
+A link works while its creator is enabled and still manages its project: sharing is a manager's
+act, and ends with their rights (another manager may share again). Wrong passwords are limited
+per client address and link, so whoever holds the link cannot lock the right password out for
+everyone; a link-wide limit, several times higher, stops only a guessing attack spread over many
+addresses."""
 
 from __future__ import annotations
 
@@ -6,18 +12,21 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from allmicro_data.access import Caller, require_role
+from allmicro_data import throttle
+from allmicro_data.access import Caller, Use, may_manage, require_role
 from allmicro_data.audit import record
 from allmicro_data.auth import token_hash
-from allmicro_data.catalogue.models import AuditEvent, Dataset, Project, Role, ShareLink, utcnow
+from allmicro_data.catalogue.models import Dataset, Project, Role, ShareLink, User, utcnow
 from allmicro_data.errors import DomainError, Invalid, NotFound, Unauthorised
 from allmicro_data.passwords import WeakPassword, hash_password, verify_password
 
 SHARE_PREFIX = "amds_"
-PASSWORD_FAILURE_LIMIT = 20
+PASSWORD_FAILURE_LIMIT = 20  # wrong passwords per client address and link, per window
+LINK_FAILURE_LIMIT = 200  # per link from all addresses together: clear abuse
 PASSWORD_FAILURE_WINDOW = timedelta(minutes=15)
 
 
@@ -25,8 +34,12 @@ class ShareThrottled(DomainError):
     status = 429
     title = "Too many attempts"
 
-    def __init__(self) -> None:
-        super().__init__("too many wrong passwords for this link; try again later")
+    def __init__(self, everyone: bool = False) -> None:
+        super().__init__(
+            "too many wrong passwords for this link from all addresses; try again later"
+            if everyone
+            else "too many wrong passwords for this link from this address; try again later"
+        )
         self.retry_after = int(PASSWORD_FAILURE_WINDOW.total_seconds())
 
 
@@ -141,7 +154,7 @@ def revoke_link(session: Session, caller: Caller, link_id: str, client_address: 
 
 
 def links_of_project(session: Session, caller: Caller, project_id: str) -> list[ShareLink]:
-    require_role(session, caller, project_id, Role.MANAGER)
+    require_role(session, caller, project_id, Role.MANAGER, Use.READ)
     datasets = select(Dataset.id).where(Dataset.project_id == project_id)
     return list(
         session.scalars(
@@ -150,6 +163,45 @@ def links_of_project(session: Session, caller: Caller, project_id: str) -> list[
             .order_by(ShareLink.created_at)
         )
     )
+
+
+def _check_password(
+    session: Session,
+    link: ShareLink,
+    project_id: str,
+    password: str | None,
+    client_address: str | None,
+) -> None:
+    """Unauthorised unless `password` is the link's. Each try first takes a slot from its
+    address's window and from the link's (throttle.take, atomic), so parallel guesses never
+    pass the limits; the right password gives its slots back and clears its address."""
+    assert link.password_hash is not None
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    bucket = f"share-password:{link.id}"
+    address = client_address or "unknown"
+    full = throttle.take(
+        engine,
+        bucket,
+        {address: PASSWORD_FAILURE_LIMIT, throttle.EVERYONE: LINK_FAILURE_LIMIT},
+        PASSWORD_FAILURE_WINDOW,
+    )
+    if full is not None:
+        raise ShareThrottled(everyone=full == throttle.EVERYONE)
+    if password and verify_password(password, link.password_hash):
+        throttle.succeeded(engine, bucket, address)
+        return
+    record(
+        session,
+        "share.password_failure",
+        object_type="share_link",
+        object_id=link.id,
+        project_id=project_id,
+        client_address=client_address,
+        success=False,
+    )
+    session.commit()
+    raise Unauthorised("this link needs its password (X-Share-Password header)")
 
 
 def open_link(
@@ -165,31 +217,11 @@ def open_link(
     if link is None or link.revoked_at is not None or link.expires_at <= now:
         raise NotFound("share link not found or expired")
     project_id = project_of_link(session, link)
+    creator = session.get(User, link.created_by_id) if link.created_by_id else None
+    if creator is None or not may_manage(session, creator, project_id):
+        raise NotFound("share link not found or expired")
     if link.password_hash is not None:
-        since = now - PASSWORD_FAILURE_WINDOW
-        failures = session.scalar(
-            select(func.count())
-            .select_from(AuditEvent)
-            .where(
-                AuditEvent.action == "share.password_failure",
-                AuditEvent.object_id == link.id,
-                AuditEvent.at >= since,
-            )
-        )
-        if (failures or 0) >= PASSWORD_FAILURE_LIMIT:
-            raise ShareThrottled()
-        if not password or not verify_password(password, link.password_hash):
-            record(
-                session,
-                "share.password_failure",
-                object_type="share_link",
-                object_id=link.id,
-                project_id=project_id,
-                client_address=client_address,
-                success=False,
-            )
-            session.commit()
-            raise Unauthorised("this link needs its password (X-Share-Password header)")
+        _check_password(session, link, project_id, password, client_address)
     if link.dataset_id is not None:
         dataset_ids: tuple[str, ...] = (link.dataset_id,)
     else:

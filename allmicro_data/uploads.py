@@ -19,11 +19,10 @@ from typing import IO, Any
 
 from sqlalchemy import CursorResult, select, update
 
-from allmicro_data.access import Caller, get_visible, require_role
+from allmicro_data.access import Caller, Use, require, require_upload_target
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
-    Role,
     Upload,
     UploadStatus,
     User,
@@ -149,8 +148,7 @@ def create_upload(
     if shutil.disk_usage(directory).free < length:
         raise InsufficientStorage("the server has no room for this upload now; try again later")
     with services.session() as session:
-        dataset = get_visible(session, caller, Dataset, fields.dataset_id)
-        require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+        dataset = require_upload_target(session, caller, fields.dataset_id)
         now = utcnow()
         upload = Upload(
             dataset_id=dataset.id,
@@ -228,8 +226,7 @@ def declare_sha256(services: Services, upload: Upload, sha256: str) -> Upload:
 def check_contributor(services: Services, caller: Caller, upload: Upload) -> None:
     """Writing needs the contributor role still (it may have been withdrawn mid-upload)."""
     with services.session() as session:
-        dataset = get_visible(session, caller, Dataset, upload.dataset_id)
-        require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+        require_upload_target(session, caller, upload.dataset_id)
 
 
 class Receiver:
@@ -589,6 +586,7 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
 
 def terminate_upload(services: Services, caller: Caller, upload_id: str) -> None:
     """Forget an upload (tus termination); an original it already made stays."""
+    require(caller, Use.UPLOAD)
     with services.session() as session:
         upload = session.get(Upload, upload_id)
         if upload is None or upload.created_by_id != caller.user_id:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from allmicro_data.access import Caller
-from allmicro_data.auth import csrf_token, resolve_token, unsign
+from allmicro_data.auth import caller_for_token, csrf_token, unsign
 from allmicro_data.catalogue.models import TokenKind
 from allmicro_data.errors import Forbidden, Unauthorised
 from allmicro_data.services import Services
-from allmicro_data.settings import secret_key
+from allmicro_data.settings import Settings, secret_key
 
 SESSION_COOKIE = "allmicro_session"
 CSRF_COOKIE = "allmicro_csrf"
@@ -50,35 +51,51 @@ async def _csrf_ok(request: Request, expected: str) -> bool:
     return presented is not None and presented == expected
 
 
+@dataclass(frozen=True)
+class PresentedToken:
+    """The credential a request presents, before it is looked up."""
+
+    plaintext: str
+    kinds: tuple[TokenKind, ...]  # the kinds of token it may stand for
+    from_cookie: bool  # a browser session, whose writes need the CSRF token
+
+
+def presented_token(
+    request: Request, settings: Settings, *, cookies: bool = True
+) -> PresentedToken | None:
+    """A bearer token (password or personal), else the signed session cookie when `cookies`.
+    With auth.caller_for_token, the one way every endpoint (API, viewing, tus) finds its caller."""
+    token = bearer_token(request)
+    if token is not None:
+        return PresentedToken(token, (TokenKind.BEARER, TokenKind.PERSONAL), from_cookie=False)
+    cookie = request.cookies.get(SESSION_COOKIE) if cookies else None
+    plaintext = unsign(cookie, secret_key(settings)) if cookie else None
+    if plaintext is None:
+        return None
+    return PresentedToken(plaintext, (TokenKind.SESSION,), from_cookie=True)
+
+
 async def optional_caller(
     request: Request,
     session: Annotated[Session, Depends(db_session, scope="function")],
     services: Annotated[Services, Depends(get_services)],
 ) -> Caller | None:
     """The caller from a bearer token, else from the session cookie (with CSRF on writes)."""
-    token = bearer_token(request)
-    if token is not None:
-        resolved = resolve_token(session, token, (TokenKind.BEARER, TokenKind.PERSONAL))
-        if resolved is None:
-            return None
-        user, access = resolved
-        return Caller.for_user(user, scope=access.scope, token_id=access.id)
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
+    presented = presented_token(request, services.settings)
+    if presented is None:
         return None
-    key = secret_key(services.settings)
-    plaintext = unsign(cookie, key)
-    if plaintext is None:
+    caller = caller_for_token(session, presented.plaintext, presented.kinds)
+    if caller is None:
         return None
-    resolved = resolve_token(session, plaintext, (TokenKind.SESSION,))
-    if resolved is None:
-        return None
-    if request.method not in SAFE_METHODS and not await _csrf_ok(
-        request, csrf_token(plaintext, key)
+    if (
+        presented.from_cookie
+        and request.method not in SAFE_METHODS
+        and not await _csrf_ok(
+            request, csrf_token(presented.plaintext, secret_key(services.settings))
+        )
     ):
         raise Forbidden("missing or wrong CSRF token")
-    user, access = resolved
-    return Caller.for_user(user, scope=access.scope, token_id=access.id)
+    return caller
 
 
 def current_caller(caller: Annotated[Caller | None, Depends(optional_caller)]) -> Caller:

@@ -13,19 +13,21 @@ from fastapi import Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from allmicro_data import capabilities
 from allmicro_data.access import Caller, get_visible
-from allmicro_data.api.deps import SESSION_COOKIE, bearer_token
+from allmicro_data.api.deps import presented_token
 from allmicro_data.api.pyramids import ChunkCache, OpenPyramid, PyramidCache
 from allmicro_data.audit import record
-from allmicro_data.auth import resolve_token, unsign
+from allmicro_data.auth import caller_for_token
 from allmicro_data.capabilities import Capability
-from allmicro_data.catalogue.models import AuditEvent, Image, TokenKind, User
+from allmicro_data.catalogue.models import AuditEvent, Image, TokenKind
 from allmicro_data.errors import NotFound, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
-# How long a decision about a credential or an image is reused without asking the catalogue.
-# Revoking a token or a membership takes effect for tiles within this time.
+# How long a decision about a credential, a capability or an image is reused without asking the
+# catalogue: revoking a token, a session or a membership, changing a password or disabling a user
+# takes effect for tiles, IIIF, zarr and capability URLs within this time (in each process).
 DECISION_SECONDS = 10.0
 
 
@@ -152,28 +154,22 @@ class Viewing:
 
     async def caller(self, request: Request) -> Caller:
         """The caller of a viewing request (bearer token or session cookie), remembered briefly."""
-        token = bearer_token(request)
-        kinds: tuple[TokenKind, ...] = (TokenKind.BEARER, TokenKind.PERSONAL)
-        if token is None:
-            cookie = request.cookies.get(SESSION_COOKIE)
-            token = unsign(cookie, self._key) if cookie else None
-            kinds = (TokenKind.SESSION,)
-        if token is None:
+        presented = presented_token(request, self.services.settings)
+        if presented is None:
             raise Unauthorised("sign in or send a valid bearer token")
-        cache_key = (token, kinds)
+        cache_key = (presented.plaintext, presented.kinds)
         caller: Caller | None = self.callers.get(cache_key)
         if caller is None:
-            caller = await run_in_threadpool(self._resolve, token, kinds)
+            caller = await run_in_threadpool(self._resolve, presented.plaintext, presented.kinds)
             self.callers.put(cache_key, caller)
         return caller
 
     def _resolve(self, token: str, kinds: tuple[TokenKind, ...]) -> Caller:
         with self.services.session() as session:
-            resolved = resolve_token(session, token, kinds)
-            if resolved is None:
-                raise Unauthorised("sign in or send a valid bearer token")
-            user, access = resolved
-            return Caller.for_user(user, scope=access.scope, token_id=access.id)
+            caller = caller_for_token(session, token, kinds)
+        if caller is None:
+            raise Unauthorised("sign in or send a valid bearer token")
+        return caller
 
     async def image(self, caller: Caller, image_id: str) -> ImageView:
         """The image if the caller may see it (404 otherwise), remembered briefly."""
@@ -184,20 +180,23 @@ class Viewing:
             self.images.put(cache_key, view)
         return view
 
-    async def user_caller(self, user_id: str) -> Caller:
-        """The caller a capability acts for: the user who minted it, if still active."""
-        caller: Caller | None = self.callers.get(("user", user_id))
+    async def capability_caller(self, capability: Capability) -> Caller:
+        """The caller a capability acts for: the credential that minted it, while that is
+        valid, its user enabled and their password unchanged; remembered briefly. Whether
+        they may still see the image is decided by `image`, as for any caller."""
+        cache_key = ("capability", capability.id)
+        caller: Caller | None = self.callers.get(cache_key)
         if caller is None:
-            caller = await run_in_threadpool(self._user_caller, user_id)
-            self.callers.put(("user", user_id), caller)
+            caller = await run_in_threadpool(self._capability_caller, capability)
+            self.callers.put(cache_key, caller)
         return caller
 
-    def _user_caller(self, user_id: str) -> Caller:
+    def _capability_caller(self, capability: Capability) -> Caller:
         with self.services.session() as session:
-            user = session.get(User, user_id)
-            if user is None or not user.is_active:
-                raise NotFound("capability not found or expired")
-            return Caller.for_user(user)
+            caller = capabilities.holder(session, self._key, capability)
+        if caller is None:
+            raise NotFound("capability not found or expired")
+        return caller
 
     async def note_capability_use(self, capability: Capability, address: str | None) -> None:
         """Audit the first use of a capability (once per process; the catalogue de-duplicates)."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from allmicro_data import directory
-from allmicro_data.access import require_admin
+from allmicro_data.access import Use, require, require_admin
 from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
 from allmicro_data.api.schemas import Page
 from allmicro_data.audit import record
@@ -45,6 +45,7 @@ def list_organisations(
     caller: CallerDep, session: SessionDep, limit: Limit = 100, offset: Offset = 0
 ) -> Page[OrganisationOut]:
     """All organisations for admins; your own for everyone else."""
+    require(caller, Use.READ)
     stmt = select(Organisation)
     if not caller.is_admin:
         stmt = stmt.where(Organisation.id == caller.organisation_id)
@@ -79,6 +80,7 @@ def create_organisation(
 def get_organisation(
     organisation_id: str, caller: CallerDep, session: SessionDep
 ) -> OrganisationOut:
+    require(caller, Use.READ)
     org = session.get(Organisation, organisation_id)
     if org is None or (not caller.is_admin and org.id != caller.organisation_id):
         raise NotFound(f"organisation {organisation_id} not found")
@@ -175,6 +177,7 @@ def _user_for(caller: CallerDep, session: SessionDep, user_id: str) -> User:
 
 @router.get("/users/{user_id}", response_model=UserOut)
 def get_user(user_id: str, caller: CallerDep, session: SessionDep) -> UserOut:
+    require(caller, Use.READ)
     return UserOut.of(_user_for(caller, session, user_id))
 
 

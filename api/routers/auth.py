@@ -31,6 +31,7 @@ from allmicro_data.auth import (
     login,
     revoke_personal_token,
     sign,
+    sign_out,
 )
 from allmicro_data.catalogue.models import AccessToken, TokenKind, User, utcnow
 from allmicro_data.errors import NotFound, Unauthorised
@@ -126,12 +127,11 @@ def browser_login(
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response)
-def logout(caller: CallerDep, session: SessionDep) -> Response:
-    """End the current session or bearer token."""
-    if caller.token_id is not None:
-        access = session.get(AccessToken, caller.token_id)
-        if access is not None and access.kind is not TokenKind.PERSONAL:
-            access.revoked_at = utcnow()
+def logout(caller: CallerDep, session: SessionDep, request: Request) -> Response:
+    """End the credential the request was made with: the browser session, the bearer token or
+    the personal access token (which is revoked, as by DELETE /api/tokens/{id}). Capability
+    URLs minted with it stop working too."""
+    sign_out(session, caller.token_id, client_address(request))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
@@ -226,7 +226,9 @@ def create_token(
 
 @router.get("/tokens", response_model=list[PersonalTokenOut])
 def list_tokens(caller: CallerDep, session: SessionDep) -> list[PersonalTokenOut]:
-    """Your personal access tokens (never their secrets)."""
+    """Your personal access tokens (never their secrets); account management, as creating and
+    revoking them is, needs a session or a password token."""
+    require_full_session(caller)
     rows = session.scalars(
         select(AccessToken)
         .where(AccessToken.user_id == caller.user_id, AccessToken.kind == TokenKind.PERSONAL)

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
 
 from allmicro_data import directory
-from allmicro_data.access import get_visible, project_role, require_admin, require_role, scoped
+from allmicro_data.access import (
+    Use,
+    get_visible,
+    project_role,
+    require_admin,
+    require_role,
+    scoped,
+)
 from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import (
     DatasetDetailOut,
@@ -103,7 +110,7 @@ def update_project(
 def list_members(project_id: str, caller: CallerDep, session: SessionDep) -> list[MembershipOut]:
     """Who holds which role in the project (managers)."""
     project = get_visible(session, caller, Project, project_id)
-    require_role(session, caller, project.id, Role.MANAGER)
+    require_role(session, caller, project.id, Role.MANAGER, Use.READ)
     rows = session.scalars(
         select(ProjectMembership)
         .where(ProjectMembership.project_id == project.id)
@@ -203,8 +210,9 @@ def create_dataset(
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetDetailOut)
 def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> DatasetDetailOut:
-    """A dataset with its counts and stored size."""
-    dataset = get_visible(session, caller, Dataset, dataset_id)
+    """A dataset with its counts and stored size (an upload token sees the datasets it may
+    upload into: the agent checks its target here)."""
+    dataset = get_visible(session, caller, Dataset, dataset_id, Use.SEE)
     return DatasetDetailOut(
         **DatasetOut.of(dataset).model_dump(),
         totals=TotalsOut.of(directory.totals(session, dataset_id=dataset.id)),
@@ -331,7 +339,7 @@ def get_image_ome_xml(
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
     """A job's status, progress and error, with the images it has made ready."""
-    job = get_visible(session, caller, Job, job_id)
+    job = get_visible(session, caller, Job, job_id, Use.SEE)
     return JobOut.of(job, _ready_images_of(session, job))
 
 
@@ -344,8 +352,8 @@ def list_dataset_jobs(
     offset: Offset = 0,
 ) -> Page[JobOut]:
     """The jobs of a dataset, newest first: what is still processing, and what failed and why."""
-    dataset = get_visible(session, caller, Dataset, dataset_id)
-    stmt = scoped(select(Job), Job, caller).where(Job.dataset_id == dataset.id)
+    dataset = get_visible(session, caller, Dataset, dataset_id, Use.SEE)
+    stmt = scoped(select(Job), Job, caller, Use.SEE).where(Job.dataset_id == dataset.id)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(
         stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)

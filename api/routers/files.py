@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from allmicro_data.access import get_visible, require_role
+from allmicro_data.access import get_visible, require_upload_target
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import FileOut, UploadResult
 from allmicro_data.api.streaming import original_response, parse_range
 from allmicro_data.audit import record
-from allmicro_data.catalogue.models import Dataset, Role
+from allmicro_data.catalogue.models import Dataset
 from allmicro_data.catalogue.models import File as StoredFile
 from allmicro_data.originals import clean_name, spool, store_original
 from allmicro_data.storage import SupportsPresignedGet
@@ -31,8 +31,7 @@ def upload_file(
     relative_path: Annotated[str | None, Form(max_length=4096)] = None,
 ) -> UploadResult:
     """Upload one original into a dataset (contributors); its ingest job starts at once."""
-    dataset = get_visible(session, caller, Dataset, dataset_id)
-    require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+    dataset = require_upload_target(session, caller, dataset_id)
     name = clean_name(file.filename)
     path, sha256, size = spool(
         file.file, services.settings.uploads_dir, services.settings.max_upload_bytes

@@ -27,10 +27,10 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from allmicro_data.access import Caller
-from allmicro_data.api.deps import ServicesDep, bearer_token, get_services
+from allmicro_data.api.deps import ServicesDep, get_services, presented_token
 from allmicro_data.api.problems import problem
-from allmicro_data.auth import resolve_token
-from allmicro_data.catalogue.models import TokenKind, Upload, UploadStatus
+from allmicro_data.auth import caller_for_token
+from allmicro_data.catalogue.models import Upload, UploadStatus
 from allmicro_data.errors import Conflict, DomainError, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.storage import StorageError
@@ -174,13 +174,13 @@ def tus_caller(request: Request, services: Annotated[Services, Depends(get_servi
     """The caller from a bearer or personal access token, looked up in a short transaction
     of its own: a PATCH may stream for minutes and must hold no catalogue connection."""
     _require_tus(request)
-    token = bearer_token(request)
-    if token is not None:
+    # No session cookies: tus requests carry no CSRF token.
+    presented = presented_token(request, services.settings, cookies=False)
+    if presented is not None:
         with services.session() as session:
-            resolved = resolve_token(session, token)
-            if resolved is not None and resolved[1].kind in (TokenKind.BEARER, TokenKind.PERSONAL):
-                user, access = resolved
-                return Caller.for_user(user, scope=access.scope)
+            caller = caller_for_token(session, presented.plaintext, presented.kinds)
+        if caller is not None:
+            return caller
     raise Unauthorised("send a valid bearer or personal access token")
 
 

@@ -17,8 +17,8 @@ from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_ad
 from allmicro_data.api.streaming import parse_range
 from allmicro_data.api.viewing import ImageView, Viewing, viewing
 from allmicro_data.audit import record
-from allmicro_data.catalogue.models import Dataset, Image, ImageStatus, utcnow
-from allmicro_data.errors import NotFound
+from allmicro_data.catalogue.models import AccessToken, Dataset, Image, ImageStatus, User, utcnow
+from allmicro_data.errors import NotFound, Unauthorised
 from allmicro_data.settings import secret_key
 from allmicro_data.storage import InvalidKey, ObjectNotFound
 
@@ -93,7 +93,7 @@ async def capability_object(token: str, path: str, request: Request) -> Response
         image_id = capability.target
     else:
         image_id, _, path = path.partition("/")
-    caller = await state.user_caller(capability.user_id)
+    caller = await state.capability_caller(capability)
     view = await state.image(caller, image_id)
     if capability.kind == "dataset" and view.dataset_id != capability.target:
         raise NotFound(f"image {image_id} not found")
@@ -140,11 +140,17 @@ def _mint(
     project_id: str,
     lifetime: int,
 ) -> tuple[str, capabilities.Capability]:
+    # The capability names the credential that mints it, and dies with it.
+    user = session.get(User, caller.user_id)
+    credential = session.get(AccessToken, caller.token_id) if caller.token_id else None
+    if user is None or credential is None:
+        raise Unauthorised("sign in or send a valid bearer token")
     token, capability = capabilities.mint(
         secret_key(services.settings),
         kind=kind,
         target=target,
-        user_id=caller.user_id,
+        user=user,
+        credential=credential,
         lifetime=timedelta(seconds=lifetime),
         now=utcnow(),
     )

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import distinct, select
 
-from allmicro_data.access import Caller, scoped
+from allmicro_data.access import Caller, Use, scoped
 from allmicro_data.api.deps import (
     SESSION_COOKIE,
     OptionalCallerDep,
@@ -286,11 +286,11 @@ def login_submit(
 
 
 @router.post("/logout")
-def logout(caller: OptionalCallerDep, session: SessionDep) -> Response:
+def logout(caller: OptionalCallerDep, session: SessionDep, request: Request) -> Response:
     """Sign out (the caller dependency has checked the form's CSRF token)."""
     response = RedirectResponse("/login", status_code=303)
     if caller is not None:
-        ended = auth.logout(caller, session)
+        ended = auth.logout(caller, session, request)
         for cookie in ended.headers.getlist("set-cookie"):
             response.headers.append("set-cookie", cookie)
     return response
@@ -357,11 +357,11 @@ def project_page(
 
 
 def _can_contribute(caller: Caller, project: ProjectDetailOut) -> bool:
-    """What require_role(CONTRIBUTOR) will allow: the role, and a credential that may write."""
+    """What require_upload_target will allow: the role, and a credential that may upload."""
     return (
         project.role is not None
         and Role(project.role).allows(Role.CONTRIBUTOR)
-        and caller.scope != "read"
+        and caller.may(Use.UPLOAD)
     )
 
 

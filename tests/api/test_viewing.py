@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 from zarr.storage import FsspecStore
 
 from allmicro_data import capabilities
-from allmicro_data.catalogue.models import utcnow
+from allmicro_data.catalogue.models import AccessToken, User, utcnow
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
 from tests.conftest import LiveServer
 
@@ -263,12 +263,13 @@ def test_ome_zarr_reader_opens_the_pyramid_by_token_and_by_capability(viewer: Vi
         key,
         kind="image",
         target=viewer.image,
-        user_id=minted.json()["id"],
+        user=User(id="someone"),
+        credential=AccessToken(id="their-token", user_id="someone"),
         lifetime=timedelta(seconds=60),
         now=utcnow() - timedelta(minutes=5),
     )
     assert httpx.get(f"{server.url}/zarr/c/{expired}/.zattrs").status_code == 404
-    forged = minted.json()["url"].replace("/zarr/c/c1.", "/zarr/c/c1.x")
+    forged = minted.json()["url"].replace("/zarr/c/c2.", "/zarr/c/c2.x")
     assert httpx.get(f"{forged}.zattrs").status_code == 404
 
     audit = viewer.client.get("/api/audit", params={"action": "capability.use"}).json()["items"]
