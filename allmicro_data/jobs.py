@@ -12,7 +12,9 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -28,8 +30,19 @@ from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data import logs, metrics
-from allmicro_data.catalogue.models import File, Job, JobKind, JobStatus, utcnow
+from allmicro_data.catalogue.models import (
+    File,
+    Image,
+    ImageFile,
+    ImageStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    utcnow,
+)
+from allmicro_data.scratch import sweep_scratch
 from allmicro_data.settings import Settings
+from allmicro_data.storage import is_storage_full
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +51,44 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[JobKind, str] = {JobKind.INGEST: "allmicro_data.ingest.pipeline:run_ingest_job"}
 
 RETRY_BACKOFF_SECONDS = (5.0, 30.0, 120.0, 600.0)
+STORAGE_FULL_MESSAGE = "storage full: the server has no space left to store this image"
+
+
+# A store that is full is not the job's fault: it waits (settings.storage_full_retry_seconds,
+# doubled after each try up to this factor) and tries again for as long as it takes.
+STORAGE_FULL_MAX_FACTOR = 16
+STORAGE_FULL_RETRIES = "storage_full_retries"
 
 
 class JobFailure(Exception):
     """A job cannot succeed. `transient` failures (I/O, network) are retried with backoff;
-    permanent ones (bad input) fail the job at once. The message is shown to the user."""
+    permanent ones (bad input) fail the job at once; `storage_full` ones wait for space without
+    counting as attempts. The message is shown to the user."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, message: str, *, transient: bool = False, storage_full: bool = False
+    ) -> None:
         super().__init__(message)
-        self.transient = transient
+        self.transient = transient or storage_full
+        self.storage_full = storage_full
+
+
+def storage_full_delay(base_seconds: float, retries: int) -> float:
+    """Seconds before the retries-th try of a job that found the store full."""
+    return base_seconds * min(2 ** max(0, retries - 1), STORAGE_FULL_MAX_FACTOR)
+
+
+# Paths in the system temp folder (and our scratch directories wherever they are) say nothing to
+# a user and tell an attacker how the server is laid out: errors keep only the file's name.
+_SCRATCH_PATH = re.compile(
+    rf"(?:{re.escape(tempfile.gettempdir().rstrip('/'))}/"
+    r"|/[^\s'\"]*?allmicro-(?:ingest|tia|mrc)-)[^\s'\"]*"
+)
+
+
+def public_error(message: str) -> str:
+    """An error message fit to show a user: server temp paths replaced by the file's name."""
+    return _SCRATCH_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], message)
 
 
 class LeaseLost(Exception):
@@ -88,24 +130,47 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _fail_images(session: Session, file_ids: list[str], message: str) -> None:
+    """Images of these files left `processing` by a failed job are failed with its reason: an
+    image is processing only while a job that will finish it is alive."""
+    if not file_ids:
+        return
+    images = select(ImageFile.image_id).where(
+        ImageFile.file_id.in_(file_ids), ImageFile.role == "primary"
+    )
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(images), Image.status == ImageStatus.PROCESSING)
+        .values(status=ImageStatus.FAILED, error=message, updated_at=utcnow())
+    )
+
+
 def reap_expired(sessions: sessionmaker[Session], now: datetime | None = None) -> int:
     """Put jobs whose runner vanished back in the queue, or fail them after max_attempts."""
     now = now or utcnow()
     expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    gave_up = "the worker running this job stopped before finishing, on every attempt; giving up"
     with sessions.begin() as session:
+        exhausted_files = list(
+            session.scalars(
+                select(Job.file_id).where(
+                    expired, Job.attempts >= Job.max_attempts, Job.file_id.is_not(None)
+                )
+            )
+        )
         exhausted = _changed(
             session,
             update(Job)
             .where(expired, Job.attempts >= Job.max_attempts)
             .values(
                 status=JobStatus.FAILED,
-                error="the worker running this job stopped before finishing, "
-                "on every attempt; giving up",
+                error=gave_up,
                 lease_owner=None,
                 lease_expires_at=None,
                 finished_at=now,
             ),
         )
+        _fail_images(session, [f for f in exhausted_files if f is not None], gave_up)
         requeued = _changed(
             session,
             update(Job)
@@ -198,18 +263,38 @@ def succeed(sessions: sessionmaker[Session], job_id: str, owner: str) -> bool:
 
 
 def fail(
-    sessions: sessionmaker[Session], job_id: str, owner: str, message: str, *, transient: bool
+    sessions: sessionmaker[Session],
+    job_id: str,
+    owner: str,
+    message: str,
+    *,
+    transient: bool,
+    storage_full: bool = False,
+    storage_full_retry_seconds: float = 180.0,
 ) -> bool:
-    """Record a failure: retry later if transient and attempts remain, else fail for good."""
+    """Record a failure: retry later if transient and attempts remain, else fail for good; a
+    full store is waited for (growing delays, not counted as attempts), however long it takes.
+    Images the job left processing are failed with the reason meanwhile."""
     now = utcnow()
+    message = public_error(message)
     with sessions.begin() as session:
         job = session.get(Job, job_id)
         if job is None or job.lease_owner != owner or job.status is not JobStatus.RUNNING:
             return False
-        job.error = message
         job.lease_owner = None
         job.lease_expires_at = None
-        if transient and job.attempts < job.max_attempts:
+        if job.file_id is not None:
+            _fail_images(session, [job.file_id], message)
+        job.error = message
+        if storage_full:
+            retries = int((job.payload or {}).get(STORAGE_FULL_RETRIES, 0)) + 1
+            delay = storage_full_delay(storage_full_retry_seconds, retries)
+            job.payload = {**(job.payload or {}), STORAGE_FULL_RETRIES: retries}
+            job.attempts = max(0, job.attempts - 1)
+            job.status = JobStatus.QUEUED
+            job.not_before = now + timedelta(seconds=delay)
+            job.error = f"{message} (trying again in {delay:.0f} s)"
+        elif transient and job.attempts < job.max_attempts:
             delay = RETRY_BACKOFF_SECONDS[min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
             job.status = JobStatus.QUEUED
             job.not_before = now + timedelta(seconds=delay)
@@ -231,6 +316,8 @@ def rerun(session: Session, job: Job) -> Job:
     job.error = None
     job.not_before = None
     job.finished_at = None
+    if job.payload and STORAGE_FULL_RETRIES in job.payload:
+        job.payload = {k: v for k, v in job.payload.items() if k != STORAGE_FULL_RETRIES}
     session.flush()
     return job
 
@@ -383,6 +470,7 @@ def _run_handler(
     beater: threading.Thread,
 ) -> str:
     job_id = job.id
+    retry_seconds = float(ctx.services.settings.storage_full_retry_seconds)
     try:
         _handler(job.kind)(ctx)
     except LeaseLost:
@@ -390,11 +478,31 @@ def _run_handler(
         return "lease-lost"
     except JobFailure as exc:
         log.warning("job %s failed (transient=%s): %s", job_id, exc.transient, exc)
-        fail(sessions, job_id, owner, str(exc), transient=exc.transient)
+        fail(
+            sessions,
+            job_id,
+            owner,
+            str(exc),
+            transient=exc.transient,
+            storage_full=exc.storage_full,
+            storage_full_retry_seconds=retry_seconds,
+        )
         return "failed"
     except Exception as exc:
-        # Unknown errors may be passing (a database restart, a full disk being cleared): retry
-        # within max_attempts, keeping the reason for the user and the traceback for the log.
+        if is_storage_full(exc):
+            log.warning("job %s: the store or a scratch disk is full: %s", job_id, exc)
+            fail(
+                sessions,
+                job_id,
+                owner,
+                STORAGE_FULL_MESSAGE,
+                transient=True,
+                storage_full=True,
+                storage_full_retry_seconds=retry_seconds,
+            )
+            return "failed"
+        # Unknown errors may be passing (a database restart): retry within max_attempts,
+        # keeping the reason for the user and the traceback for the log.
         log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
         fail(
             sessions, job_id, owner, f"internal error: {type(exc).__name__}: {exc}", transient=True
@@ -446,6 +554,8 @@ class EmbeddedRunner:
         self._running: dict[Future[str], str] = {}
 
     def start(self) -> None:
+        # Scratch directories of job processes a previous server left when it was killed.
+        sweep_scratch()
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         self._thread.start()
 

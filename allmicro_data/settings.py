@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     job_workers: int = Field(default=2, ge=0, description="Processes of the embedded job runner.")
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
+    storage_full_retry_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="A job that found the store full waits this long before it tries again, "
+        "twice as long after each further try (at most 16 times as long); such tries do not "
+        "count against job_max_attempts, so the job resumes by itself once space is freed.",
+    )
     max_upload_bytes: int = Field(default=200 * 1024**3, gt=0)
     upload_dir: Path | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data.catalogue.models import Job, JobStatus, utcnow
 from allmicro_data.jobs import WorkerConfig, claim, execute, new_owner, reap_expired
+from allmicro_data.scratch import sweep_scratch
 from allmicro_data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ def run_worker(settings: Settings, concurrency: int, *, metrics_port: int = 0) -
 
     app = celery_app(settings)
     services = Services.from_settings(settings)
+    # Scratch directories of job processes a previous worker left when it was killed.
+    sweep_scratch()
     dispatcher = CeleryDispatcher(services.sessions, app, settings, reap=True)
 
     def child_init(**_: Any) -> None:

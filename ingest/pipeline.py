@@ -11,8 +11,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -36,9 +34,10 @@ from allmicro_data.ingest.grouping import group_files
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
-from allmicro_data.jobs import JobContext, JobFailure, rerun
+from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
+from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratch
 from allmicro_data.search import search_text
-from allmicro_data.storage import ObjectStore, StorageError
+from allmicro_data.storage import ObjectStore, StorageError, is_storage_full
 from allmicro_data.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -61,8 +60,7 @@ def pyramid_key(image_id: str) -> str:
 def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path]]:
     """The originals as local files named as uploaded, side by side (readers find companions
     by name, and some look at the extension). Local stores are linked, others downloaded."""
-    workdir = Path(tempfile.mkdtemp(prefix="allmicro-ingest-"))
-    try:
+    with scratch_directory(INGEST_PREFIX) as workdir:
         paths: list[Path] = []
         used: set[str] = set()
         for f in files:
@@ -79,8 +77,6 @@ def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path
                         out.write(block)
             paths.append(local)
         yield paths
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _companions(session: Session, file: File) -> list[File]:
@@ -224,6 +220,8 @@ def run_ingest_job(ctx: JobContext) -> None:
     services = ctx.services
     store: ObjectStore = services.store
     with services.session() as session:
+    # What jobs killed mid-way left in the temp folder (with S3, whole copies of originals).
+    sweep_scratch(INGEST_PREFIX)
         file = session.get(File, ctx.job.file_id)
         if file is None:
             raise JobFailure("the file of this job no longer exists")
@@ -264,6 +262,10 @@ def _ingest_series(
         assert stored is not None
         stored.format = fmt
     viewable = [s for s in all_series if _shown(s)]
+        if is_storage_full(exc):
+            # Waited for, however long it takes: the image is failed with this reason until
+            # space is freed and the job's next try makes it.
+            raise JobFailure(STORAGE_FULL_MESSAGE, storage_full=True) from exc
     if not viewable:
         raise JobFailure(f"{file.original_name}: {fmt} file holds no image data to view")
     total = len(viewable)
@@ -294,7 +296,7 @@ def _ingest_series(
                 store, image_id, [*original_objects(originals), *info.objects, ome_xml_object]
             )
         except ReadError as exc:
-            _mark_failed(services, image_id, str(exc))
+            _mark_failed(services, image_id, public_error(str(exc)))
             raise JobFailure(str(exc)) from exc
         with services.session() as session:
             image = session.get(Image, image_id)
@@ -309,6 +311,12 @@ def _ingest_series(
         # runner that lost its lease to another cannot publish anything.
         for image_id in written:
             image = session.get(Image, image_id)
+        except StorageError as exc:
+            if is_storage_full(exc):
+                # What was written of this pyramid only takes room others need meanwhile (the
+                # catalogue, the spool); the next try writes it whole again.
+                _discard_partial(store, image_id)
+            raise
             assert image is not None
             image.status = ImageStatus.READY
             image.updated_at = utcnow()
@@ -328,3 +336,11 @@ def _mark_failed(services: Any, image_id: str, message: str) -> None:
         if image is not None:
             image.status = ImageStatus.FAILED
             image.error = message
+def _discard_partial(store: ObjectStore, image_id: str) -> None:
+    try:
+        for key in list(store.list(f"images/{image_id}/")):
+            store.delete(key)
+    except StorageError as exc:
+        log.warning("image %s: cannot remove its partial pyramid: %s", image_id, exc)
+
+

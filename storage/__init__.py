@@ -14,7 +14,9 @@ from allmicro_data.storage.base import (
     ObjectNotFound,
     ObjectStore,
     StorageError,
+    StorageFull,
     StoredObject,
+    is_storage_full,
 )
 
 if TYPE_CHECKING:
@@ -61,8 +63,10 @@ __all__ = [
     "ReplicatedStore",
     "S3Store",
     "StorageError",
+    "StorageFull",
     "StoredObject",
     "SupportsPresignedGet",
+    "is_storage_full",
     "open_replicated_store",
     "open_store",
 ]

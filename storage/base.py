@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,28 @@ CHUNK_SIZE = 1024 * 1024
 
 class StorageError(Exception):
     """A store could not do what was asked (I/O, network, permissions)."""
+
+
+class StorageFull(StorageError):
+    """The store has no room left (a full disk or quota, or an S3 server out of space).
+
+    Unlike other storage errors it says nothing about the object or the request: the same write
+    succeeds once space is freed, so jobs wait for it instead of giving up.
+    """
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether exc, or an error that caused it, is a store or filesystem out of space."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageFull):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class ObjectNotFound(StorageError, KeyError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -15,6 +16,7 @@ from allmicro_data.storage.base import (
     InvalidKey,
     ObjectNotFound,
     StorageError,
+    StorageFull,
     StoredObject,
     iter_stream,
     validate_key,
@@ -172,6 +174,8 @@ class LocalStore:
             fsync_directory(target.parent)
 
     def _error(self, key: str, exc: OSError) -> StorageError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull(f"cannot write {key!r} to {self.root}: no space left")
         return StorageError(f"cannot write {key!r} to {self.root}: {exc}")
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ from allmicro_data.storage.base import (
     CHUNK_SIZE,
     ObjectNotFound,
     StorageError,
+    StorageFull,
     StoredObject,
     iter_stream,
     validate_key,
@@ -37,6 +38,8 @@ POOL_SIZE = 32
 # The signed hash of a request's body (AWS signature V4).
 PAYLOAD_HASH = "x-amz-content-sha256"
 _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+# What MinIO (and servers that copy its codes) answer when their disks are full.
+_STORAGE_FULL_ERRORS = {"XMinioStorageFull", "StorageFull", "InsufficientStorage"}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -274,6 +277,8 @@ class S3Store:
                     f"({exc.code}); check ALLMICRO_S3_ACCESS_KEY and ALLMICRO_S3_SECRET_KEY"
                 ) from None
             if exc.code == "NoSuchBucket":
+            if exc.code in _STORAGE_FULL_ERRORS:
+                raise StorageFull(f"S3 at {where} has no space left ({exc.code})") from None
                 self._ready = False
                 raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
             what = f" {key!r}" if key else ""

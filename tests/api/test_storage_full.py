@@ -1,0 +1,111 @@
+"""A full disk under a live server: the image fails with a readable reason, and comes back by
+itself once space is freed (a small tmpfs as the data directory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from sqlalchemy import create_engine, select
+
+from allmicro_data.catalogue.models import Image, ImageFile, Job
+from tests.api.test_end_to_end import USER_PASSWORD
+from tests.api.test_uploads import create, new_project, patch
+from tests.conftest import LiveServer, _running_server, _server_env, wait_until
+
+TMPFS_BYTES = 32 * 1024**2
+
+
+@pytest.fixture
+def small_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs mounted for the test, unmounted after it."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the full-disk test mounts a tmpfs and must run as root in CI")
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES},mode=0700", "tmpfs", str(mount)],
+        check=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def _image_state(database_url: str, file_id: str) -> tuple[str, str | None] | None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(Image.status, Image.error)
+                .join(ImageFile, ImageFile.image_id == Image.id)
+                .where(ImageFile.file_id == file_id)
+            ).first()
+    finally:
+        engine.dispose()
+    return None if row is None else (str(row[0]), row[1])
+
+
+def test_a_full_disk_fails_the_image_with_a_reason_and_it_recovers_once_space_is_freed(
+    small_data_dir: Path, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'catalogue.sqlite3'}"
+    env = _server_env(small_data_dir, database_url)
+    env["ALLMICRO_STORAGE_FULL_RETRY_SECONDS"] = "1"
+    server: LiveServer = _running_server(env, tmp_path / "server.log")
+    try:
+        email = "operator@full-disk.example"
+        _project_id, dataset_id = new_project(server, email, "Full disk")
+        # Noise does not compress: its pyramid needs more room than the original (8 MiB).
+        pixels = np.random.default_rng(14).integers(0, 65535, (2048, 2048), dtype=np.uint16)
+        original = tmp_path / "noise.tif"
+        tifffile.imwrite(original, pixels)
+        data = original.read_bytes()
+        filler = small_data_dir / "filler"
+        free = os.statvfs(small_data_dir).f_bavail * os.statvfs(small_data_dir).f_frsize
+        filler.write_bytes(b"\0" * (free - len(data) - 3 * 1024**2))
+
+        with server.client(email, USER_PASSWORD) as client:
+            created = create(client, len(data), filename="noise.tif", dataset_id=dataset_id)
+            assert created.status_code == 201, created.text
+            done = patch(client, created.headers["location"], 0, data)
+            assert done.status_code == 204, done.text
+            file_id = done.headers["x-allmicro-file-id"]
+            job_id = done.headers["x-allmicro-job-id"]
+
+            state = wait_until(
+                lambda: (s := _image_state(database_url, file_id)) and s[0] == "failed" and s,
+                timeout=60,
+                what="the image to fail for want of space",
+            )
+            assert state[1].startswith("storage full:"), state
+            assert str(small_data_dir) not in state[1] and "/tmp" not in state[1]
+            job = client.get(f"/api/jobs/{job_id}").json()
+            # The job lives on, waiting for space: it has not given up.
+            assert job["status"] in ("queued", "running"), job
+            assert job["error"].startswith("storage full:"), job
+
+            filler.unlink()
+            wait_until(
+                lambda: _image_state(database_url, file_id) == ("ready", None),
+                timeout=60,
+                what="the image to be made once space was freed",
+            )
+            assert client.get(f"/api/jobs/{job_id}").json()["status"] == "succeeded"
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as conn:
+                jobs = conn.scalars(select(Job.id).where(Job.file_id == file_id)).all()
+        finally:
+            engine.dispose()
+        assert jobs == [job_id]
+    finally:
+        server.stop()
