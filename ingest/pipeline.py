@@ -219,9 +219,9 @@ def run_ingest_job(ctx: JobContext) -> None:
     """Ingest the job's file: every series becomes an image with a pyramid."""
     services = ctx.services
     store: ObjectStore = services.store
-    with services.session() as session:
     # What jobs killed mid-way left in the temp folder (with S3, whole copies of originals).
     sweep_scratch(INGEST_PREFIX)
+    with services.session() as session:
         file = session.get(File, ctx.job.file_id)
         if file is None:
             raise JobFailure("the file of this job no longer exists")
@@ -249,6 +249,10 @@ def run_ingest_job(ctx: JobContext) -> None:
             with image_file:
                 _ingest_series(ctx, file, image_file.format, image_file.series, [file, *companions])
     except StorageError as exc:
+        if is_storage_full(exc):
+            # Waited for, however long it takes: the image is failed with this reason until
+            # space is freed and the job's next try makes it.
+            raise JobFailure(STORAGE_FULL_MESSAGE, storage_full=True) from exc
         raise JobFailure(f"storage unavailable: {exc}", transient=True) from exc
 
 
@@ -262,10 +266,6 @@ def _ingest_series(
         assert stored is not None
         stored.format = fmt
     viewable = [s for s in all_series if _shown(s)]
-        if is_storage_full(exc):
-            # Waited for, however long it takes: the image is failed with this reason until
-            # space is freed and the job's next try makes it.
-            raise JobFailure(STORAGE_FULL_MESSAGE, storage_full=True) from exc
     if not viewable:
         raise JobFailure(f"{file.original_name}: {fmt} file holds no image data to view")
     total = len(viewable)
@@ -298,6 +298,12 @@ def _ingest_series(
         except ReadError as exc:
             _mark_failed(services, image_id, public_error(str(exc)))
             raise JobFailure(str(exc)) from exc
+        except StorageError as exc:
+            if is_storage_full(exc):
+                # What was written of this pyramid only takes room others need meanwhile (the
+                # catalogue, the spool); the next try writes it whole again.
+                _discard_partial(store, image_id)
+            raise
         with services.session() as session:
             image = session.get(Image, image_id)
             assert image is not None
@@ -311,12 +317,6 @@ def _ingest_series(
         # runner that lost its lease to another cannot publish anything.
         for image_id in written:
             image = session.get(Image, image_id)
-        except StorageError as exc:
-            if is_storage_full(exc):
-                # What was written of this pyramid only takes room others need meanwhile (the
-                # catalogue, the spool); the next try writes it whole again.
-                _discard_partial(store, image_id)
-            raise
             assert image is not None
             image.status = ImageStatus.READY
             image.updated_at = utcnow()
@@ -330,12 +330,6 @@ def _shown(series: Series) -> bool:
     return getattr(series, "viewable", True) and not getattr(series, "preview", False)
 
 
-def _mark_failed(services: Any, image_id: str, message: str) -> None:
-    with services.session() as session:
-        image = session.get(Image, image_id)
-        if image is not None:
-            image.status = ImageStatus.FAILED
-            image.error = message
 def _discard_partial(store: ObjectStore, image_id: str) -> None:
     try:
         for key in list(store.list(f"images/{image_id}/")):
@@ -344,3 +338,9 @@ def _discard_partial(store: ObjectStore, image_id: str) -> None:
         log.warning("image %s: cannot remove its partial pyramid: %s", image_id, exc)
 
 
+def _mark_failed(services: Any, image_id: str, message: str) -> None:
+    with services.session() as session:
+        image = session.get(Image, image_id)
+        if image is not None:
+            image.status = ImageStatus.FAILED
+            image.error = message

@@ -276,9 +276,9 @@ class S3Store:
                     f"S3 at {where} refused the credentials for bucket {self.bucket!r} "
                     f"({exc.code}); check ALLMICRO_S3_ACCESS_KEY and ALLMICRO_S3_SECRET_KEY"
                 ) from None
-            if exc.code == "NoSuchBucket":
             if exc.code in _STORAGE_FULL_ERRORS:
                 raise StorageFull(f"S3 at {where} has no space left ({exc.code})") from None
+            if exc.code == "NoSuchBucket":
                 self._ready = False
                 raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
             what = f" {key!r}" if key else ""
