@@ -490,6 +490,25 @@ def admin_set_user(user: str, is_admin: bool | None, is_active: bool | None) -> 
         click.echo(f"{account.email}: admin={account.is_admin} active={account.is_active}")
 
 
+@admin.command("set-quota")
+@click.argument("project")
+@click.argument("size")
+def admin_set_quota(project: str, size: str) -> None:
+    """Set a project's storage quota: bytes (500000000000, 500GB, 2TiB) or none to lift it."""
+    from allmicro_data import directory
+    from allmicro_data.quotas import parse_size, project_usage, set_project_quota
+
+    quota = parse_size(size)
+    services = _services()
+    with services.session() as session:
+        proj = directory.find_project(session, project)
+        set_project_quota(session, proj, quota, actor="cli", actor_user_id=None)
+        usage = project_usage(session, proj)
+        click.echo(
+            f"{proj.name}: quota={'none' if quota is None else quota} used={usage.used_bytes}"
+        )
+
+
 @admin.command("reset-password")
 @click.argument("user")
 @click.password_option(envvar="ALLMICRO_NEW_USER_PASSWORD", help="New password.")

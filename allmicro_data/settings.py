@@ -123,7 +123,41 @@ class Settings(BaseSettings):
         "twice as long after each further try (at most 16 times as long); such tries do not "
         "count against job_max_attempts, so the job resumes by itself once space is freed.",
     )
-    max_upload_bytes: int = Field(default=200 * 1024**3, gt=0)
+    max_upload_bytes: int = Field(
+        default=200 * 1024**3,
+        gt=0,
+        description="The largest upload accepted (advertised as tus Tus-Max-Size); larger "
+        "ones answer 413.",
+    )
+    max_user_inflight_bytes: int = Field(
+        default=400 * 1024**3,
+        gt=0,
+        description="Bytes one user's unfinished uploads may declare together: a new upload "
+        "past it answers 429 (413 if it alone is larger).",
+    )
+    max_user_inflight_uploads: int = Field(
+        default=100, ge=1, description="Unfinished uploads one user may have at a time (429)."
+    )
+    upload_min_free_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes kept free on the spool's filesystem beyond what every upload in "
+        "flight has reserved (its declared bytes not yet received); an upload that would cut "
+        "into them answers 507.",
+    )
+    max_image_pixels: int = Field(
+        default=10**11,
+        gt=0,
+        description="Samples (pixels of every plane and channel) one image may declare; an "
+        "original declaring more fails its ingest job before any pyramid is written.",
+    )
+    max_pixel_compression_ratio: float = Field(
+        default=1000.0,
+        ge=1,
+        description="How many times the original's size its declared pixels may take "
+        "uncompressed (beyond a fixed 256 MiB any file may declare); more fails the ingest "
+        "job as a decompression bomb.",
+    )
     upload_dir: Path | None = Field(
         default=None,
         description="Where partial uploads are spooled; default: data_dir/uploads. Several API "

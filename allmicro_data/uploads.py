@@ -7,7 +7,6 @@ import errno
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +16,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 
 from allmicro_data.access import Caller, Use, require, require_upload_target
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
+    Project,
     Upload,
     UploadStatus,
     User,
@@ -30,6 +30,7 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.errors import Conflict, DomainError, Invalid, NotFound
 from allmicro_data.originals import clean_name, place_original, store_original
+from allmicro_data.quotas import check_upload
 from allmicro_data.services import Services
 from allmicro_data.spool import SpoolWriter
 
@@ -130,6 +131,10 @@ class _HashStates:
 hash_states = _HashStates()
 
 
+# Creations in this process check and record their reservations one at a time.
+_reserving = threading.Lock()
+
+
 def _expiry(services: Services, now: datetime) -> datetime:
     return now + timedelta(seconds=services.settings.upload_expiry_seconds)
 
@@ -137,18 +142,22 @@ def _expiry(services: Services, now: datetime) -> datetime:
 def create_upload(
     services: Services, caller: Caller, *, length: int, metadata_header: str, fields: UploadFields
 ) -> Upload:
-    """A new, empty upload into a dataset the caller contributes to."""
-    if length > services.settings.max_upload_bytes:
-        raise UploadTooLarge(
-            f"the upload is larger than the limit of {services.settings.max_upload_bytes} bytes"
-        )
+    """A new, empty upload into a dataset the caller contributes to, within the limits
+    (allmicro_data.quotas): its declared length is reserved on the spool until it finishes."""
     name = clean_name(fields.filename)
     directory = spool_dir(services)
-    directory.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(directory).free < length:
-        raise InsufficientStorage("the server has no room for this upload now; try again later")
-    with services.session() as session:
+    with _reserving, services.session() as session:
         dataset = require_upload_target(session, caller, fields.dataset_id)
+        project = session.get(Project, dataset.project_id)
+        assert project is not None
+        check_upload(
+            session,
+            services.settings,
+            user_id=caller.user_id,
+            project=project,
+            length=length,
+            spool=directory,
+        )
         now = utcnow()
         upload = Upload(
             dataset_id=dataset.id,
@@ -170,6 +179,7 @@ def create_upload(
         path = spool_path(services, upload.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=False)
+    _confirm_reservation(services, caller, upload)
     log.info(
         "upload %s created by user %s: %d bytes of %r into dataset %s",
         upload.id,
@@ -179,6 +189,33 @@ def create_upload(
         upload.dataset_id,
     )
     return upload
+
+
+def _confirm_reservation(services: Services, caller: Caller, upload: Upload) -> None:
+    """Check the limits again now that the upload is recorded: a server process sharing the
+    spool may have accepted another upload at the same moment. Of two such uploads that do
+    not fit together, neither is kept (each sees the other), never both."""
+    refusal: DomainError | None = None
+    with services.session() as session:
+        project = session.scalars(
+            select(Project).join(Dataset).where(Dataset.id == upload.dataset_id)
+        ).one()
+        try:
+            check_upload(
+                session,
+                services.settings,
+                user_id=caller.user_id,
+                project=project,
+                length=upload.length,
+                spool=spool_dir(services),
+                excluding=upload.id,
+            )
+        except DomainError as exc:
+            refusal = exc
+            session.execute(delete(Upload).where(Upload.id == upload.id))
+    if refusal is not None:
+        _discard(services, upload.id)
+        raise refusal
 
 
 def load_upload(services: Services, caller: Caller, upload_id: str) -> Upload:

@@ -90,11 +90,27 @@ class TotalsOut(BaseModel):
 class ProjectDetailOut(ProjectOut):
     totals: TotalsOut
     role: str | None = Field(description="the caller's role (admins: manager)")
+    quota_bytes: int | None = Field(
+        default=None,
+        description="bytes the project may hold (originals stored plus uploads under way); "
+        "null: no quota. Shown to managers and admins",
+    )
+    used_bytes: int | None = Field(
+        default=None,
+        description="bytes of originals stored in the project plus those its unfinished "
+        "uploads declared; shown to managers and admins (null for other roles)",
+    )
 
 
 class ProjectPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20000)
+    quota_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="storage quota in bytes (global admins); null lifts it",
+    )
 
 
 class MembershipIn(BaseModel):

@@ -32,6 +32,7 @@ from allmicro_data.catalogue.models import (
 from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
 from allmicro_data.ingest.grouping import group_files
 from allmicro_data.ingest.ome_xml import build_ome_xml
+from allmicro_data.ingest.pixel_limits import check_declared_pixels
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
@@ -247,6 +248,18 @@ def run_ingest_job(ctx: JobContext) -> None:
             except ReadError as exc:
                 raise JobFailure(str(exc)) from exc
             with image_file:
+                try:
+                    # Before anything is written: a header that claims far more pixels than
+                    # the file holds would cost a worker and the store for nothing.
+                    check_declared_pixels(
+                        file.original_name,
+                        image_file.series,
+                        originals_size,
+                        max_pixels=services.settings.max_image_pixels,
+                        max_ratio=services.settings.max_pixel_compression_ratio,
+                    )
+                except ReadError as exc:
+                    raise JobFailure(str(exc)) from exc
                 _ingest_series(ctx, file, image_file.format, image_file.series, [file, *companions])
     except StorageError as exc:
         if is_storage_full(exc):

@@ -48,6 +48,7 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.errors import NotFound
 from allmicro_data.jobs import rerun
+from allmicro_data.quotas import project_usage, set_project_quota
 from allmicro_data.search import ImageQuery, search_images
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
@@ -80,13 +81,17 @@ def create_project(body: ProjectIn, caller: CallerDep, session: SessionDep) -> P
 
 @router.get("/projects/{project_id}", response_model=ProjectDetailOut)
 def get_project(project_id: str, caller: CallerDep, session: SessionDep) -> ProjectDetailOut:
-    """A project with its counts and stored size, and the caller's role in it."""
+    """A project with its counts and stored size, and the caller's role in it; managers and
+    admins also see its quota and the bytes counted against it."""
     project = get_visible(session, caller, Project, project_id)
     role = project_role(session, caller, project.id)
+    usage = project_usage(session, project) if role is Role.MANAGER else None
     return ProjectDetailOut(
         **ProjectOut.of(project).model_dump(),
         totals=TotalsOut.of(directory.totals(session, project_id=project.id)),
         role=role.value if role else None,
+        quota_bytes=usage.quota_bytes if usage else None,
+        used_bytes=usage.used_bytes if usage else None,
     )
 
 
@@ -94,7 +99,7 @@ def get_project(project_id: str, caller: CallerDep, session: SessionDep) -> Proj
 def update_project(
     project_id: str, body: ProjectPatch, caller: CallerDep, session: SessionDep
 ) -> ProjectOut:
-    """Edit a project's description (managers) or name (global admins)."""
+    """Edit a project's description (managers), name or storage quota (global admins)."""
     project = get_visible(session, caller, Project, project_id)
     require_role(session, caller, project.id, Role.MANAGER)
     if body.name is not None and body.name != project.name:
@@ -102,6 +107,11 @@ def update_project(
         project.name = body.name
     if body.description is not None:
         project.description = body.description
+    if "quota_bytes" in body.model_fields_set:
+        require_admin(caller)
+        set_project_quota(
+            session, project, body.quota_bytes, actor=caller.email, actor_user_id=caller.user_id
+        )
     directory.flush_unique(session, f"project {project.name!r}")
     return ProjectOut.of(project)
 

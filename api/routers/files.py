@@ -15,6 +15,7 @@ from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset
 from allmicro_data.catalogue.models import File as StoredFile
 from allmicro_data.originals import clean_name, spool, store_original
+from allmicro_data.quotas import check_upload
 from allmicro_data.storage import SupportsPresignedGet
 
 router = APIRouter(prefix="/api", tags=["files"])
@@ -33,6 +34,16 @@ def upload_file(
     """Upload one original into a dataset (contributors); its ingest job starts at once."""
     dataset = require_upload_target(session, caller, dataset_id)
     name = clean_name(file.filename)
+    if file.size is not None:
+        # The same limits as a resumable upload of that size (the body is already parsed).
+        check_upload(
+            session,
+            services.settings,
+            user_id=caller.user_id,
+            project=dataset.project,
+            length=file.size,
+            spool=services.settings.uploads_dir,
+        )
     path, sha256, size = spool(
         file.file, services.settings.uploads_dir, services.settings.max_upload_bytes
     )

@@ -111,6 +111,9 @@ class TusRoute(APIRoute):
                     headers["WWW-Authenticate"] = "Bearer"
                 if isinstance(exc, UnsupportedVersion):
                     headers["Tus-Version"] = TUS_VERSION
+                retry_after = getattr(exc, "retry_after", None)
+                if retry_after is not None:
+                    headers["Retry-After"] = str(retry_after)
                 response = problem(exc.status, exc.title, str(exc) or None, headers=headers)
             except StorageError as exc:
                 log.error("storage error on %s %s: %s", request.method, request.url.path, exc)

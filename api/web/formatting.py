@@ -40,6 +40,22 @@ def length(metres: float, language: str) -> str:
     return f"{number(metres / 1e-12, language)} pm"
 
 
+# Data sizes in binary units, as storage is bought and the image page shows originals.
+DATA_SIZE_UNITS: tuple[str, ...] = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def data_size(size: int, language: str) -> str:
+    """A number of bytes in the largest binary unit it reaches 1 in (1536 is "1.5 KiB")."""
+    if abs(size) < 1024:
+        return f"{format_decimal(size, locale=language)} B"
+    value = size / 1024
+    for unit in DATA_SIZE_UNITS[:-1]:
+        if abs(value) < 1024:
+            return f"{number(value, language)} {unit}"
+        value /= 1024
+    return f"{number(value, language)} {DATA_SIZE_UNITS[-1]}"
+
+
 def pixel_size(size: PixelSizeOut, language: str) -> str | None:
     """One length for square pixels, one per axis when they differ; None if uncalibrated."""
     values = [v for v in (size.x, size.y, size.z) if v is not None]

@@ -90,6 +90,7 @@ def environment(language: str) -> Environment:
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["length"] = formatting.length
     env.filters["number"] = formatting.number
+    env.filters["data_size"] = formatting.data_size
     return env
 
 
