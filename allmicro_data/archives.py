@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from allmicro_data.catalogue.models import Dataset, File, Image, ImageFile, ImageStatus
+from allmicro_data.csv_export import spreadsheet_row
 from allmicro_data.storage import ObjectStore
 
 MANIFEST_NAME = "SHA256SUMS"
@@ -118,7 +119,7 @@ def metadata_csv(records: list[dict[str, Any]]) -> str:
             cells.append("x".join(str(n) for n in value) if column == "shape" and value else value)
         cells.append(";".join(f["name"] for f in row["files"]))
         cells.append(";".join(f["sha256"] for f in row["files"]))
-        writer.writerow(["" if c is None else c for c in cells])
+        writer.writerow(spreadsheet_row("" if c is None else c for c in cells))
     return out.getvalue()
 
 

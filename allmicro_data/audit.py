@@ -14,6 +14,7 @@ from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import AuditEvent
+from allmicro_data.csv_export import spreadsheet_row
 
 if TYPE_CHECKING:
     from allmicro_data.access import Caller
@@ -120,19 +121,21 @@ def iter_csv(session: Session, caller: Caller, query: AuditQuery) -> Iterator[st
     stmt = visible_events(caller, query).order_by(AuditEvent.at, AuditEvent.id)
     for event in session.scalars(stmt.execution_options(yield_per=1000)):
         writer.writerow(
-            [
-                event.at.isoformat(),
-                event.action,
-                event.success,
-                event.actor or "",
-                event.actor_user_id or "",
-                event.object_type or "",
-                event.object_id or "",
-                event.project_id or "",
-                event.client_address or "",
-                "" if event.bytes is None else event.bytes,
-                json.dumps(event.detail, sort_keys=True) if event.detail else "",
-            ]
+            spreadsheet_row(
+                [
+                    event.at.isoformat(),
+                    event.action,
+                    event.success,
+                    event.actor or "",
+                    event.actor_user_id or "",
+                    event.object_type or "",
+                    event.object_id or "",
+                    event.project_id or "",
+                    event.client_address or "",
+                    "" if event.bytes is None else event.bytes,
+                    json.dumps(event.detail, sort_keys=True) if event.detail else "",
+                ]
+            )
         )
         yield out.getvalue()
         out.seek(0)
