@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from allmicro_data.access import require_full_session
 from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
@@ -55,8 +55,8 @@ def _query(
     project_id: str | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=320)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> AuditQuery:
@@ -78,8 +78,8 @@ def list_audit(
     project_id: str | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=320)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AuditEventOut]:
@@ -101,8 +101,8 @@ def export_audit(
     project_id: str | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=320)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> StreamingResponse:
     """The same events as CSV, oldest first."""
     require_full_session(caller)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from allmicro_data.access import require_full_session
@@ -175,7 +175,7 @@ def change_my_password(
 class PersonalTokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="e.g. the instrument PC's name")
     scope: str = Field(default="upload", pattern="^(read|upload)$")
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class PersonalTokenOut(BaseModel):

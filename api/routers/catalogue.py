@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
 from sqlalchemy import func, select
 
 from allmicro_data import directory
@@ -292,8 +292,8 @@ def image_search(
     modality: str | None = None,
     vendor: str | None = None,
     instrument: str | None = None,
-    acquired_from: datetime | None = None,
-    acquired_to: datetime | None = None,
+    acquired_from: AwareDatetime | None = None,
+    acquired_to: AwareDatetime | None = None,
     pixel_size_min: Annotated[float | None, Query(description="metres")] = None,
     pixel_size_max: Annotated[float | None, Query(description="metres")] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,

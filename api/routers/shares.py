@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -47,7 +47,7 @@ PasswordHeader = Annotated[
 
 
 class ShareLinkIn(BaseModel):
-    expires_at: datetime | None = Field(default=None, description="default: in 7 days")
+    expires_at: AwareDatetime | None = Field(default=None, description="default: in 7 days")
     password: str | None = Field(default=None, max_length=1024)
     label: str = Field(default="", max_length=200)
 

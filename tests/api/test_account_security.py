@@ -1,0 +1,124 @@
+"""Accounts behind a proxy: trusted X-Forwarded-*, HSTS, per-address sign-in throttling, login CSRF,
+common passwords, invitations by e-mail, aware expiry datetimes and admin-only metrics."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    LiveServer,
+    PostgresDatabases,
+    _postgres_unavailable,
+    _running_server,
+    _server_env,
+    free_port,
+)
+
+PASSWORD = "account security password"
+# The reverse proxy of these tests: its connections come from this loopback address, the
+# tests' own direct connections from 127.0.0.1, which is not trusted here.
+PROXY_ADDRESS = "127.0.0.2"
+MAX_FAILURES = 4
+ACCOUNT_MAX_FAILURES = 10
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases | None,
+) -> Iterator[LiveServer]:
+    directory = tmp_path_factory.mktemp(f"accounts-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{directory / 'catalogue.sqlite3'}"
+    else:
+        if postgres_databases is None:
+            _postgres_unavailable(
+                "ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable"
+            )
+        assert postgres_databases is not None
+        url = postgres_databases.create()
+    env = _server_env(directory / "server-data", url)
+    env.update(
+        {
+            "ALLMICRO_JOB_WORKERS": "0",
+            "ALLMICRO_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32",
+            "ALLMICRO_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
+            "ALLMICRO_LOGIN_ACCOUNT_MAX_FAILURES": str(ACCOUNT_MAX_FAILURES),
+            "ALLMICRO_LOGIN_ADDRESS_LIMIT": "1000",
+            "ALLMICRO_METRICS_PORT": str(free_port()),
+        }
+    )
+    running = _running_server(env, directory / "server.log")
+    yield running
+    running.stop()
+
+
+def via_proxy(server: LiveServer, **headers: str) -> httpx.Client:
+    """A client whose connections come from the trusted proxy's address."""
+    transport = httpx.HTTPTransport(local_address=PROXY_ADDRESS)
+    return httpx.Client(base_url=server.url, transport=transport, headers=headers, timeout=30)
+
+
+def direct(server: LiveServer, **headers: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+
+
+def sign_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
+    return client.post("/api/auth/token", data={"username": email, "password": password})
+
+
+def new_user(server: LiveServer, prefix: str, *, organisation: str | None = None) -> str:
+    """A user with PASSWORD in the first organisation (or a new one); returns the e-mail."""
+    email = f"{prefix}-{secrets.token_hex(3)}@example.org"
+    with server.client() as admin:
+        if organisation is None:
+            org_id = admin.get("/api/organisations").json()["items"][0]["id"]
+        else:
+            created = admin.post(
+                "/api/organisations", json={"name": organisation, "kind": "company"}
+            )
+            org_id = created.raise_for_status().json()["id"]
+        body = {"email": email, "organisation_id": org_id, "password": PASSWORD}
+        admin.post("/api/users", json=body).raise_for_status()
+    return email
+
+
+def failures_of(server: LiveServer, email: str) -> list[dict[str, Any]]:
+    with server.client() as admin:
+        events = admin.get(
+            "/api/audit", params={"actor": email, "action": "login.failure", "limit": 1000}
+        )
+    items: list[dict[str, Any]] = events.raise_for_status().json()["items"]
+    return items
+
+
+# ------------------------------------------------------------------ datetimes
+
+
+def test_expiries_and_date_filters_without_a_time_zone_answer_422(server: LiveServer) -> None:
+    with server.client() as admin:
+        project = admin.post("/api/projects", json={"name": f"tz {secrets.token_hex(3)}"})
+        project_id = project.raise_for_status().json()["id"]
+
+        def ask(moment: str) -> list[httpx.Response]:
+            return [
+                admin.post("/api/tokens", json={"name": "pc", "expires_at": moment}),
+                admin.post(f"/api/projects/{project_id}/share-links", json={"expires_at": moment}),
+                admin.get("/api/audit", params={"since": moment}),
+                admin.get("/api/images", params={"acquired_from": moment}),
+            ]
+
+        # Within the share links' longest lifetime.
+        soon = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+        for naive in ask(soon.replace(tzinfo=None).isoformat()):
+            assert naive.status_code == 422, (naive.request.url, naive.text)
+            assert naive.headers["content-type"].startswith("application/problem+json")
+        aware = [r.status_code for r in ask(soon.isoformat())]
+        assert aware == [201, 201, 200, 200]
