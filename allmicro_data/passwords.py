@@ -20,9 +20,27 @@ def _hasher() -> PasswordHash:
     return PasswordHash((Argon2Hasher(),))
 
 
+@lru_cache(maxsize=1)
+def _common_passwords() -> frozenset[str]:
+    """The most common passwords (zxcvbn's list of 30 000, from leaked password sets), in the
+    form _normalised gives them: the ones long enough to pass the length rule are those an
+    attacker tries first."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(_normalised(p) for p in FREQUENCY_LISTS["passwords"])
+
+
+def _normalised(password: str) -> str:
+    # "Password 123" is as easy to guess as "password123".
+    return "".join(password.lower().split())
+
+
 def check_policy(password: str) -> None:
+    """Refuse a new password that is too short or one of the most common passwords."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise WeakPassword(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+    if _normalised(password) in _common_passwords():
+        raise WeakPassword("this password is one of the most common ones; choose another")
 
 
 def hash_password(password: str) -> str:

@@ -99,6 +99,49 @@ def failures_of(server: LiveServer, email: str) -> list[dict[str, Any]]:
     return items
 
 
+# ------------------------------------------------------------------ password policy
+
+
+COMMON = ["Password123", "qwertyuiop", "1q2w3e4r5t6y", "QWERTY 12345"]
+
+
+def test_common_passwords_are_refused_wherever_a_password_is_set(server: LiveServer) -> None:
+    email = new_user(server, "policy")
+    with server.client() as admin:
+        org_id = admin.get("/api/organisations").json()["items"][0]["id"]
+        for common in COMMON:
+            body = {"email": f"weak-{secrets.token_hex(3)}@example.org", "password": common}
+            refused = admin.post("/api/users", json={**body, "organisation_id": org_id})
+            assert refused.status_code == 422, common
+            assert "common" in refused.json()["detail"]
+        user_id = next(
+            u["id"]
+            for u in admin.get("/api/users", params={"limit": 1000}).json()["items"]
+            if u["email"] == email
+        )
+        reset = admin.post(f"/api/users/{user_id}/password", json={"new_password": "1234567890"})
+        assert reset.status_code == 422
+    with server.client(email, PASSWORD) as user:
+        change = {"current_password": PASSWORD, "new_password": "password123"}
+        assert user.post("/api/me/password", json=change).status_code == 422
+    assert sign_in(direct(server), email, PASSWORD).status_code == 200
+
+    created = server.allmicro(
+        "admin", "create-user", "cli-weak@example.org", "--organisation", org_id,
+        env={"ALLMICRO_NEW_USER_PASSWORD": "qwertyuiop"},
+    )  # fmt: skip
+    assert created.returncode != 0 and "common" in created.stderr, created
+    reset_cli = server.allmicro(
+        "admin", "reset-password", email, env={"ALLMICRO_NEW_USER_PASSWORD": "qwerty123456"}
+    )
+    assert reset_cli.returncode != 0 and "common" in reset_cli.stderr, reset_cli
+    # A long, unusual password passes everywhere.
+    fine = server.allmicro(
+        "admin", "reset-password", email, env={"ALLMICRO_NEW_USER_PASSWORD": PASSWORD + " 2"}
+    )
+    assert fine.returncode == 0, fine.stderr
+
+
 # ------------------------------------------------------------------ datetimes
 
 
