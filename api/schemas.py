@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import (
@@ -19,8 +19,13 @@ from allmicro_data.catalogue.models import (
     User,
 )
 from allmicro_data.directory import Totals
+from allmicro_data.names import check_name
 
 T = TypeVar("T")
+
+# A name people give (project, dataset, organisation, token, share link, archive…): it ends up in
+# lists, logs, CSV rows and Content-Disposition headers, so one line without control characters.
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class Health(BaseModel):
@@ -50,7 +55,7 @@ class MeOut(BaseModel):
 
 
 class ProjectIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     kind: str = Field(default="research", pattern="^(research|pilot)$")
     client_organisation_id: str | None = None
     description: str = Field(default="", max_length=20000)
@@ -103,7 +108,7 @@ class ProjectDetailOut(ProjectOut):
 
 
 class ProjectPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20000)
     quota_bytes: int | None = Field(
         default=None,
@@ -156,7 +161,7 @@ class MembershipOut(BaseModel):
 
 
 class DatasetIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20000)
 
 
@@ -183,7 +188,7 @@ class DatasetDetailOut(DatasetOut):
 
 
 class DatasetPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20000)
 
 

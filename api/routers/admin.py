@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from allmicro_data import directory
 from allmicro_data.access import Use, require, require_admin
 from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
-from allmicro_data.api.schemas import Page
+from allmicro_data.api.schemas import Name, Page
 from allmicro_data.audit import record
 from allmicro_data.auth import reset_password, revoke_user_tokens
 from allmicro_data.catalogue.models import Organisation, User
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api", tags=["admin"])
 
 
 class OrganisationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     kind: str = Field(pattern="^(lead_partner|partner|company)$")
     country: str | None = Field(default=None, pattern="^[A-Za-z]{2}$")
 
@@ -88,15 +88,15 @@ def get_organisation(
 
 
 class UserIn(BaseModel):
-    email: str = Field(min_length=3, max_length=320)
+    email: Name = Field(min_length=3, max_length=320)
     organisation_id: str
-    display_name: str = Field(default="", max_length=200)
+    display_name: Name = Field(default="", max_length=200)
     password: str = Field(max_length=1024)
     is_admin: bool = False
 
 
 class UserPatch(BaseModel):
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: Name | None = Field(default=None, max_length=200)
     is_admin: bool | None = None
     is_active: bool | None = None
 

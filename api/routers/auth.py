@@ -19,7 +19,7 @@ from allmicro_data.api.deps import (
     SessionDep,
     client_address,
 )
-from allmicro_data.api.schemas import MeOut, TokenOut, me_of
+from allmicro_data.api.schemas import MeOut, Name, TokenOut, me_of
 from allmicro_data.auth import (
     BEARER_TTL,
     LoginPolicy,
@@ -173,7 +173,7 @@ def change_my_password(
 
 
 class PersonalTokenIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="e.g. the instrument PC's name")
+    name: Name = Field(min_length=1, max_length=200, description="e.g. the instrument PC's name")
     scope: str = Field(default="upload", pattern="^(read|upload)$")
     expires_at: AwareDatetime | None = None
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from allmicro_data.access import get_visible, scoped
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.schemas import Name
 from allmicro_data.api.streaming import archive_response, content_disposition
 from allmicro_data.archives import build_archive, image_records, metadata_csv
 from allmicro_data.audit import record
@@ -70,7 +71,7 @@ def download_dataset(
 
 class Selection(BaseModel):
     file_ids: list[str] = Field(min_length=1, max_length=MAX_SELECTION)
-    name: str = Field(default="selection", min_length=1, max_length=200)
+    name: Name = Field(default="selection", min_length=1, max_length=200)
 
 
 @router.post("/downloads/zip", response_class=Response, responses=ZIP)

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from allmicro_data.access import get_visible, require_upload_target
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
-from allmicro_data.api.schemas import FileOut, UploadResult
+from allmicro_data.api.schemas import FileOut, Name, UploadResult
 from allmicro_data.api.streaming import original_response, parse_range
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset
@@ -28,8 +28,8 @@ def upload_file(
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
-    group: Annotated[str | None, Form(max_length=300)] = None,
-    relative_path: Annotated[str | None, Form(max_length=4096)] = None,
+    group: Annotated[Name | None, Form(max_length=300)] = None,
+    relative_path: Annotated[Name | None, Form(max_length=4096)] = None,
 ) -> UploadResult:
     """Upload one original into a dataset (contributors); its ingest job starts at once."""
     dataset = require_upload_target(session, caller, dataset_id)

@@ -22,7 +22,7 @@ from allmicro_data.api.deps import (
     client_address,
 )
 from allmicro_data.api.routers.tiles import tile_response
-from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, TotalsOut
+from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, Name, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
 from allmicro_data.api.viewing import ImageView, viewing
 from allmicro_data.archives import build_archive
@@ -49,7 +49,7 @@ PasswordHeader = Annotated[
 class ShareLinkIn(BaseModel):
     expires_at: AwareDatetime | None = Field(default=None, description="default: in 7 days")
     password: str | None = Field(default=None, max_length=1024)
-    label: str = Field(default="", max_length=200)
+    label: Name = Field(default="", max_length=200)
 
 
 class ShareLinkOut(BaseModel):

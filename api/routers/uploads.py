@@ -31,7 +31,8 @@ from allmicro_data.api.deps import ServicesDep, get_services, presented_token
 from allmicro_data.api.problems import problem
 from allmicro_data.auth import caller_for_token
 from allmicro_data.catalogue.models import Upload, UploadStatus
-from allmicro_data.errors import Conflict, DomainError, Unauthorised
+from allmicro_data.errors import Conflict, DomainError, Invalid, Unauthorised
+from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
 from allmicro_data.storage import StorageError
 from allmicro_data.uploads import (
@@ -238,6 +239,9 @@ def _fields(metadata: dict[str, str]) -> UploadFields:
         raise BadTusRequest("relative_path is longer than 4096 characters")
     if group is not None and len(group) > 300:
         raise BadTusRequest("group is longer than 300 characters")
+    for key, value in (("filename", filename), ("relative_path", relative_path), ("group", group)):
+        if value is not None and (ch := unfit_character(value)) is not None:
+            raise Invalid(f"{key} holds the control character U+{ord(ch):04X}")
     declared = metadata.get("sha256")
     return UploadFields(
         filename=filename,
