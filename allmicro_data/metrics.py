@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -173,6 +176,30 @@ def exposition(sessions: sessionmaker[Session] | None) -> bytes:
         catalogue.register(CatalogueCollector(sessions))
         text += generate_latest(catalogue)
     return text
+
+
+def serve_exposition(
+    host: str, port: int, sessions: sessionmaker[Session] | None
+) -> ThreadingHTTPServer:
+    """`exposition` over plain HTTP, without credentials, on a port of its own (a thread):
+    for Prometheus on a private network. Stop it with shutdown()."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition(sessions)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     )
     login_address_window_seconds: float = Field(default=900.0, gt=0)
     session_hours: float = Field(default=12.0, gt=0)
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Also serve /metrics without credentials on this port (0: off), for "
+        "Prometheus on a private network; on the app's port /metrics needs an admin.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of metrics_port.")
     share_link_max_days: int = Field(default=90, ge=1)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(

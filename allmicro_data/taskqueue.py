@@ -220,23 +220,6 @@ def run_worker(settings: Settings, concurrency: int, *, metrics_port: int = 0) -
 
 def _serve_metrics(port: int) -> None:
     """The job counters of this worker and its pool processes, for Prometheus to scrape."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from allmicro_data.metrics import serve_exposition
 
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    from allmicro_data.metrics import process_metrics
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = process_metrics()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)  # noqa: S104 - scraped from outside
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    serve_exposition("0.0.0.0", port, None)  # noqa: S104 - scraped from outside

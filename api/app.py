@@ -31,7 +31,7 @@ from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
-from allmicro_data.metrics import RequestObserver
+from allmicro_data.metrics import RequestObserver, serve_exposition
 from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
@@ -80,10 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         maintenance.start()
         app.state.services = services
         app.state.viewing = Viewing(services)
+        metrics_server = (
+            serve_exposition(settings.metrics_host, settings.metrics_port, services.sessions)
+            if settings.metrics_port
+            else None
+        )
         log.info("serving catalogue %s, store %s", _safe_url(settings), services.store.url)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             maintenance.stop()
             if dispatcher is not None:
                 dispatcher.stop()

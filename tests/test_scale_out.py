@@ -281,7 +281,9 @@ def test_two_apis_two_workers_a_killed_worker_loses_nothing_and_runs_nothing_twi
         # Every API process reports the installation's figures from the catalogue, and its own
         # requests by route template; the surviving worker ran all 20 successful attempts.
         for server in servers:
-            scraped = httpx.get(f"{server.url}/metrics", timeout=10)
+            # On the app's port, metrics are for admins.
+            assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+            scraped = server.client().get("/metrics", timeout=10)
             assert scraped.status_code == 200
             figures = metric_values(scraped.text)
             assert figures['allmicro_jobs{status="succeeded"}'] == 20

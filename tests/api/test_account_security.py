@@ -165,3 +165,26 @@ def test_expiries_and_date_filters_without_a_time_zone_answer_422(server: LiveSe
             assert naive.headers["content-type"].startswith("application/problem+json")
         aware = [r.status_code for r in ask(soon.isoformat())]
         assert aware == [201, 201, 200, 200]
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_metrics_need_an_admin_on_the_app_port(server: LiveServer) -> None:
+    assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+    email = new_user(server, "metrics")
+    with server.client(email, PASSWORD) as user:
+        assert user.get("/metrics").status_code == 403
+        token = user.post("/api/tokens", json={"name": "t", "scope": "read"}).json()["token"]
+        assert direct(server, Authorization=f"Bearer {token}").get("/metrics").status_code == 403
+    with server.client() as admin:
+        assert "allmicro_jobs" in admin.get("/metrics").text
+        # What Prometheus keeps: an admin's personal read token.
+        scrape = admin.post("/api/tokens", json={"name": "prometheus", "scope": "read"})
+        token = scrape.json()["token"]
+    scraped = direct(server, Authorization=f"Bearer {token}").get("/metrics")
+    assert scraped.status_code == 200 and "allmicro_jobs" in scraped.text
+    # Or the separate port, for a private network.
+    port = server.env["ALLMICRO_METRICS_PORT"]
+    separate = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert separate.status_code == 200 and "allmicro_stored_originals" in separate.text
