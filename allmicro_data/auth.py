@@ -26,10 +26,19 @@ TOKEN_SCOPES = ("read", "upload")
 
 @dataclass(frozen=True)
 class LoginPolicy:
+    """How many failed sign-ins are tolerated.
+
+    max_failures: to one account from one address within `lockout`, then that address is
+    refused for that account; account_max_failures: to one account from anywhere within
+    `lockout`, then the account is locked for everyone (clear abuse: many addresses);
+    address_limit: from one address to any accounts within address_window.
+    """
+
     max_failures: int = 20
     lockout: timedelta = timedelta(minutes=15)
     address_limit: int = 100
     address_window: timedelta = timedelta(minutes=15)
+    account_max_failures: int = 500
 
 
 class LoginRefused(Exception):
@@ -45,7 +54,7 @@ class LoginThrottled(DomainError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("too many failed sign-ins from this address; try again later")
-        self.retry_after = retry_after
+        self.retry_after = max(1, retry_after)
 
 
 def token_hash(token: str) -> str:
@@ -71,6 +80,47 @@ def _check_address(
         raise LoginThrottled(int(policy.address_window.total_seconds()))
 
 
+def _check_account_from_address(
+    session: Session, email: str, client_address: str | None, policy: LoginPolicy, now: datetime
+) -> None:
+    """Refuse an address that failed too often for this account, before any password check.
+
+    Keyed by the e-mail as typed (normalised), not the user, so that an unknown address is
+    throttled exactly like a real one and the 429 tells nothing about who has an account.
+    """
+    since = now - policy.lockout
+    failed_at = session.scalars(
+        select(AuditEvent.at)
+        .where(
+            AuditEvent.client_address == client_address
+            if client_address
+            else AuditEvent.client_address.is_(None),
+            AuditEvent.action == "login.failure",
+            AuditEvent.at >= since,
+            AuditEvent.actor == email,
+        )
+        .order_by(AuditEvent.at.desc())
+        .limit(policy.max_failures)
+    ).all()
+    if len(failed_at) >= policy.max_failures:
+        # Open again once the oldest of the last max_failures leaves the window.
+        raise LoginThrottled(int((failed_at[-1] + policy.lockout - now).total_seconds()) + 1)
+
+
+def _account_failures(session: Session, user: User, policy: LoginPolicy, now: datetime) -> int:
+    """Failed sign-ins to this account from every address within the lockout window."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(
+            AuditEvent.actor_user_id == user.id,
+            AuditEvent.action == "login.failure",
+            AuditEvent.at >= now - policy.lockout,
+        )
+    )
+    return count or 0
+
+
 def login(
     session: Session,
     email: str,
@@ -82,11 +132,15 @@ def login(
 
     Every outcome costs one argon2 verification, so an unknown account cannot be told from a
     wrong password by timing; locked and disabled accounts get the same message as a wrong
-    password. Failures count towards the account's lockout and the address's throttle.
+    password. Failures count towards the address's throttle, the throttle of this account from
+    this address, and, far higher, the account's lockout: someone guessing from elsewhere
+    cannot lock the owner out unless they guess from very many addresses.
     """
     policy = policy or LoginPolicy()
     now = utcnow()
+    actor = email.strip().lower()[:320]
     _check_address(session, client_address, policy, now)
+    _check_account_from_address(session, actor, client_address, policy, now)
     user = find_user_by_email(session, email)
     ok = verify_password(password, user.password_hash if user else None)
     locked = user is not None and user.locked_until is not None and user.locked_until > now
@@ -101,14 +155,15 @@ def login(
             reason = "disabled"
         if user is not None and not ok and not locked:
             user.failed_logins += 1
-            if user.failed_logins >= policy.max_failures:
+            # This failure is not recorded yet, hence + 1.
+            if _account_failures(session, user, policy, now) + 1 >= policy.account_max_failures:
                 user.locked_until = now + policy.lockout
                 user.failed_logins = 0
                 reason = "wrong password; account locked"
         record(
             session,
             "login.failure",
-            actor=email.strip().lower()[:320],
+            actor=actor,
             actor_user_id=user.id if user else None,
             client_address=client_address,
             success=False,

@@ -95,7 +95,9 @@ def serve(host: str | None, port: int | None) -> None:
         port=port or settings.port,
         http=LargeBodyHttpToolsProtocol,
         log_config=None,
-        proxy_headers=True,
+        # X-Forwarded-* are read by the app itself, from settings.trusted_proxies only
+        # (api/proxies.py); uvicorn's own handling would believe 127.0.0.1 besides.
+        proxy_headers=False,
     )
 
 

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+def _address_list(value: object) -> object:
+    """Addresses and networks from "a, b/24" or a JSON list; each must parse, so that a typo
+    fails at start instead of silently trusting nobody (or the wrong peer)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list):
+        return value
+    entries = [str(v).strip() for v in value if str(v).strip()]
+    for entry in entries:
+        if entry != "*":
+            ipaddress.ip_network(entry, strict=False)
+    return entries
 
 
 def _toml_file() -> Path | None:
@@ -171,7 +189,18 @@ class Settings(BaseSettings):
         description="Unfinished resumable uploads idle this long are deleted.",
     )
     login_max_failures: int = Field(
-        default=20, ge=1, description="Wrong passwords in a row before an account is locked."
+        default=20,
+        ge=1,
+        description="Failed sign-ins to one account from one client address within "
+        "login_lockout_seconds before that address is refused (429) for that account: "
+        "someone guessing elsewhere does not lock the owner out.",
+    )
+    login_account_max_failures: int = Field(
+        default=500,
+        ge=1,
+        description="Failed sign-ins to one account from all addresses within "
+        "login_lockout_seconds before the whole account is locked for that long; with the "
+        "per-address limit only a guessing attack from many addresses gets there.",
     )
     login_lockout_seconds: float = Field(default=900.0, gt=0)
     login_address_limit: int = Field(
@@ -179,6 +208,18 @@ class Settings(BaseSettings):
     )
     login_address_window_seconds: float = Field(default=900.0, gt=0)
     session_hours: float = Field(default=12.0, gt=0)
+    trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(_address_list)] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Peers whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses "
+        "or CIDR networks, comma-separated (or a JSON list); '*' trusts every peer (only when "
+        "nothing but the proxy can reach the port). Everyone else's are ignored.",
+    )
+    hsts_seconds: int = Field(
+        default=365 * 24 * 3600,
+        ge=0,
+        description="max-age of the Strict-Transport-Security header sent on responses "
+        "served over HTTPS (directly or through a trusted proxy); 0: none.",
+    )
     metrics_port: int = Field(
         default=0,
         ge=0,

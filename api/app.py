@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from allmicro_data import __version__
 from allmicro_data.api import problems
+from allmicro_data.api.proxies import ForwardedRequests
 from allmicro_data.api.routers import (
     admin,
     audit,
@@ -107,6 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(RequestObserver)
+    # Outermost: everything inside sees the client and scheme a trusted proxy reports.
+    app.add_middleware(
+        ForwardedRequests,
+        trusted_proxies=settings.trusted_proxies,
+        hsts_seconds=settings.hsts_seconds,
+    )
     problems.document_problems(app)
     for module in (
         health,

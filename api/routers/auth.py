@@ -53,6 +53,7 @@ def _policy(services: Services) -> LoginPolicy:
         lockout=timedelta(seconds=s.login_lockout_seconds),
         address_limit=s.login_address_limit,
         address_window=timedelta(seconds=s.login_address_window_seconds),
+        account_max_failures=s.login_account_max_failures,
     )
 
 

@@ -99,6 +99,74 @@ def failures_of(server: LiveServer, email: str) -> list[dict[str, Any]]:
     return items
 
 
+# ------------------------------------------------------------------ proxies
+
+
+def test_forwarded_for_counts_only_from_a_trusted_proxy(server: LiveServer) -> None:
+    email = new_user(server, "forwarded")
+    # The proxy appends the address it saw; what the client claimed before it is not believed.
+    with via_proxy(server, **{"X-Forwarded-For": "198.51.100.99, 203.0.113.8"}) as proxied:
+        assert sign_in(proxied, email, "wrong password!").status_code == 401
+    # A client reaching the port directly cannot choose its address.
+    with direct(server, **{"X-Forwarded-For": "203.0.113.9"}) as spoofing:
+        assert sign_in(spoofing, email, "wrong password!").status_code == 401
+    addresses = sorted(e["client_address"] for e in failures_of(server, email))
+    assert addresses == ["127.0.0.1", "203.0.113.8"]
+
+
+def test_secure_cookies_and_hsts_behind_a_trusted_https_proxy(server: LiveServer) -> None:
+    email = new_user(server, "https")
+    form = {"username": email, "password": PASSWORD}
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.20"}
+    with via_proxy(server, **headers) as proxied:
+        signed_in = proxied.post("/api/auth/login", data=form)
+        assert signed_in.status_code == 200, signed_in.text
+        cookies = signed_in.headers.get_list("set-cookie")
+        assert len(cookies) == 2 and all("Secure" in c for c in cookies), cookies
+        assert signed_in.headers["strict-transport-security"] == "max-age=31536000"
+        assert "strict-transport-security" in proxied.get("/healthz").headers
+    # The same headers from a peer that is no trusted proxy: plain HTTP, as it is.
+    with direct(server, **headers) as spoofing:
+        plain = spoofing.post("/api/auth/login", data=form)
+        assert plain.status_code == 200
+        assert not any("Secure" in c for c in plain.headers.get_list("set-cookie"))
+        assert "strict-transport-security" not in plain.headers
+
+
+# ------------------------------------------------------------------ sign-in throttling
+
+
+def test_guessing_from_one_address_does_not_lock_the_owner_out(server: LiveServer) -> None:
+    email = new_user(server, "guessed")
+    attacker = via_proxy(server, **{"X-Forwarded-For": "203.0.113.66"})
+    owner = via_proxy(server, **{"X-Forwarded-For": "198.51.100.20"})
+    statuses = [sign_in(attacker, email, f"guess {i}").status_code for i in range(MAX_FAILURES)]
+    assert statuses == [401] * MAX_FAILURES
+    # That address is refused for that account, even with the right password...
+    throttled = sign_in(attacker, email, PASSWORD)
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+    # ...but the owner, elsewhere, signs in.
+    assert sign_in(owner, email, PASSWORD).status_code == 200
+    # An unknown account is throttled alike: the 429 tells nobody who has an account.
+    nobody = f"nobody-{secrets.token_hex(3)}@example.org"
+    unknown = [sign_in(attacker, nobody, f"guess {i}").status_code for i in range(MAX_FAILURES + 1)]
+    assert unknown == [401] * MAX_FAILURES + [429]
+
+    # Guessing from many addresses is clear abuse: past the account-wide limit the whole
+    # account is locked, with the answer of a wrong password.
+    for n in range(ACCOUNT_MAX_FAILURES - MAX_FAILURES):
+        with via_proxy(server, **{"X-Forwarded-For": f"203.0.113.{100 + n}"}) as bot:
+            assert sign_in(bot, email, "a guess").status_code == 401
+    locked = sign_in(owner, email, PASSWORD)
+    assert locked.status_code == 401
+    assert locked.json()["detail"] == "incorrect e-mail or password"
+    reasons = [e["detail"]["reason"] for e in failures_of(server, email)]
+    assert "wrong password; account locked" in reasons
+    attacker.close()
+    owner.close()
+
+
 # ------------------------------------------------------------------ password policy
 
 

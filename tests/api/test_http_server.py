@@ -157,3 +157,5 @@ def test_allmicro_serve_runs_this_protocol(monkeypatch: pytest.MonkeyPatch, tmp_
     assert result.exit_code == 0, result.output
     assert seen["http"] is LargeBodyHttpToolsProtocol
     assert seen["port"] == 9
+    # The app reads X-Forwarded-* itself, from the trusted proxies only (api/proxies.py).
+    assert seen["proxy_headers"] is False
