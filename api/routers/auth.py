@@ -34,7 +34,7 @@ from allmicro_data.auth import (
     sign_out,
 )
 from allmicro_data.catalogue.models import AccessToken, TokenKind, User, utcnow
-from allmicro_data.errors import NotFound, Unauthorised
+from allmicro_data.errors import Forbidden, NotFound, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
@@ -89,7 +89,11 @@ class SessionOut(BaseModel):
     csrf_token: str = Field(description="send as X-CSRF-Token (or form field csrf_token) on writes")
 
 
-@router.post("/auth/login", response_model=SessionOut, responses=REFUSED)
+@router.post(
+    "/auth/login",
+    response_model=SessionOut,
+    responses={**REFUSED, 403: {"description": "posted from another site"}},
+)
 def browser_login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -97,7 +101,11 @@ def browser_login(
     session: SessionDep,
     services: ServicesDep,
 ) -> SessionOut:
-    """Browser sign-in: sets an HttpOnly, SameSite=Lax, signed session cookie."""
+    """Browser sign-in: sets an HttpOnly, SameSite=Lax, signed session cookie.
+
+    Refused (403) when the browser says the form was posted from another site.
+    """
+    _refuse_cross_site(request)
     user = _login(form, request, session, services)
     hours = services.settings.session_hours
     plaintext, _ = issue_token(
@@ -125,6 +133,24 @@ def browser_login(
         CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="lax", secure=secure, path="/"
     )
     return SessionOut(user=me_of(user), csrf_token=csrf)
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """Login CSRF: another site's page must not sign its visitor in to an account of the
+    site's choosing (whose uploads the visitor would then make). Browsers say where a request
+    comes from, in Sec-Fetch-Site or else Origin; a client that sends neither (curl, a script)
+    is no browser a page could drive, and goes through."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        # "none": typed by the user; "same-site" is another origin (a sibling subdomain).
+        if site.lower() not in ("same-origin", "none"):
+            raise Forbidden("sign-in from another site refused")
+        return
+    origin = request.headers.get("origin")
+    if origin is not None:
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        if origin.lower() != own.lower():
+            raise Forbidden("sign-in from another site refused")
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response)

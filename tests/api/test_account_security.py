@@ -167,6 +167,32 @@ def test_guessing_from_one_address_does_not_lock_the_owner_out(server: LiveServe
     owner.close()
 
 
+# ------------------------------------------------------------------ login CSRF
+
+
+def test_browser_sign_in_posted_from_another_site_is_refused(server: LiveServer) -> None:
+    email = new_user(server, "csrf")
+    form = {"username": email, "password": PASSWORD}
+    with direct(server) as client:
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+        ):
+            refused = client.post("/api/auth/login", data=form, headers=headers)
+            assert refused.status_code == 403, headers
+            assert "set-cookie" not in refused.headers
+        for headers in (
+            {"Sec-Fetch-Site": "same-origin", "Origin": server.url},
+            {"Origin": server.url},
+            {},  # curl, a script: no browser
+        ):
+            assert client.post("/api/auth/login", data=form, headers=headers).status_code == 200
+        # The password flow for the CLI and scripts is not a browser session.
+        assert sign_in(client, email, PASSWORD).status_code == 200
+
+
 # ------------------------------------------------------------------ password policy
 
 
