@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from allmicro_data.access import Caller
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import AccessToken, AuditEvent, TokenKind, User, utcnow
-from allmicro_data.directory import find_user_by_email
+from allmicro_data.directory import accept_invitations, find_user_by_email
 from allmicro_data.errors import DomainError, Invalid, NotFound
 from allmicro_data.passwords import WeakPassword, hash_password, verify_password
 
@@ -180,6 +180,8 @@ def login(
         actor_user_id=user.id,
         client_address=client_address,
     )
+    # Roles offered to this address while the account already existed start now.
+    accept_invitations(session, user)
     return user
 
 

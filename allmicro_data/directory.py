@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
     File,
@@ -17,6 +18,7 @@ from allmicro_data.catalogue.models import (
     Organisation,
     OrganisationKind,
     Project,
+    ProjectInvitation,
     ProjectKind,
     ProjectMembership,
     Role,
@@ -104,6 +106,7 @@ def create_user(
     )
     session.add(user)
     _flush(session, f"user {email!r}")
+    accept_invitations(session, user)
     return user
 
 
@@ -224,6 +227,65 @@ def add_membership(
     session.add(membership)
     _flush(session, "this membership")
     return membership
+
+
+def invite(
+    session: Session, *, project_id: str, email: str, role: str, invited_by_id: str | None
+) -> ProjectInvitation:
+    """Offer a role in a project to an e-mail address, whether or not it has an account yet:
+    the answer is the same either way, so a manager learns nothing about who is registered
+    (in other organisations least of all). It takes effect when that user is created or next
+    signs in (accept_invitations); inviting the address again changes the role."""
+    email = normalise_email(email)
+    if "@" not in email:
+        raise Invalid(f"{email!r} is not an e-mail address")
+    try:
+        project_role = Role(role)
+    except ValueError:
+        raise Invalid(f"unknown role {role!r}") from None
+    if session.get(Project, project_id) is None:
+        raise NotFound(f"project {project_id} not found")
+    invitation = session.scalars(
+        select(ProjectInvitation).where(
+            ProjectInvitation.project_id == project_id, ProjectInvitation.email == email
+        )
+    ).first()
+    if invitation is None:
+        invitation = ProjectInvitation(project_id=project_id, email=email, role=project_role)
+        session.add(invitation)
+    invitation.role = project_role
+    invitation.invited_by_id = invited_by_id
+    _flush(session, "this invitation")
+    return invitation
+
+
+def accept_invitations(session: Session, user: User) -> list[ProjectMembership]:
+    """Turn the invitations to the user's e-mail address into memberships (when the user is
+    created, and at each sign-in); each is recorded in the audit log."""
+    invitations = session.scalars(
+        select(ProjectInvitation)
+        .where(ProjectInvitation.email == user.email)
+        .order_by(ProjectInvitation.created_at)
+    ).all()
+    memberships = []
+    for invitation in invitations:
+        membership = add_membership(
+            session, project_id=invitation.project_id, role=invitation.role, user_id=user.id
+        )
+        record(
+            session,
+            "invitation.accept",
+            actor=user.email,
+            actor_user_id=user.id,
+            object_type="membership",
+            object_id=membership.id,
+            project_id=invitation.project_id,
+            detail={"invitation_id": invitation.id, "role": invitation.role.value},
+        )
+        session.delete(invitation)
+        memberships.append(membership)
+    session.flush()
+    return memberships
 
 
 def count_admins(session: Session) -> int:

@@ -15,6 +15,7 @@ from allmicro_data.catalogue.models import (
     Job,
     Organisation,
     Project,
+    ProjectInvitation,
     ProjectMembership,
     User,
 )
@@ -157,6 +158,27 @@ class MembershipOut(BaseModel):
             organisation_id=m.organisation_id,
             organisation_name=org.name if org else None,
             created_at=m.created_at,
+        )
+
+
+class InvitationOut(BaseModel):
+    """A role offered to an e-mail address; it takes effect when that user is created or next
+    signs in. Answered alike whether or not the address has an account."""
+
+    id: str
+    project_id: str
+    email: str
+    role: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, invitation: ProjectInvitation) -> InvitationOut:
+        return cls(
+            id=invitation.id,
+            project_id=invitation.project_id,
+            email=invitation.email,
+            role=invitation.role.value,
+            created_at=invitation.created_at,
         )
 
 

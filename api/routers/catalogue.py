@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import func, select
 
@@ -25,6 +26,7 @@ from allmicro_data.api.schemas import (
     DatasetPatch,
     ImageDetailOut,
     ImageOut,
+    InvitationOut,
     JobOut,
     MembershipIn,
     MembershipOut,
@@ -43,6 +45,7 @@ from allmicro_data.catalogue.models import (
     ImageStatus,
     Job,
     Project,
+    ProjectInvitation,
     ProjectMembership,
     Role,
 )
@@ -129,16 +132,48 @@ def list_members(project_id: str, caller: CallerDep, session: SessionDep) -> lis
     return [MembershipOut.of(session, m) for m in rows]
 
 
-@router.post("/projects/{project_id}/members", response_model=MembershipOut, status_code=201)
+@router.post(
+    "/projects/{project_id}/members",
+    response_model=MembershipOut,
+    status_code=201,
+    responses={202: {"model": InvitationOut, "description": "invited by e-mail"}},
+)
 def add_member(
     project_id: str, body: MembershipIn, request: Request, caller: CallerDep, session: SessionDep
-) -> MembershipOut:
-    """Give a user (by id or e-mail) or a whole organisation a role (managers)."""
+) -> Response | MembershipOut:
+    """Give a user (by id) or a whole organisation a role (managers).
+
+    By e-mail a manager always gets 202 with an invitation, whether or not the address has an
+    account, so that nobody learns who is registered: the role starts when that user is
+    created or next signs in. Global admins, who see every user anyway, add an existing user
+    at once (201).
+    """
     project = get_visible(session, caller, Project, project_id)
     require_role(session, caller, project.id, Role.MANAGER)
     user_id = body.user_id
-    if body.email is not None:
-        user_id = directory.find_user(session, body.email).id
+    if body.email is not None and caller.is_admin:
+        existing = directory.find_user_by_email(session, body.email)
+        user_id = existing.id if existing else None
+    if body.email is not None and user_id is None:
+        invitation = directory.invite(
+            session,
+            project_id=project.id,
+            email=body.email,
+            role=body.role,
+            invited_by_id=caller.user_id,
+        )
+        record(
+            session,
+            "invitation.create",
+            actor=caller.email,
+            actor_user_id=caller.user_id,
+            object_type="invitation",
+            object_id=invitation.id,
+            project_id=project.id,
+            client_address=client_address(request),
+            detail={"email": invitation.email, "role": body.role},
+        )
+        return JSONResponse(InvitationOut.of(invitation).model_dump(mode="json"), status_code=202)
     membership = directory.add_membership(
         session,
         project_id=project.id,
@@ -158,6 +193,50 @@ def add_member(
         detail={"user_id": user_id, "organisation_id": body.organisation_id, "role": body.role},
     )
     return MembershipOut.of(session, membership)
+
+
+@router.get("/projects/{project_id}/invitations", response_model=list[InvitationOut])
+def list_invitations(
+    project_id: str, caller: CallerDep, session: SessionDep
+) -> list[InvitationOut]:
+    """Invitations by e-mail not taken up yet (managers)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER, Use.READ)
+    rows = session.scalars(
+        select(ProjectInvitation)
+        .where(ProjectInvitation.project_id == project.id)
+        .order_by(ProjectInvitation.created_at)
+    ).all()
+    return [InvitationOut.of(i) for i in rows]
+
+
+@router.delete(
+    "/projects/{project_id}/invitations/{invitation_id}",
+    status_code=204,
+    response_class=Response,
+)
+def withdraw_invitation(
+    project_id: str, invitation_id: str, request: Request, caller: CallerDep, session: SessionDep
+) -> Response:
+    """Withdraw an invitation not taken up yet (managers)."""
+    project = get_visible(session, caller, Project, project_id)
+    require_role(session, caller, project.id, Role.MANAGER)
+    invitation = session.get(ProjectInvitation, invitation_id)
+    if invitation is None or invitation.project_id != project.id:
+        raise NotFound(f"invitation {invitation_id} not found")
+    session.delete(invitation)
+    record(
+        session,
+        "invitation.withdraw",
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="invitation",
+        object_id=invitation_id,
+        project_id=project.id,
+        client_address=client_address(request),
+        detail={"email": invitation.email},
+    )
+    return Response(status_code=204)
 
 
 @router.delete(

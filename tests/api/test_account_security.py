@@ -282,3 +282,67 @@ def test_metrics_need_an_admin_on_the_app_port(server: LiveServer) -> None:
     port = server.env["ALLMICRO_METRICS_PORT"]
     separate = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert separate.status_code == 200 and "allmicro_stored_originals" in separate.text
+
+
+# ------------------------------------------------------------------ invitations
+
+
+def test_adding_by_email_answers_alike_whether_or_not_the_person_exists(
+    server: LiveServer,
+) -> None:
+    tag = secrets.token_hex(3)
+    manager = new_user(server, "manager")
+    elsewhere = new_user(server, "elsewhere", organisation=f"Other company {tag}")
+    with server.client() as admin:
+        project_id = admin.post("/api/projects", json={"name": f"invite {tag}"}).json()["id"]
+        me = admin.get("/api/users", params={"limit": 1000}).json()["items"]
+        manager_id = next(u["id"] for u in me if u["email"] == manager)
+        admin.post(
+            f"/api/projects/{project_id}/members", json={"user_id": manager_id, "role": "manager"}
+        ).raise_for_status()
+    newcomer = f"newcomer-{tag}@example.org"
+    with server.client(manager, PASSWORD) as client:
+        members = f"/api/projects/{project_id}/members"
+        known = client.post(members, json={"email": elsewhere.upper(), "role": "viewer"})
+        unknown = client.post(members, json={"email": newcomer, "role": "contributor"})
+        assert known.status_code == unknown.status_code == 202, (known.text, unknown.text)
+        assert known.json().keys() == unknown.json().keys()
+        assert known.json()["email"] == elsewhere and "user_id" not in known.json()
+        # Nobody was added yet: the membership list shows only the manager.
+        assert [m["user_email"] for m in client.get(members).json()] == [manager]
+        pending = client.get(f"/api/projects/{project_id}/invitations").json()
+        assert sorted(i["email"] for i in pending) == sorted([elsewhere, newcomer])
+
+    # The existing user's role starts at their next sign-in...
+    with server.client(elsewhere, PASSWORD) as invited:
+        projects = invited.get("/api/projects").json()["items"]
+        assert project_id in [p["id"] for p in projects]
+    # ...the newcomer's when the account is created.
+    with server.client() as admin:
+        org_id = admin.get("/api/organisations").json()["items"][0]["id"]
+        body = {"email": newcomer, "organisation_id": org_id, "password": PASSWORD}
+        admin.post("/api/users", json=body).raise_for_status()
+    with server.client(manager, PASSWORD) as client:
+        roles = {m["user_email"]: m["role"] for m in client.get(members).json()}
+        assert roles == {manager: "manager", elsewhere: "viewer", newcomer: "contributor"}
+        assert client.get(f"/api/projects/{project_id}/invitations").json() == []
+        # A withdrawn invitation never takes effect.
+        late = f"late-{tag}@example.org"
+        invitation = client.post(members, json={"email": late, "role": "viewer"}).json()
+        withdrawn = client.delete(f"/api/projects/{project_id}/invitations/{invitation['id']}")
+        assert withdrawn.status_code == 204
+    with server.client() as admin:
+        body = {"email": late, "organisation_id": org_id, "password": PASSWORD}
+        admin.post("/api/users", json=body).raise_for_status()
+    with server.client(late, PASSWORD) as client:
+        assert project_id not in [p["id"] for p in client.get("/api/projects").json()["items"]]
+
+
+def test_admin_adding_an_existing_user_by_email_adds_at_once(server: LiveServer) -> None:
+    email = new_user(server, "direct")
+    with server.client() as admin:
+        project_id = admin.post("/api/projects", json={"name": f"direct {email}"}).json()["id"]
+        added = admin.post(
+            f"/api/projects/{project_id}/members", json={"email": email, "role": "viewer"}
+        )
+        assert added.status_code == 201 and added.json()["user_email"] == email
