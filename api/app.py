@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from allmicro_data import __version__
 from allmicro_data.api import problems
+from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.proxies import ForwardedRequests
 from allmicro_data.api.routers import (
     admin,
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(RequestObserver)
+    # Uploaded content is served as data, never as a page of this origin (see the module).
+    app.add_middleware(SecurityHeaders)
     # Outermost: everything inside sees the client and scheme a trusted proxy reports.
     app.add_middleware(
         ForwardedRequests,

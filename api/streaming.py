@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import quote
 
 from fastapi.responses import Response, StreamingResponse
@@ -15,9 +16,25 @@ from allmicro_data.storage import ObjectStore
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def content_disposition(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+# RFC 8187 attr-char besides letters and digits: everything else in filename* is %-encoded.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+# Kept in the quoted ASCII fallback: printable ASCII less the quote, the escape, the percent
+# (some clients decode it) and path separators.
+_FALLBACK = re.compile(r"[^\x20-\x7e]|[\"\\%/]")
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """A Content-Disposition header (RFC 6266) for a file of this name: the exact name, UTF-8, in
+    `filename*`, and an ASCII stand-in in `filename` for clients that do not read it. Every
+    response that names a file builds its header here, so no name can break the header."""
+    # "Jožef µm.tif" → "Jozef _m.tif": letters lose their accents, what has no ASCII form is _.
+    folded = "".join(
+        unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "_"
+        for ch in filename
+    )
+    fallback = _FALLBACK.sub("_", folded).strip() or "download"
+    exact = quote(filename, safe=_ATTR_CHARS)
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | Response | None:

@@ -510,10 +510,12 @@ class ReplicatedStore:
     # ---- presigned downloads -------------------------------------------------------------
 
     def presigned_get_url(
-        self, key: str, expires_seconds: int, *, filename: str | None = None
+        self, key: str, expires_seconds: int, *, content_disposition: str | None = None
     ) -> str | None:
         if isinstance(self.primary, SupportsPresignedGet) and self.available(self.primary):
-            return self.primary.presigned_get_url(key, expires_seconds, filename=filename)
+            return self.primary.presigned_get_url(
+                key, expires_seconds, content_disposition=content_disposition
+            )
         return None
 
     def close(self) -> None:

@@ -48,9 +48,10 @@ class SupportsPresignedGet(Protocol):
     """A store that can hand out short-lived URLs a browser fetches the bytes from directly."""
 
     def presigned_get_url(
-        self, key: str, expires_seconds: int, *, filename: str | None = None
+        self, key: str, expires_seconds: int, *, content_disposition: str | None = None
     ) -> str | None:
-        """A GET URL valid for expires_seconds, or None when this store cannot make one."""
+        """A GET URL valid for expires_seconds, or None when this store cannot make one; the
+        store answers it with the given Content-Disposition header (the API builds it)."""
         ...
 
 
@@ -440,16 +441,12 @@ class S3Store:
     # ---- presigned downloads -------------------------------------------------------------
 
     def presigned_get_url(
-        self, key: str, expires_seconds: int, *, filename: str | None = None
+        self, key: str, expires_seconds: int, *, content_disposition: str | None = None
     ) -> str | None:
         name = self._name(key)
         headers: dict[str, str | list[str] | tuple[str]] = {}
-        if filename:
-            quoted = quote(filename, safe="")
-            ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")
-            headers["response-content-disposition"] = (
-                f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
-            )
+        if content_disposition:
+            headers["response-content-disposition"] = content_disposition
         with self._errors("presign", key):
             return self._presigner.presigned_get_object(
                 self.bucket,

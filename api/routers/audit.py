@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel
 from allmicro_data.access import require_full_session
 from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
 from allmicro_data.api.schemas import Page
+from allmicro_data.api.streaming import content_disposition
 from allmicro_data.audit import AuditQuery, iter_csv, search_events
 from allmicro_data.catalogue.models import AuditEvent
 
@@ -116,5 +117,5 @@ def export_audit(
     return StreamingResponse(
         lines(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        headers={"Content-Disposition": content_disposition("audit.csv")},
     )

@@ -37,6 +37,7 @@ from allmicro_data.api.schemas import (
     ProjectPatch,
     TotalsOut,
 )
+from allmicro_data.api.streaming import content_disposition
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
@@ -417,12 +418,17 @@ def get_image(image_id: str, caller: CallerDep, session: SessionDep) -> ImageDet
 def get_image_ome_xml(
     image_id: str, caller: CallerDep, session: SessionDep, services: ServicesDep
 ) -> Response:
-    """The image's OME-XML document."""
+    """The image's OME-XML document, as a download: it comes from the uploaded file and may
+    carry anything, scripts included (the web UI shows it as text at /images/{id}/ome-xml)."""
     image = get_visible(session, caller, Image, image_id)
     if not image.ome_xml_key:
         raise NotFound(f"image {image_id} has no OME-XML")
     data = services.store.get_bytes(image.ome_xml_key)
-    return Response(data, media_type="application/xml")
+    return Response(
+        data,
+        media_type="application/xml",
+        headers={"Content-Disposition": content_disposition(f"{image.name}.ome.xml")},
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -96,10 +96,11 @@ def download_selection(
     response_model=list[dict[str, Any]],
 )
 def dataset_metadata_json(
-    dataset_id: str, caller: CallerDep, session: SessionDep
+    dataset_id: str, caller: CallerDep, session: SessionDep, response: Response
 ) -> list[dict[str, Any]]:
     """Normalised metadata of every ready image of the dataset (SI units)."""
     dataset = get_visible(session, caller, Dataset, dataset_id)
+    response.headers["Content-Disposition"] = content_disposition(f"{dataset.name}.json")
     return image_records(session, [dataset.id])
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from allmicro_data.access import get_visible, require_upload_target
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
 from allmicro_data.api.schemas import FileOut, Name, UploadResult
-from allmicro_data.api.streaming import original_response, parse_range
+from allmicro_data.api.streaming import content_disposition, original_response, parse_range
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset
 from allmicro_data.catalogue.models import File as StoredFile
@@ -129,7 +129,9 @@ def download_file(
     settings = services.settings
     if settings.presigned_downloads and isinstance(services.store, SupportsPresignedGet):
         url = services.store.presigned_get_url(
-            f.storage_key, settings.presigned_expiry_seconds, filename=f.original_name
+            f.storage_key,
+            settings.presigned_expiry_seconds,
+            content_disposition=content_disposition(f.original_name),
         )
         if url is not None:
             # The browser fetches the bytes from the store itself. The URL is a short-lived

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from allmicro_data import capabilities
 from allmicro_data.access import Caller, get_visible
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
-from allmicro_data.api.streaming import parse_range
+from allmicro_data.api.streaming import content_disposition, parse_range
 from allmicro_data.api.viewing import ImageView, Viewing, viewing
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import AccessToken, Dataset, Image, ImageStatus, User, utcnow
@@ -56,7 +56,14 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
         if path.rsplit("/", 1)[-1] in METADATA_FILES
         else "application/octet-stream"
     )
-    headers = {**CORS, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    headers = {
+        **CORS,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=3600",
+        # A download if a browser is sent here (OME/METADATA.ome.xml is the uploaded OME-XML);
+        # viewers fetch() the objects and never look at it.
+        "Content-Disposition": content_disposition(path.rsplit("/", 1)[-1]),
+    }
     if byte_range is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     if request.method == "HEAD":

@@ -650,3 +650,41 @@ def image_page(
         },
         caller=caller,
     )
+
+# The OME-XML page shows at most this much: a multi-series file's document can run to many MB.
+OME_XML_SHOWN_BYTES = 4 * 1024 * 1024
+
+
+@router.get("/images/{image_id}/ome-xml", response_class=HTMLResponse)
+@html_errors
+def ome_xml_page(
+    image_id: str,
+    request: Request,
+    caller: OptionalCallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    """The image's OME-XML as escaped text: it comes from the uploaded file and may hold any
+    markup, which must never be rendered (or run) on this origin."""
+    if caller is None:
+        return to_login(request)
+    image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
+    dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
+    project = catalogue.get_project(project_id=dataset.project_id, caller=caller, session=session)
+    document = catalogue.get_image_ome_xml(
+        image_id=image.id, caller=caller, session=session, services=services
+    ).body
+    return render(
+        request,
+        services,
+        "ome_xml.html",
+        {
+            "project": project,
+            "dataset": dataset,
+            "image": image,
+            "xml": bytes(document[:OME_XML_SHOWN_BYTES]).decode("utf-8", errors="replace"),
+            "truncated": len(document) > OME_XML_SHOWN_BYTES,
+            "shown_mib": OME_XML_SHOWN_BYTES // (1024 * 1024),
+        },
+        caller=caller,
+    )

@@ -183,11 +183,12 @@ def test_named_credential_sets_come_from_the_environment(
 
 def test_presigned_url_downloads_the_object_without_credentials(store: S3Store) -> None:
     store.put_bytes("raw/doc", b"presigned bytes")
-    url = store.presigned_get_url("raw/doc", 60, filename="scan é.tif")
+    disposition = "attachment; filename=\"scan e.tif\"; filename*=UTF-8''scan%20%C3%A9.tif"
+    url = store.presigned_get_url("raw/doc", 60, content_disposition=disposition)
     assert url is not None and SECRET_KEY not in url
     response = httpx.get(url)
     assert response.status_code == 200 and response.content == b"presigned bytes"
-    assert "scan" in response.headers.get("content-disposition", "")
+    assert response.headers.get("content-disposition") == disposition
     # The same path without the signature is refused.
     assert httpx.get(url.split("?")[0]).status_code == 403
 
