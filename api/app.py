@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from allmicro_data import __version__
 from allmicro_data.api import problems
-from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.proxies import ForwardedRequests
 from allmicro_data.api.routers import (
     admin,
@@ -28,6 +27,7 @@ from allmicro_data.api.routers import (
     uploads,
     zarr,
 )
+from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.viewing import Viewing
 from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin

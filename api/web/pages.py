@@ -651,6 +651,7 @@ def image_page(
         caller=caller,
     )
 
+
 # The OME-XML page shows at most this much: a multi-series file's document can run to many MB.
 OME_XML_SHOWN_BYTES = 4 * 1024 * 1024
 
