@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from allmicro_data.api.schemas import AcquisitionOut, PixelSizeOut
-from allmicro_data.api.web.formatting import acquisition_fields, length, pixel_size
+from allmicro_data.api.web.formatting import acquisition_fields, data_size, length, pixel_size
 from allmicro_data.api.web.pages import local_path
 
 
@@ -14,6 +14,16 @@ def _acquisition(**values: object) -> AcquisitionOut:
     fields["channels"] = []
     fields.update(values)
     return AcquisitionOut.model_validate(fields)
+
+
+def test_data_sizes_take_the_binary_unit_that_reads_best() -> None:
+    assert data_size(0, "en") == "0 B"
+    assert data_size(1000, "it") == "1.000 B"
+    assert data_size(1536, "en") == "1.5 KiB"
+    assert data_size(3500, "sl") == "3,418 KiB"
+    assert data_size(200 * 1024**3, "en") == "200 GiB"
+    assert data_size(10**15, "en") == "909.5 TiB"
+    assert data_size(10**20, "en") == "88,820 PiB"
 
 
 def test_lengths_take_the_unit_that_reads_best() -> None:
