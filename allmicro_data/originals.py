@@ -100,6 +100,8 @@ def _adopt(store: LocalStore, key: str, path: Path) -> bool:
             # The bytes must be on disk before the object is named, as LocalStore.put does.
             with path.open("r+b") as handle:
                 os.fsync(handle.fileno())
+        # Private like every object the store writes (a spool file of an older server may not be).
+        os.chmod(path, 0o600)
         os.replace(path, target)
     except OSError as exc:
         log.info("cannot move %s into the store (%s); copying instead", path, exc)

@@ -66,6 +66,15 @@ class InsufficientStorage(DomainError):
     title = "Insufficient storage"
 
 
+class OffsetMismatch(Conflict):
+    """The request's Upload-Offset is not the upload's (tus 409): the client resumes from
+    upload_offset, sent back as the Upload-Offset header."""
+
+    def __init__(self, message: str, upload_offset: int) -> None:
+        super().__init__(message)
+        self.upload_offset = upload_offset
+
+
 class UploadBusy(DomainError):
     """Another request, in this process or another one, is writing to the upload."""
 
@@ -177,8 +186,9 @@ def create_upload(
         session.add(upload)
         session.flush()
         path = spool_path(services, upload.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=False)
+        _private_directory(path.parent)
+        # Readable by the server's user only; the original this file becomes keeps the mode.
+        path.touch(mode=0o600, exist_ok=False)
     _confirm_reservation(services, caller, upload)
     log.info(
         "upload %s created by user %s: %d bytes of %r into dataset %s",
@@ -216,6 +226,19 @@ def _confirm_reservation(services: Services, caller: Caller, upload: Upload) -> 
     if refusal is not None:
         _discard(services, upload.id)
         raise refusal
+
+
+def _private_directory(directory: Path) -> None:
+    """The spool directory (and the uploads directory above it) for the server's user only:
+    received bytes are confidential until they are stored, and often after."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (directory, directory.parent):
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                path.chmod(mode & 0o700)
+        except OSError as exc:  # not ours (a shared mount): its owner decides
+            log.info("cannot make %s private: %s", path, exc)
 
 
 def load_upload(services: Services, caller: Caller, upload_id: str) -> Upload:
@@ -378,8 +401,10 @@ class Receiver:
         """End of the request body: verify the chunk checksum, record the new offset."""
         self._drain()
         if self._broken is not None:
-            # What the failed request wrote past the acknowledged offset is cut off when the
-            # upload is next opened; the state kept for it (acknowledged, its hash) is sound.
+            # The state kept (acknowledged, its hash) is sound; what the failed request wrote
+            # past it goes now: a full disk needs that room back at once, not when (if ever)
+            # the upload is opened again.
+            self._cut_back()
             raise self._broken
         if (
             expected_chunk_digest is not None
@@ -395,12 +420,21 @@ class Receiver:
         """The client went away mid-request: keep what arrived, unless it must be verified."""
         self._drain()
         if self._broken is not None:
+            self._cut_back()
             return self.acknowledged
         if self._chunk is not None:
             self.abandon()
         else:
             self._acknowledge(self.offset, self._whole.copy())
         return self.acknowledged
+
+    def _cut_back(self) -> None:
+        """Drop the bytes after the acknowledged offset from the spool file (after an error)."""
+        try:
+            self._file.truncate(self.acknowledged)
+        except OSError as exc:
+            # Opening the upload again cuts it back too.
+            log.warning("upload %s: cannot cut the spool back: %s", self.upload_id, exc)
 
     def abandon(self) -> None:
         """Forget everything after the last acknowledged offset."""
@@ -460,6 +494,8 @@ def open_receiver(
     try:
         handle = path.open("r+b", buffering=0)
     except FileNotFoundError:
+        # Another request may have just completed the upload (its spool file goes then).
+        _raise_if_moved(services, upload.id, offset)
         raise UploadGone("the upload's received bytes are lost; start a new one") from None
     try:
         _lock_spool(handle, lock_wait)
@@ -470,12 +506,15 @@ def open_receiver(
                 raise UploadGone("the upload is gone; start a new one")
             upload = current
         if upload.status is not UploadStatus.RECEIVING or offset != upload.upload_offset:
-            raise Conflict(f"the upload's offset is {upload.upload_offset}, not {offset}")
+            raise OffsetMismatch(
+                f"the upload's offset is {upload.upload_offset}, not {offset}",
+                upload.upload_offset,
+            )
         size = os.fstat(handle.fileno()).st_size
         if size < upload.upload_offset:
             # The machine lost bytes it had acknowledged (power cut before they reached disk).
             _fence_offset(services, upload, size)
-            raise Conflict(f"the upload's offset is {size}, not {offset}")
+            raise OffsetMismatch(f"the upload's offset is {size}, not {offset}", size)
         if size > upload.upload_offset:
             # Bytes a crashed request wrote after its last checkpoint: never acknowledged.
             handle.truncate(upload.upload_offset)
@@ -487,6 +526,19 @@ def open_receiver(
     except BaseException:
         handle.close()
         raise
+
+
+def _raise_if_moved(services: Services, upload_id: str, offset: int) -> None:
+    """OffsetMismatch if the upload is no longer at offset (or no longer receiving)."""
+    with services.session() as session:
+        current = session.get(Upload, upload_id)
+    if current is not None and (
+        current.status is not UploadStatus.RECEIVING or current.upload_offset != offset
+    ):
+        raise OffsetMismatch(
+            f"the upload's offset is {current.upload_offset}, not {offset}",
+            current.upload_offset,
+        )
 
 
 def _lock_spool(handle: IO[bytes], wait: float) -> None:

@@ -31,12 +31,13 @@ from allmicro_data.api.deps import ServicesDep, get_services, presented_token
 from allmicro_data.api.problems import problem
 from allmicro_data.auth import caller_for_token
 from allmicro_data.catalogue.models import Upload, UploadStatus
-from allmicro_data.errors import Conflict, DomainError, Invalid, Unauthorised
+from allmicro_data.errors import DomainError, Invalid, Unauthorised
 from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
 from allmicro_data.storage import StorageError
 from allmicro_data.uploads import (
     HashFactory,
+    OffsetMismatch,
     Receiver,
     UploadFields,
     UploadTooLarge,
@@ -112,6 +113,8 @@ class TusRoute(APIRoute):
                     headers["WWW-Authenticate"] = "Bearer"
                 if isinstance(exc, UnsupportedVersion):
                     headers["Tus-Version"] = TUS_VERSION
+                if isinstance(exc, OffsetMismatch):
+                    headers["Upload-Offset"] = str(exc.upload_offset)
                 retry_after = getattr(exc, "retry_after", None)
                 if retry_after is not None:
                     headers["Retry-After"] = str(retry_after)
@@ -498,14 +501,27 @@ async def append(
         return Response(status_code=204, headers=_upload_headers(upload))
     if offset != upload.upload_offset:
         raise_conflict(upload)
-    result = await _append(request, services, caller, upload, offset)
+    try:
+        result = await _append(request, services, caller, upload, offset)
+    except OffsetMismatch:
+        # Another request on this upload got there first (a client that sent twice, or retried
+        # while its first request was still running): if that one completed the upload, every
+        # byte of it is in, and the client gets the outcome; else a 409 and the offset.
+        current = await _run(load_upload, services, caller, upload_id)
+        if current.status is UploadStatus.RECEIVING or current.upload_offset != current.length:
+            raise
+        async with _writer_lock(current.id):
+            current = await _run(complete_upload, services, current.id)
+        return Response(status_code=204, headers=_upload_headers(current))
     if result is None:
         return Response(status_code=204)
     return Response(status_code=204, headers=_upload_headers(result))
 
 
 def raise_conflict(upload: Upload) -> None:
-    raise Conflict(f"the upload's offset is {upload.upload_offset}; resume from there")
+    raise OffsetMismatch(
+        f"the upload's offset is {upload.upload_offset}; resume from there", upload.upload_offset
+    )
 
 
 @router.delete("/{upload_id}", status_code=204)

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select
 
 from allmicro_data.catalogue.models import Image, ImageFile, Job
 from tests.api.test_end_to_end import USER_PASSWORD
-from tests.api.test_uploads import create, new_project, patch
+from tests.api.test_uploads import TUS, create, new_project, patch
 from tests.conftest import LiveServer, _running_server, _server_env, wait_until
 
 TMPFS_BYTES = 32 * 1024**2
@@ -107,5 +107,40 @@ def test_a_full_disk_fails_the_image_with_a_reason_and_it_recovers_once_space_is
         finally:
             engine.dispose()
         assert jobs == [job_id]
+    finally:
+        server.stop()
+
+
+def test_a_patch_that_fills_the_disk_leaves_no_bytes_past_the_offset(
+    small_data_dir: Path, tmp_path: Path
+) -> None:
+    """507 in mid-PATCH: the spool file is cut back to the acknowledged offset at once, not
+    when (if ever) the upload is opened again."""
+    env = _server_env(tmp_path / "data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env["ALLMICRO_UPLOAD_DIR"] = str(small_data_dir)
+    server: LiveServer = _running_server(env, tmp_path / "server.log")
+    try:
+        email = "spooler@full-disk.example"
+        _project_id, dataset_id = new_project(server, email, "Full spool")
+        data = np.random.default_rng(11).bytes(8 * 1024**2)
+        with server.client(email, USER_PASSWORD) as client:
+            created = create(client, len(data), filename="big.bin", dataset_id=dataset_id)
+            assert created.status_code == 201, created.text
+            location = created.headers["location"]
+            filler = small_data_dir / "filler"
+            stats = os.statvfs(small_data_dir)
+            filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 2 * 1024**2))
+
+            refused = patch(client, location, 0, data)
+            assert refused.status_code == 507, refused.text
+            offset = int(client.head(location, headers=TUS).headers["upload-offset"])
+            spool_file = small_data_dir / "tus" / f"{location.rsplit('/', 1)[-1]}.part"
+            assert spool_file.stat().st_size == offset
+
+            # Once there is room again the upload goes on from there.
+            filler.unlink()
+            done = patch(client, location, offset, data[offset:])
+            assert done.status_code == 204, done.text
+            assert done.headers["upload-offset"] == str(len(data))
     finally:
         server.stop()

@@ -76,3 +76,41 @@ def test_one_file_from_five_clients_at_once_is_one_file_one_job_one_image(
     with shared_server.client(email, USER_PASSWORD) as client:
         assert wait_for_job(client, job_id)["status"] == "succeeded"
     assert _catalogue_counts(shared_server, dataset_id) == (1, 1, 1)
+
+
+def test_of_two_patches_at_once_the_loser_learns_the_offset_not_gone(
+    shared_server: LiveServer,
+) -> None:
+    """Both send the whole file from offset 0: one writes it, the other waits for the upload's
+    lock and then finds it complete (204 with its outcome) or moved on (409 with the offset),
+    never '410 Gone, start a new one'."""
+    email = "twice@upload-races.example"
+    _project_id, dataset_id = new_project(shared_server, email, "Twin patches")
+    data = FEI.read_bytes()
+    for _round in range(3):
+        with shared_server.client(email, USER_PASSWORD) as client:
+            created = create(client, len(data), filename=f"twin{_round}.tif", dataset_id=dataset_id)
+            location = created.headers["location"]
+        clients = [shared_server.client(email, USER_PASSWORD) for _ in range(2)]
+        start = threading.Barrier(2)
+        answers: list[Any] = [None, None]
+
+        def send(index: int) -> None:
+            start.wait()
+            answers[index] = patch(clients[index], location, 0, data)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for client in clients:
+            client.close()
+        codes = sorted(a.status_code for a in answers)
+        assert codes in ([204, 204], [204, 409]), [(a.status_code, a.text) for a in answers]
+        for answer in answers:
+            assert answer.headers["upload-offset"] == str(len(data)), answer.headers
+            if answer.status_code == 204:
+                assert answer.headers["x-allmicro-file-id"]
+        ids = {a.headers.get("x-allmicro-file-id") for a in answers if a.status_code == 204}
+        assert len(ids) == 1
