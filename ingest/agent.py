@@ -53,6 +53,11 @@ DEFAULT_CHUNK = 256 * 1024 * 1024
 # small lets everything before it go out while the hash is still being computed.
 LAST_CHUNK = 8 * 1024 * 1024
 WHOLE_FILE_SHA256 = "X-Allmicro-Sha256"
+# Answers that mean "not now" rather than "no": the server is restarting or overloaded (5xx),
+# out of disk (507) or at a limit of uploads in flight (429). Retried for --retry-for seconds.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 507})
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 30.0
 # Names instruments and editors use for files still being written or for scratch.
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".lock")
 SKIPPED_PREFIXES = (".", "~$", "~")
@@ -176,6 +181,12 @@ def _metadata(fields: dict[str, str | None]) -> str:
     )
 
 
+def _retry_after(response: Answer) -> float:
+    """Seconds the server asks us to wait (Retry-After in seconds), 0 if it names none."""
+    value = response.headers.get("retry-after", "").strip()
+    return min(float(value), MAX_RETRY_DELAY) if value.isdigit() else 0.0
+
+
 def _problem(response: Answer) -> str:
     try:
         body = response.json()
@@ -217,6 +228,9 @@ class Agent:
             self.server, {"Authorization": f"Bearer {settings.token}", **TUS}
         )
         self._hash: _HashInBackground | None = None
+        # When the server started failing us (see _request), and the wait before the next try.
+        self._trouble_since: float | None = None
+        self._delay = FIRST_RETRY_DELAY
 
     def close(self) -> None:
         self._stop_hashing()
@@ -244,6 +258,7 @@ class Agent:
         self, path: Path, relative_path: str | None = None, group: str | None = None
     ) -> Outcome:
         """Upload one finished file unless this version of it was uploaded before."""
+        self._trouble_since, self._delay = None, FIRST_RETRY_DELAY
         try:
             return self._send(path, relative_path, group)
         except (Refused, KeyboardInterrupt):
@@ -473,25 +488,41 @@ class Agent:
         content: bytes = b"",
         part: FilePart | None = None,
     ) -> Answer:
-        """A request, retried through network cuts and server restarts for retry_for seconds."""
-        deadline = time.monotonic() + self.settings.retry_for
-        delay = 0.5
+        """A request, retried for retry_for seconds through network cuts, server restarts and
+        answers that say "not now" (a full disk: 507, too many uploads at once: 429, 503).
+
+        The retry_for window opens at the first such failure and closes when a request other
+        than HEAD gets through (or the next file starts): a PATCH that fails goes back to asking
+        the server's offset (HEAD) and sending again, and that round trip must not open the
+        window afresh each time."""
         while True:
             try:
                 response = self.transport.request(method, url, headers or {}, content, part)
             except Unreachable as exc:
                 problem: str = str(exc)
+                wait = self._delay
             else:
-                if response.status_code not in (500, 502, 503, 504):
+                if response.status_code not in RETRY_STATUSES:
+                    if method != "HEAD":
+                        self._trouble_since, self._delay = None, FIRST_RETRY_DELAY
                     return response
                 problem = f"{response.status_code} {_problem(response)}"
-            if time.monotonic() + delay > deadline:
-                raise AgentError(f"the server cannot be reached ({problem})")
-            log.warning("%s %s: %s; retrying in %.1f s", method, url, problem, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                wait = max(self._delay, _retry_after(response))
+            now = time.monotonic()
+            if self._trouble_since is None:
+                self._trouble_since = now
+            if now + wait > self._trouble_since + self.settings.retry_for:
+                self._trouble_since, self._delay = None, FIRST_RETRY_DELAY
+                raise AgentError(
+                    f"the server could not take the file for {self.settings.retry_for:.0f} s "
+                    f"({problem})"
+                )
+            log.warning("%s %s: %s; retrying in %.1f s", method, url, problem, wait)
+            time.sleep(wait)
+            self._delay = min(self._delay * 2, MAX_RETRY_DELAY)
             if method == "PATCH":
-                # The body may have been partly received: the server's offset decides.
+                # The body may have been partly received (or cut back, after a 507): the
+                # server's offset decides.
                 return Answer(409, {})
 
     def _bar(self, total: int, label: str, initial: int = 0) -> _ProgressBar:
@@ -928,7 +959,8 @@ def _common_options(func: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=0),
             default=600.0,
             show_default=True,
-            help="Seconds to keep retrying while the server cannot be reached.",
+            help="Seconds to keep retrying while the server cannot be reached or cannot take "
+            "the file now (503; 507: out of disk; 429: too many uploads at once).",
         ),
         click.option("--progress/--no-progress", default=True, help="Show a progress bar."),
     ]

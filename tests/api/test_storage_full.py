@@ -3,8 +3,11 @@ itself once space is freed (a small tmpfs as the data directory)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import tifffile
 from sqlalchemy import create_engine, select
 
 from allmicro_data.catalogue.models import Image, ImageFile, Job
+from allmicro_data.ingest.agent import Agent, AgentSettings, Outcome
 from tests.api.test_end_to_end import USER_PASSWORD
 from tests.api.test_uploads import TUS, create, new_project, patch
 from tests.conftest import LiveServer, _running_server, _server_env, wait_until
@@ -143,4 +147,77 @@ def test_a_patch_that_fills_the_disk_leaves_no_bytes_past_the_offset(
             assert done.status_code == 204, done.text
             assert done.headers["upload-offset"] == str(len(data))
     finally:
+        server.stop()
+
+
+class _Retries(logging.Handler):
+    """Notes the agent's "retrying" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.seen.set()
+
+
+def test_the_agent_waits_for_a_full_server_within_retry_for(
+    small_data_dir: Path, tmp_path: Path
+) -> None:
+    """507 is "not now": the agent tries again until --retry-for runs out, and gets the file
+    through once the server has room again."""
+    env = _server_env(tmp_path / "data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env["ALLMICRO_UPLOAD_DIR"] = str(small_data_dir)
+    server: LiveServer = _running_server(env, tmp_path / "server.log")
+    retries = _Retries()
+    logging.getLogger("allmicro.agent").addHandler(retries)
+    try:
+        email = "instrument@full-disk.example"
+        _project_id, dataset_id = new_project(server, email, "Full agent")
+        token = server.token(email, USER_PASSWORD)
+        acquisition = tmp_path / "acquisition.bin"
+        acquisition.write_bytes(np.random.default_rng(5).bytes(4 * 1024**2))
+        filler = small_data_dir / "filler"
+        stats = os.statvfs(small_data_dir)
+        filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 1024**2))
+
+        def agent(retry_for: float) -> Agent:
+            return Agent(
+                AgentSettings(
+                    server=server.url,
+                    dataset_id=dataset_id,
+                    token=token,
+                    state_path=tmp_path / f"state-{retry_for}.sqlite3",
+                    retry_for=retry_for,
+                    progress=False,
+                )
+            )
+
+        impatient = agent(2.0)
+        started = time.monotonic()
+        outcome = impatient.send(acquisition)
+        impatient.close()
+        assert outcome.status == "failed"
+        assert "507" in (outcome.error or ""), outcome
+        assert time.monotonic() - started >= 1.5, "gave up at once instead of retrying"
+
+        retries.seen.clear()
+        result: list[Outcome] = []
+
+        def send_patiently() -> None:
+            patient = agent(60.0)  # in its thread: the agent's state is an SQLite connection
+            try:
+                result.append(patient.send(acquisition))
+            finally:
+                patient.close()
+
+        sender = threading.Thread(target=send_patiently)
+        sender.start()
+        assert retries.seen.wait(30), "the agent did not retry"
+        filler.unlink()
+        sender.join(60)
+        assert result and result[0].status == "uploaded", result
+    finally:
+        logging.getLogger("allmicro.agent").removeHandler(retries)
         server.stop()
