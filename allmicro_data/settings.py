@@ -229,6 +229,30 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address of metrics_port.")
     share_link_max_days: int = Field(default=90, ge=1)
+    iiif_max_width: int = Field(
+        default=8192, ge=1, description="Widest picture one IIIF request may produce (maxWidth)."
+    )
+    iiif_max_height: int = Field(
+        default=8192, ge=1, description="Tallest picture one IIIF request may produce (maxHeight)."
+    )
+    iiif_max_area: int = Field(
+        default=4096 * 4096,
+        ge=1,
+        description="Most pixels one IIIF request may produce (maxArea): `max` sizes shrink to "
+        "it, larger explicit sizes answer 400.",
+    )
+    render_memory_mb: int = Field(
+        default=512,
+        ge=1,
+        description="Memory the pictures being rendered at once may take, by estimate, per "
+        "server process; a quarter is kept for tile-sized renders.",
+    )
+    render_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a render waits for room in render_memory_mb before the request "
+        "answers 503 with Retry-After.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line, for log collectors."

@@ -10,7 +10,6 @@ from allmicro_data.errors import DomainError
 
 FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 QUALITIES = ("default", "color", "gray", "bitonal")
-MAX_AREA = 50_000_000  # output pixels per request: bounds the memory of one response
 _NUMBER = r"\d+(?:\.\d+)?"
 _REGION_PX = re.compile(r"^(\d+),(\d+),(\d+),(\d+)$")
 _REGION_PCT = re.compile(rf"^pct:({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})$")
@@ -23,6 +22,40 @@ class IIIFError(DomainError):
 
     status = 400
     title = "Bad IIIF request"
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """The largest picture one request may produce (info.json's maxWidth, maxHeight, maxArea):
+    what bounds the memory of a render, since `^` sizes upscale a small region at will."""
+
+    max_width: int = 8192
+    max_height: int = 8192
+    max_area: int = 4096 * 4096
+
+    def admit(self, width: int, height: int) -> bool:
+        return (
+            width <= self.max_width
+            and height <= self.max_height
+            and width * height <= self.max_area
+        )
+
+    def fit_scale(self, width: int, height: int) -> float:
+        """The largest scale at which a width x height picture stays within the limits."""
+        return min(
+            self.max_width / width,
+            self.max_height / height,
+            math.sqrt(self.max_area / (width * height)),
+        )
+
+    def scaled(self, width: int, height: int, scale: float) -> tuple[int, int]:
+        """width x height scaled, rounded, and brought within the limits if rounding left them."""
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        if not self.admit(w, h):
+            scale = min(scale, self.fit_scale(width, height))
+            # Rounding down keeps both sides, and so the area, within the limits.
+            w, h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+        return w, h
 
 
 @dataclass(frozen=True)
@@ -74,15 +107,15 @@ def parse_region(text: str, width: int, height: int) -> Region:
     return Region(x, y, min(w, width - x), min(h, height - y))
 
 
-def parse_size(text: str, region: Region, max_area: int = MAX_AREA) -> tuple[int, int]:
+def parse_size(text: str, region: Region, limits: SizeLimits = SizeLimits()) -> tuple[int, int]:
+    """The output size of a request (IIIF 3.0 §4.2): `max`, `!w,h` and `^!w,h` shrink to the
+    server's limits; any other size beyond them is a 400, as the specification says."""
     upscale = text.startswith("^")
     spec = text[1:] if upscale else text
     rw, rh = region.w, region.h
     if spec == "max":
-        w, h = rw, rh
-        if w * h > max_area:
-            scale = math.sqrt(max_area / (w * h))
-            w, h = max(1, int(w * scale)), max(1, int(h * scale))
+        scale = limits.fit_scale(rw, rh)
+        w, h = limits.scaled(rw, rh, scale if upscale else min(1.0, scale))
     elif spec.startswith("pct:"):
         match = _SIZE_PCT.match(spec)
         if not match:
@@ -104,7 +137,7 @@ def parse_size(text: str, region: Region, max_area: int = MAX_AREA) -> tuple[int
             scale = min(sw / rw, sh / rh)
             if scale > 1 and not upscale:
                 scale = 1.0
-            w, h = max(1, round(rw * scale)), max(1, round(rh * scale))
+            w, h = limits.scaled(rw, rh, min(scale, limits.fit_scale(rw, rh)))
         elif sw is not None and sh is not None:
             w, h = sw, sh
         elif sw is not None:
@@ -116,8 +149,11 @@ def parse_size(text: str, region: Region, max_area: int = MAX_AREA) -> tuple[int
         raise IIIFError("the requested size is empty")
     if not upscale and (w > rw or h > rh):
         raise IIIFError("sizes larger than the region need the ^ prefix")
-    if w * h > max_area:
-        raise IIIFError(f"the requested size exceeds {max_area} pixels")
+    if not limits.admit(w, h):
+        raise IIIFError(
+            f"the requested size {w}x{h} exceeds the limits of this server (maxWidth "
+            f"{limits.max_width}, maxHeight {limits.max_height}, maxArea {limits.max_area})"
+        )
     return w, h
 
 
@@ -134,7 +170,13 @@ def parse_rotation(text: str) -> tuple[int, bool]:
 
 
 def parse_request(
-    region: str, size: str, rotation: str, quality_format: str, width: int, height: int
+    region: str,
+    size: str,
+    rotation: str,
+    quality_format: str,
+    width: int,
+    height: int,
+    limits: SizeLimits = SizeLimits(),
 ) -> ImageRequest:
     quality, dot, fmt = quality_format.rpartition(".")
     if not dot or quality not in QUALITIES:
@@ -142,7 +184,7 @@ def parse_request(
     if fmt not in FORMATS:
         raise IIIFError(f"unsupported format {fmt!r}")
     parsed_region = parse_region(region, width, height)
-    w, h = parse_size(size, parsed_region)
+    w, h = parse_size(size, parsed_region, limits)
     degrees, mirror = parse_rotation(rotation)
     return ImageRequest(parsed_region, w, h, degrees, mirror, quality, fmt)
 

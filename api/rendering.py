@@ -225,6 +225,60 @@ def render(
     return np.minimum(picture, 255).astype(np.uint8)
 
 
+def render_bytes(
+    *,
+    source_pixels: int,
+    source_channels: int,
+    dtype: np.dtype[Any],
+    output_pixels: int,
+    defaults: ChannelDefaults,
+    settings: RenderSettings,
+    quality: str,
+    fmt: str,
+) -> int:
+    """A generous estimate of the peak memory of one render (read, render, resize, quality,
+    rotate, encode), for the render budget. Measured per pixel on this pipeline; keep it in
+    step with render() and the steps after it."""
+    read = source_pixels * source_channels * dtype.itemsize
+    if settings.raw:
+        # Nearest resampling, a byte-order copy, the PNG and its copy out of the buffer.
+        return read + output_pixels * (4 * dtype.itemsize + 2)
+    mixed, rgb = _picture_kind(source_channels, defaults, settings)
+    mapped = settings.colour_map is not None and settings.colour_map != "gray"
+    if mixed == 0:
+        per_source = 3 + 4  # the stored RGB as one array; Pillow's RGBA copy
+    elif mixed > 1:
+        per_source = 21 + 4  # uint16 sum, a channel's tint temporaries; Pillow's RGBA copy
+    elif mapped:
+        per_source = 6 + 4  # the 8-bit plane, its colours; Pillow's RGBA copy
+    elif rgb:
+        per_source = 15 + 4  # a tint's uint16 temporaries; Pillow's RGBA copy
+    else:
+        per_source = 2  # the 8-bit plane, and its gamma-corrected copy
+    if dtype.kind == "f":
+        per_source += 12  # a channel's float32 windowing temporaries
+    # Resized, as an array, rotated, Pillow's copy, encoded; measured about 3 and 7 bytes.
+    per_output = 10 if rgb or quality == "color" else 4
+    if fmt == "webp":
+        per_output += 8  # libwebp's ARGB and YUV pictures (measured 7)
+    return read + source_pixels * per_source + output_pixels * per_output
+
+
+def _picture_kind(n: int, defaults: ChannelDefaults, settings: RenderSettings) -> tuple[int, bool]:
+    """How many channels render() mixes (0: stored RGB shown as is) and whether its picture
+    is RGB, as render() decides."""
+    visible = settings.channels
+    if visible is None:
+        visible = tuple(range(n)) if (defaults.rgb or n <= len(MULTI_COLOURS)) else (0,)
+    if defaults.rgb and settings.channels is None and not settings.windows and not settings.colours:
+        return 0, True
+    if len(visible) == 1:
+        if settings.colour_map and settings.colour_map != "gray":
+            return 1, True
+        return 1, _colour_of(visible[0], n, defaults, settings) != "FFFFFF"
+    return len(visible), True
+
+
 def _colour_of(c: int, n: int, defaults: ChannelDefaults, settings: RenderSettings) -> str:
     if c < len(settings.colours) and settings.colours[c]:
         return settings.colours[c]  # type: ignore[return-value]
@@ -248,14 +302,23 @@ def apply_quality(pixels: np.ndarray[Any, Any], quality: str) -> np.ndarray[Any,
     if quality == "color":
         return pixels if pixels.ndim == 3 else np.repeat(pixels[..., np.newaxis], 3, axis=2)
     if quality in ("gray", "bitonal"):
-        grey = pixels
-        if pixels.ndim == 3:
-            weights = np.array([299, 587, 114], dtype=np.uint32)
-            grey = ((pixels.astype(np.uint32) * weights).sum(axis=2) // 1000).astype(np.uint8)
+        grey = _luma(pixels) if pixels.ndim == 3 else pixels
         if quality == "bitonal":
-            return np.where(grey >= 128, 255, 0).astype(np.uint8)
+            # uint8 operands: a plain 255/0 would make an int64 picture, 8 bytes a pixel.
+            return np.where(grey >= 128, np.uint8(255), np.uint8(0))
         return grey
     return pixels
+
+
+def _luma(pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """ITU-R 601 luma of an RGB picture, in bands of rows: the wide integer sums then take
+    a band's memory, not 8 bytes for every pixel of a picture that may have millions."""
+    weights = np.array([299, 587, 114], dtype=np.uint32)
+    grey = np.empty(pixels.shape[:2], dtype=np.uint8)
+    for y in range(0, pixels.shape[0], 256):
+        band = pixels[y : y + 256].astype(np.uint32)
+        grey[y : y + 256] = (band * weights).sum(axis=2) // 1000
+    return grey
 
 
 def orient(pixels: np.ndarray[Any, Any], rotation: int, mirror: bool) -> np.ndarray[Any, Any]:

@@ -17,6 +17,7 @@ from allmicro_data import capabilities
 from allmicro_data.access import Caller, get_visible
 from allmicro_data.api.deps import presented_token
 from allmicro_data.api.pyramids import ChunkCache, OpenPyramid, PyramidCache
+from allmicro_data.api.render_budget import RenderBudget
 from allmicro_data.audit import record
 from allmicro_data.auth import caller_for_token
 from allmicro_data.capabilities import Capability
@@ -139,6 +140,7 @@ class Viewing:
         self.pyramids = PyramidCache()
         self.chunks = ChunkCache(chunk_mb * 1024 * 1024)
         self.tiles = TileCache(tile_mb * 1024 * 1024)
+        self.renders = RenderBudget.from_settings(services.settings)
         self.callers = TTLCache(DECISION_SECONDS)
         self.images = TTLCache(DECISION_SECONDS)
         self._key = secret_key(services.settings)

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from allmicro_data.api.iiif import (
     FORMATS,
-    MAX_AREA,
     IIIFError,
     ImageRequest,
+    SizeLimits,
     parse_request,
 )
 from allmicro_data.api.pyramids import OpenPyramid, level_box, level_for_factor
@@ -26,11 +26,13 @@ from allmicro_data.api.rendering import (
     orient,
     parse_settings,
     render,
+    render_bytes,
     resize,
     resize_nearest,
 )
 from allmicro_data.api.viewing import ImageView, Rendered, Viewing, viewing
 from allmicro_data.errors import Invalid
+from allmicro_data.settings import Settings
 
 router = APIRouter(prefix="/iiif/3", tags=["IIIF"])
 
@@ -38,7 +40,8 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {m: {} for m in FORMATS.values()}},
     304: {"description": "not modified"},
-    400: {"description": "bad IIIF syntax"},
+    400: {"description": "bad IIIF syntax, or a size beyond maxWidth, maxHeight or maxArea"},
+    503: {"description": "renders in progress hold the memory this one needs; see Retry-After"},
 }
 TILE = 512
 
@@ -47,9 +50,25 @@ def _base(request: Request, image_id: str) -> str:
     return f"{str(request.base_url).rstrip('/')}/iiif/3/{image_id}"
 
 
-def info_document(request: Request, view: ImageView, pyramid: OpenPyramid) -> dict[str, Any]:
+def size_limits(settings: Settings) -> SizeLimits:
+    return SizeLimits(settings.iiif_max_width, settings.iiif_max_height, settings.iiif_max_area)
+
+
+def info_document(
+    request: Request, view: ImageView, pyramid: OpenPyramid, limits: SizeLimits
+) -> dict[str, Any]:
     width, height = pyramid.size("x"), pyramid.size("y")
     factors = sorted({round(width / pyramid.size("x", lvl)) for lvl in range(len(pyramid.levels))})
+    # Every size listed must be within the limits (IIIF 3.0 §5.2); the largest one allowed
+    # stands in for the levels beyond them.
+    sizes = [
+        {"width": pyramid.size("x", lvl), "height": pyramid.size("y", lvl)}
+        for lvl in reversed(range(len(pyramid.levels)))
+        if limits.admit(pyramid.size("x", lvl), pyramid.size("y", lvl))
+    ]
+    if not limits.admit(width, height):
+        w, h = limits.scaled(width, height, limits.fit_scale(width, height))
+        sizes.append({"width": w, "height": h})
     info: dict[str, Any] = {
         "@context": "http://iiif.io/api/image/3/context.json",
         "id": _base(request, view.id),
@@ -58,11 +77,10 @@ def info_document(request: Request, view: ImageView, pyramid: OpenPyramid) -> di
         "profile": "level2",
         "width": width,
         "height": height,
-        "maxArea": MAX_AREA,
-        "sizes": [
-            {"width": pyramid.size("x", lvl), "height": pyramid.size("y", lvl)}
-            for lvl in reversed(range(len(pyramid.levels)))
-        ],
+        "maxWidth": limits.max_width,
+        "maxHeight": limits.max_height,
+        "maxArea": limits.max_area,
+        "sizes": sizes,
         "tiles": [{"width": TILE, "height": TILE, "scaleFactors": factors}],
         "extraFormats": ["png", "webp"],
         "extraQualities": ["color", "gray", "bitonal"],
@@ -97,7 +115,7 @@ async def info_json(image_id: str, request: Request) -> Response:
     caller = await state.caller(request)
     view = await state.image(caller, image_id)
     pyramid = await state.open_pyramid(view)
-    body = info_document(request, view, pyramid)
+    body = info_document(request, view, pyramid, size_limits(state.services.settings))
     accept = request.headers.get("accept", "")
     media = "application/ld+json" if "application/ld+json" in accept else "application/json"
     response = JSONResponse(body, media_type=media)
@@ -145,7 +163,13 @@ async def image_request(
         )
         pyramid = await state.open_pyramid(view)
         parsed = parse_request(
-            region, size, rotation, quality_format, pyramid.size("x"), pyramid.size("y")
+            region,
+            size,
+            rotation,
+            quality_format,
+            pyramid.size("x"),
+            pyramid.size("y"),
+            size_limits(state.services.settings),
         )
         if settings.raw and (parsed.format != "png" or parsed.quality != "default"):
             raise IIIFError("raw=1 is served as default.png")
@@ -155,7 +179,8 @@ async def image_request(
             etag = f'"{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"'
             if etag in _if_none_match(request):
                 return Response(status_code=304, headers=_headers(etag))
-            body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
+            async with state.renders.hold(render_cost(pyramid, parsed, settings)):
+                body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
             rendered = Rendered(body, FORMATS[parsed.format], etag)
             state.tiles.put(canonical, rendered)
         state.tiles.put(as_written, rendered)
@@ -181,15 +206,38 @@ def _if_none_match(request: Request) -> set[str]:
     return {v.strip() for v in header.split(",")} if header else set()
 
 
+def _source_box(
+    pyramid: OpenPyramid, parsed: ImageRequest
+) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    """The pyramid level a request reads, and the rows and columns of it."""
+    r = parsed.region
+    level = level_for_factor(pyramid, min(r.w / parsed.width, r.h / parsed.height))
+    ys, xs = level_box(pyramid, level, r.x, r.y, r.w, r.h)
+    return level, ys, xs
+
+
+def render_cost(pyramid: OpenPyramid, parsed: ImageRequest, settings: RenderSettings) -> int:
+    """The estimated peak memory of rendering a request, in bytes (for the render budget)."""
+    level, ys, xs = _source_box(pyramid, parsed)
+    return render_bytes(
+        source_pixels=(ys[1] - ys[0]) * (xs[1] - xs[0]),
+        source_channels=pyramid.size("c", level),
+        dtype=pyramid.levels[level].dtype,
+        output_pixels=parsed.width * parsed.height,
+        defaults=pyramid.defaults,
+        settings=settings,
+        quality=parsed.quality,
+        fmt=parsed.format,
+    )
+
+
 def _render(
     state: Viewing, pyramid: OpenPyramid, parsed: ImageRequest, settings: RenderSettings
 ) -> bytes:
     for axis, value in (("z", settings.z), ("t", settings.t)):
         if value >= pyramid.size(axis):
             raise Invalid(f"{axis}={value} is outside 0..{pyramid.size(axis) - 1}")
-    r = parsed.region
-    level = level_for_factor(pyramid, min(r.w / parsed.width, r.h / parsed.height))
-    ys, xs = level_box(pyramid, level, r.x, r.y, r.w, r.h)
+    level, ys, xs = _source_box(pyramid, parsed)
     data = pyramid.read(
         state.services.store, state.chunks, level, {"z": settings.z, "t": settings.t}, ys, xs
     )

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from allmicro_data.api.iiif import ImageRequest, Region
-from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render
-from allmicro_data.api.routers.iiif import CACHE_CONTROL, _render
+from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render, render_bytes
+from allmicro_data.api.routers.iiif import CACHE_CONTROL, _render, render_cost
 from allmicro_data.api.viewing import ImageView, Rendered, Viewing, viewing
 from allmicro_data.errors import Invalid, NotFound
 
@@ -69,7 +69,19 @@ async def tile_response(
         data = pyramid.read(state.services.store, state.chunks, level, {"z": z, "t": t}, ys, xs)
         return encode_png(render(data, "c" in pyramid.axes, pyramid.defaults, settings))
 
-    body = await run_in_threadpool(draw)
+    pixels = (ys[1] - ys[0]) * (xs[1] - xs[0])
+    cost = render_bytes(
+        source_pixels=pixels,
+        source_channels=pyramid.size("c", level),
+        dtype=pyramid.levels[level].dtype,
+        output_pixels=pixels,
+        defaults=pyramid.defaults,
+        settings=settings,
+        quality="default",
+        fmt="png",
+    )
+    async with state.renders.hold(cost):
+        body = await run_in_threadpool(draw)
     return Response(body, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
 
 
@@ -102,7 +114,8 @@ async def thumbnail(image_id: str, request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     cached = state.tiles.get(key)
     if cached is None:
-        body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
+        async with state.renders.hold(render_cost(pyramid, parsed, settings)):
+            body = await run_in_threadpool(_render, state, pyramid, parsed, settings)
         state.tiles.put(key, Rendered(body, "image/jpeg", etag))
     else:
         body = cached.body
