@@ -49,3 +49,22 @@ def test_compose_settings_example_names_every_secret() -> None:
         "ALLMICRO_BROKER_URL",
     ):
         assert f"\n{name}=" in example, name
+
+
+def test_compose_api_trusts_forwarded_headers_from_caddys_network_only() -> None:
+    import ipaddress
+
+    import yaml  # with uvicorn[standard]
+
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    services, networks = compose["services"], compose["networks"]
+    (edge,) = [c["subnet"] for c in networks["edge"]["ipam"]["config"]]
+    # Caddy reaches the API only over the edge network, whose subnet the API trusts; nothing
+    # else is on it.
+    assert services["caddy"]["networks"] == ["edge"]
+    on_edge = {name for name, s in services.items() if "edge" in s.get("networks", [])}
+    assert on_edge == {"caddy", "api1", "api2"}
+    for api in ("api1", "api2"):
+        trusted = services[api]["environment"]["ALLMICRO_TRUSTED_PROXIES"].split(",")
+        assert [ipaddress.ip_network(t) for t in trusted] == [ipaddress.ip_network(edge)]
+        assert services[api]["environment"]["ALLMICRO_METRICS_PORT"]
