@@ -1,14 +1,18 @@
-"""What the server writes that holds confidential bytes is readable by its own user only."""
+"""What the server leaves on disk: confidential bytes readable by its own user only, and no
+scratch directories of killed jobs."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
+import time
 from pathlib import Path
 
-from tests.api.test_end_to_end import FEI, USER_PASSWORD
+from allmicro_data.scratch import GRACE_SECONDS, INGEST_PREFIX
+from tests.api.test_end_to_end import FEI, USER_PASSWORD, wait_for_job
 from tests.api.test_uploads import create, new_project, patch
-from tests.conftest import _running_server, _server_env
+from tests.conftest import _running_server, _server_env, wait_until
 
 
 def _others_bits(path: Path) -> int:
@@ -42,5 +46,42 @@ def test_catalogue_spool_originals_and_secret_key_are_private(tmp_path: Path) ->
         for file in (catalogue, catalogue.with_name("catalogue.sqlite3-wal")):
             assert file.exists(), file
             assert _others_bits(file) == 0, (file, oct(file.stat().st_mode))
+    finally:
+        server.stop()
+
+
+def test_scratch_left_by_killed_jobs_is_swept_at_server_and_job_start(tmp_path: Path) -> None:
+    """allmicro-ingest-* directories nobody holds (their job process was killed) go when the
+    server starts and when a job starts; one in use stays."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    long_ago = time.time() - GRACE_SECONDS - 60
+
+    def left_behind(name: str) -> Path:
+        directory = scratch / f"{INGEST_PREFIX}{name}"
+        directory.mkdir()
+        (directory / "copy-of-an-original.tif").write_bytes(b"\0" * 4096)
+        os.utime(directory, (long_ago, long_ago))
+        return directory
+
+    before_start = left_behind("before-start")
+    env = _server_env(tmp_path / "data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env["TMPDIR"] = str(scratch)
+    server = _running_server(env, tmp_path / "log")
+    try:
+        wait_until(lambda: not before_start.exists(), timeout=30, what="the sweep at start")
+        before_job = left_behind("before-job")
+        email = "sweeper@file-modes.example"
+        _project_id, dataset_id = new_project(server, email, "Sweeping")
+        data = FEI.read_bytes()
+        with server.client(email, USER_PASSWORD) as client:
+            location = create(client, len(data), filename=FEI.name, dataset_id=dataset_id).headers[
+                "location"
+            ]
+            done = patch(client, location, 0, data)
+            assert wait_for_job(client, done.headers["x-allmicro-job-id"])["status"] == "succeeded"
+        assert not before_job.exists()
+        # The job's own scratch directory went with it.
+        assert list(scratch.glob(f"{INGEST_PREFIX}*")) == []
     finally:
         server.stop()
