@@ -43,16 +43,24 @@ debian-tools:
 serve: $(STAMP) $(WEB_STAMP)
 	$(BIN)/allmicro serve
 
+# mypy and import-linter cannot follow setuptools' package-dir mapping, so they read a tree of
+# links that puts ingest/, api/ and storage/ where their import names say they are: $(call link_tree,DIR).
+link_tree = mkdir -p $(1)/allmicro_data \
+	&& for f in allmicro_data/*; do ln -s "$$PWD/$$f" $(1)/allmicro_data/; done \
+	&& for d in ingest api storage; do ln -s "$$PWD/$$d" $(1)/allmicro_data/$$d; done
+
+# The import contracts (pyproject.toml, [tool.importlinter]): the layers of DESIGN.md, an upload
+# agent free of server code, workers free of the web framework. Each run has its own tree.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	tree=$$(mktemp -d) && $(call link_tree,$$tree) \
+		&& (cd $$tree && $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml); \
+		status=$$?; rm -rf "$$tree"; exit $$status
 
-# mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links that
-# puts ingest/, api/ and storage/ where their import names say they are.
 typecheck: $(STAMP)
-	rm -rf build/typecheck && mkdir -p build/typecheck/allmicro_data
-	for f in allmicro_data/*; do ln -s "$$PWD/$$f" build/typecheck/allmicro_data/; done
-	for d in ingest api storage; do ln -s "$$PWD/$$d" build/typecheck/allmicro_data/$$d; done
+	rm -rf build/typecheck
+	$(call link_tree,build/typecheck)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml allmicro_data
 
 pytest: $(STAMP) $(WEB_STAMP) debian-tools

@@ -4,16 +4,15 @@ A server or worker runs several processes (job pool, Celery pool), so counters a
 prometheus-client's multiprocess mode when its directory was set before the client was imported
 (`_share_metrics` in cli.py). Figures that describe the whole installation (job queue depth,
 stored originals, replica backlog, the last scrub) are read from the catalogue at scrape time, so
-every API process reports the same numbers.
+every API process reports the same numbers. The HTTP counters below are filled by the API's
+middleware, `api.request_observer`, kept there so that workers never import Starlette.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,10 +31,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from allmicro_data import logs
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -200,47 +195,3 @@ def serve_exposition(
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-class RequestObserver:
-    """ASGI middleware: a request id for every request (taken from X-Request-Id when sane, so a
-    proxy's id follows the request), put in the logs and the response; and the request counted
-    under its route template, not its path, so that ids do not explode the label space."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = MutableHeaders(scope=scope).get("x-request-id", "")
-        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        token = logs.request_id.set(rid)
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                MutableHeaders(scope=message).append("X-Request-Id", rid)
-                LATENCY.labels(scope["method"], _route(scope)).observe(
-                    time.perf_counter() - started
-                )
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
-            logs.request_id.reset(token)
-
-
-def _route(scope: Scope) -> str:
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"

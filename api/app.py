@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from allmicro_data import __version__
 from allmicro_data.api import problems
 from allmicro_data.api.proxies import ForwardedRequests
+from allmicro_data.api.request_observer import RequestObserver
 from allmicro_data.api.routers import (
     admin,
     audit,
@@ -33,7 +34,7 @@ from allmicro_data.api.web import pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
-from allmicro_data.metrics import RequestObserver, serve_exposition
+from allmicro_data.metrics import serve_exposition
 from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
