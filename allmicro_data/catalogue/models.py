@@ -362,7 +362,8 @@ class Image(Base):
     shape: Mapped[list[Any] | None]
     dtype: Mapped[str | None] = mapped_column(String(16))
 
-    # Normalised acquisition fields, SI units; null when the file does not carry them.
+    # Normalised acquisition fields, SI units; null when the file does not carry them. One column
+    # per entry of allmicro_data.acquisition.ACQUISITION_FIELDS, same name (a test checks).
     modality: Mapped[str | None] = mapped_column(String(32), index=True)
     vendor: Mapped[str | None] = mapped_column(String(100), index=True)
     instrument: Mapped[str | None] = mapped_column(String(200), index=True)
@@ -382,6 +383,8 @@ class Image(Base):
     tilt_angle_deg: Mapped[float | None] = mapped_column(Float)
     camera_length: Mapped[float | None] = mapped_column(Float)
     objective: Mapped[str | None] = mapped_column(String(200))
+    electron_dose: Mapped[float | None] = mapped_column(Float)  # e⁻/m²
+    spot_size: Mapped[float | None] = mapped_column(Float)
     channels: Mapped[list[Any] | None]
 
     vendor_metadata: Mapped[dict[str, Any] | None]
