@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+from starlette.concurrency import run_in_threadpool
 
 from allmicro_data.errors import DomainError
 from allmicro_data.settings import Settings
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, where there is one (not on musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 class RenderBusy(DomainError):
@@ -73,6 +89,11 @@ class RenderBudget:
             for waiter in self._waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            if large and _MALLOC_TRIM is not None:
+                # A large render's pictures are freed into the allocator's per-thread arenas,
+                # which keep them: give the pages back (a few ms, off the event loop), or the
+                # server's resident memory creeps up render after render.
+                await run_in_threadpool(_MALLOC_TRIM, 0)
 
     async def _wait(self, cost: int, large: bool) -> None:
         loop = asyncio.get_running_loop()
