@@ -89,6 +89,11 @@ def iter_stream(
     stream: BinaryIO | Iterable[bytes], chunk_size: int = CHUNK_SIZE
 ) -> Iterator[bytes]:
     """Yield the bytes of a file-like object or an iterable of byte strings."""
+    if isinstance(stream, bytes | bytearray | memoryview):
+        # One block: iterating bytes would give integers, each written as that many zero bytes.
+        if stream:
+            yield bytes(stream)
+        return
     if hasattr(stream, "read"):
         reader: BinaryIO = stream  # type: ignore[assignment]
         while True:

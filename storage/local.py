@@ -180,11 +180,11 @@ class LocalStore:
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         # Open eagerly so that a missing key fails at the call, not at the first iteration.
-        handle = self._open_file(key)
+        handle = self._open_file(key, start, end)
         return _read_range(handle, start, end)
 
     def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        with self._open_file(key) as handle:
+        with self._open_file(key, start, end) as handle:
             if start:
                 handle.seek(start)
             return handle.read() if end is None else handle.read(max(0, end - start))
@@ -204,7 +204,14 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         path = self.path(key)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            # A directory is a prefix of other keys, and a path through a file names nothing:
+            # neither is an object, so there is nothing to delete.
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
         # Prune empty directories up to the root so listings stay clean.
         parent = path.parent
         while parent != self.root:
@@ -235,10 +242,13 @@ class LocalStore:
         keys.sort()
         return iter(keys)
 
-    def _open_file(self, key: str) -> BinaryIO:
+    def _open_file(self, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        if start < 0 or (end is not None and end < 0):
+            # As S3Store: a seek before the start is an OSError that says nothing of the cause.
+            raise ValueError("byte offsets must not be negative")
         try:
             return self.path(key).open("rb")
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise StorageError(f"cannot read {key!r} from {self.root}: {exc}") from exc

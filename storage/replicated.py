@@ -18,6 +18,8 @@ from allmicro_data.storage.base import (
     StorageError,
     StoredObject,
     iter_stream,
+    validate_key,
+    validate_prefix,
 )
 from allmicro_data.storage.fixity import (
     ChecksumMismatch,
@@ -146,10 +148,16 @@ class ReplicatedStore:
 
     # ---- writing -------------------------------------------------------------------------
 
+    # Keys are checked here, before any store sees them: a store refusing a caller's bad key
+    # (InvalidKey is a StorageError) would otherwise count as that store failing, be set
+    # aside, and have the key put on its to-do list.
+
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        validate_key(key)
         return self._write(key, lambda store: store.put_bytes(key, data))
 
     def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        validate_key(key)
         if isinstance(stream, bytes | bytearray | memoryview):
             return self.put_bytes(key, bytes(stream))
         if isinstance(stream, list | tuple):
@@ -255,6 +263,7 @@ class ReplicatedStore:
             writers.shutdown(wait=False)
 
     def delete(self, key: str) -> None:
+        validate_key(key)
         live = [r for r in self.replicas if self.available(r)]
         futures = {r.url: self._pool.submit(r.delete, key) for r in live}
         self.primary.delete(key)
@@ -295,6 +304,7 @@ class ReplicatedStore:
         return self.checksums.expected(key, self)
 
     def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        validate_key(key)
         # Reads from the start may be the whole object (callers often pass its size as end).
         expected = self._expected(key) if start == 0 else None
         data, wrong, missing, errors = self._first_good(key, start, end, expected)
@@ -346,6 +356,7 @@ class ReplicatedStore:
         raise ObjectNotFound(key)
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        validate_key(key)
         expected = self._expected(key) if start == 0 else None
         stores = self._read_order(key)
         missing = 0
@@ -431,12 +442,15 @@ class ReplicatedStore:
         raise cause
 
     def exists(self, key: str) -> bool:
+        validate_key(key)
         return self._ask(lambda store: store.exists(key))
 
     def size(self, key: str) -> int:
+        validate_key(key)
         return self._ask(lambda store: store.size(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
         return iter(self._ask(lambda store: list(store.list(prefix))))
 
     def _ask(self, question: Callable[[ObjectStore], T]) -> T:
