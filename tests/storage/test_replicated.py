@@ -1,4 +1,4 @@
-"""ReplicatedStore over local stores: quorum, the to-do list, reads that survive bad copies, catch-up."""
+"""ReplicatedStore: the ObjectStore contract over local and S3 stores; quorum, the to-do list, reads that survive bad copies, catch-up."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import pytest
 
 from allmicro_data.storage import (
     ChecksumMismatch,
+    InvalidKey,
     LocalStore,
     ManifestChecksums,
-    ObjectNotFound,
+    ObjectStore,
     QuorumNotReached,
     ReplicatedStore,
+    S3Store,
     StorageError,
     StoredObject,
 )
@@ -28,6 +30,8 @@ from allmicro_data.storage.fixity import (
     scrub_object,
     write_manifest,
 )
+from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from tests.storage.store_contract import ObjectStoreContract
 
 
 class ToDoList:
@@ -76,6 +80,52 @@ class Switchable(LocalStore):
     def delete(self, key: str) -> None:
         self._check()
         super().delete(key)
+
+
+def _replicated_pair(primary: ObjectStore, replica: ObjectStore) -> Iterator[ReplicatedStore]:
+    """A primary and one replica as the server opens them; after the test, the replica holds
+    exactly what the primary holds and nothing went on the to-do list."""
+    todo = ToDoList()
+    store = ReplicatedStore(
+        primary, [replica], quorum=1, pending=todo, checksums=ManifestChecksums()
+    )
+    yield store
+    store.close()
+    assert todo.entries == []
+    keys = list(primary.list())
+    assert list(replica.list()) == keys
+    assert all(replica.get_bytes(key) == primary.get_bytes(key) for key in keys)
+
+
+class TestReplicatedLocalStoresContract(ObjectStoreContract):
+    url_scheme = "file"
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ReplicatedStore]:
+        yield from _replicated_pair(LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b"))
+
+
+class TestReplicatedLocalPrimaryS3ReplicaContract(ObjectStoreContract):
+    url_scheme = "file"
+
+    @pytest.fixture
+    def store(
+        self, tmp_path: Path, seaweed: SeaweedServer, prefix: str
+    ) -> Iterator[ReplicatedStore]:
+        replica = S3Store(seaweed.url(prefix), ACCESS_KEY, SECRET_KEY, check=False)
+        yield from _replicated_pair(LocalStore(tmp_path / "a"), replica)
+
+
+class TestReplicatedS3PrimaryLocalReplicaContract(ObjectStoreContract):
+    url_scheme = "s3"
+    presigns = True  # the primary's URLs
+
+    @pytest.fixture
+    def store(
+        self, tmp_path: Path, seaweed: SeaweedServer, prefix: str
+    ) -> Iterator[ReplicatedStore]:
+        primary = S3Store(seaweed.url(prefix), ACCESS_KEY, SECRET_KEY)
+        yield from _replicated_pair(primary, LocalStore(tmp_path / "b"))
 
 
 @pytest.fixture
@@ -128,6 +178,17 @@ def test_the_primary_must_hold_every_write(stores: list[Switchable]) -> None:
         store.put_bytes("k", b"v")
     with pytest.raises(StorageError):
         store.put("k", iter([b"v" * 100]))
+
+
+def test_an_unsafe_key_is_the_callers_error_and_sets_no_store_aside(
+    stores: list[Switchable],
+) -> None:
+    todo = ToDoList()
+    store = replicated(stores, pending=todo)
+    for operation in (store.get_bytes, store.exists, store.delete, store.size):
+        with pytest.raises(InvalidKey):
+            operation("../escape")
+    assert all(store.available(s) for s in stores) and todo.entries == []
 
 
 def test_a_failing_source_stream_propagates_and_no_store_keeps_a_torso(
@@ -251,15 +312,6 @@ def test_scrub_object_repairs_from_a_checked_copy_and_never_from_a_bad_one(
     stores[2].down = True
     report = scrub_object(obj, stores, repair=False)
     assert report.states[stores[2].url] is CopyState.UNREACHABLE and not report.unrecoverable
-
-
-def test_missing_objects_read_as_missing(stores: list[Switchable]) -> None:
-    store = replicated(stores)
-    with pytest.raises(ObjectNotFound):
-        store.get_bytes("nope")
-    with pytest.raises(ObjectNotFound):
-        store.open("nope")
-    assert not store.exists("nope")
 
 
 def test_many_streamed_writes_at_once_do_not_wait_for_each_other(

@@ -1,0 +1,298 @@
+"""The ObjectStore contract: one suite every store's tests subclass (as zarr's StoreTests).
+
+A subclass overrides the `store` fixture (a fresh, empty store per test) and says whether the
+store hands out presigned URLs. Every promise of `storage.base.ObjectStore` is pinned here once;
+what only one store does (S3 multipart, local temporary files, replication) stays in its own
+test module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+import zarr
+
+from allmicro_data.storage import (
+    InvalidKey,
+    ObjectNotFound,
+    ObjectStore,
+    StoredObject,
+    SupportsPresignedGet,
+)
+from allmicro_data.storage.base import CHUNK_SIZE
+from allmicro_data.storage.zarr_adapter import ZarrObjectStore
+from tests.storage.conftest import ACCESS_KEY, SECRET_KEY
+
+# Larger than the block size stores stream in, with an odd tail: ranges cross block boundaries.
+LARGE = 3 * CHUNK_SIZE + 17
+INVALID_KEYS = ["", "/abs", "a/../b", "../escape", "a//b", "a/", "a/./b", "sp ace", "é"]
+INVALID_PREFIXES = ["/abs", "../x", "a//", "a/../b"]
+
+
+class SourceBroke(Exception):
+    """The caller's stream failing mid-write."""
+
+
+def _blocks(data: bytes, sizes: tuple[int, ...] = (1000, CHUNK_SIZE + 5)) -> Iterator[bytes]:
+    """data as blocks of uneven sizes (cycling through sizes), as a network source gives them."""
+    position, turn = 0, 0
+    while position < len(data):
+        size = sizes[turn % len(sizes)]
+        yield data[position : position + size]
+        position, turn = position + size, turn + 1
+
+
+def _stored(key: str, data: bytes) -> StoredObject:
+    return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+
+
+class ObjectStoreContract:
+    """The behaviour every ObjectStore shares; subclass it and override `store`."""
+
+    url_scheme: ClassVar[str]
+    # Whether the store answers presigned_get_url with a URL (S3 as the primary) or not at all.
+    presigns: ClassVar[bool] = False
+
+    @pytest.fixture
+    def store(self) -> ObjectStore:
+        raise NotImplementedError("a store's contract tests override the store fixture")
+
+    def assert_holds(self, store: ObjectStore, key: str, data: bytes) -> None:
+        """store has exactly data under key, by every way of reading it."""
+        assert store.exists(key)
+        assert store.size(key) == len(data)
+        assert store.get_bytes(key) == data
+        assert b"".join(store.open(key)) == data
+
+    # ---- identity --------------------------------------------------------------------------
+
+    def test_is_an_object_store_named_by_a_url_without_secrets(self, store: ObjectStore) -> None:
+        assert isinstance(store, ObjectStore)
+        assert urlsplit(store.url).scheme == self.url_scheme
+        assert SECRET_KEY not in store.url and ACCESS_KEY not in store.url
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def test_put_streams_blocks_and_reports_their_size_and_sha256(self, store: ObjectStore) -> None:
+        data = os.urandom(LARGE)
+        assert store.put("raw/large", _blocks(data)) == _stored("raw/large", data)
+        self.assert_holds(store, "raw/large", data)
+
+    def test_put_takes_a_file_a_list_of_blocks_or_bytes(self, store: ObjectStore) -> None:
+        data = b"0123456789" * 100
+        assert store.put("from/file", io.BytesIO(data)) == _stored("from/file", data)
+        assert store.put("from/list", [data[:7], b"", data[7:]]) == _stored("from/list", data)
+        # bytes are one block, not an iterable of integers.
+        assert store.put("from/bytes", data) == _stored("from/bytes", data)  # type: ignore[arg-type]
+        for key in ("from/file", "from/list", "from/bytes"):
+            self.assert_holds(store, key, data)
+
+    def test_put_bytes_reports_size_and_sha256(self, store: ObjectStore) -> None:
+        for key, data in [("images/a-b_c/0/.zarray", b'{"zarr_format": 2}'), ("x", b"\0" * 999)]:
+            assert store.put_bytes(key, data) == _stored(key, data)
+            self.assert_holds(store, key, data)
+
+    def test_empty_objects_exist_and_read_as_empty(self, store: ObjectStore) -> None:
+        empty = _stored("e", b"")
+        assert store.put_bytes("e/bytes", b"") == StoredObject("e/bytes", 0, empty.sha256)
+        assert store.put("e/blocks", iter([])) == StoredObject("e/blocks", 0, empty.sha256)
+        assert store.put("e/file", io.BytesIO()) == StoredObject("e/file", 0, empty.sha256)
+        for key in ("e/blocks", "e/bytes", "e/file"):
+            self.assert_holds(store, key, b"")
+            assert store.get_bytes(key, 0, 10) == b""
+            assert list(store.open(key)) == []
+        assert list(store.list("e/")) == ["e/blocks", "e/bytes", "e/file"]
+
+    def test_a_write_replaces_the_whole_object(self, store: ObjectStore) -> None:
+        store.put("k", _blocks(os.urandom(LARGE)))
+        store.put_bytes("k", b"shorter")
+        self.assert_holds(store, "k", b"shorter")
+        assert store.put("k", [b"by ", b"put"]) == _stored("k", b"by put")
+        self.assert_holds(store, "k", b"by put")
+        assert list(store.list()) == ["k"]
+
+    def test_a_failing_source_leaves_the_old_object_or_nothing(self, store: ObjectStore) -> None:
+        store.put_bytes("raw/k", b"old")
+
+        def broken() -> Iterator[bytes]:
+            yield b"new bytes that never complete"
+            raise SourceBroke
+
+        class BrokenFile(io.RawIOBase):
+            def read(self, n: int = -1) -> bytes:
+                raise SourceBroke
+
+        # The caller's own error comes back, not a storage error that hides it.
+        for key in ("raw/k", "raw/other"):
+            with pytest.raises(SourceBroke):
+                store.put(key, broken())
+            with pytest.raises(SourceBroke):
+                store.put(key, BrokenFile())
+        assert store.get_bytes("raw/k") == b"old"
+        assert not store.exists("raw/other")
+        assert list(store.list()) == ["raw/k"]
+
+    def test_threads_writing_at_once_each_get_their_own_complete_object(
+        self, store: ObjectStore
+    ) -> None:
+        payloads = {f"level/{i % 5}/{i}": os.urandom(1000 + i) for i in range(40)}
+        with ThreadPoolExecutor(8) as pool:
+            stored = list(pool.map(lambda item: store.put_bytes(*item), payloads.items()))
+        assert stored == [_stored(key, data) for key, data in payloads.items()]
+        assert all(store.get_bytes(key) == data for key, data in payloads.items())
+        assert list(store.list()) == sorted(payloads)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def test_ranges_read_like_a_file(self, store: ObjectStore) -> None:
+        data = os.urandom(LARGE)
+        store.put("r", _blocks(data))
+        n = len(data)
+        for start, end in [
+            (0, 10),
+            (10, 20),
+            (CHUNK_SIZE - 3, CHUNK_SIZE + 3),  # across a block boundary
+            (5, None),
+            (2 * CHUNK_SIZE, None),
+            (n - 3, n + 100),  # an end past the object stops at its end
+            (n, None),  # from the end, and past it: empty, as from a file
+            (n + 10, None),
+            (5, 5),  # empty and reversed ranges
+            (7, 3),
+        ]:
+            expected = data[start:end]
+            assert store.get_bytes("r", start, end) == expected, (start, end)
+            assert b"".join(store.open("r", start, end)) == expected, (start, end)
+
+    def test_negative_offsets_are_refused(self, store: ObjectStore) -> None:
+        store.put_bytes("r", b"0123456789")
+        for start, end in [(-1, None), (0, -1), (-5, -1)]:
+            with pytest.raises(ValueError):
+                store.get_bytes("r", start, end)
+            with pytest.raises(ValueError):
+                b"".join(store.open("r", start, end))
+
+    def test_missing_objects_raise_object_not_found(self, store: ObjectStore) -> None:
+        assert not store.exists("no/such")
+        with pytest.raises(ObjectNotFound) as missing:
+            store.get_bytes("no/such")
+        assert isinstance(missing.value, KeyError) and "no/such" in str(missing.value)
+        # Also when the range asked for holds no bytes.
+        with pytest.raises(ObjectNotFound):
+            store.get_bytes("no/such", 4, 4)
+        # open fails at the call, not at the first block.
+        with pytest.raises(ObjectNotFound):
+            store.open("no/such")
+        with pytest.raises(ObjectNotFound):
+            store.size("no/such")
+
+    def test_a_prefix_of_other_keys_is_not_an_object(self, store: ObjectStore) -> None:
+        store.put_bytes("dir/child", b"1")
+        # Nor is a key below an object: a file holds no other files.
+        for key in ("dir", "dir/child/below"):
+            assert not store.exists(key)
+            for read in (store.size, store.get_bytes, store.open):
+                with pytest.raises(ObjectNotFound):
+                    read(key)
+            store.delete(key)  # no object there: nothing happens, the others stay
+        assert store.get_bytes("dir/child") == b"1"
+
+    # ---- deleting and listing --------------------------------------------------------------
+
+    def test_delete_removes_one_object_and_is_idempotent(self, store: ObjectStore) -> None:
+        store.put_bytes("x/y/z", b"1")
+        store.put_bytes("x/y/sibling", b"2")
+        store.delete("x/y/z")
+        store.delete("x/y/z")
+        store.delete("never/written")
+        assert not store.exists("x/y/z")
+        with pytest.raises(ObjectNotFound):
+            store.get_bytes("x/y/z")
+        assert list(store.list()) == ["x/y/sibling"]
+        store.put_bytes("x/y/z", b"again")
+        assert store.get_bytes("x/y/z") == b"again"
+
+    def test_listing_is_in_byte_order_and_filtered_by_prefix(self, store: ObjectStore) -> None:
+        keys = ["images/2/a", "images/1/b", "images/10/c", "images/1/a", "imagesX", "raw/x"]
+        keys += ["a/1", "a.x", "a-b", "B"]
+        for key in keys:
+            store.put_bytes(key, key.encode())
+        assert list(store.list()) == sorted(keys)
+        assert list(store.list("images/1/")) == ["images/1/a", "images/1/b"]
+        # A prefix is a string prefix, not a directory: it matches partial names too.
+        assert list(store.list("images/1")) == ["images/1/a", "images/1/b", "images/10/c"]
+        assert list(store.list("images")) == sorted(keys[:5])
+        assert list(store.list("raw/x")) == ["raw/x"]
+        assert list(store.list("raw/x/")) == []
+        assert list(store.list("nothing/")) == []
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("key", INVALID_KEYS)
+    def test_every_operation_refuses_an_unsafe_key(self, store: ObjectStore, key: str) -> None:
+        for operation in (
+            lambda: store.put_bytes(key, b"1"),
+            lambda: store.put(key, [b"1"]),
+            lambda: store.put(key, iter([b"1"])),
+            lambda: store.get_bytes(key),
+            lambda: store.open(key),
+            lambda: store.size(key),
+            lambda: store.exists(key),
+            lambda: store.delete(key),
+        ):
+            with pytest.raises(InvalidKey):
+                operation()
+        assert list(store.list()) == []
+
+    # Not "prefix": the S3 fixtures take a fresh one of that name per test.
+    @pytest.mark.parametrize("unsafe", INVALID_PREFIXES)
+    def test_listing_refuses_an_unsafe_prefix(self, store: ObjectStore, unsafe: str) -> None:
+        with pytest.raises(InvalidKey):
+            list(store.list(unsafe))
+
+    # ---- through zarr and to browsers ------------------------------------------------------
+
+    def test_zarr_reads_and_writes_through_the_store(self, store: ObjectStore) -> None:
+        data = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+        adapter = ZarrObjectStore(store, "images/1/image.ome.zarr")
+        array = zarr.create_array(
+            adapter, shape=data.shape, dtype=data.dtype, chunks=(16, 16), zarr_format=2
+        )
+        array[:] = data  # zarr writes the chunks concurrently
+        keys = list(store.list("images/1/image.ome.zarr/"))
+        assert "images/1/image.ome.zarr/.zarray" in keys
+        assert len([k for k in keys if not k.rsplit("/", 1)[1].startswith(".")]) == 4 * 3
+        again = zarr.open_array(ZarrObjectStore(store, "images/1/image.ome.zarr"), mode="r")
+        np.testing.assert_array_equal(again[:], data)
+        read_only = ZarrObjectStore(store, "images/1/image.ome.zarr", read_only=True)
+        region = zarr.open_array(read_only, mode="r")[10:20, 5:9]
+        np.testing.assert_array_equal(region, data[10:20, 5:9])
+
+    def test_presigned_urls_serve_the_object_where_the_store_makes_them(
+        self, store: ObjectStore
+    ) -> None:
+        store.put_bytes("raw/doc", b"presigned bytes")
+        if not self.presigns:
+            # Callers ask the store, never its class: no URL means "serve the bytes yourself".
+            assert not isinstance(store, SupportsPresignedGet) or (
+                store.presigned_get_url("raw/doc", 60) is None
+            )
+            return
+        assert isinstance(store, SupportsPresignedGet)
+        disposition = "attachment; filename=\"scan e.tif\"; filename*=UTF-8''scan%20%C3%A9.tif"
+        url = store.presigned_get_url("raw/doc", 60, content_disposition=disposition)
+        assert url is not None and SECRET_KEY not in url
+        response = httpx.get(url)
+        assert response.status_code == 200 and response.content == b"presigned bytes"
+        assert response.headers.get("content-disposition") == disposition
+        # The same path without the signature is refused.
+        assert httpx.get(url.split("?")[0]).status_code == 403
