@@ -87,13 +87,13 @@ def serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from allmicro_data.api.app import create_app
-    from allmicro_data.api.http_server import LargeBodyHttpToolsProtocol
+    from allmicro_data.api.http_server import protocol
 
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
-        http=LargeBodyHttpToolsProtocol,
+        http=protocol(settings.http_protocol),
         log_config=None,
         # X-Forwarded-* are read by the app itself, from settings.trusted_proxies only
         # (api/proxies.py); uvicorn's own handling would believe 127.0.0.1 besides.

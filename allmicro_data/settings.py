@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    http_protocol: Literal["uncopied", "stock"] = Field(
+        default="uncopied",
+        description="HTTP protocol of `allmicro serve`: 'uncopied' hands request bodies over as "
+        "the socket gave them (api/http_server.py, about twice stock's upload ceiling; it "
+        "relies on uvicorn internals); 'stock' is uvicorn's own httptools protocol.",
+    )
     upgrade_on_start: bool = Field(
         default=True,
         description="Apply catalogue migrations when the server starts (embedded default).",

@@ -4,13 +4,15 @@ Stock uvicorn copies every piece of a request body twice on its way to the appli
 bytearray, then out of it as bytes), and stops reading the socket whenever 64 KiB wait. For an
 upload that is two extra copies of every byte and a pause and a resume of the socket for every
 read of ~250 KB: on this 2-core machine stock uvicorn took a 2 GiB body in at about 730 MB/s,
-this protocol at about 1.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are queued as they
-are, reading pauses only once BODY_HIGH_WATER bytes wait, and the application receives the
-queued pieces one per message, without waiting for the socket while some are there.
+this protocol at about 1.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are
+queued as they are, reading pauses only once BODY_HIGH_WATER bytes wait, and the application
+receives the queued pieces one per message, without waiting for the socket while some are there.
 
-What this touches of uvicorn beyond its public `http=` protocol option — `on_body`, and the
-request cycle's `receive`, `body`, `more_body`, `message_event` and `flow` — is pinned by the
-version range in pyproject.toml and checked by tests/api/test_http_server.py.
+uvicorn has no public hook for this (its public `http=` option takes a protocol class, nothing
+finer), so this subclass reaches into internals: UVICORN_INTERNALS names them. They are pinned
+by the version range in pyproject.toml and checked by tests/api/test_http_server.py, which fails
+loudly when uvicorn changes them; `ALLMICRO_HTTP_PROTOCOL=stock` (`protocol`) runs uvicorn's own
+protocol instead, at stock speed, should a new uvicorn be needed before this is adapted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ if TYPE_CHECKING:
 # BODY_LOW_WATER the socket is read again.
 BODY_HIGH_WATER = 4 * 1024 * 1024
 BODY_LOW_WATER = 1024 * 1024
+
+# What of uvicorn this module relies on beyond its public API: the protocol's methods it
+# overrides or calls, and the attributes of the protocol and of its request cycle it reads or
+# writes. The test of this module checks each exists in the installed uvicorn.
+UVICORN_INTERNALS = {
+    "HttpToolsProtocol methods": ("on_headers_complete", "on_body", "_should_upgrade"),
+    "HttpToolsProtocol attributes": ("cycle", "parser", "flow"),
+    "RequestResponseCycle attributes": (
+        "receive",
+        "body",
+        "more_body",
+        "message_event",
+        "flow",
+        "transport",
+        "disconnected",
+        "response_complete",
+        "waiting_for_100_continue",
+    ),
+}
 
 
 class BodyParts:
@@ -115,3 +136,13 @@ async def receive_pieces(cycle: RequestResponseCycle) -> ASGIReceiveEvent:
         piece = bytes(pending)
         cycle.body = bytearray()
     return {"type": "http.request", "body": piece, "more_body": cycle.more_body or bool(cycle.body)}
+
+
+def protocol(name: str) -> type[HttpToolsProtocol] | str:
+    """The `http=` protocol for uvicorn of settings.http_protocol: 'uncopied' (this module's)
+    or 'stock' (uvicorn's own httptools protocol, by the name uvicorn knows it by)."""
+    if name == "stock":
+        return "httptools"
+    if name == "uncopied":
+        return LargeBodyHttpToolsProtocol
+    raise ValueError(f"unknown HTTP protocol {name!r}: 'uncopied' or 'stock'")
