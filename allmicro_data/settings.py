@@ -182,6 +182,27 @@ class Settings(BaseSettings):
         "uncompressed (beyond a fixed 256 MiB any file may declare); more fails the ingest "
         "job as a decompression bomb.",
     )
+    pyramid_ngff: Literal["0.4", "0.5"] = Field(
+        default="0.4",
+        description="NGFF version of the pyramids ingest writes: 0.4 (zarr v2, what most "
+        "viewers read) or 0.5 (zarr v3). Pyramids written before keep theirs.",
+    )
+    pyramid_chunk: int | None = Field(
+        default=None,
+        ge=2,
+        multiple_of=2,
+        description="Chunk side in pixels (even); default: 512 for planes, 128 for volumes.",
+    )
+    pyramid_codec: str = Field(
+        default="blosc-zstd:1",
+        pattern=r"^(zstd|blosc-zstd|blosc-lz4)(:\d{1,2})?$",
+        description="Chunk compressor and level: zstd[:0-22], blosc-zstd[:0-9], blosc-lz4[:0-9].",
+    )
+    pyramid_shard: bool = Field(
+        default=True,
+        description="NGFF 0.5 only: one object per chunk row of a level (sharded) instead of "
+        "one per chunk, for stores that pay per object.",
+    )
     upload_dir: Path | None = Field(
         default=None,
         description="Where partial uploads are spooled; default: data_dir/uploads. Several API "

@@ -1,13 +1,13 @@
 """Reading pyramids for the viewers: only the chunks a request touches, decoded once and cached.
 
-Our NGFF 0.4 pyramids (zarr v2) are read by fetching chunk objects straight from the store and
-decoding them with numcodecs, which is several times faster per tile than going through
-zarr-python; other layouts (zarr v3, sharded) are read through zarr-python.
+The metadata is parsed once per pyramid by the format package (allmicro_data.ingest.ngff); the
+chunks of the layouts we write (NGFF 0.4 and 0.5, sharded or not) are then fetched straight from
+the store and decoded with numcodecs, which is several times faster per tile than going through
+zarr-python; any other layout (filters, big-endian, other codecs) is read through zarr-python.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections import OrderedDict
@@ -16,11 +16,17 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
-import numcodecs
 import numpy as np
 import zarr
 
 from allmicro_data.api.rendering import ChannelDefaults, Window
+from allmicro_data.ingest.ngff import (
+    StoredArray,
+    parse_shard_index,
+    read_pyramid_metadata,
+    shard_index_bytes,
+)
+from allmicro_data.ingest.ngff.layout import EMPTY_SHARD_SLOT
 from allmicro_data.storage import ObjectNotFound, ObjectStore
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 
@@ -54,18 +60,24 @@ class ChunkCache:
 
 @dataclass
 class Level:
-    """One resolution level: how to find and decode its chunks."""
+    """One resolution level: its stored layout, and where its objects are."""
 
-    path: str
-    shape: tuple[int, ...]
-    chunks: tuple[int, ...]
-    dtype: np.dtype[Any]
-    prefix: str  # object key prefix of the level's chunks
-    separator: str
-    codec: Any
-    fill_value: Any
+    stored: StoredArray
+    root: str  # object key of the pyramid, which the level's keys are relative to
     array: Any = None  # zarr-python array, for layouts we do not decode ourselves
     tag: str = ""  # distinguishes a re-ingested pyramid's chunks from the old ones in caches
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.stored.chunks
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.stored.dtype
 
     @property
     def fast(self) -> bool:
@@ -137,102 +149,76 @@ def _read_chunks(
 def _chunk(
     store: ObjectStore, cache: ChunkCache, lvl: Level, index: tuple[int, ...]
 ) -> np.ndarray[Any, Any]:
-    key = f"{lvl.prefix}/{lvl.separator.join(map(str, index))}"
-    tagged = f"{lvl.tag}:{key}"
+    stored = lvl.stored
+    key = f"{lvl.root}/{stored.object_key(index)}"
+    slot = stored.shard_slot(index) if stored.shards is not None else -1
+    tagged = f"{lvl.tag}:{key}#{slot}"
     found = cache.get(tagged)
     if found is not None:
         return found
-    try:
-        raw = store.get_bytes(key)
-    except ObjectNotFound:
-        chunk = np.full(lvl.chunks, lvl.fill_value or 0, dtype=lvl.dtype)
+    raw = _stored_chunk(store, cache, lvl, key, slot)
+    if raw is None:
+        chunk = np.full(stored.chunks, stored.fill_value or 0, dtype=stored.dtype)
     else:
-        decoded = lvl.codec.decode(raw) if lvl.codec is not None else raw
-        chunk = np.frombuffer(decoded, dtype=lvl.dtype).reshape(lvl.chunks)
+        decoded = stored.decoder.decode(raw) if stored.decoder is not None else raw
+        chunk = np.frombuffer(decoded, dtype=stored.dtype).reshape(stored.chunks)
     cache.put(tagged, chunk)
     return chunk
 
 
-def open_pyramid(store: ObjectStore, key: str, tag: str = "") -> OpenPyramid:
-    attrs = _root_attrs(store, key)
-    multiscale = attrs["multiscales"][0]
-    axes = "".join(a["name"] for a in multiscale["axes"])
-    levels: list[Level] = []
-    scales: list[list[float]] = []
-    group: Any = None
-    for dataset in multiscale["datasets"]:
-        path = dataset["path"]
-        scale = next(
-            (
-                t["scale"]
-                for t in dataset.get("coordinateTransformations", [])
-                if t["type"] == "scale"
-            ),
-            [1.0] * len(axes),
-        )
-        scales.append([float(s) for s in scale])
-        try:
-            meta = json.loads(store.get_bytes(f"{key}/{path}/.zarray"))
-        except ObjectNotFound:
-            meta = None
-        if meta is not None and not meta.get("filters"):
-            compressor = meta.get("compressor")
-            levels.append(
-                Level(
-                    path=path,
-                    shape=tuple(meta["shape"]),
-                    chunks=tuple(meta["chunks"]),
-                    dtype=np.dtype(meta["dtype"]),
-                    prefix=f"{key}/{path}",
-                    separator=meta.get("dimension_separator", "."),
-                    codec=numcodecs.get_codec(compressor) if compressor else None,
-                    fill_value=meta.get("fill_value"),
-                    tag=tag,
-                )
-            )
-            continue
-        if group is None:
-            group = zarr.open_group(ZarrObjectStore(store, key, read_only=True), mode="r")
-        array = group[path]
-        levels.append(
-            Level(
-                path=path,
-                shape=tuple(array.shape),
-                chunks=tuple(array.chunks),
-                dtype=np.dtype(array.dtype),
-                prefix=f"{key}/{path}",
-                separator="/",
-                codec=None,
-                fill_value=None,
-                array=array,
-            )
-        )
-    omero: dict[str, Any] = attrs.get("omero", {})
-    channels = omero.get("channels", [])
-    defaults = ChannelDefaults(
-        windows=[Window(float(c["window"]["start"]), float(c["window"]["end"])) for c in channels],
-        colours=[str(c.get("color", "FFFFFF")) for c in channels],
-        labels=[str(c.get("label", f"channel {i}")) for i, c in enumerate(channels)],
-        ranges=[
-            Window(
-                float(c["window"].get("min", c["window"]["start"])),
-                float(c["window"].get("max", c["window"]["end"])),
-            )
-            for c in channels
-        ],
-        rgb=omero.get("rdefs", {}).get("model") == "color" and levels[0].dtype == np.uint8,
-    )
-    return OpenPyramid(key=key, axes=axes, levels=levels, defaults=defaults, scales=scales)
-
-
-def _root_attrs(store: ObjectStore, key: str) -> dict[str, Any]:
+def _stored_chunk(
+    store: ObjectStore, cache: ChunkCache, lvl: Level, key: str, slot: int
+) -> bytes | None:
+    """The encoded bytes of one chunk: the whole object, or its slot's range of a shard."""
     try:
-        attrs: dict[str, Any] = json.loads(store.get_bytes(f"{key}/.zattrs"))
-        return attrs
+        if slot < 0:
+            return store.get_bytes(key)
+        # A shard's index is read once (two small requests) and kept with the decoded chunks;
+        # then each chunk is one range request, as zarr itself would read it.
+        index_key = f"{lvl.tag}:{key}#index"
+        index = cache.get(index_key)
+        if index is None:
+            n_chunks = math.prod(lvl.stored.chunks_per_shard)
+            size = store.size(key)
+            data = store.get_bytes(key, size - shard_index_bytes(n_chunks), size)
+            index = parse_shard_index(data, n_chunks)
+            cache.put(index_key, index)
+        offset, length = (int(v) for v in index[slot])
+        if offset == EMPTY_SHARD_SLOT:
+            return None
+        return store.get_bytes(key, offset, offset + length)
     except ObjectNotFound:
-        meta = json.loads(store.get_bytes(f"{key}/zarr.json"))
-        ome: dict[str, Any] = meta.get("attributes", {}).get("ome", {})
-        return ome
+        return None
+
+
+def open_pyramid(store: ObjectStore, key: str, tag: str = "") -> OpenPyramid:
+    """The pyramid at key, its metadata parsed once (the tile path then only reads chunks)."""
+    meta = read_pyramid_metadata(store, key)
+    levels: list[Level] = []
+    group: Any = None
+    for stored in meta.levels:
+        array = None
+        if not stored.direct:
+            if group is None:
+                group = zarr.open_group(
+                    ZarrObjectStore(store, key, read_only=True),
+                    mode="r",
+                    zarr_format=meta.zarr_format,
+                    use_consolidated=False,
+                )
+            array = group[stored.path]
+        levels.append(Level(stored=stored, root=key, array=array, tag=tag))
+    channels = meta.channels
+    defaults = ChannelDefaults(
+        windows=[Window(*c.window) for c in channels],
+        colours=[c.colour for c in channels],
+        labels=[c.label for c in channels],
+        ranges=[Window(*c.range) for c in channels],
+        rgb=meta.colour_model == "color" and levels[0].dtype == np.uint8,
+    )
+    return OpenPyramid(
+        key=key, axes=meta.axes, levels=levels, defaults=defaults, scales=meta.scales
+    )
 
 
 def level_for_factor(pyramid: OpenPyramid, factor: float) -> int:

@@ -158,7 +158,7 @@ def open_series(src: Path) -> Any:
 def floor(args: argparse.Namespace) -> None:
     """Read the input once, band by band, and compress as many bytes as the pyramid's chunks
     hold on all cores, writing nothing: what no converter can beat on this machine."""
-    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+    from allmicro_data.ingest.ngff import ChunkCodec, ChunkEncoder
 
     series = open_series(Path(args.input))
     encoder = ChunkEncoder(ChunkCodec.parse(args.codec))
@@ -217,7 +217,7 @@ def _level_sides(side: int, volume: bool) -> list[int]:
 
 def compare_codecs(args: argparse.Namespace) -> None:
     """Size and single/dual-thread speed of candidate codecs on real chunks of an input."""
-    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+    from allmicro_data.ingest.ngff import ChunkCodec, ChunkEncoder
 
     series = open_series(Path(args.input))
     volume = bool(getattr(series, "is_volume", False))

@@ -31,6 +31,7 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
 from allmicro_data.ingest.grouping import group_files
+from allmicro_data.ingest.ngff import pyramid_options
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pixel_limits import check_declared_pixels
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
@@ -302,7 +303,14 @@ def _ingest_series(
             ome_xml_key = f"images/{image_id}/metadata.ome.xml"
             pixels = math.prod(series.shape) * series.dtype.itemsize
             with metrics.stage(ctx.job.kind.value, "pyramid", pixels):
-                info = write_pyramid(series, store, key, ome_xml=ome_xml, progress=progress)
+                info = write_pyramid(
+                    series,
+                    store,
+                    key,
+                    ome_xml=ome_xml,
+                    progress=progress,
+                    **pyramid_options(services.settings),
+                )
             ome_xml_object = store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
             # Fixity: the sha256 and size of every object the image consists of.
             manifest, manifest_object = write_image_manifest(

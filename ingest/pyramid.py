@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from allmicro_data.ingest.pyramid_downsample import METHODS, Method, downsample
-from allmicro_data.ingest.pyramid_format import (
+from allmicro_data.ingest.ngff import (
+    GROUP_DOCUMENTS,
     NGFF_VERSIONS,
     ChunkCodec,
     ChunkEncoder,
@@ -28,6 +28,7 @@ from allmicro_data.ingest.pyramid_format import (
     metadata_documents,
     ngff_attributes,
 )
+from allmicro_data.ingest.pyramid_downsample import METHODS, Method, downsample
 from allmicro_data.ingest.readers.base import Series
 from allmicro_data.storage.base import ObjectStore, StoredObject
 from allmicro_data.storage.local import LocalStore
@@ -47,7 +48,6 @@ WINDOW_PERCENTILES = (0.1, 99.9)
 # Level-0 blocks alive at once (read, queued or being compressed): two, so that reading the next
 # overlaps compressing the last, and never more, so memory is bounded by the image width.
 MIN_IN_FLIGHT_BYTES = 32 << 20
-_GROUP_DOCUMENTS = (".zattrs", ".zgroup", "zarr.json")
 
 
 @dataclass
@@ -363,7 +363,7 @@ class _PyramidWriter:
     # ---- running ----------------------------------------------------------------------------
 
     def run(self, ome_xml: str | None) -> PyramidInfo:
-        for name in _GROUP_DOCUMENTS:
+        for name in GROUP_DOCUMENTS:
             # An earlier image at this key stops being visible before any of it is replaced.
             self.store.delete(self._full(name))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="pyramid") as pool:

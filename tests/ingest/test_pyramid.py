@@ -352,7 +352,7 @@ def test_info_keeps_the_fields_the_pipeline_uses(tmp_path: Path) -> None:
 def test_chunk_encoder_writes_the_bytes_of_the_codec_the_metadata_names(
     spec: str, dtype: str
 ) -> None:
-    from allmicro_data.ingest.pyramid_format import ChunkCodec, ChunkEncoder
+    from allmicro_data.ingest.ngff import ChunkCodec, ChunkEncoder
 
     codec = ChunkCodec.parse(spec)
     data = sem_like((2, 300, 500)).astype(dtype)

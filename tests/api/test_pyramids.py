@@ -1,0 +1,110 @@
+"""Reading pyramids for the tile path: every layout we write reads back the same pixels, without zarr-python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+
+from allmicro_data.api.pyramids import ChunkCache, open_pyramid
+from allmicro_data.ingest.pyramid import write_pyramid
+from allmicro_data.ingest.readers.array import ArraySeries
+from allmicro_data.storage.base import ObjectStore
+from allmicro_data.storage.local import LocalStore
+from tests.ingest.test_pyramid import KEY, sem_like
+
+LAYOUTS = {"v04": ("0.4", None), "v05-sharded": ("0.5", True), "v05": ("0.5", False)}
+# Boxes (y0, y1, x0, x1) that start, end and cross chunk and shard borders (chunks are 64).
+BOXES = [(0, 64, 0, 64), (30, 200, 50, 333), (100, 260, 0, 390), (255, 260, 383, 390)]
+
+
+class CountingStore:
+    """A LocalStore that counts requests, to show what the tile path fetches."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self.requests += 1
+        return self.inner.get_bytes(key, start, end)
+
+    def size(self, key: str) -> int:
+        self.requests += 1
+        return self.inner.size(key)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, np.ndarray[Any, Any]]:
+    store = LocalStore(tmp_path_factory.mktemp("pyramids"))
+    data = sem_like((260, 390), seed=3)
+    for name, (ngff, shard) in LAYOUTS.items():
+        write_pyramid(
+            ArraySeries(data, "yx"), store, f"{name}/{KEY}", ngff=ngff, chunk=64, shard=shard
+        )
+    return store, data
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_is_read_directly_and_equals_what_zarr_reads(
+    written: tuple[LocalStore, np.ndarray[Any, Any]], layout: str
+) -> None:
+    store, data = written
+    key = f"{layout}/{KEY}"
+    pyramid = open_pyramid(store, key)
+    assert all(level.fast for level in pyramid.levels), "fell back to zarr-python"
+    cache = ChunkCache(1 << 30)
+    for level in range(len(pyramid.levels)):
+        expected = np.asarray(zarr.open_array(str(store.root / key / str(level)), mode="r")[:])
+        if level == 0:
+            np.testing.assert_array_equal(expected, data)
+        h, w = expected.shape
+        for y0, y1, x0, x1 in BOXES:
+            y, x = (min(y0, h - 1), min(y1, h)), (min(x0, w - 1), min(x1, w))
+            got = pyramid.read(store, cache, level, {}, y, x)
+            np.testing.assert_array_equal(got, expected[y[0] : y[1], x[0] : x[1]])
+
+
+def test_a_shards_index_is_read_once_then_each_chunk_is_one_range_request(
+    written: tuple[LocalStore, np.ndarray[Any, Any]],
+) -> None:
+    store, _ = written
+    counting = CountingStore(store)
+    pyramid = open_pyramid(counting, f"v05-sharded/{KEY}")  # type: ignore[arg-type]
+    counting.requests = 0
+    cache = ChunkCache(1 << 30)
+    # Four chunks of the first chunk row: one shard.
+    pyramid.read(counting, cache, 0, {}, (0, 64), (0, 256))  # type: ignore[arg-type]
+    assert counting.requests == 2 + 4  # size and index, then one range per chunk
+    pyramid.read(counting, cache, 0, {}, (0, 64), (256, 390))  # type: ignore[arg-type]
+    assert counting.requests == 6 + 3  # the index is kept: only the new chunks
+
+
+def test_a_layout_we_do_not_decode_is_read_through_zarr(tmp_path: Path) -> None:
+    store: ObjectStore = LocalStore(tmp_path)
+    data = sem_like((100, 120), seed=4)
+    write_pyramid(ArraySeries(data, "yx"), store, KEY, ngff="0.4", chunk=64)
+    # Same pixels, but with a filter the direct reader does not apply.
+    level0 = str(tmp_path / KEY / "0")
+    zarr.create_array(
+        level0,
+        shape=data.shape,
+        chunks=(64, 64),
+        dtype=data.dtype,
+        filters=[numcodecs.Delta(dtype="u2")],
+        zarr_format=2,
+        overwrite=True,
+    )[:] = data
+
+    pyramid = open_pyramid(store, KEY)
+
+    assert not pyramid.levels[0].fast and pyramid.levels[0].stored.direct is False
+    got = pyramid.read(store, ChunkCache(1 << 20), 0, {}, (10, 90), (5, 115))
+    np.testing.assert_array_equal(got, data[10:90, 5:115])
