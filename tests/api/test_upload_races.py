@@ -40,6 +40,29 @@ def _catalogue_counts(server: LiveServer, dataset_id: str) -> tuple[int, int, in
     return int(files or 0), int(jobs or 0), int(images or 0)
 
 
+def _patch_at_once(clients: list[httpx.Client], locations: list[str], data: bytes) -> list[Any]:
+    """Each client sends data from offset 0 to its location, all released at the same moment
+    (real threads, one connection each); the clients are closed afterwards."""
+    start = threading.Barrier(len(clients))
+    answers: list[Any] = [None] * len(clients)
+
+    def send(index: int) -> None:
+        start.wait()
+        try:
+            answers[index] = patch(clients[index], locations[index], 0, data)
+        except httpx.HTTPError as exc:
+            answers[index] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for client in clients:
+        client.close()
+    return answers
+
+
 def test_one_file_from_five_clients_at_once_is_one_file_one_job_one_image(
     shared_server: LiveServer,
 ) -> None:
@@ -51,24 +74,7 @@ def test_one_file_from_five_clients_at_once_is_one_file_one_job_one_image(
         create(client, len(data), filename=FEI.name, dataset_id=dataset_id).headers["location"]
         for client in clients
     ]
-    start = threading.Barrier(CLIENTS)
-    answers: list[Any] = [None] * CLIENTS
-
-    def send(index: int) -> None:
-        start.wait()
-        try:
-            answers[index] = patch(clients[index], locations[index], 0, data)
-        except httpx.HTTPError as exc:
-            answers[index] = exc
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    for client in clients:
-        client.close()
-
+    answers = _patch_at_once(clients, locations, data)
     assert all(isinstance(a, httpx.Response) and a.status_code == 204 for a in answers), answers
     outcomes = {(a.headers["x-allmicro-file-id"], a.headers["x-allmicro-job-id"]) for a in answers}
     assert len(outcomes) == 1, outcomes
@@ -92,20 +98,8 @@ def test_of_two_patches_at_once_the_loser_learns_the_offset_not_gone(
             created = create(client, len(data), filename=f"twin{_round}.tif", dataset_id=dataset_id)
             location = created.headers["location"]
         clients = [shared_server.client(email, USER_PASSWORD) for _ in range(2)]
-        start = threading.Barrier(2)
-        answers: list[Any] = [None, None]
-
-        def send(index: int) -> None:
-            start.wait()
-            answers[index] = patch(clients[index], location, 0, data)
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        for client in clients:
-            client.close()
+        answers = _patch_at_once(clients, [location, location], data)
+        assert all(isinstance(a, httpx.Response) for a in answers), answers
         codes = sorted(a.status_code for a in answers)
         assert codes in ([204, 204], [204, 409]), [(a.status_code, a.text) for a in answers]
         for answer in answers:
