@@ -137,19 +137,6 @@ def replicated(stores: list[Switchable], quorum: int = 1, **kw: Any) -> Replicat
     return ReplicatedStore(stores[0], stores[1:], quorum=quorum, **kw)
 
 
-def test_writes_reach_every_store(stores: list[Switchable]) -> None:
-    store = replicated(stores)
-    data = os.urandom(3 * 1024 * 1024 + 7)
-    stored = store.put("raw/x", iter([data[:1000], data[1000:]]))
-    assert stored.sha256 == hashlib.sha256(data).hexdigest()
-    store.put_bytes("images/a/0/0", b"chunk")
-    store.put("images/a/shard", [b"part1", b"part2"])
-    for s in stores:
-        assert s.get_bytes("raw/x") == data
-        assert s.get_bytes("images/a/0/0") == b"chunk"
-        assert s.get_bytes("images/a/shard") == b"part1part2"
-
-
 def test_a_down_replica_goes_on_the_to_do_list_and_the_quorum_decides(
     stores: list[Switchable],
 ) -> None:
