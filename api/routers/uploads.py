@@ -34,7 +34,7 @@ from allmicro_data.catalogue.models import Upload, UploadStatus
 from allmicro_data.errors import DomainError, Invalid, Unauthorised
 from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
-from allmicro_data.storage import StorageError
+from allmicro_data.storage import StorageError, StorageFull
 from allmicro_data.uploads import (
     HashFactory,
     OffsetMismatch,
@@ -119,6 +119,13 @@ class TusRoute(APIRoute):
                 if retry_after is not None:
                     headers["Retry-After"] = str(retry_after)
                 response = problem(exc.status, exc.title, str(exc) or None, headers=headers)
+            except StorageFull as exc:
+                # Storing the finished file found the store full: every byte stays in the spool,
+                # and the client's next request (HEAD or PATCH) completes it once there is room.
+                log.error("store full on %s %s: %s", request.method, request.url.path, exc)
+                response = problem(
+                    507, "Insufficient storage", "the object store is full; try again later"
+                )
             except StorageError as exc:
                 log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
                 response = problem(

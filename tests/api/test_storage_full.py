@@ -221,3 +221,33 @@ def test_the_agent_waits_for_a_full_server_within_retry_for(
     finally:
         logging.getLogger("allmicro.agent").removeHandler(retries)
         server.stop()
+
+
+def test_a_full_store_at_completion_answers_507_and_the_upload_completes_later(
+    small_data_dir: Path, tmp_path: Path
+) -> None:
+    """The spool has the whole file but the store has no room for it: 507 (not 503, "cannot be
+    reached"), and the upload completes on the client's next request once there is room."""
+    env = _server_env(tmp_path / "data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env["ALLMICRO_STORAGE_URL"] = (small_data_dir / "objects").as_uri()
+    server: LiveServer = _running_server(env, tmp_path / "server.log")
+    try:
+        email = "finisher@full-disk.example"
+        _project_id, dataset_id = new_project(server, email, "Full store")
+        data = np.random.default_rng(3).bytes(4 * 1024**2)
+        filler = small_data_dir / "filler"
+        stats = os.statvfs(small_data_dir)
+        filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 1024**2))
+        with server.client(email, USER_PASSWORD) as client:
+            created = create(client, len(data), filename="late.bin", dataset_id=dataset_id)
+            location = created.headers["location"]
+            refused = patch(client, location, 0, data)
+            assert refused.status_code == 507, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            filler.unlink()
+            status = client.head(location, headers=TUS)
+            assert status.status_code == 200
+            assert status.headers["upload-offset"] == str(len(data))
+            assert status.headers["x-allmicro-file-id"]
+    finally:
+        server.stop()
