@@ -14,6 +14,7 @@ from allmicro_data.storage import (
     StorageError,
     StoredObject,
     open_store,
+    s3,
 )
 from allmicro_data.storage.s3 import PART_SIZE, S3Location
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
@@ -73,6 +74,44 @@ def test_objects_in_memory_are_hashed_once_and_signed_with_that_hash(
     assert empty == StoredObject("pyramid/empty", 0, hashlib.sha256(b"").hexdigest())
     assert store.get_bytes("pyramid/0/c/0/0") == data and store.get_bytes("pyramid/empty") == b""
     assert hashed_by_minio and not any(hashed_by_minio)
+
+
+def test_minio_still_has_the_private_calls_that_sign_with_our_hash() -> None:
+    """The canary of the minio pin in pyproject.toml."""
+    missing = s3.minio_private_api_missing()
+    assert not missing, (
+        f"minio {minio.__version__} lacks or changed {missing} (storage/s3.py MINIO_PRIVATE_API): "
+        "S3Store now falls back to minio's public put_object, which hashes every body again "
+        "(about 8 % more converter CPU, bench/storage_s3.py). Adapt storage/s3.py's _Client to "
+        "the new minio, or drop it, and move the minio pin in pyproject.toml."
+    )
+
+
+def test_a_minio_without_those_private_calls_gets_objects_up_through_put_object(
+    seaweed: SeaweedServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if minio had changed its request builder's parameters.
+    monkeypatch.setitem(s3.MINIO_PRIVATE_API, "_build_headers", ("self", "request"))
+    store = S3Store(seaweed.url(prefix), ACCESS_KEY, SECRET_KEY)
+    hashed_by_minio: list[int] = []
+    real = minio.api.sha256_hash
+
+    def counting(data: bytes | None) -> str:
+        hashed_by_minio.append(len(data or b""))
+        return str(real(data))
+
+    monkeypatch.setattr(minio.api, "sha256_hash", counting)
+    data = os.urandom(300_000)
+    chunk = store.put_bytes("pyramid/0/0.0", data)
+    shard = store.put("pyramid/0/c/0/0", [data[:1000], data[1000:2000], data[2000:]])
+    empty = store.put_bytes("pyramid/empty", b"")
+
+    assert chunk.sha256 == shard.sha256 == hashlib.sha256(data).hexdigest()
+    assert empty == StoredObject("pyramid/empty", 0, hashlib.sha256(b"").hexdigest())
+    assert store.get_bytes("pyramid/0/0.0") == store.get_bytes("pyramid/0/c/0/0") == data
+    assert store.get_bytes("pyramid/empty") == b""
+    # minio's public path hashed the bodies itself.
+    assert hashed_by_minio.count(len(data)) == 2
 
 
 def test_a_source_that_fails_after_a_part_is_up_leaves_nothing(store: S3Store) -> None:
