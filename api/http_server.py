@@ -7,6 +7,7 @@ read of ~250 KB: on this 2-core machine stock uvicorn took a 2 GiB body in at ab
 this protocol at about 1.5 GB/s (bench/http_receive.py). Here the pieces the socket gives are
 queued as they are, reading pauses only once BODY_HIGH_WATER bytes wait, and the application
 receives the queued pieces one per message, without waiting for the socket while some are there.
+Only requests that carry bodies (POST, PUT, PATCH) get this receive; the others run uvicorn's.
 
 uvicorn has no public hook for this (its public `http=` option takes a protocol class, nothing
 finer), so this subclass reaches into internals: UVICORN_INTERNALS names them. They are pinned
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 # BODY_LOW_WATER the socket is read again.
 BODY_HIGH_WATER = 4 * 1024 * 1024
 BODY_LOW_WATER = 1024 * 1024
+# Requests of other methods (GET, HEAD: tiles, pages, downloads) keep uvicorn's own receive.
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 # What of uvicorn this module relies on beyond its public API: the protocol's methods it
 # overrides or calls, and the attributes of the protocol and of its request cycle it reads or
@@ -86,7 +89,7 @@ class LargeBodyHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not before:
+        if self.cycle is not before and self.parser.get_method() in BODY_METHODS:
             # A new request: its application task has not started yet, so it will find this
             # receive (an upgrade to a websocket makes no cycle).
             self.cycle.receive = types.MethodType(receive_pieces, self.cycle)  # type: ignore[method-assign]

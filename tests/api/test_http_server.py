@@ -148,6 +148,16 @@ def test_chunked_and_pipelined_bodies_stay_whole(server: tuple[str, Received]) -
     assert received.digests[-2:] == [digest.decode() for digest in expected]
 
 
+def test_requests_without_a_body_method_keep_uvicorns_own_receive(
+    server: tuple[str, Received],
+) -> None:
+    address, received = server
+    with httpx.Client(base_url=f"http://{address}", timeout=60) as client:
+        assert client.get("/").text == hashlib.sha256(b"").hexdigest()
+        assert client.post("/", content=b"x").text == hashlib.sha256(b"x").hexdigest()
+    assert received.receivers == [RequestResponseCycle.receive, receive_pieces]
+
+
 def test_uvicorn_still_has_the_internals_the_uncopied_protocol_relies_on() -> None:
     """The canary of the pin in pyproject.toml: a uvicorn that renames or drops what
     api/http_server.py overrides fails here, not in production under uploads."""
