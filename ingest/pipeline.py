@@ -36,6 +36,7 @@ from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pixel_limits import check_declared_pixels
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
+from allmicro_data.ingest.readers.normalise import jsonable
 from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
 from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratch
 from allmicro_data.search import search_text
@@ -186,35 +187,13 @@ def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, f
     vendor: dict[str, Any] = dict(series.vendor)
     if acq.acquired_at and not acq.acquired_at.tzinfo:
         vendor.setdefault("_acquired_at_local", acq.acquired_at.isoformat())
-    image.vendor_metadata = _json_safe(vendor)
+    image.vendor_metadata = jsonable(vendor)
     image.warnings = list(series.warnings)
     image.pyramid_key = info.key
     image.ngff_version = info.ngff_version
     image.levels = len(info.level_shapes)
     image.ome_xml_key = ome_xml_key
     image.search_text = search_text(image)
-
-
-def _json_safe(value: Any) -> Any:
-    """Vendor metadata as JSON: numbers, strings, lists, dicts; anything else as its text."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if isinstance(value, bytes):
-        return value.hex()
-    if hasattr(value, "item"):
-        try:
-            return _json_safe(value.item())
-        except (ValueError, TypeError):
-            pass
-    if hasattr(value, "tolist"):
-        return _json_safe(value.tolist())
-    return str(value)
 
 
 def run_ingest_job(ctx: JobContext) -> None:

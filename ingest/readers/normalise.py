@@ -140,13 +140,19 @@ def to_utc(value: datetime | None) -> datetime | None:
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-serialisable copy of a vendor value: numpy scalars/arrays, bytes, dates, nesting."""
+    """A JSON copy of a vendor value, the one sanitiser of vendor metadata (readers and the
+    catalogue's vendor_metadata): numpy scalars and arrays, nesting, dates and enums as text.
+
+    NaN and infinities become null: JSON has no such numbers (PostgreSQL refuses them), and a
+    vendor writes NaN where it has no value. Bytes become their UTF-8 text without trailing NULs,
+    else their hex digits; more than 256 bytes become a note of their length.
+    """
     if depth > 40:
         return repr(value)
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -173,7 +179,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         except UnicodeDecodeError:
             return text.hex()
     if isinstance(value, complex):
-        return [value.real, value.imag] if value.imag else value.real
+        return jsonable([value.real, value.imag] if value.imag else value.real, depth + 1)
     if isinstance(value, datetime):
         return value.isoformat()
     if hasattr(value, "isoformat"):
