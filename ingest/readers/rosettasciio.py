@@ -215,8 +215,13 @@ def _tia(acq: Acquisition, original: Mapping[str, Any]) -> None:
 
 
 class RsciioSeries(Series):
-    def __init__(self, signal: Mapping[str, Any], index: int, plugin: str) -> None:
+    def __init__(
+        self, signal: Mapping[str, Any], index: int, plugin: str, *, file_name: str, fmt: str
+    ) -> None:
         super().__init__()
+        # For errors of reads long after the file was opened: they name it and its format.
+        self._file_name = file_name
+        self._format = fmt
         data = signal["data"]
         self._data = data
         self.dtype = np.dtype(data.dtype)
@@ -286,7 +291,9 @@ class RsciioSeries(Series):
                 block = block.compute(scheduler="synchronous")
             return np.asarray(block)
         except Exception as exc:
-            raise ReadError(f"cannot read pixels: {exc}") from exc
+            raise ReadError(
+                f"{self._file_name}: cannot read {self._format} pixels ({exc})"
+            ) from exc
 
 
 def _drop_display(original: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -355,7 +362,7 @@ class RsciioFile(ImageFile):
             self.close()
             raise ReadError(f"{path.name}: {fmt} file holds no data")
         for index, signal in enumerate(signals):
-            self.series.append(RsciioSeries(signal, index, plugin))
+            self.series.append(RsciioSeries(signal, index, plugin, file_name=path.name, fmt=fmt))
         if fmt == "FEI TIA SER":
             self.warnings.append(
                 "TIA .ser read without its .emi: microscope metadata are in the .emi"

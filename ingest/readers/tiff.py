@@ -122,7 +122,8 @@ class TiffSeries(Series):
         except ReadError:
             raise
         except Exception as exc:
-            raise ReadError(f"cannot decode TIFF pixels: {exc}") from exc
+            name = Path(self._tiff.filename).name
+            raise ReadError(f"{name}: cannot decode TIFF pixels: {exc}") from exc
         return np.transpose(data, self._perm) if self._perm != tuple(range(len(ours))) else data
 
     def levels(self) -> list[Series]:
