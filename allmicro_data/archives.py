@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.catalogue.models import Dataset, File, Image, ImageFile, ImageStatus
 from allmicro_data.csv_export import spreadsheet_row
 from allmicro_data.storage import ObjectStore
@@ -20,7 +21,8 @@ from allmicro_data.storage import ObjectStore
 MANIFEST_NAME = "SHA256SUMS"
 METADATA_NAME = "metadata.json"
 
-# Normalised columns of the metadata export, in order (SI units, as in the catalogue).
+# Columns of the metadata export, in order (SI units, as in the catalogue): the image, its pixel
+# size, then every normalised acquisition field in table order (new fields append at the end).
 METADATA_COLUMNS = (
     "id",
     "name",
@@ -32,22 +34,7 @@ METADATA_COLUMNS = (
     "pixel_size_x",
     "pixel_size_y",
     "pixel_size_z",
-    "modality",
-    "vendor",
-    "instrument",
-    "acquired_at",
-    "operator",
-    "accelerating_voltage",
-    "magnification",
-    "working_distance",
-    "horizontal_field_width",
-    "detector",
-    "beam_current",
-    "dwell_time",
-    "exposure_time",
-    "tilt_angle_deg",
-    "camera_length",
-    "objective",
+    *(field.name for field in ACQUISITION_FIELDS),
 )
 
 

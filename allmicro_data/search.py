@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, defer
 
 from allmicro_data.access import Caller, scoped
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.catalogue.models import Dataset, Image
 
 SORTS: dict[str, Any] = {
@@ -122,12 +123,7 @@ def search_text(image: Image) -> str:
     parts = [
         image.name,
         image.format,
-        image.modality,
-        image.vendor,
-        image.instrument,
-        image.operator,
-        image.detector,
-        image.objective,
+        *(getattr(image, f.name) for f in ACQUISITION_FIELDS if f.searchable),
     ]
     text = " ".join(p for p in parts if p)
     text += " " + " ".join(_values(image.channels)) + " " + " ".join(_values(image.vendor_metadata))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from sqlalchemy.orm import Session
 
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.catalogue.models import (
     Dataset,
     File,
@@ -226,26 +227,27 @@ class ChannelOut(BaseModel):
     emission_wavelength: float | None = None
 
 
-class AcquisitionOut(BaseModel):
-    """Normalised acquisition fields in SI units; null where the file does not say."""
+def _acquisition_out() -> type[BaseModel]:
+    """The API's acquisition object: one field per entry of ACQUISITION_FIELDS, then channels."""
+    definitions: dict[str, Any] = {
+        f.name: (f.kind | None, Field(description=f.unit)) for f in ACQUISITION_FIELDS
+    }
+    definitions["channels"] = (list[ChannelOut], ...)
+    return create_model(
+        "AcquisitionOut",
+        __doc__="Normalised acquisition fields in SI units; null where the file does not say.",
+        __module__=__name__,
+        **definitions,
+    )
 
-    modality: str | None
-    vendor: str | None
-    instrument: str | None
-    acquired_at: datetime | None
-    operator: str | None
-    accelerating_voltage: float | None = Field(description="volts")
-    magnification: float | None
-    working_distance: float | None = Field(description="metres")
-    horizontal_field_width: float | None = Field(description="metres")
-    detector: str | None
-    beam_current: float | None = Field(description="amperes")
-    dwell_time: float | None = Field(description="seconds")
-    exposure_time: float | None = Field(description="seconds")
-    tilt_angle_deg: float | None
-    camera_length: float | None = Field(description="metres")
-    objective: str | None
-    channels: list[ChannelOut]
+
+if TYPE_CHECKING:
+    # What type checkers see; the fields of the table are read by name (getattr) elsewhere.
+    class AcquisitionOut(BaseModel):
+        channels: list[ChannelOut]
+
+else:
+    AcquisitionOut = _acquisition_out()
 
 
 class ImageOut(BaseModel):
@@ -288,22 +290,7 @@ def _image_fields(i: Image) -> dict[str, Any]:
         "dtype": i.dtype,
         "pixel_size": PixelSizeOut(x=i.pixel_size_x, y=i.pixel_size_y, z=i.pixel_size_z),
         "acquisition": AcquisitionOut(
-            modality=i.modality,
-            vendor=i.vendor,
-            instrument=i.instrument,
-            acquired_at=i.acquired_at,
-            operator=i.operator,
-            accelerating_voltage=i.accelerating_voltage,
-            magnification=i.magnification,
-            working_distance=i.working_distance,
-            horizontal_field_width=i.horizontal_field_width,
-            detector=i.detector,
-            beam_current=i.beam_current,
-            dwell_time=i.dwell_time,
-            exposure_time=i.exposure_time,
-            tilt_angle_deg=i.tilt_angle_deg,
-            camera_length=i.camera_length,
-            objective=i.objective,
+            **{f.name: getattr(i, f.name) for f in ACQUISITION_FIELDS},
             channels=[ChannelOut(**c) for c in (i.channels or [])],
         ),
         "levels": i.levels,

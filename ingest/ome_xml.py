@@ -9,6 +9,7 @@ import numpy as np
 import ome_types
 from ome_types import model as ome
 
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.ingest.readers.base import Series
 
 ACQUISITION_NS = "https://allmicro-data.eu/ns/acquisition"
@@ -143,8 +144,13 @@ def build_ome_xml(series: Series, name: str) -> str:
         pixels_args["time_increment"] = scale
         pixels_args["time_increment_unit"] = unit
 
+    # Every field of the table the file states, under its own name, whether or not OME also has
+    # an attribute for it (the table's `ome` says which do); then the channels.
+    recorded = acq.to_json()
     acquisition_pairs: list[tuple[str, str]] = []
-    _flatten(acq.to_json(), "", acquisition_pairs)
+    for field in ACQUISITION_FIELDS:
+        _flatten(recorded[field.name], field.name, acquisition_pairs)
+    _flatten(recorded["channels"], "channels", acquisition_pairs)
     acquisition_pairs = [(k, v) for k, v in acquisition_pairs if v not in ("null", "[]")]
     if series.image_region is not None:
         acquisition_pairs.append(("image_region", json.dumps(list(series.image_region))))

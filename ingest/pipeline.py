@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from allmicro_data import metrics
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.catalogue.models import (
     File,
     Image,
@@ -162,25 +163,13 @@ def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, f
     image.axes = info.axes
     image.shape = [int(n) for n in info.level_shapes[0]]
     image.dtype = info.dtype
-    image.modality = acq.modality
-    image.vendor = acq.vendor
-    image.instrument = acq.instrument
+    for field in ACQUISITION_FIELDS:
+        setattr(image, field.name, getattr(acq, field.name))
+    # The catalogue holds instants: a time without a zone stays in the vendor metadata below.
     image.acquired_at = acq.acquired_at if acq.acquired_at and acq.acquired_at.tzinfo else None
-    image.operator = acq.operator
     image.pixel_size_x = series.pixel_size.x
     image.pixel_size_y = series.pixel_size.y
     image.pixel_size_z = series.pixel_size.z
-    image.accelerating_voltage = acq.accelerating_voltage
-    image.magnification = acq.magnification
-    image.working_distance = acq.working_distance
-    image.horizontal_field_width = acq.horizontal_field_width
-    image.detector = acq.detector
-    image.beam_current = acq.beam_current
-    image.dwell_time = acq.dwell_time
-    image.exposure_time = acq.exposure_time
-    image.tilt_angle_deg = acq.tilt_angle_deg
-    image.camera_length = acq.camera_length
-    image.objective = acq.objective
     acquisition = acq.to_json()
     image.channels = acquisition["channels"]
     # Timestamps without a zone are kept as the file wrote them, in the vendor metadata.

@@ -11,6 +11,7 @@ from typing import Any
 from babel.dates import format_datetime
 from babel.numbers import format_decimal
 
+from allmicro_data.acquisition import ACQUISITION_FIELDS, LENGTHS, AcquisitionField, DisplayUnit
 from allmicro_data.api.schemas import AcquisitionOut, PixelSizeOut
 
 
@@ -22,22 +23,17 @@ def number(value: float, language: str, digits: int = 4) -> str:
     return format_decimal(rounded, format="#,##0.########", locale=language)
 
 
-# Length units from metres, largest first: a length is shown in the first unit it reaches 1 in.
-LENGTH_UNITS: tuple[tuple[str, float], ...] = (
-    ("m", 1.0),
-    ("mm", 1e-3),
-    ("µm", 1e-6),
-    ("nm", 1e-9),
-    ("pm", 1e-12),
-)
+def in_units(value: float, units: tuple[DisplayUnit, ...], language: str) -> str:
+    """value (SI) in the first of units (largest first) it reaches 1 in, else in the last one."""
+    unit = next((u for u in units if abs(value) >= u.size), units[-1])
+    # No space before a degree sign, and none without a symbol (a dimensionless setting).
+    space = "" if unit.symbol in ("", "°") else " "
+    return f"{number(value / unit.size, language)}{space}{unit.symbol}"
 
 
 def length(metres: float, language: str) -> str:
     """A length in the unit that gives a number of at least 1 (3.3724e-6 m is "3.372 µm")."""
-    for unit, size in LENGTH_UNITS:
-        if abs(metres) >= size:
-            return f"{number(metres / size, language)} {unit}"
-    return f"{number(metres / 1e-12, language)} pm"
+    return in_units(metres, LENGTHS, language)
 
 
 # Data sizes in binary units, as storage is bought and the image page shows originals.
@@ -75,31 +71,6 @@ class Field:
     value: str
 
 
-def _scaled(factor: float, unit: str) -> Callable[[Any, str], str]:
-    def show(value: Any, language: str) -> str:
-        return f"{number(float(value) / factor, language)} {unit}"
-
-    return show
-
-
-def _ranged(units: tuple[tuple[str, float], ...]) -> Callable[[Any, str], str]:
-    """The first unit (largest first) the value reaches 1 in: 6.25e-12 A is "6.25 pA"."""
-
-    def show(value: Any, language: str) -> str:
-        number_ = float(value)
-        for unit, size in units:
-            if abs(number_) >= size:
-                return f"{number(number_ / size, language)} {unit}"
-        unit, size = units[-1]
-        return f"{number(number_ / size, language)} {unit}"
-
-    return show
-
-
-CURRENTS = (("µA", 1e-6), ("nA", 1e-9), ("pA", 1e-12))
-TIMES = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
-
-
 def _text(value: Any, _language: str) -> str:
     return str(value)
 
@@ -110,32 +81,19 @@ def _when(value: Any, language: str) -> str:
     return str(value)
 
 
-def _magnification(value: Any, language: str) -> str:
-    return f"{number(float(value), language)} \N{MULTIPLICATION SIGN}"
+def _shown_by(field: AcquisitionField) -> Callable[[Any, str], str]:
+    """How the metadata panel writes a field: a date, text, or a number in its display units."""
+    if field.kind is datetime:
+        return _when
+    if not field.display:
+        return _text
+    units = field.display
+    return lambda value, language: in_units(float(value), units, language)
 
 
-def _degrees(value: Any, language: str) -> str:
-    return f"{number(float(value), language)}°"
-
-
-# The normalised fields in the order a microscopist reads them, each with its display unit.
-FIELDS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
-    ("modality", _text),
-    ("vendor", _text),
-    ("instrument", _text),
-    ("acquired_at", _when),
-    ("operator", _text),
-    ("detector", _text),
-    ("accelerating_voltage", _scaled(1e3, "kV")),
-    ("magnification", _magnification),
-    ("horizontal_field_width", _ranged(LENGTH_UNITS)),
-    ("working_distance", _scaled(1e-3, "mm")),
-    ("beam_current", _ranged(CURRENTS)),
-    ("dwell_time", _ranged(TIMES)),
-    ("exposure_time", _ranged(TIMES)),
-    ("tilt_angle_deg", _degrees),
-    ("camera_length", _scaled(1e-3, "mm")),
-    ("objective", _text),
+# The normalised fields in table order, each with how it is shown.
+FIELDS: tuple[tuple[str, Callable[[Any, str], str]], ...] = tuple(
+    (field.name, _shown_by(field)) for field in ACQUISITION_FIELDS
 )
 
 

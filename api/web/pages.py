@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import distinct, select
 
 from allmicro_data.access import Caller, Use, scoped
+from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.api.deps import (
     SESSION_COOKIE,
     OptionalCallerDep,
@@ -556,24 +557,8 @@ def search_page(
 
 
 def field_labels(gettext: Callable[[str], str]) -> dict[str, str]:
-    return {
-        "modality": gettext("Modality"),
-        "vendor": gettext("Vendor"),
-        "instrument": gettext("Instrument"),
-        "acquired_at": gettext("Acquired"),
-        "operator": gettext("Operator"),
-        "detector": gettext("Detector"),
-        "accelerating_voltage": gettext("Accelerating voltage"),
-        "magnification": gettext("Magnification"),
-        "horizontal_field_width": gettext("Horizontal field width"),
-        "working_distance": gettext("Working distance"),
-        "beam_current": gettext("Beam current"),
-        "dwell_time": gettext("Dwell time"),
-        "exposure_time": gettext("Exposure time"),
-        "tilt_angle_deg": gettext("Tilt"),
-        "camera_length": gettext("Camera length"),
-        "objective": gettext("Objective"),
-    }
+    """The acquisition fields' labels in the page's language (msgids from the field table)."""
+    return {field.name: gettext(field.label) for field in ACQUISITION_FIELDS}
 
 
 def viewer_strings(gettext: Callable[[str], str]) -> dict[str, str]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+# The record readers fill lives in the core, with the table of its fields every layer reads.
+from allmicro_data.acquisition import Acquisition as Acquisition
+from allmicro_data.acquisition import Channel as Channel
 
 AXIS_ORDER = "tczyx"
 
@@ -35,51 +38,6 @@ class PixelSize:
 
     def for_axis(self, axis: str) -> float | None:
         return {"x": self.x, "y": self.y, "z": self.z}.get(axis)
-
-
-@dataclass(slots=True)
-class Channel:
-    name: str | None = None
-    excitation_wavelength: float | None = None  # metres
-    emission_wavelength: float | None = None  # metres
-    color: str | None = None  # RRGGBB, when the file says which colour to show it in
-
-
-@dataclass(slots=True)
-class Acquisition:
-    """Normalised acquisition facts in SI units. A value the file does not carry stays None."""
-
-    modality: str | None = None  # "SEM", "TEM", "STEM", "FIB", "optical", "cryo-EM map", …
-    vendor: str | None = None
-    instrument: str | None = None
-    acquired_at: datetime | None = None  # timezone-aware when the file says the zone
-    operator: str | None = None
-    accelerating_voltage: float | None = None  # V
-    magnification: float | None = None
-    working_distance: float | None = None  # m
-    horizontal_field_width: float | None = None  # m
-    detector: str | None = None
-    beam_current: float | None = None  # A
-    dwell_time: float | None = None  # s
-    exposure_time: float | None = None  # s
-    tilt_angle_deg: float | None = None
-    camera_length: float | None = None  # m
-    objective: str | None = None
-    channels: list[Channel] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """The `acquisition` object of `allmicro info --json`."""
-        data = asdict(self)
-        data["acquired_at"] = self.acquired_at.isoformat() if self.acquired_at else None
-        data["channels"] = [
-            {
-                "name": c.name,
-                "excitation_wavelength": c.excitation_wavelength,
-                "emission_wavelength": c.emission_wavelength,
-            }
-            for c in self.channels
-        ]
-        return data
 
 
 class Series(abc.ABC):

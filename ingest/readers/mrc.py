@@ -350,6 +350,9 @@ def _apply_fei(series: MrcSeries, ext: Any, exttyp: str) -> None:
     acq.exposure_time = positive(as_float(record.get("Integration time")))
     acq.dwell_time = positive(as_float(record.get("Dwell time")))
     acq.camera_length = positive(as_float(record.get("Camera length")))
+    # The EPU manual gives the dose in electrons per square metre, as we store it.
+    acq.electron_dose = positive(as_float(record.get("Dose")))
+    acq.spot_size = positive(as_float(record.get("Spot index")))
     acq.detector = text_or_none(record.get("Camera name")) or text_or_none(
         record.get("STEM Detector name")
     )
@@ -409,6 +412,10 @@ def _apply_mdoc(series: MrcSeries, doc: dict[str, Any]) -> None:
     acq.magnification = positive(as_float(merged.get("Magnification")))
     acq.exposure_time = positive(as_float(merged.get("ExposureTime")))
     acq.tilt_angle_deg = as_float(merged.get("TiltAngle"))
+    # SerialEM writes ExposureDose in e⁻/Å² (0 when the dose is not calibrated).
+    dose = positive(as_float(merged.get("ExposureDose")))
+    acq.electron_dose = dose * 1e20 if dose else acq.electron_dose
+    acq.spot_size = positive(as_float(merged.get("SpotSize"))) or acq.spot_size
     acq.detector = text_or_none(merged.get("CameraName")) or acq.detector
     cl_mm = positive(as_float(merged.get("CameraLength")))
     acq.camera_length = cl_mm * 1e-3 if cl_mm else acq.camera_length

@@ -173,6 +173,7 @@ def _velox(acq: Acquisition, original: Mapping[str, Any]) -> None:
         acq.exposure_time = positive(as_float(det.get("ExposureTime"))) or acq.exposure_time
     acq.beam_current = positive(as_float(dig(original, "Optics", "LastMeasuredScreenCurrent")))
     acq.camera_length = positive(as_float(dig(original, "Optics", "CameraLength")))
+    acq.spot_size = positive(as_float(dig(original, "Optics", "SpotIndex")))
     kv = positive(as_float(dig(original, "Optics", "AccelerationVoltage")))
     acq.accelerating_voltage = kv or acq.accelerating_voltage
     stamp = from_unix(dig(original, "Acquisition", "AcquisitionStartDatetime", "DateTime"))

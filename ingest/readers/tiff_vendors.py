@@ -109,6 +109,7 @@ def fei(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
         as_float(dig(beam_section, "HFW")) or as_float(dig(meta, "Scan", "HorFieldsize"))
     )
     acq.beam_current = positive(as_float(dig(beam_section, "BeamCurrent")))
+    acq.spot_size = positive(as_float(dig(meta, "Beam", "Spot")))
     acq.dwell_time = positive(as_float(dig(meta, "Scan", "Dwelltime")))
     acq.operator = text_or_none(dig(meta, "User", "User"))
     name, mode = (
@@ -258,6 +259,8 @@ def jeol_sightx(ctx: TiffContext, xml_text: str) -> bool:
     acq.modality = "STEM" if eos == "eosASID" else "TEM"
     acq.accelerating_voltage = positive(as_float(dig(meta, "ElectronGun", "AccelerationVoltage")))
     acq.tilt_angle_deg = as_float(dig(meta, "GonioStage", "StagePosition", "TX"))
+    # SpotSize is a 0-based index; SpotSizeString is the spot number the operator selected.
+    acq.spot_size = positive(as_float(dig(meta, "IlluminationSystem", "SpotSizeString")))
     forming = meta.get("ImageFormingSystem") or {}
     mode = text_or_none(dig(forming, "ModeString")) or ""
     selector = as_float(dig(forming, "SelectorValue"))

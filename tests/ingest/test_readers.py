@@ -8,11 +8,14 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import pytest
 import tifffile
+from mrcfile.dtypes import get_ext_header_dtype
 
 from allmicro_data.ingest.readers import open_image_file, sniff
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.tiff import TiffReader
+from tests.ingest.conftest import SAMPLES
 
 
 def test_hitachi_sidecar_calibrates_the_tiff(tmp_path: Path) -> None:
@@ -109,7 +112,7 @@ def test_mrc_stack_with_serialem_mdoc_and_gzip(tmp_path: Path) -> None:
     mdoc.write_text(
         "PixelSpacing = 2.5\nImageFile = tilt.st\n\n[ZValue = 0]\nTiltAngle = -60.0\n"
         "Magnification = 29000\nExposureTime = 0.5\nVoltage = 300\n"
-        "DateTime = 21-Oct-24  14:36:50\n"
+        "DateTime = 21-Oct-24  14:36:50\nExposureDose = 2.5\nSpotSize = 7\n"
     )
     packed = tmp_path / "tilt.st.gz"
     packed.write_bytes(gzip.compress(stack.read_bytes()))
@@ -122,6 +125,8 @@ def test_mrc_stack_with_serialem_mdoc_and_gzip(tmp_path: Path) -> None:
             assert acq.accelerating_voltage == 300e3 and acq.tilt_angle_deg == -60.0
             assert acq.magnification == 29000 and acq.exposure_time == 0.5
             assert acq.acquired_at is not None and acq.acquired_at.year == 2024
+            # SerialEM's e⁻/Å², stored in SI (e⁻/m²).
+            assert acq.electron_dose == pytest.approx(2.5e20) and acq.spot_size == 7
             assert series.read((slice(2, 3), slice(0, 2), slice(0, 2))).tolist() == [
                 [[128, 129], [136, 137]]
             ]
@@ -179,3 +184,33 @@ def test_anisotropic_and_absurd_pixel_sizes_are_reported(tmp_path: Path) -> None
     with open_image_file(path) as image_file:
         warnings = " ".join(image_file.series[0].warnings)
         assert "disagree" in warnings
+
+
+def test_fei_mrc_extended_header_gives_dose_and_spot_size(tmp_path: Path) -> None:
+    path = tmp_path / "epu.mrc"
+    header = np.zeros(1, dtype=get_ext_header_dtype(b"FEI1"))
+    header["Metadata size"] = header.dtype.itemsize
+    header["Dose"] = 2.5e20  # the EPU manual's unit: e⁻/m²
+    header["Spot index"] = 5
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((8, 8), np.int16))
+        mrc.header.exttyp = b"FEI1"
+        mrc.set_extended_header(header)
+    with open_image_file(path) as image_file:
+        acq = image_file.series[0].acquisition
+        assert acq.electron_dose == 2.5e20 and acq.spot_size == 5
+
+
+@pytest.mark.parametrize(
+    ("sample", "spot"),
+    [
+        ("fei/FEI-Helios-Ebeam-16bits.tif", 1.0),  # [Beam] Spot
+        ("velox/fei_example_tem_stack.emd", 3.0),  # Optics/SpotIndex
+        ("jeol/JEOL-SightX-TEM-mag-dummy.tif", 1.0),  # IlluminationSystem/SpotSizeString
+    ],
+)
+def test_spot_size_is_read_from_vendor_metadata(sample: str, spot: float) -> None:
+    with open_image_file(SAMPLES / sample) as image_file:
+        acq = image_file.series[image_file.primary_series].acquisition
+        # None of these samples states a dose: it stays unknown, never 0.
+        assert acq.spot_size == spot and acq.electron_dose is None
