@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
 from sqlalchemy import CursorResult, and_, or_, select, update
@@ -43,6 +43,9 @@ from allmicro_data.catalogue.models import (
 from allmicro_data.scratch import sweep_scratch
 from allmicro_data.settings import Settings
 from allmicro_data.storage import is_storage_full
+
+if TYPE_CHECKING:
+    from allmicro_data.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +356,7 @@ class WorkerConfig:
 class JobContext:
     """Handed to a job handler: the job, the services, and a progress reporter."""
 
-    def __init__(self, services: Any, job: Job, owner: str, lease_seconds: float) -> None:
+    def __init__(self, services: Services, job: Job, owner: str, lease_seconds: float) -> None:
         self.services = services
         self.job = job
         self.owner = owner

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +33,9 @@ from allmicro_data.storage import (
     StoredObject,
 )
 from allmicro_data.storage.fixity import Bandwidth, CopyState, ObjectReport, scrub_object
+
+if TYPE_CHECKING:
+    from allmicro_data.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,7 @@ def begin_scrub(
 
 
 def run_scrub(
-    services: Any,
+    services: Services,
     *,
     repair: bool,
     image_id: str | None = None,
@@ -158,7 +161,7 @@ def run_scrub(
 
 
 def execute_scrub(
-    services: Any,
+    services: Services,
     run_id: str,
     *,
     bandwidth: int | None = None,
@@ -224,7 +227,7 @@ def execute_scrub(
 
 
 def _scrub_all(
-    services: Any,
+    services: Services,
     tally: ScrubTally,
     meter: Bandwidth,
     *,
@@ -331,7 +334,7 @@ class StorageMaintenance:
     """The server's storage housekeeping: catches replicas up from the to-do list every few
     seconds and runs the scheduled scrub (with repair, under the bandwidth cap)."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         settings = services.settings
         self.poll_seconds = float(settings.replica_retry_seconds)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,6 +43,9 @@ from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratc
 from allmicro_data.search import search_text
 from allmicro_data.storage import ObjectStore, StorageError, is_storage_full
 from allmicro_data.storage.local import LocalStore
+
+if TYPE_CHECKING:
+    from allmicro_data.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +330,7 @@ def _discard_partial(store: ObjectStore, image_id: str) -> None:
         log.warning("image %s: cannot remove its partial pyramid: %s", image_id, exc)
 
 
-def _mark_failed(services: Any, image_id: str, message: str) -> None:
+def _mark_failed(services: Services, image_id: str, message: str) -> None:
     with services.session() as session:
         image = session.get(Image, image_id)
         if image is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -18,6 +17,7 @@ from allmicro_data.catalogue.models import ScrubRun
 from allmicro_data.errors import NotFound
 from allmicro_data.replication import pending_counts
 from allmicro_data.scrub import begin_scrub, execute_scrub, run_document, stores_of
+from allmicro_data.services import Services
 from allmicro_data.storage import ReplicatedStore
 
 router = APIRouter(prefix="/api/admin/storage", tags=["storage"])
@@ -126,7 +126,7 @@ def start_scrub(
     return ScrubRunOut.of(run)
 
 
-def _execute_quietly(services: Any, run_id: str) -> None:
+def _execute_quietly(services: Services, run_id: str) -> None:
     # execute_scrub records its own failures on the run; nothing is left to raise to.
     execute_scrub(services, run_id, bandwidth=services.settings.scrub_bandwidth or None)
 
