@@ -5,16 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, false, func, select
+from sqlalchemy import Select, false, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import AuditEvent
 from allmicro_data.csv_export import spreadsheet_row
+from allmicro_data.paging import Found, Window, fetch
 
 if TYPE_CHECKING:
     from allmicro_data.access import Caller
@@ -52,14 +53,12 @@ def record(
 
 
 @dataclass(frozen=True)
-class AuditQuery:
+class AuditQuery(Window):
     project_id: str | None = None
     action: str | None = None
     actor: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    limit: int = 100
-    offset: int = 0
 
 
 def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
@@ -85,17 +84,14 @@ def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
     return stmt
 
 
-def search_events(
-    session: Session, caller: Caller, query: AuditQuery
-) -> tuple[Sequence[AuditEvent], int]:
-    stmt = visible_events(caller, query)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-        .limit(query.limit)
-        .offset(query.offset)
-    ).all()
-    return rows, total
+def search_events(session: Session, caller: Caller, query: AuditQuery) -> Found[AuditEvent]:
+    """One page of the caller's visible events, newest first, and how many there are."""
+    return fetch(
+        session,
+        visible_events(caller, query),
+        query,
+        order_by=(AuditEvent.at.desc(), AuditEvent.id.desc()),
+    )
 
 
 CSV_COLUMNS = (

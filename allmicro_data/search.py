@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, defer
 from allmicro_data.access import Caller, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.catalogue.models import Dataset, Image
+from allmicro_data.paging import Found, Window, fetch
 
 SORTS: dict[str, Any] = {
     "name": Image.name,
@@ -24,7 +25,7 @@ MAX_SEARCH_TEXT = 100_000
 
 
 @dataclass(frozen=True)
-class ImageQuery:
+class ImageQuery(Window):
     project_id: str | None = None
     dataset_id: str | None = None
     modality: str | None = None
@@ -36,8 +37,6 @@ class ImageQuery:
     pixel_size_max: float | None = None
     text: str | None = None
     sort: str = "name"
-    limit: int = 100
-    offset: int = 0
 
 
 def _escape_like(text: str) -> str:
@@ -80,30 +79,19 @@ def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
 COUNT_LIMIT = 10_000
 
 
-@dataclass(frozen=True)
-class SearchResult:
-    items: Sequence[Image]
-    total: int  # exact when total_exact, else a lower bound (COUNT_LIMIT)
-    total_exact: bool
-
-
-def search_images(session: Session, caller: Caller, query: ImageQuery) -> SearchResult:
+def search_images(session: Session, caller: Caller, query: ImageQuery) -> Found[Image]:
     """One page of matching images, and how many match in all (counted up to COUNT_LIMIT)."""
     stmt = filtered(caller, query)
-    bounded = stmt.with_only_columns(Image.id).limit(COUNT_LIMIT + 1).subquery()
-    total = session.scalar(select(func.count()).select_from(bounded)) or 0
     column = SORTS[query.sort.lstrip("-")]
     order = column.desc() if query.sort.startswith("-") else column.asc()
-    page = (
-        stmt.options(defer(Image.vendor_metadata), defer(Image.search_text))
-        .order_by(order, Image.id)
-        .limit(query.limit)
-        .offset(query.offset)
+    return fetch(
+        session,
+        stmt.options(defer(Image.vendor_metadata), defer(Image.search_text)),
+        query,
+        order_by=(order, Image.id),
+        counted=stmt.with_only_columns(Image.id),
+        count_limit=COUNT_LIMIT,
     )
-    rows = session.scalars(page).all()
-    if total > COUNT_LIMIT:
-        return SearchResult(rows, COUNT_LIMIT, total_exact=False)
-    return SearchResult(rows, total, total_exact=True)
 
 
 def _values(value: Any) -> Iterator[str]:

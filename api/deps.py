@@ -108,9 +108,6 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-# Page sizes and offsets, bounded so that no database is asked for an absurd OFFSET.
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
 PlaneIndex = Annotated[int, Query(ge=0, le=1_000_000)]
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]

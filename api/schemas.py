@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from sqlalchemy.orm import Session
@@ -22,8 +22,6 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.directory import Totals
 from allmicro_data.names import check_name
-
-T = TypeVar("T")
 
 # A name people give (project, dataset, organisation, token, share link, archive…): it ends up in
 # lists, logs, CSV rows and Content-Disposition headers, so one line without control characters.
@@ -298,16 +296,6 @@ def _image_fields(i: Image) -> dict[str, Any]:
         "warnings": [str(w) for w in (i.warnings or [])],
         "created_at": i.created_at,
     }
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    total: int = Field(description="how many match; a lower bound when total_exact is false")
-    total_exact: bool = Field(
-        default=True, description="false when counting stopped early (image search: 10 000)"
-    )
-    limit: int
-    offset: int
 
 
 class FileOut(BaseModel):

@@ -6,16 +6,18 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from allmicro_data import directory
 from allmicro_data.access import Use, require, require_admin
-from allmicro_data.api.deps import CallerDep, Limit, Offset, SessionDep, client_address
-from allmicro_data.api.schemas import Name, Page
+from allmicro_data.api.deps import CallerDep, SessionDep, client_address
+from allmicro_data.api.paging import Page, WindowDep
+from allmicro_data.api.schemas import Name
 from allmicro_data.audit import record
 from allmicro_data.auth import reset_password, revoke_user_tokens
 from allmicro_data.catalogue.models import Organisation, User
 from allmicro_data.errors import NotFound
+from allmicro_data.paging import fetch
 
 router = APIRouter(prefix="/api", tags=["admin"])
 
@@ -42,18 +44,15 @@ class OrganisationOut(BaseModel):
 
 @router.get("/organisations", response_model=Page[OrganisationOut])
 def list_organisations(
-    caller: CallerDep, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+    caller: CallerDep, session: SessionDep, window: WindowDep
 ) -> Page[OrganisationOut]:
     """All organisations for admins; your own for everyone else."""
     require(caller, Use.READ)
     stmt = select(Organisation)
     if not caller.is_admin:
         stmt = stmt.where(Organisation.id == caller.organisation_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Organisation.name).limit(limit).offset(offset)).all()
-    return Page(
-        items=[OrganisationOut.of(o) for o in rows], total=total, limit=limit, offset=offset
-    )
+    found = fetch(session, stmt, window, order_by=[Organisation.name])
+    return Page.of(found, OrganisationOut.of)
 
 
 @router.post("/organisations", response_model=OrganisationOut, status_code=201)
@@ -131,18 +130,15 @@ class UserOut(BaseModel):
 def list_users(
     caller: CallerDep,
     session: SessionDep,
+    window: WindowDep,
     organisation_id: str | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> Page[UserOut]:
     """Every user (global admins)."""
     require_admin(caller)
     stmt = select(User)
     if organisation_id:
         stmt = stmt.where(User.organisation_id == organisation_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(User.email).limit(limit).offset(offset)).all()
-    return Page(items=[UserOut.of(u) for u in rows], total=total, limit=limit, offset=offset)
+    return Page.of(fetch(session, stmt, window, order_by=[User.email]), UserOut.of)
 
 
 @router.post("/users", response_model=UserOut, status_code=201)

@@ -11,11 +11,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel
 
 from allmicro_data.access import require_full_session
-from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
-from allmicro_data.api.schemas import Page
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.streaming import content_disposition
 from allmicro_data.audit import AuditQuery, iter_csv, search_events
 from allmicro_data.catalogue.models import AuditEvent
+from allmicro_data.paging import Window
 
 router = APIRouter(prefix="/api", tags=["audit"])
 
@@ -58,8 +59,7 @@ def _query(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    window: Window = Window(),
 ) -> AuditQuery:
     return AuditQuery(
         project_id=project_id,
@@ -67,8 +67,8 @@ def _query(
         actor=actor,
         since=since,
         until=until,
-        limit=limit,
-        offset=offset,
+        limit=window.limit,
+        offset=window.offset,
     )
 
 
@@ -76,19 +76,17 @@ def _query(
 def list_audit(
     caller: CallerDep,
     session: SessionDep,
+    window: WindowDep,
     project_id: str | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> Page[AuditEventOut]:
     """Newest first. Admins see every event; managers see their projects' events."""
     require_full_session(caller)
-    query = _query(project_id, action, actor, since, until, limit, offset)
-    rows, total = search_events(session, caller, query)
-    return Page(items=[AuditEventOut.of(e) for e in rows], total=total, limit=limit, offset=offset)
+    query = _query(project_id, action, actor, since, until, window)
+    return Page.of(search_events(session, caller, query), AuditEventOut.of)
 
 
 @router.get(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from allmicro_data import directory
 from allmicro_data.access import (
@@ -18,7 +18,8 @@ from allmicro_data.access import (
     require_role,
     scoped,
 )
-from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep, client_address
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.schemas import (
     DatasetDetailOut,
     DatasetIn,
@@ -30,7 +31,6 @@ from allmicro_data.api.schemas import (
     JobOut,
     MembershipIn,
     MembershipOut,
-    Page,
     ProjectDetailOut,
     ProjectIn,
     ProjectOut,
@@ -52,6 +52,7 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.errors import NotFound
 from allmicro_data.jobs import rerun
+from allmicro_data.paging import fetch
 from allmicro_data.quotas import project_usage, set_project_quota
 from allmicro_data.search import ImageQuery, search_images
 
@@ -59,14 +60,10 @@ router = APIRouter(prefix="/api", tags=["catalogue"])
 
 
 @router.get("/projects", response_model=Page[ProjectOut])
-def list_projects(
-    caller: CallerDep, session: SessionDep, limit: Limit = 100, offset: Offset = 0
-) -> Page[ProjectOut]:
+def list_projects(caller: CallerDep, session: SessionDep, window: WindowDep) -> Page[ProjectOut]:
     """The projects the caller belongs to (all of them for admins)."""
     stmt = scoped(select(Project), Project, caller)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Project.name).limit(limit).offset(offset)).all()
-    return Page(items=[ProjectOut.of(p) for p in rows], total=total, limit=limit, offset=offset)
+    return Page.of(fetch(session, stmt, window, order_by=[Project.name]), ProjectOut.of)
 
 
 @router.post("/projects", response_model=ProjectOut, status_code=201)
@@ -268,17 +265,11 @@ def remove_member(
 
 @router.get("/projects/{project_id}/datasets", response_model=Page[DatasetOut])
 def list_datasets(
-    project_id: str,
-    caller: CallerDep,
-    session: SessionDep,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    project_id: str, caller: CallerDep, session: SessionDep, window: WindowDep
 ) -> Page[DatasetOut]:
     project = get_visible(session, caller, Project, project_id)
     stmt = scoped(select(Dataset), Dataset, caller).where(Dataset.project_id == project.id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Dataset.name).limit(limit).offset(offset)).all()
-    return Page(items=[DatasetOut.of(d) for d in rows], total=total, limit=limit, offset=offset)
+    return Page.of(fetch(session, stmt, window, order_by=[Dataset.name]), DatasetOut.of)
 
 
 @router.post("/projects/{project_id}/datasets", response_model=DatasetOut, status_code=201)
@@ -336,37 +327,25 @@ SortField = Literal[
 ]
 
 
-def _page(session: SessionDep, caller: CallerDep, query: ImageQuery) -> Page[ImageOut]:
-    found = search_images(session, caller, query)
-    return Page(
-        items=[ImageOut.of(i) for i in found.items],
-        total=found.total,
-        total_exact=found.total_exact,
-        limit=query.limit,
-        offset=query.offset,
-    )
-
-
 @router.get("/datasets/{dataset_id}/images", response_model=Page[ImageOut])
 def list_dataset_images(
     dataset_id: str,
     caller: CallerDep,
     session: SessionDep,
+    window: WindowDep,
     sort: SortField = "name",
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> Page[ImageOut]:
     """The ready images of a dataset."""
     dataset = get_visible(session, caller, Dataset, dataset_id)
-    return _page(
-        session, caller, ImageQuery(dataset_id=dataset.id, sort=sort, limit=limit, offset=offset)
-    )
+    query = ImageQuery(dataset_id=dataset.id, sort=sort, limit=window.limit, offset=window.offset)
+    return Page.of(search_images(session, caller, query), ImageOut.of)
 
 
 @router.get("/images", response_model=Page[ImageOut])
 def image_search(
     caller: CallerDep,
     session: SessionDep,
+    window: WindowDep,
     project_id: str | None = None,
     dataset_id: str | None = None,
     modality: str | None = None,
@@ -378,8 +357,6 @@ def image_search(
     pixel_size_max: Annotated[float | None, Query(description="metres")] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     sort: SortField = "name",
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> Page[ImageOut]:
     """Search the images the caller may see; `q` matches every word in names and metadata."""
     query = ImageQuery(
@@ -394,10 +371,10 @@ def image_search(
         pixel_size_max=pixel_size_max,
         text=q,
         sort=sort,
-        limit=limit,
-        offset=offset,
+        limit=window.limit,
+        offset=window.offset,
     )
-    return _page(session, caller, query)
+    return Page.of(search_images(session, caller, query), ImageOut.of)
 
 
 @router.get("/images/{image_id}", response_model=ImageDetailOut)
@@ -440,25 +417,13 @@ def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
 
 @router.get("/datasets/{dataset_id}/jobs", response_model=Page[JobOut])
 def list_dataset_jobs(
-    dataset_id: str,
-    caller: CallerDep,
-    session: SessionDep,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    dataset_id: str, caller: CallerDep, session: SessionDep, window: WindowDep
 ) -> Page[JobOut]:
     """The jobs of a dataset, newest first: what is still processing, and what failed and why."""
     dataset = get_visible(session, caller, Dataset, dataset_id, Use.SEE)
     stmt = scoped(select(Job), Job, caller, Use.SEE).where(Job.dataset_id == dataset.id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
-    return Page(
-        items=[JobOut.of(j, _ready_images_of(session, j)) for j in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    found = fetch(session, stmt, window, order_by=[Job.created_at.desc(), Job.id])
+    return Page.of(found, lambda job: JobOut.of(job, _ready_images_of(session, job)))
 
 
 @router.post("/jobs/{job_id}/rerun", response_model=JobOut)

@@ -14,13 +14,12 @@ from allmicro_data import directory
 from allmicro_data.access import get_visible
 from allmicro_data.api.deps import (
     CallerDep,
-    Limit,
-    Offset,
     PlaneIndex,
     ServicesDep,
     SessionDep,
     client_address,
 )
+from allmicro_data.api.paging import paged
 from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, Name, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
@@ -37,6 +36,7 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.errors import NotFound
+from allmicro_data.paging import Window
 from allmicro_data.sharing import ShareAccess, create_link, links_of_project, open_link, revoke_link
 
 router = APIRouter(prefix="/api", tags=["share links"])
@@ -217,18 +217,17 @@ def shared_images(
     dataset_id: str,
     request: Request,
     session: SessionDep,
+    window: Annotated[Window, paged(200)],
     password: PasswordHeader = None,
-    limit: Limit = 200,
-    offset: Offset = 0,
 ) -> list[ImageOut]:
     access = _open(session, request, token, password, "images")
     access.require_dataset(dataset_id)
     rows = session.scalars(
-        select(Image)
-        .where(Image.dataset_id == dataset_id, Image.status == ImageStatus.READY)
-        .order_by(Image.name, Image.id)
-        .limit(limit)
-        .offset(offset)
+        window.slice(
+            select(Image)
+            .where(Image.dataset_id == dataset_id, Image.status == ImageStatus.READY)
+            .order_by(Image.name, Image.id)
+        )
     ).all()
     return [ImageOut.of(i) for i in rows]
 

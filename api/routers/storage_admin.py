@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from allmicro_data.access import require_admin
-from allmicro_data.api.deps import CallerDep, Limit, Offset, ServicesDep, SessionDep
-from allmicro_data.api.schemas import Page
+from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.paging import Page, paged
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import ScrubRun
 from allmicro_data.errors import NotFound
+from allmicro_data.paging import Window, fetch
 from allmicro_data.replication import pending_counts
 from allmicro_data.scrub import begin_scrub, execute_scrub, run_document, stores_of
 from allmicro_data.services import Services
@@ -78,15 +80,12 @@ class StorageOut(BaseModel):
 
 @router.get("/scrubs", response_model=Page[ScrubRunOut])
 def list_scrubs(
-    caller: CallerDep, session: SessionDep, limit: Limit = 20, offset: Offset = 0
+    caller: CallerDep, session: SessionDep, window: Annotated[Window, paged(20)]
 ) -> Page[ScrubRunOut]:
     """Scrub runs, newest first."""
     require_admin(caller)
-    total = session.scalar(select(func.count()).select_from(ScrubRun)) or 0
-    rows = session.scalars(
-        select(ScrubRun).order_by(ScrubRun.started_at.desc()).limit(limit).offset(offset)
-    ).all()
-    return Page(items=[ScrubRunOut.of(r) for r in rows], total=total, limit=limit, offset=offset)
+    found = fetch(session, select(ScrubRun), window, order_by=[ScrubRun.started_at.desc()])
+    return Page.of(found, ScrubRunOut.of)
 
 
 @router.get("/scrubs/{run_id}", response_model=ScrubRunOut)

@@ -51,6 +51,7 @@ from allmicro_data.api.web.i18n import (
 from allmicro_data.auth import LoginThrottled, csrf_token, unsign
 from allmicro_data.catalogue.models import Image, Role
 from allmicro_data.errors import DomainError, NotFound, Unauthorised
+from allmicro_data.paging import Window
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
@@ -324,7 +325,7 @@ def projects_page(
 ) -> Response:
     if caller is None:
         return to_login(request)
-    listed = catalogue.list_projects(caller=caller, session=session, limit=1000, offset=0)
+    listed = catalogue.list_projects(caller=caller, session=session, window=Window(limit=1000))
     projects = [
         catalogue.get_project(project_id=p.id, caller=caller, session=session) for p in listed.items
     ]
@@ -344,7 +345,7 @@ def project_page(
         return to_login(request)
     project = catalogue.get_project(project_id=project_id, caller=caller, session=session)
     listed = catalogue.list_datasets(
-        project_id=project.id, caller=caller, session=session, limit=1000, offset=0
+        project_id=project.id, caller=caller, session=session, window=Window(limit=1000)
     )
     datasets = [
         catalogue.get_dataset(dataset_id=d.id, caller=caller, session=session) for d in listed.items
@@ -372,7 +373,7 @@ def _pending_jobs(
 ) -> list[tuple[JobOut, FileOut | None]]:
     """Ingests still running or failed, with the files they are about (newest first)."""
     jobs = catalogue.list_dataset_jobs(
-        dataset_id=dataset_id, caller=caller, session=session, limit=200, offset=0
+        dataset_id=dataset_id, caller=caller, session=session, window=Window(limit=200)
     )
     shown = []
     for job in jobs.items:
@@ -409,8 +410,7 @@ def dataset_page(
         caller=caller,
         session=session,
         sort="name",
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        window=Window(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE),
     )
     return render(
         request,
@@ -521,8 +521,7 @@ def search_page(
         pixel_size_max=_nanometres(pixel_max_nm),
         q=q or None,
         sort="name",
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        window=Window(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE),
     )
     filters = {
         "q": q,
