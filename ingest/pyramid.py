@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import os
 import threading
@@ -85,31 +83,6 @@ def level_shapes(
     return shapes
 
 
-def _keep_freed_memory_for_reuse() -> None:
-    """Let glibc reuse freed band and chunk buffers instead of handing them back to the kernel.
-
-    By default allocations above 128 KiB-32 MiB are fresh mmaps and freed heap tops are trimmed,
-    so every band and chunk buffer is new memory; first-touch page faults then cost more than
-    compressing (about 1-2 s per GiB on the benchmark VM) and serialise the worker threads on
-    the process's memory map lock. Harmless where it does not apply (non-glibc systems).
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-_MALLOC_TUNED = False
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
 def write_pyramid(
     series: Series,
     store: ObjectStore,
@@ -146,7 +119,6 @@ def write_pyramid(
     if workers is not None and workers < 1:
         raise ValueError("workers must be at least 1")
     version: NgffVersion = "0.4" if ngff == "0.4" else "0.5"
-    _keep_freed_memory_for_reuse()
     writer = _PyramidWriter(
         series,
         store,
