@@ -43,6 +43,7 @@ CHECKPOINT_BYTES = 64 * 1024 * 1024
 # Uploads whose last byte arrived this long ago but which are not yet complete (the server died
 # while storing them) are completed by the sweeper.
 STUCK_AFTER = timedelta(minutes=1)
+SWEEP_INTERVAL_SECONDS = 600.0
 
 HashFactory = Callable[[], Any]
 
@@ -723,6 +724,36 @@ def sweep_uploads(services: Services, now: datetime | None = None) -> int:
     if swept:
         log.info("upload sweep: %d expired uploads and stray spool files removed", swept)
     return swept
+
+
+class UploadSweeper:
+    """The server's upload housekeeping: sweep_uploads at start, then every quarter of the
+    upload expiry (at most every SWEEP_INTERVAL_SECONDS)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        expiry = services.settings.upload_expiry_seconds
+        self.interval = min(SWEEP_INTERVAL_SECONDS, max(1.0, expiry / 4))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="upload-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                sweep_uploads(self.services)
+            except Exception:
+                log.exception("upload sweep failed")
+            if self._stop.wait(self.interval):
+                return
 
 
 def validate_sha256(value: str) -> str:

@@ -39,6 +39,7 @@ from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings, get_settings
 from allmicro_data.taskqueue import CeleryDispatcher, celery_app
+from allmicro_data.uploads import UploadSweeper
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Catches replicas up from the to-do list and runs the scheduled scrub.
         maintenance = StorageMaintenance(services)
         maintenance.start()
+        # Expires idle tus uploads and completes those a crash left half-stored.
+        sweeper = UploadSweeper(services)
+        sweeper.start()
         app.state.services = services
         app.state.viewing = Viewing(services)
         metrics_server = (
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
+            sweeper.stop()
             maintenance.stop()
             if dispatcher is not None:
                 dispatcher.stop()

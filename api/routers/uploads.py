@@ -13,7 +13,6 @@ import binascii
 import dataclasses
 import hashlib
 import logging
-import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
@@ -47,7 +46,6 @@ from allmicro_data.uploads import (
     declare_sha256,
     load_upload,
     open_receiver,
-    sweep_uploads,
     terminate_upload,
     validate_sha256,
 )
@@ -73,7 +71,6 @@ WRITE_BLOCK = 4 * 1024 * 1024
 IN_FLIGHT = 2
 # A client that reconnects after a cut may find its previous request still finishing.
 LOCK_WAIT_SECONDS = 10.0
-SWEEP_INTERVAL_SECONDS = 600.0
 
 T = TypeVar("T")
 
@@ -138,35 +135,7 @@ class TusRoute(APIRoute):
         return tus_handler
 
 
-@asynccontextmanager
-async def _upload_sweeper(app: FastAPI) -> AsyncIterator[None]:
-    """Expire idle uploads and finish crashed completions, in the server process."""
-    services: Services | None = getattr(app.state, "services", None)
-    if services is None:
-        yield
-        return
-    stop = threading.Event()
-    interval = min(SWEEP_INTERVAL_SECONDS, max(1.0, services.settings.upload_expiry_seconds / 4))
-
-    def sweep_until_stopped() -> None:
-        while True:
-            try:
-                sweep_uploads(services)
-            except Exception:
-                log.exception("upload sweep failed")
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=sweep_until_stopped, name="upload-sweeper", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
-router = APIRouter(prefix=PREFIX, tags=["uploads"], route_class=TusRoute, lifespan=_upload_sweeper)
+router = APIRouter(prefix=PREFIX, tags=["uploads"], route_class=TusRoute)
 
 
 class _WriterLock:

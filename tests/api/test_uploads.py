@@ -17,7 +17,15 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, wait_for_job
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port, wait_until
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    LiveServer,
+    _running_server,
+    _server_env,
+    free_port,
+    wait_until,
+)
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -415,6 +423,27 @@ def test_expired_uploads_are_gone_and_swept(network: Network) -> None:
         assert client.head(idle, headers=TUS).status_code == 404
     finally:
         services.close()
+
+
+def test_the_server_sweeps_expired_uploads_by_itself(tmp_path: Path) -> None:
+    """The sweeper runs with the server's other background services: an upload left idle past
+    ALLMICRO_UPLOAD_EXPIRY_SECONDS is deleted, spool file and row, with no request about it."""
+    env = _server_env(tmp_path / "data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env.update({"ALLMICRO_UPLOAD_EXPIRY_SECONDS": "3", "ALLMICRO_JOB_WORKERS": "0"})
+    server = _running_server(env, tmp_path / "server.log")
+    try:
+        email = "idle@sweeper.example"
+        _project_id, dataset_id = new_project(server, email, "Sweeper")
+        with server.client(email, USER_PASSWORD) as client:
+            created = create(client, 100, filename="idle.tif", dataset_id=dataset_id)
+            url = created.raise_for_status().headers["location"]
+            spool = tmp_path / "data" / "uploads" / "tus" / f"{url.rsplit('/', 1)[1]}.part"
+            assert spool.exists()
+            wait_until(lambda: not spool.exists(), timeout=30, what="the sweeper")
+            # 404, not the 410 of an expired upload still in the catalogue.
+            assert client.head(url, headers=TUS).status_code == 404
+    finally:
+        server.stop()
 
 
 def test_tuspy_uploads_to_the_endpoint(network: Network) -> None:
