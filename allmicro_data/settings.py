@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     )
     pyramid_codec: str = Field(
         default="blosc-zstd:1",
-        pattern=r"^(zstd|blosc-zstd|blosc-lz4)(:\d{1,2})?$",
+        pattern=r"^(zstd(:(1?[0-9]|2[0-2]))?|blosc-(zstd|lz4)(:[0-9])?)$",
         description="Chunk compressor and level: zstd[:0-22], blosc-zstd[:0-9], blosc-lz4[:0-9].",
     )
     pyramid_shard: bool = Field(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from allmicro_data.ingest.ngff import pyramid_options, read_pyramid_metadata
+from allmicro_data.ingest.ngff import ChunkCodec, pyramid_options, read_pyramid_metadata
 from allmicro_data.ingest.pyramid import write_pyramid
 from allmicro_data.ingest.readers.array import ArraySeries
 from allmicro_data.ingest.readers.base import PixelSize
@@ -87,6 +87,8 @@ def test_pyramid_settings_become_the_writers_options() -> None:
     [
         {"pyramid_ngff": "0.6"},
         {"pyramid_codec": "lzma"},
+        {"pyramid_codec": "zstd:23"},
+        {"pyramid_codec": "blosc-lz4:10"},
         {"pyramid_chunk": 255},
         {"pyramid_chunk": 0},
     ],
@@ -96,3 +98,9 @@ def test_pyramid_settings_that_the_writer_cannot_honour_fail_at_start(
 ) -> None:
     with pytest.raises(ValidationError):
         Settings(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "zstd:0", "zstd:22", "blosc-zstd", "blosc-lz4:9"])
+def test_every_codec_the_settings_accept_the_writer_accepts(codec: str) -> None:
+    settings = Settings(pyramid_codec=codec)
+    assert ChunkCodec.parse(settings.pyramid_codec).label.startswith(codec.split(":")[0])
