@@ -123,7 +123,6 @@ class DatasetArchive:
             self._zip.add(_lazy(store, f.storage_key), name, size=f.size)
             manifest.append(f"{f.sha256}  {name}\n")
         self._manifest = "".join(manifest).encode("utf-8")
-        self.payload_bytes = sum(f.size for f in self.files)
 
     def add_metadata(self, records: list[dict[str, Any]]) -> None:
         data = json.dumps(records, indent=2, ensure_ascii=False).encode("utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -52,15 +52,6 @@ def length_factor(unit: str | None) -> float | None:
     return LENGTH_UNITS.get(unit.strip().lower().replace("\u00b5", "µ"))
 
 
-def to_metres(value: Any, unit: str | None) -> float | None:
-    """A positive, finite length in metres, or None when the value or unit does not allow one."""
-    number = as_float(value)
-    factor = length_factor(unit)
-    if number is None or factor is None:
-        return None
-    return number * factor
-
-
 def as_float(value: Any) -> float | None:
     """A finite float, or None for missing, empty, non-numeric, NaN or infinite values."""
     if value is None or isinstance(value, bool):
@@ -98,10 +89,6 @@ def parse_quantity(text: Any, units: Mapping[str, float]) -> float | None:
     if factor is None:
         return None
     return float(match.group(1)) * factor
-
-
-def tz_from_offset_seconds(seconds: float) -> timezone:
-    return timezone(timedelta(seconds=seconds))
 
 
 def from_unix(seconds: Any) -> datetime | None:

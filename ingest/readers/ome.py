@@ -349,7 +349,6 @@ class OmeXmlFile(ImageFile):
             series = OmeXmlSeries(ome, i, by_name, path.name)
             series.source_document = document
             self.series.append(series)
-        self._ome = ome
 
     def document(self) -> str:
         return self._xml

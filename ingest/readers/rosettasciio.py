@@ -255,7 +255,6 @@ class RsciioSeries(Series):
             )
         self.axes = "".join(letters)
         self.shape = tuple(int(n) for n in data.shape)
-        self._axes_info = axes_info
         sizes: dict[str, float | None] = {"x": None, "y": None, "z": None}
         for letter, axis in zip(letters, axes_info, strict=True):
             scale = as_float(axis.get("scale"))

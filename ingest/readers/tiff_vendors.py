@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -482,6 +482,3 @@ def _merge(target: Acquisition, source: Acquisition) -> None:
         value = getattr(source, name)
         if value not in (None, []):
             setattr(target, name, value)
-
-
-VendorParser = Callable[[TiffContext], bool]
