@@ -19,6 +19,7 @@ from allmicro_data.catalogue.models import Dataset, File, Job, JobKind, new_id, 
 from allmicro_data.errors import Conflict, Invalid
 from allmicro_data.jobs import enqueue
 from allmicro_data.names import unfit_character
+from allmicro_data.object_keys import original_key
 from allmicro_data.storage import LocalStore, ObjectStore
 from allmicro_data.storage.base import CHUNK_SIZE
 from allmicro_data.storage.local import fsync_directory
@@ -33,10 +34,6 @@ class StoredOriginal:
     file: File
     job: Job | None
     already_present: bool
-
-
-def raw_key(sha256: str) -> str:
-    return f"raw/{sha256}"
 
 
 def clean_name(name: str | None) -> str:
@@ -77,7 +74,7 @@ def place_original(store: ObjectStore, path: Path, sha256: str, original_name: s
     A local store on the same filesystem takes the spool file over by renaming it, so a large
     original is written once and never copied again; other stores get a streamed copy.
     """
-    key = raw_key(sha256)
+    key = original_key(sha256)
     if store.exists(key):
         return False
     if isinstance(store, LocalStore) and _adopt(store, key, path):
@@ -133,7 +130,7 @@ def store_original(
     existing = _existing(session, dataset.id, sha256)
     if existing is not None:
         return existing
-    key = raw_key(sha256)
+    key = original_key(sha256)
     place_original(store, path, sha256, original_name)
     # Several clients may send the same file at the same moment: the unique (dataset, sha256)
     # index lets one row in, and the others take that row and its job instead of a second one.

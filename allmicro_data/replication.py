@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data.catalogue.db import session_scope
 from allmicro_data.catalogue.models import ReplicaPending, utcnow
+from allmicro_data.fixity import ManifestChecksums
 from allmicro_data.settings import Settings
 from allmicro_data.storage import (
     ChecksumMismatch,
-    ManifestChecksums,
     ObjectStore,
     ReplicatedStore,
     StorageError,

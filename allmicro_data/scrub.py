@@ -24,9 +24,9 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.catalogue.models import Image as CatalogueImage
 from allmicro_data.errors import Conflict, NotFound
+from allmicro_data.fixity import Manifest
 from allmicro_data.replication import catch_up_replicas
 from allmicro_data.storage import (
-    Manifest,
     ObjectStore,
     ReplicatedStore,
     StorageError,

@@ -39,6 +39,7 @@ from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 from allmicro_data.ingest.readers.normalise import jsonable
 from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
+from allmicro_data.object_keys import image_prefix, ome_xml_key, pyramid_key
 from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratch
 from allmicro_data.search import search_text
 from allmicro_data.storage import ObjectStore, StorageError, is_storage_full
@@ -57,10 +58,6 @@ def safe_filename(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "original"
     base = _UNSAFE_NAME.sub("_", base)
     return base.lstrip(".") or "original"
-
-
-def pyramid_key(image_id: str) -> str:
-    return f"images/{image_id}/image.ome.zarr"
 
 
 @contextmanager
@@ -271,7 +268,7 @@ def _ingest_series(
         key = pyramid_key(image_id)
         try:
             ome_xml = series.ome_xml() or build_ome_xml(series, name)
-            ome_xml_key = f"images/{image_id}/metadata.ome.xml"
+            xml_key = ome_xml_key(image_id)
             pixels = math.prod(series.shape) * series.dtype.itemsize
             with metrics.stage(ctx.job.kind.value, "pyramid", pixels):
                 info = write_pyramid(
@@ -282,7 +279,7 @@ def _ingest_series(
                     progress=progress,
                     **pyramid_options(services.settings),
                 )
-            ome_xml_object = store.put_bytes(ome_xml_key, ome_xml.encode("utf-8"))
+            ome_xml_object = store.put_bytes(xml_key, ome_xml.encode("utf-8"))
             # Fixity: the sha256 and size of every object the image consists of.
             manifest, manifest_object = write_image_manifest(
                 store, image_id, [*original_objects(originals), *info.objects, ome_xml_object]
@@ -299,7 +296,7 @@ def _ingest_series(
         with services.session() as session:
             image = session.get(Image, image_id)
             assert image is not None
-            _record(image, series, info, ome_xml_key, fmt)
+            _record(image, series, info, xml_key, fmt)
             record_image_fixity(session, image_id, manifest, manifest_object)
         written.append(image_id)
         log.info("job %s: image %s written (%s)", ctx.job.id, image_id, name)
@@ -324,7 +321,7 @@ def _shown(series: Series) -> bool:
 
 def _discard_partial(store: ObjectStore, image_id: str) -> None:
     try:
-        for key in list(store.list(f"images/{image_id}/")):
+        for key in list(store.list(image_prefix(image_id))):
             store.delete(key)
     except StorageError as exc:
         log.warning("image %s: cannot remove its partial pyramid: %s", image_id, exc)

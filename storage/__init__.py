@@ -1,4 +1,4 @@
-"""Object stores: one protocol, local and S3 implementations, replication and fixity.
+"""Object stores: one protocol, local and S3 implementations, replication and checksums.
 
 The protocol and its errors load with the package; the stores load when first named, so that a
 command that writes to local files (`allmicro convert`) does not pay for the S3 client.
@@ -21,7 +21,7 @@ from allmicro_data.storage.base import (
 
 if TYPE_CHECKING:
     from allmicro_data.storage.factory import open_replicated_store, open_store
-    from allmicro_data.storage.fixity import ChecksumMismatch, Manifest, ManifestChecksums
+    from allmicro_data.storage.fixity import ChecksumMismatch
     from allmicro_data.storage.local import LocalStore
     from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
     from allmicro_data.storage.s3 import S3Store, SupportsPresignedGet
@@ -30,8 +30,6 @@ _LAZY = {
     "open_replicated_store": "factory",
     "open_store": "factory",
     "ChecksumMismatch": "fixity",
-    "Manifest": "fixity",
-    "ManifestChecksums": "fixity",
     "LocalStore": "local",
     "PendingCopies": "replicated",
     "QuorumNotReached": "replicated",
@@ -54,8 +52,6 @@ __all__ = [
     "ChecksumMismatch",
     "InvalidKey",
     "LocalStore",
-    "Manifest",
-    "ManifestChecksums",
     "ObjectNotFound",
     "ObjectStore",
     "PendingCopies",

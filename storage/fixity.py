@@ -1,146 +1,41 @@
-"""Fixity: per-image checksum manifests, verified copies, and the object checks scrub is built from."""
+"""Checksums: verified copies, the per-object checks scrub is built from, and who knows what to expect."""
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import json
-import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from allmicro_data.storage.base import ObjectNotFound, ObjectStore, StorageError, StoredObject
 
-MANIFEST_FORMAT = "allmicro-manifest/1"
-MANIFEST_NAME = "manifest.json"
 # Objects up to this size are read once into memory when copied, so the bytes checked are the
 # bytes written; larger ones are streamed and checked as they go.
 IN_MEMORY_COPY = 64 * 1024 * 1024
-_RAW_KEY = re.compile(r"^raw/([0-9a-f]{64})$")
-_IMAGE_KEY = re.compile(r"^images/([^/]+)/")
 
 
 class ChecksumMismatch(StorageError):
     """Bytes read or written do not have the sha256 recorded for them."""
 
 
-# ---------------------------------------------------------------- manifests
-
-
-def manifest_key(image_id: str) -> str:
-    return f"images/{image_id}/{MANIFEST_NAME}"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """Every object an image consists of (originals, pyramid chunks and metadata), with checksums."""
-
-    image_id: str
-    objects: tuple[StoredObject, ...]
-    created_at: str = ""
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(o.size for o in self.objects)
-
-    def to_json(self) -> bytes:
-        document = {
-            "format": MANIFEST_FORMAT,
-            "image_id": self.image_id,
-            "created_at": self.created_at or datetime.now(UTC).isoformat(),
-            "count": len(self.objects),
-            "total_bytes": self.total_bytes,
-            "objects": [{"key": o.key, "size": o.size, "sha256": o.sha256} for o in self.objects],
-        }
-        return json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Manifest:
-        try:
-            document = json.loads(data)
-            if document.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"unknown manifest format {document.get('format')!r}")
-            objects = tuple(
-                StoredObject(key=str(o["key"]), size=int(o["size"]), sha256=str(o["sha256"]))
-                for o in document["objects"]
-            )
-            return cls(str(document["image_id"]), objects, str(document.get("created_at", "")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"unreadable checksum manifest: {exc}") from exc
-
-
-def build_manifest(image_id: str, objects: Iterable[StoredObject]) -> Manifest:
-    """One entry per key (the last write of a key wins), sorted by key."""
-    by_key = {o.key: o for o in objects}
-    return Manifest(image_id, tuple(by_key[k] for k in sorted(by_key)))
-
-
-def write_manifest(store: ObjectStore, manifest: Manifest) -> StoredObject:
-    return store.put_bytes(manifest_key(manifest.image_id), manifest.to_json())
+# ---------------------------------------------------------------- expected checksums
 
 
 class ExpectedChecksums(Protocol):
-    """Knows the sha256 an object should have, where it is recorded; None where it is not."""
+    """Knows the sha256 an object should have, where it is recorded; None where it is not.
+
+    The caller supplies it (the core knows its key layout and where it records checksums); a
+    store that reads with verification asks it and never interprets a key itself.
+    """
 
     def expected(self, key: str, store: ObjectStore) -> str | None: ...
 
     def forget(self, key: str) -> None:
         """Drop what is cached for key (the record may have changed)."""
         ...
-
-
-class ManifestChecksums:
-    """Expected checksums from what the store itself holds: content-addressed originals carry
-    theirs in the key, pyramid objects in their image's manifest (cached, a few hundred images)."""
-
-    def __init__(self, capacity: int = 256, missing_ttl: float = 30.0) -> None:
-        self.capacity = capacity
-        self.missing_ttl = missing_ttl
-        self._cache: OrderedDict[str, tuple[float, dict[str, str] | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def expected(self, key: str, store: ObjectStore) -> str | None:
-        raw = _RAW_KEY.match(key)
-        if raw:
-            return raw.group(1)
-        image = _IMAGE_KEY.match(key)
-        if image is None or key == manifest_key(image.group(1)):
-            return None
-        checksums = self._manifest(image.group(1), store)
-        return checksums.get(key) if checksums else None
-
-    def forget(self, key: str) -> None:
-        image = _IMAGE_KEY.match(key)
-        if image:
-            with self._lock:
-                self._cache.pop(image.group(1), None)
-
-    def _manifest(self, image_id: str, store: ObjectStore) -> dict[str, str] | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(image_id)
-            if cached is not None and (cached[1] is not None or cached[0] > now):
-                self._cache.move_to_end(image_id)
-                return cached[1]
-        try:
-            manifest = Manifest.from_json(store.get_bytes(manifest_key(image_id)))
-            checksums: dict[str, str] | None = {o.key: o.sha256 for o in manifest.objects}
-        except ObjectNotFound:
-            # Not written yet (ingest running) or an image from before manifests: look again later.
-            checksums = None
-        except StorageError:
-            return None
-        with self._lock:
-            self._cache[image_id] = (now + self.missing_ttl, checksums)
-            self._cache.move_to_end(image_id)
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        return checksums
 
 
 # ---------------------------------------------------------------- reading with a budget

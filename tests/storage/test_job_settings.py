@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from allmicro_data.api.app import create_app
+from allmicro_data.fixity import Manifest
 from allmicro_data.jobs import WorkerConfig
+from allmicro_data.object_keys import manifest_key
 from allmicro_data.settings import Settings
-from allmicro_data.storage import LocalStore, Manifest, S3Store
-from allmicro_data.storage.fixity import manifest_key
+from allmicro_data.storage import LocalStore, S3Store
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer

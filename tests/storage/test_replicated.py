@@ -12,11 +12,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from allmicro_data.fixity import ManifestChecksums, write_image_manifest
+from allmicro_data.object_keys import original_key, pyramid_key
 from allmicro_data.storage import (
     ChecksumMismatch,
     InvalidKey,
     LocalStore,
-    ManifestChecksums,
     ObjectStore,
     QuorumNotReached,
     ReplicatedStore,
@@ -24,12 +25,7 @@ from allmicro_data.storage import (
     StorageError,
     StoredObject,
 )
-from allmicro_data.storage.fixity import (
-    CopyState,
-    build_manifest,
-    scrub_object,
-    write_manifest,
-)
+from allmicro_data.storage.fixity import CopyState, scrub_object
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from tests.storage.store_contract import ObjectStoreContract
 
@@ -199,7 +195,7 @@ def test_reads_fall_back_when_the_primary_fails_lacks_or_corrupts_a_copy(
 ) -> None:
     store = replicated(stores, checksums=ManifestChecksums())
     data = b"original bytes"
-    key = f"raw/{hashlib.sha256(data).hexdigest()}"
+    key = original_key(hashlib.sha256(data).hexdigest())
     store.put_bytes(key, data)
     stores[0].put_bytes(key, b"rotten bytes!!")
     assert store.get_bytes(key) == data
@@ -216,8 +212,8 @@ def test_reads_fall_back_when_the_primary_fails_lacks_or_corrupts_a_copy(
 
 def test_pyramid_objects_are_checked_against_their_manifest(stores: list[Switchable]) -> None:
     store = replicated(stores, checksums=ManifestChecksums())
-    chunk = store.put_bytes("images/i1/image.ome.zarr/0/0/0", b"good chunk")
-    write_manifest(store, build_manifest("i1", [chunk]))
+    chunk = store.put_bytes(f"{pyramid_key('i1')}/0/0/0", b"good chunk")
+    write_image_manifest(store, "i1", [chunk])
     stores[0].put_bytes(chunk.key, b"evil chunk")
     assert store.get_bytes(chunk.key) == b"good chunk"
     stores[1].put_bytes(chunk.key, b"evil chunk")
@@ -231,7 +227,7 @@ def test_a_large_wrong_copy_ends_in_an_error_never_a_complete_wrong_file(
 ) -> None:
     store = replicated(stores, checksums=ManifestChecksums())
     data = os.urandom(3 << 20)
-    key = f"raw/{hashlib.sha256(data).hexdigest()}"
+    key = original_key(hashlib.sha256(data).hexdigest())
     store.put_bytes(key, data)
     stores[0].put_bytes(key, data[:-1] + b"\0")
     received = bytearray()

@@ -19,8 +19,9 @@ import tifffile
 from PIL import Image as PILImage
 
 from allmicro_data.api.rendering import Window, to_uint8
-from allmicro_data.storage import Manifest, S3Store
-from allmicro_data.storage.fixity import manifest_key
+from allmicro_data.fixity import Manifest
+from allmicro_data.object_keys import manifest_key
+from allmicro_data.storage import S3Store
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, setup_project, upload, wait_for_job
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port, wait_until
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
