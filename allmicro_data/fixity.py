@@ -1,4 +1,4 @@
-"""Per-image fixity: the checksum manifest written beside each pyramid, what reads expect from it, and its totals in the catalogue."""
+"""Fixity policy: the checksum manifest written beside each pyramid, what reads expect from it, and its totals in the catalogue (storage/checksums.py checks and copies)."""
 
 from __future__ import annotations
 

@@ -25,14 +25,14 @@ from allmicro_data.catalogue.models import (
 from allmicro_data.catalogue.models import Image as CatalogueImage
 from allmicro_data.errors import Conflict, NotFound
 from allmicro_data.fixity import Manifest
-from allmicro_data.replication import catch_up_replicas
+from allmicro_data.replica_catchup import catch_up_replicas
 from allmicro_data.storage import (
     ObjectStore,
     ReplicatedStore,
     StorageError,
     StoredObject,
 )
-from allmicro_data.storage.fixity import Bandwidth, CopyState, ObjectReport, scrub_object
+from allmicro_data.storage.checksums import Bandwidth, CopyState, ObjectReport, scrub_object
 
 if TYPE_CHECKING:
     from allmicro_data.services import Services

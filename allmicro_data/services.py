@@ -14,7 +14,7 @@ from allmicro_data.catalogue.db import (
     make_session_factory,
     session_scope,
 )
-from allmicro_data.replication import open_settings_store
+from allmicro_data.replica_catchup import open_settings_store
 from allmicro_data.settings import Settings
 from allmicro_data.storage import ObjectStore
 

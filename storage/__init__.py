@@ -20,8 +20,8 @@ from allmicro_data.storage.base import (
 )
 
 if TYPE_CHECKING:
+    from allmicro_data.storage.checksums import ChecksumMismatch
     from allmicro_data.storage.factory import open_replicated_store, open_store
-    from allmicro_data.storage.fixity import ChecksumMismatch
     from allmicro_data.storage.local import LocalStore
     from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
     from allmicro_data.storage.s3 import S3Store, SupportsPresignedGet
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "open_replicated_store": "factory",
     "open_store": "factory",
-    "ChecksumMismatch": "fixity",
+    "ChecksumMismatch": "checksums",
     "LocalStore": "local",
     "PendingCopies": "replicated",
     "QuorumNotReached": "replicated",

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from allmicro_data.storage.base import ObjectStore, StorageError
-from allmicro_data.storage.fixity import ExpectedChecksums
+from allmicro_data.storage.checksums import ExpectedChecksums
 from allmicro_data.storage.local import LocalStore
 from allmicro_data.storage.replicated import PendingCopies, ReplicatedStore
 from allmicro_data.storage.s3 import S3Location, S3Store

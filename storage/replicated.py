@@ -21,7 +21,7 @@ from allmicro_data.storage.base import (
     validate_key,
     validate_prefix,
 )
-from allmicro_data.storage.fixity import (
+from allmicro_data.storage.checksums import (
     ChecksumMismatch,
     ExpectedChecksums,
     copy_verified,

@@ -17,7 +17,7 @@ from allmicro_data.audit import record
 from allmicro_data.catalogue.models import ScrubRun
 from allmicro_data.errors import NotFound
 from allmicro_data.paging import Window, fetch
-from allmicro_data.replication import pending_counts
+from allmicro_data.replica_catchup import pending_counts
 from allmicro_data.scrub import begin_scrub, execute_scrub, run_document, stores_of
 from allmicro_data.services import Services
 from allmicro_data.storage import ReplicatedStore

@@ -25,7 +25,7 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.fixity import record_image_fixity, write_image_manifest
-from allmicro_data.replication import CataloguePendingCopies, catch_up_replicas, pending_counts
+from allmicro_data.replica_catchup import CataloguePendingCopies, catch_up_replicas, pending_counts
 from allmicro_data.scrub import StorageMaintenance, describe_run, run_document, run_scrub
 from allmicro_data.services import Services
 from allmicro_data.storage import LocalStore, ReplicatedStore

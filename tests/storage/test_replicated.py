@@ -25,7 +25,7 @@ from allmicro_data.storage import (
     StorageError,
     StoredObject,
 )
-from allmicro_data.storage.fixity import CopyState, scrub_object
+from allmicro_data.storage.checksums import CopyState, scrub_object
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from tests.storage.store_contract import ObjectStoreContract
 

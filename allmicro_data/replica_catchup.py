@@ -1,4 +1,4 @@
-"""Replicas: the store a process opens from its settings, the durable to-do list, and catching up."""
+"""Replica policy: the store a process opens from its settings, the to-do list in the catalogue, and catching up (storage/replicated.py is the mechanism)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checksums: verified copies, the per-object checks scrub is built from, and who knows what to expect."""
+"""Checksum mechanism: verified copies and the per-object checks scrub is built from; what to expect is the caller's (ExpectedChecksums)."""
 
 from __future__ import annotations
 
