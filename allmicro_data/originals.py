@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from allmicro_data.errors import Conflict, Invalid
 from allmicro_data.jobs import enqueue
 from allmicro_data.names import unfit_character
 from allmicro_data.object_keys import original_key
-from allmicro_data.storage import LocalStore, ObjectStore
+from allmicro_data.storage import ObjectStore, SupportsFileAdoption
 from allmicro_data.storage.base import CHUNK_SIZE
-from allmicro_data.storage.local import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +69,14 @@ def spool(stream: BinaryIO, directory: Path, max_bytes: int) -> tuple[Path, str,
 def place_original(store: ObjectStore, path: Path, sha256: str, original_name: str) -> bool:
     """Store a spooled file, already hashed, under raw/<sha256>; False if those bytes were there.
 
-    A local store on the same filesystem takes the spool file over by renaming it, so a large
-    original is written once and never copied again; other stores get a streamed copy.
+    A store that adopts files (a local store on the spool's filesystem) takes the spool file over
+    by renaming it, so a large original is written once and never copied again; other stores get
+    a streamed copy.
     """
     key = original_key(sha256)
     if store.exists(key):
         return False
-    if isinstance(store, LocalStore) and _adopt(store, key, path):
+    if isinstance(store, SupportsFileAdoption) and store.adopt_file(key, path):
         return True
     with path.open("rb") as handle:
         stored = store.put(key, handle)
@@ -85,26 +84,6 @@ def place_original(store: ObjectStore, path: Path, sha256: str, original_name: s
         # The spool and the store disagree: the disk or the store corrupted the bytes.
         store.delete(key)
         raise OSError(f"stored bytes of {original_name!r} do not match what was received")
-    return True
-
-
-def _adopt(store: LocalStore, key: str, path: Path) -> bool:
-    """Rename the spool file into the store; False when it cannot be (another filesystem)."""
-    target = store.path(key)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if store.durable:
-            # The bytes must be on disk before the object is named, as LocalStore.put does.
-            with path.open("r+b") as handle:
-                os.fsync(handle.fileno())
-        # Private like every object the store writes (a spool file of an older server may not be).
-        os.chmod(path, 0o600)
-        os.replace(path, target)
-    except OSError as exc:
-        log.info("cannot move %s into the store (%s); copying instead", path, exc)
-        return False
-    if store.durable:
-        fsync_directory(target.parent)
     return True
 
 

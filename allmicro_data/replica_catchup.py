@@ -16,8 +16,8 @@ from allmicro_data.settings import Settings
 from allmicro_data.storage import (
     ChecksumMismatch,
     ObjectStore,
-    ReplicatedStore,
     StorageError,
+    SupportsReplicas,
     open_replicated_store,
 )
 
@@ -106,7 +106,7 @@ def catch_up_replicas(
     """Work through the to-do list: copy what replicas missed from a verified copy, delete what
     was deleted. A replica that fails is left for the next round after its first failure."""
     report = CatchUpReport()
-    if not isinstance(store, ReplicatedStore):
+    if not isinstance(store, SupportsReplicas):
         return report
     configured = {r.url for r in store.replicas}
     with session_scope(sessions) as session:

@@ -28,9 +28,9 @@ from allmicro_data.fixity import Manifest
 from allmicro_data.replica_catchup import catch_up_replicas
 from allmicro_data.storage import (
     ObjectStore,
-    ReplicatedStore,
     StorageError,
     StoredObject,
+    SupportsReplicas,
 )
 from allmicro_data.storage.checksums import Bandwidth, CopyState, ObjectReport, scrub_object
 
@@ -113,7 +113,8 @@ class ScrubTally:
 
 
 def stores_of(store: ObjectStore) -> list[ObjectStore]:
-    return store.stores if isinstance(store, ReplicatedStore) else [store]
+    """Every store that holds a copy: a replicated store's primary and replicas, else itself."""
+    return store.stores if isinstance(store, SupportsReplicas) else [store]
 
 
 def running_scrub(session: Session) -> ScrubRun | None:

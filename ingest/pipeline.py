@@ -42,8 +42,12 @@ from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, pub
 from allmicro_data.object_keys import image_prefix, ome_xml_key, pyramid_key
 from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratch
 from allmicro_data.search import search_text
-from allmicro_data.storage import ObjectStore, StorageError, is_storage_full
-from allmicro_data.storage.local import LocalStore
+from allmicro_data.storage import (
+    ObjectStore,
+    StorageError,
+    SupportsLocalPaths,
+    is_storage_full,
+)
 
 if TYPE_CHECKING:
     from allmicro_data.services import Services
@@ -63,7 +67,7 @@ def safe_filename(name: str) -> str:
 @contextmanager
 def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path]]:
     """The originals as local files named as uploaded, side by side (readers find companions
-    by name, and some look at the extension). Local stores are linked, others downloaded."""
+    by name, and some look at the extension). Local files are linked, other objects downloaded."""
     with scratch_directory(INGEST_PREFIX) as workdir:
         paths: list[Path] = []
         used: set[str] = set()
@@ -73,8 +77,8 @@ def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path
                 name = f"_{name}"
             used.add(name.lower())
             local = workdir / name
-            if isinstance(store, LocalStore):
-                os.symlink(store.path(f.storage_key), local)
+            if isinstance(store, SupportsLocalPaths):
+                os.symlink(store.local_path(f.storage_key), local)
             else:
                 with local.open("wb") as out:
                     for block in store.open(f.storage_key):

@@ -28,8 +28,7 @@ from allmicro_data.ingest.ngff import (
 )
 from allmicro_data.ingest.pyramid_downsample import METHODS, Method, downsample
 from allmicro_data.ingest.readers.base import Series
-from allmicro_data.storage.base import ObjectStore, StoredObject
-from allmicro_data.storage.local import LocalStore
+from allmicro_data.storage.base import ObjectStore, StoredObject, SupportsDeferredSync
 
 ProgressCallback = Callable[[float], None]
 Array = np.ndarray[Any, Any]
@@ -194,11 +193,11 @@ class _PyramidWriter:
     ) -> None:
         self.series = series
         self.store = store
-        # Per-chunk fsync costs more than compressing the chunk; a durable LocalStore gets its
-        # chunks through a non-durable twin (still atomic per object) and one fsync pass at the end.
+        # Per-chunk fsync costs more than compressing the chunk: a store that can defer it gets
+        # the chunks through its unsynced view (still atomic per object) and one sync at the end.
         self.chunk_store: ObjectStore = store
-        if isinstance(store, LocalStore) and store.durable:
-            self.chunk_store = LocalStore(store.root, durable=False)
+        if isinstance(store, SupportsDeferredSync):
+            self.chunk_store = store.unsynced()
         self.key = key
         self.version = version
         self.codec = codec
@@ -402,25 +401,8 @@ class _PyramidWriter:
             self.objects.append(stored)
 
     def _make_durable(self) -> None:
-        if self.chunk_store is self.store or not isinstance(self.store, LocalStore):
-            return
-        directories = set()
-        for obj in self.objects:
-            path = self.store.path(obj.key)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            directories.add(path.parent)
-        for directory in sorted(directories):
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        if isinstance(self.store, SupportsDeferredSync):
+            self.store.sync(obj.key for obj in self.objects)
 
     def _delete_stale(self, keep: set[str]) -> None:
         written = {obj.key for obj in self.objects} | {self._full(k) for k in keep}

@@ -1,7 +1,8 @@
 """Object stores: one protocol, local and S3 implementations, replication and checksums.
 
-The protocol and its errors load with the package; the stores load when first named, so that a
-command that writes to local files (`allmicro convert`) does not pay for the S3 client.
+The protocol, its optional capabilities and its errors load with the package; the stores load
+when first named, so that a command that writes to local files (`allmicro convert`) does not pay
+for the S3 client.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from allmicro_data.storage.base import (
     StorageError,
     StorageFull,
     StoredObject,
+    SupportsDeferredSync,
+    SupportsFileAdoption,
+    SupportsLocalPaths,
+    SupportsPresignedGet,
+    SupportsReplicas,
     is_storage_full,
 )
 
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
     from allmicro_data.storage.factory import open_replicated_store, open_store
     from allmicro_data.storage.local import LocalStore
     from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
-    from allmicro_data.storage.s3 import S3Store, SupportsPresignedGet
+    from allmicro_data.storage.s3 import S3Store
 
 _LAZY = {
     "open_replicated_store": "factory",
@@ -35,7 +41,6 @@ _LAZY = {
     "QuorumNotReached": "replicated",
     "ReplicatedStore": "replicated",
     "S3Store": "s3",
-    "SupportsPresignedGet": "s3",
 }
 
 
@@ -61,7 +66,11 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "StoredObject",
+    "SupportsDeferredSync",
+    "SupportsFileAdoption",
+    "SupportsLocalPaths",
     "SupportsPresignedGet",
+    "SupportsReplicas",
     "is_storage_full",
     "open_replicated_store",
     "open_store",

@@ -1,4 +1,4 @@
-"""The object-store protocol every store implements, and the errors and records it uses."""
+"""The object-store protocol every store implements, the optional capabilities a store may add, and the errors and records they use."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 # Keys are relative, slash-separated, without empty, "." or ".." parts: a key can never escape
@@ -150,4 +151,88 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys that start with prefix, in lexicographic order."""
+        ...
+
+
+# ---- optional capabilities ---------------------------------------------------------------------
+#
+# As zarr's `supports_*`: callers ask a store what it can do (`isinstance(store, SupportsX)`) and
+# fall back to the ObjectStore methods when it cannot; no caller outside storage/ names a store's
+# class. Each is implemented where it is honest: a ReplicatedStore, for one, offers no local
+# paths even over a local primary, since a read through it may have to come from a replica.
+
+
+@runtime_checkable
+class SupportsPresignedGet(Protocol):
+    """A store that can hand out short-lived URLs a browser fetches the bytes from directly."""
+
+    def presigned_get_url(
+        self, key: str, expires_seconds: int, *, content_disposition: str | None = None
+    ) -> str | None:
+        """A GET URL valid for expires_seconds, or None when this store cannot make one; the
+        store answers it with the given Content-Disposition header (the API builds it)."""
+        ...
+
+
+@runtime_checkable
+class SupportsLocalPaths(Protocol):
+    """A store whose objects are files on this machine, which readers may open in place."""
+
+    def local_path(self, key: str) -> Path:
+        """The file that holds key (it may not exist); never outside the store."""
+        ...
+
+
+@runtime_checkable
+class SupportsFileAdoption(Protocol):
+    """A store that can take a finished local file over as an object by renaming it, so a
+    large upload is written once and never copied again."""
+
+    def adopt_file(self, key: str, path: Path) -> bool:
+        """Make the file at path the object under key, as durably as a write; False (and the
+        file left where it is) when it cannot be renamed in, e.g. from another filesystem. The
+        caller has checked the bytes: the store does not hash them again."""
+        ...
+
+
+@runtime_checkable
+class SupportsDeferredSync(Protocol):
+    """A store that can write many objects without waiting for the disk after each one, then
+    make them all durable at once: per-object fsync costs more than compressing a chunk."""
+
+    def unsynced(self) -> ObjectStore:
+        """The same store, writing each object atomically but without waiting for the disk."""
+        ...
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Make the objects under keys (written through unsynced()) durable: one barrier."""
+        ...
+
+
+@runtime_checkable
+class SupportsReplicas(Protocol):
+    """A store that keeps copies on several stores: what scrub checks, what admins see, and
+    how missed copies are caught up."""
+
+    @property
+    def stores(self) -> list[ObjectStore]:
+        """Every store that holds copies, the primary first."""
+        ...
+
+    @property
+    def replicas(self) -> list[ObjectStore]: ...
+
+    @property
+    def quorum(self) -> int:
+        """How many replicas must hold an object beside the primary for a write to succeed."""
+        ...
+
+    def available(self, store: ObjectStore) -> bool:
+        """Whether store answered the last time it was asked (a failed store is set aside)."""
+        ...
+
+    def catch_up(
+        self, replica_url: str, key: str, *, sha256: str | None, size: int | None, deleted: bool
+    ) -> str:
+        """Bring one key on one replica in line with the primary; what was done, as a word."""
         ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import itertools
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,8 @@ from allmicro_data.storage.base import (
     validate_key,
     validate_prefix,
 )
+
+log = logging.getLogger(__name__)
 
 # Temporary files sit beside their target, so the final rename never crosses a filesystem;
 # their names start with this prefix, which no key may use.
@@ -43,6 +46,8 @@ class LocalStore:
     `atomic=False` writes objects straight under their keys, without a temporary file and a
     rename each, for a store in a staging directory that becomes visible whole, by one rename,
     or not at all (`allmicro convert` again).
+
+    Capabilities (storage.base): local paths, adopting a file by rename, deferred sync.
     """
 
     def __init__(
@@ -69,7 +74,7 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
-    def path(self, key: str) -> Path:
+    def local_path(self, key: str) -> Path:
         """The file that holds key; zarr and other readers may open it directly."""
         validate_key(key)
         if any(part.startswith(TMP_PREFIX) for part in key.split("/")):
@@ -94,7 +99,7 @@ class LocalStore:
         """Write blocks as the object under key; returns its size. Errors of the blocks'
         source propagate as they are, only our own I/O failures become StorageError, and a
         failed write leaves nothing under the key."""
-        target = self.path(key)
+        target = self.local_path(key)
         fd, tmp_path = self._create_temp(key, target)
         size = 0
         try:
@@ -178,6 +183,53 @@ class LocalStore:
             return StorageFull(f"cannot write {key!r} to {self.root}: no space left")
         return StorageError(f"cannot write {key!r} to {self.root}: {exc}")
 
+    # ---- capabilities ----------------------------------------------------------------------
+
+    def adopt_file(self, key: str, path: Path) -> bool:
+        """Rename a finished file into the store as the object under key; False when it cannot
+        be (another filesystem), the file then left where it is."""
+        target = self.local_path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if self.durable:
+                # The bytes must be on disk before the object is named, as in put.
+                with path.open("r+b") as handle:
+                    os.fsync(handle.fileno())
+            # Private like every object the store writes (the file may have been made otherwise).
+            os.chmod(path, 0o600)
+            os.replace(path, target)
+        except OSError as exc:
+            log.info("cannot move %s into %s (%s)", path, self.root, exc)
+            return False
+        if self.durable:
+            fsync_directory(target.parent)
+        return True
+
+    def unsynced(self) -> LocalStore:
+        """This store without the fsync of each object (still atomic), for sync() to follow."""
+        if not self.durable:
+            return self
+        return LocalStore(self.root, durable=False, checksums=self.checksums, atomic=self.atomic)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """fsync the files of keys, then each of their directories once (their renames)."""
+        if not self.durable:
+            return
+        directories: set[Path] = set()
+        for key in keys:
+            path = self.local_path(key)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise self._error(key, exc) from exc
+            directories.add(path.parent)
+        for directory in sorted(directories):
+            fsync_directory(directory)
+
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         # Open eagerly so that a missing key fails at the call, not at the first iteration.
         handle = self._open_file(key, start, end)
@@ -190,11 +242,11 @@ class LocalStore:
             return handle.read() if end is None else handle.read(max(0, end - start))
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self.local_path(key).is_file()
 
     def size(self, key: str) -> int:
         try:
-            info = self.path(key).stat()
+            info = self.local_path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         if not stat.S_ISREG(info.st_mode):
@@ -203,7 +255,7 @@ class LocalStore:
         return info.st_size
 
     def delete(self, key: str) -> None:
-        path = self.path(key)
+        path = self.local_path(key)
         try:
             path.unlink(missing_ok=True)
         except (IsADirectoryError, NotADirectoryError):
@@ -247,7 +299,7 @@ class LocalStore:
             # As S3Store: a seek before the start is an OSError that says nothing of the cause.
             raise ValueError("byte offsets must not be negative")
         try:
-            return self.path(key).open("rb")
+            return self.local_path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         except OSError as exc:

@@ -17,6 +17,7 @@ from allmicro_data.storage.base import (
     ObjectStore,
     StorageError,
     StoredObject,
+    SupportsPresignedGet,
     iter_stream,
     validate_key,
     validate_prefix,
@@ -26,7 +27,6 @@ from allmicro_data.storage.checksums import (
     ExpectedChecksums,
     copy_verified,
 )
-from allmicro_data.storage.s3 import SupportsPresignedGet
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
+from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import urllib3
@@ -43,18 +43,6 @@ _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDeni
 # What MinIO (and servers that copy its codes) answer when their disks are full.
 _STORAGE_FULL_ERRORS = {"XMinioStorageFull", "StorageFull", "InsufficientStorage"}
 _TRUE = {"1", "true", "yes", "on"}
-
-
-@runtime_checkable
-class SupportsPresignedGet(Protocol):
-    """A store that can hand out short-lived URLs a browser fetches the bytes from directly."""
-
-    def presigned_get_url(
-        self, key: str, expires_seconds: int, *, content_disposition: str | None = None
-    ) -> str | None:
-        """A GET URL valid for expires_seconds, or None when this store cannot make one; the
-        store answers it with the given Content-Disposition header (the API builds it)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from allmicro_data.paging import Window, fetch
 from allmicro_data.replica_catchup import pending_counts
 from allmicro_data.scrub import begin_scrub, execute_scrub, run_document, stores_of
 from allmicro_data.services import Services
-from allmicro_data.storage import ReplicatedStore
+from allmicro_data.storage import SupportsReplicas
 
 router = APIRouter(prefix="/api/admin/storage", tags=["storage"])
 
@@ -138,12 +138,12 @@ def storage_replicas(caller: CallerDep, session: SessionDep, services: ServicesD
     counts = pending_counts(session)
     stores = stores_of(store)
     return StorageOut(
-        quorum=store.quorum if isinstance(store, ReplicatedStore) else 0,
+        quorum=store.quorum if isinstance(store, SupportsReplicas) else 0,
         stores=[
             ReplicaOut(
                 url=s.url,
                 role="primary" if index == 0 else "replica",
-                available=store.available(s) if isinstance(store, ReplicatedStore) else True,
+                available=store.available(s) if isinstance(store, SupportsReplicas) else True,
                 pending=counts.get(s.url, 0),
             )
             for index, s in enumerate(stores)

@@ -13,6 +13,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -25,8 +26,13 @@ from allmicro_data.storage import (
     InvalidKey,
     ObjectNotFound,
     ObjectStore,
+    StorageError,
     StoredObject,
+    SupportsDeferredSync,
+    SupportsFileAdoption,
+    SupportsLocalPaths,
     SupportsPresignedGet,
+    SupportsReplicas,
 )
 from allmicro_data.storage.base import CHUNK_SIZE
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
@@ -36,6 +42,14 @@ from tests.storage.conftest import ACCESS_KEY, SECRET_KEY
 LARGE = 3 * CHUNK_SIZE + 17
 INVALID_KEYS = ["", "/abs", "a/../b", "../escape", "a//b", "a/", "a/./b", "sp ace", "é"]
 INVALID_PREFIXES = ["/abs", "../x", "a//", "a/../b"]
+# The optional capabilities of storage.base, which callers ask a store for instead of its class.
+CAPABILITIES: tuple[type, ...] = (
+    SupportsDeferredSync,
+    SupportsFileAdoption,
+    SupportsLocalPaths,
+    SupportsPresignedGet,
+    SupportsReplicas,
+)
 
 
 class SourceBroke(Exception):
@@ -61,6 +75,8 @@ class ObjectStoreContract:
     url_scheme: ClassVar[str]
     # Whether the store answers presigned_get_url with a URL (S3 as the primary) or not at all.
     presigns: ClassVar[bool] = False
+    # The optional capabilities the store offers; each is tested below where it is offered.
+    capabilities: ClassVar[frozenset[type]] = frozenset()
 
     @pytest.fixture
     def store(self) -> ObjectStore:
@@ -289,3 +305,65 @@ class ObjectStoreContract:
         assert response.headers.get("content-disposition") == disposition
         # The same path without the signature is refused.
         assert httpx.get(url.split("?")[0]).status_code == 403
+
+    # ---- optional capabilities -------------------------------------------------------------
+
+    def test_offers_exactly_its_capabilities(self, store: ObjectStore) -> None:
+        assert {c for c in CAPABILITIES if isinstance(store, c)} == set(self.capabilities)
+
+    def test_a_local_path_is_the_file_readers_open_in_place(self, store: ObjectStore) -> None:
+        if not isinstance(store, SupportsLocalPaths):
+            return
+        store.put_bytes("raw/doc", b"local bytes")
+        assert store.local_path("raw/doc").read_bytes() == b"local bytes"
+        with pytest.raises(InvalidKey):
+            store.local_path("a/../../escape")
+
+    def test_an_adopted_file_becomes_the_object_by_rename(
+        self, store: ObjectStore, tmp_path: Path
+    ) -> None:
+        if not isinstance(store, SupportsFileAdoption):
+            return
+        spooled = tmp_path / "spooled-upload"
+        spooled.write_bytes(b"adopted bytes")
+        inode = spooled.stat().st_ino
+        assert store.adopt_file("raw/adopted", spooled)
+        self.assert_holds(store, "raw/adopted", b"adopted bytes")
+        assert not spooled.exists()
+        if isinstance(store, SupportsLocalPaths):
+            assert store.local_path("raw/adopted").stat().st_ino == inode  # renamed, not copied
+        # What cannot be renamed in is refused, and the caller copies it instead.
+        assert not store.adopt_file("raw/other", tmp_path / "gone")
+        assert not store.exists("raw/other")
+
+    def test_unsynced_writes_are_visible_at_once_and_made_durable_by_one_sync(
+        self, store: ObjectStore
+    ) -> None:
+        if not isinstance(store, SupportsDeferredSync):
+            return
+        fast = store.unsynced()
+        keys = [f"images/x/0/{i}" for i in range(3)]
+        for key in keys:
+            assert fast.put_bytes(key, key.encode()) == _stored(key, key.encode())
+        for key in keys:
+            self.assert_holds(store, key, key.encode())
+        store.sync(keys)
+        with pytest.raises(StorageError):
+            store.sync(["never/written"])
+
+    def test_replicas_are_named_primary_first_and_caught_up_one_key_at_a_time(
+        self, store: ObjectStore
+    ) -> None:
+        if not isinstance(store, SupportsReplicas):
+            return
+        assert store.stores[0].url == store.url
+        assert store.stores[1:] == store.replicas
+        assert all(store.available(s) for s in store.stores)
+        assert 0 <= store.quorum <= len(store.replicas)
+        stored = store.put_bytes("raw/doc", b"replicated bytes")
+        replica = store.replicas[0]
+        replica.delete("raw/doc")
+        done = store.catch_up(
+            replica.url, "raw/doc", sha256=stored.sha256, size=stored.size, deleted=False
+        )
+        assert done == "copied" and replica.get_bytes("raw/doc") == b"replicated bytes"

@@ -15,6 +15,9 @@ from allmicro_data.storage import (
     InvalidKey,
     LocalStore,
     StorageError,
+    SupportsDeferredSync,
+    SupportsFileAdoption,
+    SupportsLocalPaths,
     open_store,
 )
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
@@ -28,6 +31,7 @@ def store(tmp_path: Path) -> LocalStore:
 
 class TestLocalStoreContract(ObjectStoreContract):
     url_scheme = "file"
+    capabilities = frozenset({SupportsLocalPaths, SupportsFileAdoption, SupportsDeferredSync})
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> LocalStore:
@@ -42,6 +46,35 @@ def test_put_bytes_records_sha256_unless_checksums_are_off(tmp_path: Path) -> No
     unrecorded = scratch.put_bytes("0/0", data)
     assert (unrecorded.size, unrecorded.sha256) == (len(data), "")
     assert scratch.get_bytes("0/0") == data
+
+
+def test_unsynced_writes_wait_for_the_disk_only_at_the_one_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "objects")
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    keys = [f"images/x/0/{i}" for i in range(5)] + ["images/x/1/0"]
+    fast = store.unsynced()
+    for key in keys:
+        fast.put_bytes(key, b"chunk")
+    assert synced == []
+    store.sync(keys)
+    assert len(synced) == len(keys) + 2  # every file, then each of its two directories once
+    # The store itself still waits for every write; a scratch store never does.
+    store.put_bytes("raw/doc", b"durable")
+    assert len(synced) == len(keys) + 2 + 2  # the file and its directory
+    scratch = LocalStore(tmp_path / "scratch", durable=False)
+    assert scratch.unsynced() is scratch
+    scratch.put_bytes("a/b", b"x")
+    scratch.sync(["a/b"])
+    assert len(synced) == len(keys) + 4
 
 
 def test_staging_store_writes_in_place_and_a_failed_write_leaves_nothing(tmp_path: Path) -> None:

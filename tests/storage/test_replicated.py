@@ -24,6 +24,8 @@ from allmicro_data.storage import (
     S3Store,
     StorageError,
     StoredObject,
+    SupportsPresignedGet,
+    SupportsReplicas,
 )
 from allmicro_data.storage.checksums import CopyState, scrub_object
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
@@ -95,6 +97,8 @@ def _replicated_pair(primary: ObjectStore, replica: ObjectStore) -> Iterator[Rep
 
 class TestReplicatedLocalStoresContract(ObjectStoreContract):
     url_scheme = "file"
+    # Never local paths, even over local stores: a read may have to come from a replica.
+    capabilities = frozenset({SupportsReplicas, SupportsPresignedGet})
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[ReplicatedStore]:
@@ -103,6 +107,7 @@ class TestReplicatedLocalStoresContract(ObjectStoreContract):
 
 class TestReplicatedLocalPrimaryS3ReplicaContract(ObjectStoreContract):
     url_scheme = "file"
+    capabilities = frozenset({SupportsReplicas, SupportsPresignedGet})
 
     @pytest.fixture
     def store(
@@ -115,6 +120,7 @@ class TestReplicatedLocalPrimaryS3ReplicaContract(ObjectStoreContract):
 class TestReplicatedS3PrimaryLocalReplicaContract(ObjectStoreContract):
     url_scheme = "s3"
     presigns = True  # the primary's URLs
+    capabilities = frozenset({SupportsReplicas, SupportsPresignedGet})
 
     @pytest.fixture
     def store(

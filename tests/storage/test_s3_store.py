@@ -13,6 +13,7 @@ from allmicro_data.storage import (
     S3Store,
     StorageError,
     StoredObject,
+    SupportsPresignedGet,
     open_store,
     s3,
 )
@@ -29,6 +30,7 @@ def store(seaweed: SeaweedServer, prefix: str) -> S3Store:
 class TestS3StoreContract(ObjectStoreContract):
     url_scheme = "s3"
     presigns = True
+    capabilities = frozenset({SupportsPresignedGet})
 
     @pytest.fixture
     def store(self, seaweed: SeaweedServer, prefix: str) -> S3Store:
