@@ -10,11 +10,13 @@ from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.catalogue.models import (
+    AuditEvent,
     Dataset,
     File,
     Image,
     ImageStatus,
     Job,
+    Organisation,
     Project,
     ProjectMembership,
     Role,
@@ -136,17 +138,58 @@ def _upload_scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Selec
     return stmt.where(false())
 
 
-# How each catalogue model reaches its project; every scoped query goes through this table.
+def sees_every_user(caller: Caller) -> bool:
+    """Global admins see every account and organisation; anyone else only their own, so that
+    nobody else learns who is registered."""
+    return caller.is_admin
+
+
+def _directory_scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Select[Any]:
+    """Organisations, users and the audit log, for a session or a read token."""
+    if model is AuditEvent:
+        # The audit log is read with a full session: all of it by admins, the events of the
+        # projects they manage by managers; a personal token reads none of it.
+        if caller.scope != "all":
+            return stmt.where(false())
+        if caller.is_admin:
+            return stmt
+        return stmt.where(AuditEvent.project_id.in_(managed_project_ids(caller)))
+    if sees_every_user(caller):
+        return stmt
+    if model is Organisation:
+        return stmt.where(Organisation.id == caller.organisation_id)
+    return stmt.where(User.id == caller.user_id)
+
+
+# Every model a query may be scoped over; any other is refused, never returned unfiltered.
+_RULED: tuple[type[Any], ...] = (
+    Project,
+    Dataset,
+    Image,
+    File,
+    Job,
+    Upload,
+    Organisation,
+    User,
+    AuditEvent,
+)
+
+
 def scoped(stmt: Select[Any], model: type[Any], caller: Caller, use: Use = Use.READ) -> Select[Any]:
     """Restrict a SELECT over model to the rows the caller may see. Routes never filter by hand.
 
     `use` says what the rows are wanted for: reading their contents (the default), or only
     seeing them (SEE: a dataset's name and counts, a job's state; an upload token may)."""
-    if model not in (Project, Dataset, Image, File, Job):
+    if model not in _RULED:
         raise TypeError(f"no access rule for {model.__name__}")
     require(caller, use)
+    if model is Upload:
+        # An upload is its creator's alone, admins included: nobody else resumes or ends it.
+        return stmt.where(Upload.created_by_id == caller.user_id)
     if caller.scope == "upload":
         return _upload_scoped(stmt, model, caller)
+    if model in (Organisation, User, AuditEvent):
+        return _directory_scoped(stmt, model, caller)
     if caller.is_admin:
         # Admins see every project, so only the readiness rule for images remains; leaving out
         # the project subquery lets the database use the search indexes directly.
@@ -225,6 +268,26 @@ def may_manage(session: Session, user: User, project_id: str) -> bool:
         return False
     role = project_role(session, Caller.for_user(user), project_id)
     return role is not None and role.allows(Role.MANAGER)
+
+
+def may_upload(caller: Caller, role: Role | None) -> bool:
+    """What require_upload_target allows, told from the caller's role in the dataset's project:
+    a contributor's role, and a credential that may upload."""
+    return role is not None and role.allows(Role.CONTRIBUTOR) and caller.may(Use.UPLOAD)
+
+
+def may_read_metrics(session: Session, caller: Caller) -> bool:
+    """Whether the caller may read the installation's metrics (queue depths, stored bytes,
+    routes and their traffic): admins with a session or a password token, or an active admin's
+    `read` token."""
+    if caller.is_admin:
+        return True
+    # A personal token never carries admin rights, but an admin's `read` token is what a
+    # Prometheus server keeps in its credentials file: enough to read figures, nothing more.
+    if caller.scope != "read":
+        return False
+    user = session.get(User, caller.user_id)
+    return user is not None and user.is_admin and user.is_active
 
 
 def require_full_session(caller: Caller) -> None:

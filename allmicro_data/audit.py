@@ -8,17 +8,15 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Select, false, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from allmicro_data.access import Caller, scoped
 from allmicro_data.catalogue.models import AuditEvent
 from allmicro_data.csv_export import spreadsheet_row
 from allmicro_data.paging import Found, Window, fetch
-
-if TYPE_CHECKING:
-    from allmicro_data.access import Caller
 
 
 def record(
@@ -62,15 +60,8 @@ class AuditQuery(Window):
 
 
 def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
-    """Events the caller may read: all for admins, their managed projects' for managers."""
-    from allmicro_data.access import managed_project_ids
-
-    if caller.is_admin and caller.scope == "all":
-        stmt = select(AuditEvent)
-    elif caller.scope == "all":
-        stmt = select(AuditEvent).where(AuditEvent.project_id.in_(managed_project_ids(caller)))
-    else:
-        stmt = select(AuditEvent).where(false())
+    """The caller's visible events (access.scoped says which) that match the query."""
+    stmt = scoped(select(AuditEvent), AuditEvent, caller)
     if query.project_id:
         stmt = stmt.where(AuditEvent.project_id == query.project_id)
     if query.action:

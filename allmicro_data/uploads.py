@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from sqlalchemy import CursorResult, delete, select, update
 
-from allmicro_data.access import Caller, Use, require, require_upload_target
+from allmicro_data.access import Caller, Use, get_visible, require_upload_target
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
@@ -245,9 +245,8 @@ def _private_directory(directory: Path) -> None:
 def load_upload(services: Services, caller: Caller, upload_id: str) -> Upload:
     """The caller's upload; NotFound for anyone else's, UploadGone once it is no longer usable."""
     with services.session() as session:
-        upload = session.get(Upload, upload_id)
-        if upload is None or upload.created_by_id != caller.user_id:
-            raise NotFound(f"upload {upload_id} not found")
+        # Any of its creator's credentials may follow an upload (access.scoped: nobody else).
+        upload = get_visible(session, caller, Upload, upload_id, Use.SEE)
         if upload.status is UploadStatus.FAILED:
             raise UploadGone(upload.error or "the upload failed; start a new one")
         expired = upload.status is UploadStatus.RECEIVING and upload.expires_at <= utcnow()
@@ -676,12 +675,8 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
 
 def terminate_upload(services: Services, caller: Caller, upload_id: str) -> None:
     """Forget an upload (tus termination); an original it already made stays."""
-    require(caller, Use.UPLOAD)
     with services.session() as session:
-        upload = session.get(Upload, upload_id)
-        if upload is None or upload.created_by_id != caller.user_id:
-            raise NotFound(f"upload {upload_id} not found")
-        session.delete(upload)
+        session.delete(get_visible(session, caller, Upload, upload_id, Use.UPLOAD))
     _discard(services, upload_id)
     log.info("upload %s terminated by user %s", upload_id, caller.user_id)
 

@@ -9,14 +9,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from allmicro_data import directory
-from allmicro_data.access import Use, require, require_admin
+from allmicro_data.access import Use, get_visible, require_admin, scoped
 from allmicro_data.api.deps import CallerDep, SessionDep, client_address
 from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.schemas import Name
 from allmicro_data.audit import record
 from allmicro_data.auth import reset_password, revoke_user_tokens
 from allmicro_data.catalogue.models import Organisation, User
-from allmicro_data.errors import NotFound
 from allmicro_data.paging import fetch
 
 router = APIRouter(prefix="/api", tags=["admin"])
@@ -47,10 +46,7 @@ def list_organisations(
     caller: CallerDep, session: SessionDep, window: WindowDep
 ) -> Page[OrganisationOut]:
     """All organisations for admins; your own for everyone else."""
-    require(caller, Use.READ)
-    stmt = select(Organisation)
-    if not caller.is_admin:
-        stmt = stmt.where(Organisation.id == caller.organisation_id)
+    stmt = scoped(select(Organisation), Organisation, caller)
     found = fetch(session, stmt, window, order_by=[Organisation.name])
     return Page.of(found, OrganisationOut.of)
 
@@ -79,11 +75,7 @@ def create_organisation(
 def get_organisation(
     organisation_id: str, caller: CallerDep, session: SessionDep
 ) -> OrganisationOut:
-    require(caller, Use.READ)
-    org = session.get(Organisation, organisation_id)
-    if org is None or (not caller.is_admin and org.id != caller.organisation_id):
-        raise NotFound(f"organisation {organisation_id} not found")
-    return OrganisationOut.of(org)
+    return OrganisationOut.of(get_visible(session, caller, Organisation, organisation_id))
 
 
 class UserIn(BaseModel):
@@ -135,7 +127,7 @@ def list_users(
 ) -> Page[UserOut]:
     """Every user (global admins)."""
     require_admin(caller)
-    stmt = select(User)
+    stmt = scoped(select(User), User, caller)
     if organisation_id:
         stmt = stmt.where(User.organisation_id == organisation_id)
     return Page.of(fetch(session, stmt, window, order_by=[User.email]), UserOut.of)
@@ -164,17 +156,9 @@ def create_user(body: UserIn, request: Request, caller: CallerDep, session: Sess
     return UserOut.of(user)
 
 
-def _user_for(caller: CallerDep, session: SessionDep, user_id: str) -> User:
-    user = session.get(User, user_id)
-    if user is None or (not caller.is_admin and user.id != caller.user_id):
-        raise NotFound(f"user {user_id} not found")
-    return user
-
-
 @router.get("/users/{user_id}", response_model=UserOut)
 def get_user(user_id: str, caller: CallerDep, session: SessionDep) -> UserOut:
-    require(caller, Use.READ)
-    return UserOut.of(_user_for(caller, session, user_id))
+    return UserOut.of(get_visible(session, caller, User, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -183,7 +167,7 @@ def update_user(
 ) -> UserOut:
     """Rename, promote, or disable a user (global admins)."""
     require_admin(caller)
-    user = _user_for(caller, session, user_id)
+    user = get_visible(session, caller, User, user_id, Use.WRITE)
     changes = body.model_dump(exclude_none=True)
     for name, value in changes.items():
         setattr(user, name, value)
@@ -212,7 +196,7 @@ def admin_reset_password(
 ) -> Response:
     """Set a new password for a user, unlock the account and sign it out (global admins)."""
     require_admin(caller)
-    user = _user_for(caller, session, user_id)
+    user = get_visible(session, caller, User, user_id, Use.WRITE)
     admin = session.get(User, caller.user_id)
     assert admin is not None
     reset_password(session, admin, user, body.new_password, client_address(request))

@@ -17,6 +17,7 @@ from allmicro_data.access import (
     require_admin,
     require_role,
     scoped,
+    sees_every_user,
 )
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
 from allmicro_data.api.paging import Page, WindowDep
@@ -149,7 +150,7 @@ def add_member(
     project = get_visible(session, caller, Project, project_id)
     require_role(session, caller, project.id, Role.MANAGER)
     user_id = body.user_id
-    if body.email is not None and caller.is_admin:
+    if body.email is not None and sees_every_user(caller):
         existing = directory.find_user_by_email(session, body.email)
         user_id = existing.id if existing else None
     if body.email is not None and user_id is None:

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import distinct, select
 
-from allmicro_data.access import Caller, Use, scoped
+from allmicro_data.access import Caller, may_upload, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.api.deps import (
     SESSION_COOKIE,
@@ -360,12 +360,8 @@ def project_page(
 
 
 def _can_contribute(caller: Caller, project: ProjectDetailOut) -> bool:
-    """What require_upload_target will allow: the role, and a credential that may upload."""
-    return (
-        project.role is not None
-        and Role(project.role).allows(Role.CONTRIBUTOR)
-        and caller.may(Use.UPLOAD)
-    )
+    """Whether to offer the upload form: what require_upload_target will allow."""
+    return may_upload(caller, Role(project.role) if project.role is not None else None)
 
 
 def _pending_jobs(
