@@ -36,6 +36,18 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
+def _role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise Invalid(f"unknown role {role!r}") from None
+
+
+def _require_project(session: Session, project_id: str) -> None:
+    if session.get(Project, project_id) is None:
+        raise NotFound(f"project {project_id} not found")
+
+
 def flush_unique(session: Session, what: str) -> None:
     """Flush, turning a unique-constraint violation into a Conflict about `what`."""
     _flush(session, what)
@@ -178,8 +190,7 @@ def create_dataset(
     name = name.strip()
     if not name:
         raise Invalid("a dataset needs a name")
-    if session.get(Project, project_id) is None:
-        raise NotFound(f"project {project_id} not found")
+    _require_project(session, project_id)
     dataset = Dataset(
         project_id=project_id, name=name, description=description, created_by_id=created_by_id
     )
@@ -199,12 +210,8 @@ def add_membership(
     """Give a user or an organisation a role in a project; an existing membership changes role."""
     if (user_id is None) == (organisation_id is None):
         raise Invalid("a membership is for exactly one user or one organisation")
-    try:
-        project_role = Role(role)
-    except ValueError:
-        raise Invalid(f"unknown role {role!r}") from None
-    if session.get(Project, project_id) is None:
-        raise NotFound(f"project {project_id} not found")
+    project_role = _role(role)
+    _require_project(session, project_id)
     if user_id is not None and session.get(User, user_id) is None:
         raise NotFound(f"user {user_id} not found")
     if organisation_id is not None and session.get(Organisation, organisation_id) is None:
@@ -239,12 +246,8 @@ def invite(
     email = normalise_email(email)
     if "@" not in email:
         raise Invalid(f"{email!r} is not an e-mail address")
-    try:
-        project_role = Role(role)
-    except ValueError:
-        raise Invalid(f"unknown role {role!r}") from None
-    if session.get(Project, project_id) is None:
-        raise NotFound(f"project {project_id} not found")
+    project_role = _role(role)
+    _require_project(session, project_id)
     invitation = session.scalars(
         select(ProjectInvitation).where(
             ProjectInvitation.project_id == project_id, ProjectInvitation.email == email
