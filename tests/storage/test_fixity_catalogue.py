@@ -14,16 +14,14 @@ from sqlalchemy import select
 
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.catalogue.models import (
-    Dataset,
     File,
     Image,
     ImageFile,
     ImageStatus,
-    Project,
-    ProjectKind,
     ReplicaPending,
     utcnow,
 )
+from allmicro_data.directory import create_dataset, create_project
 from allmicro_data.fixity import record_image_fixity, write_image_manifest
 from allmicro_data.replica_catchup import CataloguePendingCopies, catch_up_replicas, pending_counts
 from allmicro_data.scrub import StorageMaintenance, describe_run, run_document, run_scrub
@@ -52,12 +50,8 @@ def _image_with_original(services: Services, data: bytes) -> tuple[str, str]:
     sha = hashlib.sha256(data).hexdigest()
     original = store.put_bytes(f"raw/{sha}", data)
     with services.session() as session:
-        project = Project(name=f"p-{sha[:8]}", kind=ProjectKind.RESEARCH)
-        session.add(project)
-        session.flush()
-        dataset = Dataset(project_id=project.id, name="d")
-        session.add(dataset)
-        session.flush()
+        project = create_project(session, name=f"p-{sha[:8]}")
+        dataset = create_dataset(session, project_id=project.id, name="d")
         file = File(
             dataset_id=dataset.id,
             storage_key=original.key,
