@@ -28,13 +28,15 @@ from allmicro_data.storage import (
     ObjectStore,
     StorageError,
     StoredObject,
+)
+from allmicro_data.storage.base import (
+    CHUNK_SIZE,
     SupportsDeferredSync,
     SupportsFileAdoption,
     SupportsLocalPaths,
     SupportsPresignedGet,
     SupportsReplicas,
 )
-from allmicro_data.storage.base import CHUNK_SIZE
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY
 
