@@ -55,10 +55,11 @@ def test_large_stream_goes_up_in_parts_and_is_hashed_on_the_way(store: S3Store) 
     )
 
 
-def test_objects_in_memory_are_hashed_once_and_signed_with_that_hash(
+def _put_counting_minio_hashes(
     store: S3Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # minio hashes every body it signs over plain HTTP; ours is computed for fixity anyway.
+) -> tuple[bytes, list[int]]:
+    """One body put whole (a chunk) and in pieces (a shard), and an empty object, each checked
+    for its sha256; (the body, the lengths of the bodies minio hashed meanwhile)."""
     hashed_by_minio: list[int] = []
     real = minio.api.sha256_hash
 
@@ -71,9 +72,16 @@ def test_objects_in_memory_are_hashed_once_and_signed_with_that_hash(
     chunk = store.put_bytes("pyramid/0/0.0", data)
     shard = store.put("pyramid/0/c/0/0", [data[:1000], data[1000:2000], data[2000:]])
     empty = store.put_bytes("pyramid/empty", b"")
-
     assert chunk.sha256 == shard.sha256 == hashlib.sha256(data).hexdigest()
     assert empty == StoredObject("pyramid/empty", 0, hashlib.sha256(b"").hexdigest())
+    return data, hashed_by_minio
+
+
+def test_objects_in_memory_are_hashed_once_and_signed_with_that_hash(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # minio hashes every body it signs over plain HTTP; ours is computed for fixity anyway.
+    data, hashed_by_minio = _put_counting_minio_hashes(store, monkeypatch)
     assert store.get_bytes("pyramid/0/c/0/0") == data and store.get_bytes("pyramid/empty") == b""
     assert hashed_by_minio and not any(hashed_by_minio)
 
@@ -95,21 +103,7 @@ def test_a_minio_without_those_private_calls_gets_objects_up_through_put_object(
     # As if minio had changed its request builder's parameters.
     monkeypatch.setitem(s3.MINIO_PRIVATE_API, "_build_headers", ("self", "request"))
     store = S3Store(seaweed.url(prefix), ACCESS_KEY, SECRET_KEY)
-    hashed_by_minio: list[int] = []
-    real = minio.api.sha256_hash
-
-    def counting(data: bytes | None) -> str:
-        hashed_by_minio.append(len(data or b""))
-        return str(real(data))
-
-    monkeypatch.setattr(minio.api, "sha256_hash", counting)
-    data = os.urandom(300_000)
-    chunk = store.put_bytes("pyramid/0/0.0", data)
-    shard = store.put("pyramid/0/c/0/0", [data[:1000], data[1000:2000], data[2000:]])
-    empty = store.put_bytes("pyramid/empty", b"")
-
-    assert chunk.sha256 == shard.sha256 == hashlib.sha256(data).hexdigest()
-    assert empty == StoredObject("pyramid/empty", 0, hashlib.sha256(b"").hexdigest())
+    data, hashed_by_minio = _put_counting_minio_hashes(store, monkeypatch)
     assert store.get_bytes("pyramid/0/0.0") == store.get_bytes("pyramid/0/c/0/0") == data
     assert store.get_bytes("pyramid/empty") == b""
     # minio's public path hashed the bodies itself.
