@@ -12,26 +12,21 @@ import uuid
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from allmicro_data import logs
+from allmicro_data.api.http_middleware import HttpMiddleware
 from allmicro_data.metrics import LATENCY, REQUESTS
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-class RequestObserver:
+class RequestObserver(HttpMiddleware):
     """A request id for every request (taken from X-Request-Id when sane, so a proxy's id follows
     the request), put in the logs and the response; and the request counted under its route
     template, not its path, so that ids do not explode the label space."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = MutableHeaders(scope=scope).get("x-request-id", "")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         token = logs.request_id.set(rid)

@@ -17,7 +17,9 @@ themselves (`api.streaming.content_disposition`), since only they know the file'
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from allmicro_data.api.http_middleware import HttpMiddleware
 
 DATA_POLICY = "sandbox; default-src 'none'; frame-ancestors 'none'"
 HTML_BASELINE_POLICY = "object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
@@ -29,18 +31,11 @@ def is_html(content_type: str | None) -> bool:
     return media_type in HTML_TYPES
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Adds nosniff to every HTTP response and a Content-Security-Policy where it is missing or,
     for anything that is not HTML, replaces it with the sandboxing one."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
