@@ -579,6 +579,16 @@ def viewer_strings(gettext: Callable[[str], str]) -> dict[str, str]:
     }
 
 
+def _image_in_place(
+    caller: Caller, session: SessionDep, image_id: str
+) -> tuple[ImageDetailOut, DatasetDetailOut, ProjectDetailOut]:
+    """The image, its dataset and its project, as the API shows them to the caller."""
+    image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
+    dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
+    project = catalogue.get_project(project_id=dataset.project_id, caller=caller, session=session)
+    return image, dataset, project
+
+
 def _originals(caller: Caller, session: SessionDep, image: ImageDetailOut) -> list[FileOut]:
     return [
         files.get_file(file_id=file_id, caller=caller, session=session)
@@ -597,9 +607,7 @@ def image_page(
 ) -> Response:
     if caller is None:
         return to_login(request)
-    image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
-    dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
-    project = catalogue.get_project(project_id=dataset.project_id, caller=caller, session=session)
+    image, dataset, project = _image_in_place(caller, session, image_id)
     language = request_language(request)
     gettext = translations(language).gettext
     config = {
@@ -649,9 +657,7 @@ def ome_xml_page(
     markup, which must never be rendered (or run) on this origin."""
     if caller is None:
         return to_login(request)
-    image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
-    dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
-    project = catalogue.get_project(project_id=dataset.project_id, caller=caller, session=session)
+    image, dataset, project = _image_in_place(caller, session, image_id)
     document = catalogue.get_image_ome_xml(
         image_id=image.id, caller=caller, session=session, services=services
     ).body
