@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -104,8 +105,15 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: PostgresDatabases | None
 ) -> str:
     """An empty catalogue database of each kind (one per test)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalogue.sqlite3'}"
+    return _empty_catalogue(request.param, tmp_path, postgres_databases)
+
+
+def _empty_catalogue(
+    kind: str, directory: Path, postgres_databases: PostgresDatabases | None
+) -> str:
+    """The URL of a new, empty catalogue: a SQLite file in directory, or a PostgreSQL database."""
+    if kind == "sqlite":
+        return f"sqlite:///{directory / 'catalogue.sqlite3'}"
     if postgres_databases is None:
         _postgres_unavailable("ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable")
     assert postgres_databases is not None
@@ -262,16 +270,25 @@ def shared_server(
     """One server for all tests of a module, per database: starting a server and its job
     processes costs seconds, so tests that only add their own data share one. Such tests
     give everything they create names of their own."""
-    directory = tmp_path_factory.mktemp(f"shared-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'catalogue.sqlite3'}"
-    else:
-        if postgres_databases is None:
-            _postgres_unavailable(
-                "ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable"
-            )
-        assert postgres_databases is not None
-        url = postgres_databases.create()
-    server = _running_server(_server_env(directory / "server-data", url), directory / "server.log")
-    yield server
-    server.stop()
+    with module_server(request, tmp_path_factory, postgres_databases, "shared") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def module_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases | None,
+    name: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    """A live server for a module-scoped fixture parametrised by database ("sqlite",
+    "postgresql"): shared_server's, or, with settings of its own in env, a test module's."""
+    directory = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    url = _empty_catalogue(request.param, directory, postgres_databases)
+    server_env = {**_server_env(directory / "server-data", url), **(env or {})}
+    server = _running_server(server_env, directory / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()

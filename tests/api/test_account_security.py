@@ -14,10 +14,8 @@ import pytest
 from tests.conftest import (
     LiveServer,
     PostgresDatabases,
-    _postgres_unavailable,
-    _running_server,
-    _server_env,
     free_port,
+    module_server,
 )
 
 PASSWORD = "account security password"
@@ -34,30 +32,16 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_databases: PostgresDatabases | None,
 ) -> Iterator[LiveServer]:
-    directory = tmp_path_factory.mktemp(f"accounts-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'catalogue.sqlite3'}"
-    else:
-        if postgres_databases is None:
-            _postgres_unavailable(
-                "ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable"
-            )
-        assert postgres_databases is not None
-        url = postgres_databases.create()
-    env = _server_env(directory / "server-data", url)
-    env.update(
-        {
-            "ALLMICRO_JOB_WORKERS": "0",
-            "ALLMICRO_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32",
-            "ALLMICRO_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
-            "ALLMICRO_LOGIN_ACCOUNT_MAX_FAILURES": str(ACCOUNT_MAX_FAILURES),
-            "ALLMICRO_LOGIN_ADDRESS_LIMIT": "1000",
-            "ALLMICRO_METRICS_PORT": str(free_port()),
-        }
-    )
-    running = _running_server(env, directory / "server.log")
-    yield running
-    running.stop()
+    env = {
+        "ALLMICRO_JOB_WORKERS": "0",
+        "ALLMICRO_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32",
+        "ALLMICRO_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
+        "ALLMICRO_LOGIN_ACCOUNT_MAX_FAILURES": str(ACCOUNT_MAX_FAILURES),
+        "ALLMICRO_LOGIN_ADDRESS_LIMIT": "1000",
+        "ALLMICRO_METRICS_PORT": str(free_port()),
+    }
+    with module_server(request, tmp_path_factory, postgres_databases, "accounts", env) as server:
+        yield server
 
 
 def via_proxy(server: LiveServer, **headers: str) -> httpx.Client:

@@ -16,14 +16,7 @@ from allmicro_data.errors import Invalid
 from allmicro_data.quotas import parse_size
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, wait_for_job
 from tests.api.test_uploads import TUS, create
-from tests.conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    LiveServer,
-    PostgresDatabases,
-    _postgres_unavailable,
-    free_port,
-)
+from tests.conftest import LiveServer, PostgresDatabases, module_server
 from tests.ingest.test_pixel_limits import pixel_bomb_tiff
 
 MAX_UPLOAD = 10**14
@@ -70,39 +63,16 @@ def limits(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_databases: PostgresDatabases | None,
 ) -> Iterator[Limits]:
-    tmp = tmp_path_factory.mktemp(f"limits-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'catalogue.sqlite3'}"
-    else:
-        if postgres_databases is None:
-            _postgres_unavailable(
-                "ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable"
-            )
-        assert postgres_databases is not None
-        url = postgres_databases.create()
-    free = shutil.disk_usage(tmp).free
+    # Declared lengths are only numbers: set relative to the free space they are checked against.
+    free = shutil.disk_usage(tmp_path_factory.getbasetemp()).free
     user_limit = int(free * 0.7)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
-    env.update(
-        {
-            "ALLMICRO_DATA_DIR": str(tmp / "server-data"),
-            "ALLMICRO_DATABASE_URL": url,
-            "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
-            "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "ALLMICRO_PORT": str(port),
-            "ALLMICRO_JOB_WORKERS": "1",
-            "ALLMICRO_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-            "ALLMICRO_MAX_USER_INFLIGHT_BYTES": str(user_limit),
-            "ALLMICRO_MAX_USER_INFLIGHT_UPLOADS": str(IN_FLIGHT_UPLOADS),
-        }
-    )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", env=env, log_path=tmp / "server.log")
-    server.start()
-    try:
+    env = {
+        "ALLMICRO_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "ALLMICRO_MAX_USER_INFLIGHT_BYTES": str(user_limit),
+        "ALLMICRO_MAX_USER_INFLIGHT_UPLOADS": str(IN_FLIGHT_UPLOADS),
+    }
+    with module_server(request, tmp_path_factory, postgres_databases, "limits", env) as server:
         yield Limits(server, free, user_limit)
-    finally:
-        server.stop()
 
 
 def refused(response: httpx.Response, status: int, *words: str) -> str:
