@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,10 +25,10 @@ import time
 from pathlib import Path
 
 import httpx
+from serving import BenchServer, RssSampler, family, total
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "samples" / "fei" / "FEI-Helios-Ebeam-16bits.tif"
-ADMIN, PASSWORD = "admin@example.org", "benchmark password"
 GOAL_BYTES = 1024**3
 
 # Worst cases for a small image: each asks for the most pixels some way allows. Sizes beyond
@@ -65,41 +61,6 @@ WORST = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def family(pid: int) -> list[int]:
-    """The process and all its descendants."""
-    pids = [pid]
-    for parent in pids:
-        try:
-            tasks = Path(f"/proc/{parent}/task").iterdir()
-            for task in tasks:
-                children = (task / "children").read_text().split()
-                pids.extend(int(c) for c in children if int(c) not in pids)
-        except OSError:
-            continue
-    return pids
-
-
-def status_bytes(pid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def total(pids: list[int], field: str) -> int:
-    return sum(status_bytes(pid, field) for pid in pids)
-
-
 def reset_peaks(pids: list[int]) -> bool:
     """Set each process's VmHWM back to its VmRSS (Linux >= 4.0); False where refused."""
     done = True
@@ -112,93 +73,13 @@ def reset_peaks(pids: list[int]) -> bool:
     return done
 
 
-class RssSampler(threading.Thread):
-    """The largest summed VmRSS of a process family seen every 5 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, total(family(self.pid), "VmRSS"))
-            self.stop.wait(0.005)
-
-
-class Server:
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")},
-            "ALLMICRO_DATA_DIR": str(work / "data"),
-            "ALLMICRO_PORT": str(self.port),
-            "ALLMICRO_ADMIN_EMAIL": ADMIN,
-            "ALLMICRO_ADMIN_PASSWORD": PASSWORD,
-            "ALLMICRO_JOB_WORKERS": "1",
-            "ALLMICRO_LOG_LEVEL": "WARNING",
-        }
-        allmicro = str(Path(sys.executable).with_name("allmicro"))
-        self.process = subprocess.Popen(
-            [allmicro, "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=(work / "server.log").open("wb"),
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit(f"the server did not start; see {work / 'server.log'}")
-            time.sleep(0.2)
-        token = httpx.post(
-            f"{self.url}/api/auth/token", data={"username": ADMIN, "password": PASSWORD}
-        ).json()["access_token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def ingest(self, sample: Path) -> str:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=120) as client:
-            project = client.post("/api/projects", json={"name": "iiif memory"}).json()["id"]
-            dataset = client.post(
-                f"/api/projects/{project}/datasets", json={"name": "worst cases"}
-            ).json()["id"]
-            with sample.open("rb") as handle:
-                job = client.post(
-                    f"/api/datasets/{dataset}/files", files={"file": (sample.name, handle)}
-                ).json()["job_id"]
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                state = client.get(f"/api/jobs/{job}").json()
-                if state["status"] in ("succeeded", "failed"):
-                    break
-                time.sleep(0.2)
-            if state["status"] != "succeeded":
-                raise SystemExit(f"ingest failed: {state}")
-            return str(state["image_ids"][0])
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-def burst(server: Server, paths: list[str]) -> list[httpx.Response]:
+def burst(server: BenchServer, headers: dict[str, str], paths: list[str]) -> list[httpx.Response]:
     """Every path at once, one thread and connection each, released by one barrier."""
     start = threading.Barrier(len(paths))
     answers: list[httpx.Response | None] = [None] * len(paths)
 
     def fetch(i: int) -> None:
-        with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as client:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=600) as client:
             start.wait()
             answers[i] = client.get(paths[i])
 
@@ -217,11 +98,17 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=SAMPLE, help="the image to ingest")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="allmicro-iiif-memory-"))
-    server = Server(work)
+    server = BenchServer(
+        work / "data",
+        {"ALLMICRO_JOB_WORKERS": "1", "ALLMICRO_LOG_LEVEL": "WARNING"},
+        log=work / "server.log",
+    )
     failed = False
     try:
-        image = server.ingest(args.sample)
-        with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
+        server.start()
+        image = server.ingest(args.sample, "iiif memory", "worst cases", timeout=300)
+        with server.client(timeout=60) as client:
+            headers = {"Authorization": client.headers["Authorization"]}
             info = client.get(f"/iiif/3/{image}/info.json").json()
             for fmt in ("jpg", "png", "webp"):  # load every encoder before idle is measured
                 client.get(f"/iiif/3/{image}/0,0,64,64/64,/0/default.{fmt}").raise_for_status()
@@ -230,7 +117,7 @@ def main() -> None:
             f"maxHeight {info.get('maxHeight')}, maxArea {info.get('maxArea')}"
         )
         time.sleep(1.0)  # let the warm-up's garbage go before idle is read
-        pids = family(server.process.pid)
+        pids = family(server.pid)
         idle = total(pids, "VmRSS")
         print(f"idle: {idle / 1e6:.0f} MB in {len(pids)} processes")
         for round_ in range(1, args.rounds + 1):
@@ -242,17 +129,17 @@ def main() -> None:
                 + f"window=0,{60000 - 1000 * round_ - i}"
                 for i in range(args.requests)
             ]
-            pids = family(server.process.pid)
+            pids = family(server.pid)
             before = total(pids, "VmRSS")
             exact = reset_peaks(pids)
-            sampler = RssSampler(server.process.pid)
+            sampler = RssSampler(lambda: total(family(server.pid), "VmRSS"), 0.005)
             sampler.start()
             started = time.perf_counter()
-            answers = burst(server, paths)
+            answers = burst(server, headers, paths)
             elapsed = time.perf_counter() - started
             sampler.stop.set()
             sampler.join()
-            peak = max(total(family(server.process.pid), "VmHWM") if exact else 0, sampler.peak)
+            peak = max(total(family(server.pid), "VmHWM") if exact else 0, sampler.peak)
             counts = collections.Counter(a.status_code for a in answers)
             bad = [
                 a

@@ -18,19 +18,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+from serving import BenchServer, free_port, wait_http
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
 OUT = Path(os.environ.get("BENCH_OUT", "/tmp/bench-out"))
-ADMIN, PASSWORD = "admin@example.org", "benchmark password"
 SIDE, TILE = 16384, 256
 LUA = """
 math.randomseed(12345)
@@ -40,24 +38,6 @@ request = function()
   return wrk.format("GET", %(path)s, %(headers)s)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"no answer from {url}")
 
 
 def to_ms(value: str) -> float:
@@ -145,58 +125,16 @@ def reference(seconds: int, concurrency: int) -> dict[str, float]:
         server.wait(timeout=30)
 
 
-class Ours:
+class Ours(BenchServer):
+    """`allmicro serve` with the caller's ALLMICRO_* settings, and what this benchmark asks of it."""
+
     def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "ALLMICRO_DATA_DIR": str(work / "data"),
-            "ALLMICRO_PORT": str(self.port),
-            "ALLMICRO_ADMIN_EMAIL": ADMIN,
-            "ALLMICRO_ADMIN_PASSWORD": PASSWORD,
-            "ALLMICRO_LOG_LEVEL": "WARNING",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        allmicro = str(Path(sys.executable).with_name("allmicro"))
-        self.process = subprocess.Popen([allmicro, "serve"], env=self.env, start_new_session=True)
-        wait_http(f"{self.url}/healthz")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=60)
-            self.process = None
-
-    def token(self) -> str:
-        response = httpx.post(
-            f"{self.url}/api/auth/token", data={"username": ADMIN, "password": PASSWORD}
+        super().__init__(
+            work / "data",
+            {"ALLMICRO_LOG_LEVEL": "WARNING"},
+            inherit=True,
+            log=work / "server.log",
         )
-        return str(response.json()["access_token"])
-
-    def ingest(self) -> str:
-        client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=600
-        )
-        project = client.post("/api/projects", json={"name": "tiles"}).json()["id"]
-        dataset = client.post(f"/api/projects/{project}/datasets", json={"name": "sem"}).json()[
-            "id"
-        ]
-        with (DATA / "sem_16k.tif").open("rb") as handle:
-            job = client.post(
-                f"/api/datasets/{dataset}/files", files={"file": ("sem_16k.tif", handle)}
-            ).json()["job_id"]
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            state = client.get(f"/api/jobs/{job}").json()
-            if state["status"] in ("succeeded", "failed"):
-                break
-            time.sleep(0.5)
-        if state["status"] != "succeeded":
-            raise SystemExit(f"ingest failed: {state}")
-        return str(state["image_ids"][0])
 
     def lua(self, image: str, token: str) -> str:
         path = f'"/iiif/3/{image}/" .. x * {TILE} .. "," .. y * {TILE} .. ",{TILE},{TILE}/{TILE},/0/default.jpg"'
@@ -236,7 +174,7 @@ def main() -> None:
     ours = Ours(work)
     try:
         ours.start()
-        image = ours.ingest()
+        image = ours.ingest(DATA / "sem_16k.tif", "tiles", "sem")
         ours.stop()
         ours.start()  # cold: a fresh process, nothing cached
         token = ours.token()

@@ -27,7 +27,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,18 +35,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+from serving import BenchServer
 
 BIN = Path(sys.executable).parent
 ALLMICRO = str(BIN / "allmicro")
 ADMIN = ("bench@example.org", "a benchmark password")
 MB = 1e6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def random_file(path: Path, size: int) -> None:
@@ -136,22 +129,12 @@ def main() -> None:
         raise SystemExit("--cold drops the page cache, which needs root")
     size = args.size_mib << 20
     work = Path(tempfile.mkdtemp(prefix="allmicro-bench-upload-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
-    env.update(
-        {
-            "ALLMICRO_DATA_DIR": str(work / "server"),
-            "ALLMICRO_ADMIN_EMAIL": ADMIN[0],
-            "ALLMICRO_ADMIN_PASSWORD": ADMIN[1],
-            "ALLMICRO_PORT": str(port),
-            "ALLMICRO_JOB_WORKERS": "0",
-            "ALLMICRO_LOG_LEVEL": "WARNING",
-        }
+    server = BenchServer(
+        work / "server",
+        {"ALLMICRO_JOB_WORKERS": "0", "ALLMICRO_LOG_LEVEL": "WARNING"},
+        admin=ADMIN,
     )
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [ALLMICRO, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    url, env = server.url, server.env
     try:
         source, copy = work / "acquisition.raw", work / "copy.raw"
         print(f"file: {size / MB:.0f} MB of random bytes in {work}", flush=True)
@@ -160,16 +143,7 @@ def main() -> None:
         shutil.copyfile(source, copy)
         copy.unlink()
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
+        server.start(timeout=60)
 
         def cli(*cli_args: str) -> str:
             done = subprocess.run(
@@ -179,9 +153,7 @@ def main() -> None:
 
         project = cli("admin", "create-project", "Upload benchmark")
         dataset = cli("admin", "create-dataset", project, "bench")
-        token = httpx.post(
-            f"{url}/api/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}
-        ).json()["access_token"]
+        token = server.token()
         raw = work / "server" / "objects" / "raw"
 
         def drop_stored() -> None:
@@ -250,8 +222,7 @@ def main() -> None:
             rate = timer.median(label)
             print(f"  {label:<30} {rate:8.1f} MB/s  {rate / copy_rate:6.1%} of the durable copy")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -10,47 +10,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
 
-import httpx
-
-ADMIN = "admin@example.org"
-PASSWORD = "benchmark password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            self.stop.wait(0.02)
+from serving import BenchServer, RssSampler, status_bytes
 
 
 def make_file(path: Path, size: int, seed: int) -> None:
@@ -70,34 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     total = int(args.gigabytes * 1024**3)
     work = Path(tempfile.mkdtemp(prefix="allmicro-zip-bench-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "ALLMICRO_DATA_DIR": str(work / "data"),
-        "ALLMICRO_PORT": str(port),
-        "ALLMICRO_ADMIN_EMAIL": ADMIN,
-        "ALLMICRO_ADMIN_PASSWORD": PASSWORD,
-        "ALLMICRO_JOB_WORKERS": "0",
-    }
-    allmicro = str(Path(sys.executable).with_name("allmicro"))
-    server = subprocess.Popen(
-        [allmicro, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = BenchServer(work / "data", {"ALLMICRO_JOB_WORKERS": "0"}, inherit=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        token = httpx.post(
-            f"{url}/api/auth/token", data={"username": ADMIN, "password": PASSWORD}
-        ).json()["access_token"]
-        client = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600
-        )
+        server.start(timeout=60)
+        client = server.client()
         project = client.post("/api/projects", json={"name": "zip bench"}).json()["id"]
         dataset = client.post(
             f"/api/projects/{project}/datasets", json={"name": "two gigabytes"}
@@ -113,8 +56,8 @@ def main() -> None:
             response.raise_for_status()
             path.unlink()
 
-        baseline = rss_bytes(server.pid)
-        sampler = RssSampler(server.pid)
+        baseline = status_bytes(server.pid, "VmRSS")
+        sampler = RssSampler(lambda: status_bytes(server.pid, "VmRSS"), 0.02)
         sampler.start()
         archive_path = work / "download.zip"
         started = time.perf_counter()
@@ -152,8 +95,7 @@ def main() -> None:
         if bad or sampler.peak - baseline >= 200e6:
             sys.exit(1)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
 
