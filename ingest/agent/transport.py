@@ -47,19 +47,16 @@ class FilePart:
     length: int
 
 
+# A request's body: bytes in memory, or a part of a file the transport reads itself.
+Body = bytes | FilePart
+
+
 class Unreachable(Exception):
     """The request did not get an answer (connection refused, cut, timed out)."""
 
 
 class Transport(Protocol):
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        content: bytes,
-        part: FilePart | None,
-    ) -> Answer: ...
+    def request(self, method: str, url: str, headers: dict[str, str], body: Body) -> Answer: ...
 
     def close(self) -> None: ...
 
@@ -113,15 +110,10 @@ class _DirectTransport:
             self._connection = connection
         return self._connection
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        content: bytes,
-        part: FilePart | None,
-    ) -> Answer:
+    def request(self, method: str, url: str, headers: dict[str, str], body: Body) -> Answer:
         target = urlsplit(url)
+        part = body if isinstance(body, FilePart) else None
+        content = body if isinstance(body, bytes) else b""
         source = open(native(part.path), "rb") if part is not None else None  # noqa: SIM115
         try:
             connection = self._connect()
@@ -145,7 +137,7 @@ class _DirectTransport:
             elif content:
                 connection.send(content)
             answer = connection.getresponse()
-            body = answer.read()
+            received = answer.read()
         except _FileShrank as exc:
             self.close()
             raise AgentError(f"{exc.path} became shorter while it was being uploaded") from None
@@ -164,7 +156,7 @@ class _DirectTransport:
         return Answer(
             answer.status,
             {name.lower(): value for name, value in answer.getheaders()},
-            body,
+            received,
             answer.reason,
         )
 
@@ -206,20 +198,13 @@ class _ProxiedTransport:
             follow_redirects=False,
         )
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        content: bytes,
-        part: FilePart | None,
-    ) -> Answer:
-        body: bytes | Iterator[bytes] = content
-        if part is not None:
-            headers = {**headers, "Content-Length": str(part.length)}
-            body = _file_chunk(part.path, part.offset, part.length)
+    def request(self, method: str, url: str, headers: dict[str, str], body: Body) -> Answer:
+        content: bytes | Iterator[bytes] = body if isinstance(body, bytes) else b""
+        if isinstance(body, FilePart):
+            headers = {**headers, "Content-Length": str(body.length)}
+            content = _file_chunk(body.path, body.offset, body.length)
         try:
-            response = self._client.request(method, url, headers=headers, content=body)
+            response = self._client.request(method, url, headers=headers, content=content)
         except self._httpx.TransportError as exc:
             raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
         return Answer(

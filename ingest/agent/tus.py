@@ -31,6 +31,7 @@ from allmicro_data.ingest.agent.state import (
 )
 from allmicro_data.ingest.agent.transport import (
     Answer,
+    Body,
     FilePart,
     Unreachable,
     open_transport,
@@ -294,10 +295,10 @@ class Agent:
                 body = handle.read(length)
             digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
             headers["Upload-Checksum"] = f"sha256 {digest}"
-            response = self._request("PATCH", entry.location, headers=headers, content=body)
+            response = self._request("PATCH", entry.location, headers=headers, body=body)
         else:
             part = FilePart(path, offset, length)
-            response = self._request("PATCH", entry.location, headers=headers, part=part)
+            response = self._request("PATCH", entry.location, headers=headers, body=part)
         if response.status_code == 204:
             if self._finished(entry, response):
                 return None
@@ -335,7 +336,7 @@ class Agent:
                         "Upload-Offset": str(entry.size),
                         WHOLE_FILE_SHA256: self._whole_sha256(entry),
                     },
-                    content=b"",
+                    body=b"",
                 )
                 if finish.status_code == 204 and "x-allmicro-file-id" in finish.headers:
                     return self._finished(entry, finish)
@@ -363,8 +364,7 @@ class Agent:
         method: str,
         url: str,
         headers: dict[str, str] | None = None,
-        content: bytes = b"",
-        part: FilePart | None = None,
+        body: Body = b"",
     ) -> Answer:
         """A request, retried for retry_for seconds through network cuts, server restarts and
         answers that say "not now" (a full disk: 507, too many uploads at once: 429, 503).
@@ -375,7 +375,7 @@ class Agent:
         window afresh each time."""
         while True:
             try:
-                response = self.transport.request(method, url, headers or {}, content, part)
+                response = self.transport.request(method, url, headers or {}, body)
             except Unreachable as exc:
                 problem: str = str(exc)
                 wait = self._delay

@@ -259,10 +259,10 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_before_use() -> 
     thread.start()
     try:
         transport = open_transport(f"http://127.0.0.1:{server.server_port}", {})
-        first = transport.request("GET", "/a", {}, b"", None)
+        first = transport.request("GET", "/a", {}, b"")
         # The server has closed that connection; the agent must notice before it sends again.
         wait_until(lambda: _ClosesSilently.connections, timeout=10, interval=0.01, what="a request")
-        second = transport.request("GET", "/b", {}, b"", None)
+        second = transport.request("GET", "/b", {}, b"")
         transport.close()
     finally:
         server.shutdown()
