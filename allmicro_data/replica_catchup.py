@@ -16,6 +16,7 @@ from allmicro_data.settings import Settings
 from allmicro_data.storage import (
     ChecksumMismatch,
     ObjectStore,
+    PendingCopy,
     StorageError,
     SupportsReplicas,
     open_replicated_store,
@@ -33,16 +34,8 @@ class CataloguePendingCopies:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
-    def record(
-        self,
-        replica_url: str,
-        key: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        deleted: bool,
-        reason: str,
-    ) -> None:
+    def record(self, missed: PendingCopy) -> None:
+        replica_url, key = missed.replica_url, missed.key
         for _attempt in range(3):
             try:
                 with session_scope(self.sessions) as session:
@@ -54,10 +47,10 @@ class CataloguePendingCopies:
                     if row is None:
                         row = ReplicaPending(store_url=replica_url, key=key)
                         session.add(row)
-                    row.sha256 = sha256
-                    row.size = size
-                    row.deleted = deleted
-                    row.last_error = reason[:_MAX_ERROR]
+                    row.sha256 = missed.sha256
+                    row.size = missed.size
+                    row.deleted = missed.deleted
+                    row.last_error = missed.reason[:_MAX_ERROR]
                     row.updated_at = utcnow()
                 return
             except IntegrityError:

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     from allmicro_data.storage.checksums import ChecksumMismatch
     from allmicro_data.storage.factory import open_replicated_store, open_store
     from allmicro_data.storage.local import LocalStore
-    from allmicro_data.storage.replicated import PendingCopies, QuorumNotReached, ReplicatedStore
+    from allmicro_data.storage.replicated import (
+        PendingCopies,
+        PendingCopy,
+        QuorumNotReached,
+        ReplicatedStore,
+    )
     from allmicro_data.storage.s3 import S3Store
 
 _LAZY = {
@@ -38,6 +43,7 @@ _LAZY = {
     "ChecksumMismatch": "checksums",
     "LocalStore": "local",
     "PendingCopies": "replicated",
+    "PendingCopy": "replicated",
     "QuorumNotReached": "replicated",
     "ReplicatedStore": "replicated",
     "S3Store": "s3",
@@ -60,6 +66,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "PendingCopies",
+    "PendingCopy",
     "QuorumNotReached",
     "ReplicatedStore",
     "S3Store",

@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import BinaryIO, NoReturn, Protocol, TypeVar
 
 from allmicro_data.storage.base import (
@@ -39,21 +40,25 @@ _QUEUE_BLOCKS = 8
 _MAX_BAD_COPIES = 10_000
 
 
+@dataclass(frozen=True)
+class PendingCopy:
+    """A change a replica missed: it must get key, with this sha256 and size, or lose it when
+    deleted; reason says why it missed it."""
+
+    replica_url: str
+    key: str
+    sha256: str | None
+    size: int | None
+    deleted: bool
+    reason: str
+
+
 class PendingCopies(Protocol):
     """The durable to-do list of changes a replica missed; the catalogue implements it."""
 
-    def record(
-        self,
-        replica_url: str,
-        key: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        deleted: bool,
-        reason: str,
-    ) -> None:
-        """Remember that replica must get key (or lose it, when deleted) — durably, before the
-        write that missed it reports success."""
+    def record(self, missed: PendingCopy) -> None:
+        """Remember the change the replica missed — durably, before the write that missed it
+        reports success."""
         ...
 
 
@@ -212,12 +217,9 @@ class ReplicatedStore:
             )
             return
         self.pending.record(
-            replica.url,
-            stored.key,
-            sha256=stored.sha256,
-            size=stored.size,
-            deleted=False,
-            reason=reason,
+            PendingCopy(
+                replica.url, stored.key, stored.sha256, stored.size, deleted=False, reason=reason
+            )
         )
 
     def _write_stream(self, key: str, blocks: Iterator[bytes]) -> StoredObject:
@@ -278,7 +280,7 @@ class ReplicatedStore:
                     self._failed(replica, exc)
                 if self.pending is not None:
                     self.pending.record(
-                        replica.url, key, sha256=None, size=None, deleted=True, reason=str(exc)
+                        PendingCopy(replica.url, key, None, None, deleted=True, reason=str(exc))
                     )
 
     # ---- reading -------------------------------------------------------------------------

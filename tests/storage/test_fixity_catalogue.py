@@ -26,7 +26,7 @@ from allmicro_data.fixity import record_image_fixity, write_image_manifest
 from allmicro_data.replica_catchup import CataloguePendingCopies, catch_up_replicas, pending_counts
 from allmicro_data.scrub import StorageMaintenance, describe_run, run_document, run_scrub
 from allmicro_data.services import Services
-from allmicro_data.storage import LocalStore, ReplicatedStore
+from allmicro_data.storage import LocalStore, PendingCopy, ReplicatedStore
 
 
 @pytest.fixture
@@ -75,13 +75,11 @@ def test_the_to_do_list_keeps_one_row_per_replica_and_key_under_concurrent_misse
     todo = CataloguePendingCopies(replicated.sessions)
 
     def miss(n: int) -> None:
-        todo.record(
-            "s3://b?x", "images/i/0/0", sha256=f"{n:064x}", size=n, deleted=False, reason="down"
-        )
+        todo.record(PendingCopy("s3://b?x", "images/i/0/0", f"{n:064x}", n, False, "down"))
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(miss, range(16)))
-    todo.record("s3://b?x", "images/i/old", sha256=None, size=None, deleted=True, reason="down")
+    todo.record(PendingCopy("s3://b?x", "images/i/old", None, None, True, "down"))
     with replicated.session() as session:
         rows = session.scalars(select(ReplicaPending).order_by(ReplicaPending.key)).all()
         assert [(r.key, r.deleted) for r in rows] == [
@@ -100,16 +98,10 @@ def test_a_missed_replica_is_caught_up_from_the_catalogue(replicated: Services) 
     todo = CataloguePendingCopies(replicated.sessions)
     # As a write would have recorded it while site B was away.
     site_b.delete(chunk)
-    todo.record(
-        site_b.url,
-        chunk,
-        sha256=hashlib.sha256(b"chunk pixels").hexdigest(),
-        size=12,
-        deleted=False,
-        reason="down",
-    )
+    sha256 = hashlib.sha256(b"chunk pixels").hexdigest()
+    todo.record(PendingCopy(site_b.url, chunk, sha256, 12, deleted=False, reason="down"))
     site_b.put_bytes("images/stale", b"x")
-    todo.record(site_b.url, "images/stale", sha256=None, size=None, deleted=True, reason="down")
+    todo.record(PendingCopy(site_b.url, "images/stale", None, None, deleted=True, reason="down"))
     report = catch_up_replicas(store, replicated.sessions)
     assert (report.done, report.failed, report.remaining) == (2, 0, 0)
     assert site_b.get_bytes(chunk) == b"chunk pixels"

@@ -19,6 +19,7 @@ from allmicro_data.storage import (
     InvalidKey,
     LocalStore,
     ObjectStore,
+    PendingCopy,
     QuorumNotReached,
     ReplicatedStore,
     S3Store,
@@ -36,10 +37,10 @@ class ToDoList:
     """The to-do list as a plain list (the catalogue one is tested with the server)."""
 
     def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[PendingCopy] = []
 
-    def record(self, replica_url: str, key: str, **fields: Any) -> None:
-        self.entries.append({"replica": replica_url, "key": key, **fields})
+    def record(self, missed: PendingCopy) -> None:
+        self.entries.append(missed)
 
 
 class Switchable(LocalStore):
@@ -146,7 +147,7 @@ def test_a_down_replica_goes_on_the_to_do_list_and_the_quorum_decides(
     store = replicated(stores, quorum=1, pending=todo)
     stores[1].down = True
     stored = store.put_bytes("images/a/0/0", b"chunk")
-    assert [(e["replica"], e["key"], e["sha256"]) for e in todo.entries] == [
+    assert [(e.replica_url, e.key, e.sha256) for e in todo.entries] == [
         (stores[1].url, "images/a/0/0", stored.sha256)
     ]
     # Set aside: the next write does not wait for it again, but is still remembered.
@@ -157,7 +158,7 @@ def test_a_down_replica_goes_on_the_to_do_list_and_the_quorum_decides(
         store.put_bytes("images/a/0/2", b"chunk")
     # The primary holds it and both replicas will get it from the list.
     assert stores[0].get_bytes("images/a/0/2") == b"chunk"
-    assert {e["replica"] for e in todo.entries[2:]} == {stores[1].url, stores[2].url}
+    assert {e.replica_url for e in todo.entries[2:]} == {stores[1].url, stores[2].url}
 
 
 def test_the_primary_must_hold_every_write(stores: list[Switchable]) -> None:
@@ -256,11 +257,9 @@ def test_catch_up_copies_verified_bytes_and_applies_deletes(stores: list[Switcha
     stores[1].down = False
     stores[1].put_bytes("images/a/old", b"stale")
     outcomes = [
-        store.catch_up(
-            e["replica"], e["key"], sha256=e["sha256"], size=e["size"], deleted=e["deleted"]
-        )
+        store.catch_up(e.replica_url, e.key, sha256=e.sha256, size=e.size, deleted=e.deleted)
         for e in todo.entries
-        if e["replica"] == stores[1].url
+        if e.replica_url == stores[1].url
     ]
     assert outcomes == ["copied", "deleted"]
     assert stores[1].get_bytes("images/a/0/0") == b"chunk"
