@@ -15,6 +15,15 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The type of project_membership.role (0001): the same roles, stored and checked the same way.
+PROJECT_ROLE = sa.Enum(
+    *("viewer", "contributor", "manager"),
+    name="project_role",
+    native_enum=False,
+    create_constraint=True,
+    length=32,
+)
+
 
 def upgrade() -> None:
     op.create_table(
@@ -22,19 +31,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("project_id", sa.String(length=36), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
-        sa.Column(
-            "role",
-            sa.Enum(
-                "viewer",
-                "contributor",
-                "manager",
-                name="project_role",
-                native_enum=False,
-                create_constraint=True,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        sa.Column("role", PROJECT_ROLE, nullable=False),
         sa.Column("invited_by_id", sa.String(length=36), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
