@@ -28,7 +28,7 @@ from allmicro_data.api.http_server import (
 )
 from tests.api.test_end_to_end import FEI, USER_PASSWORD
 from tests.api.test_uploads import create, new_project, patch
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port, wait_until
+from tests.conftest import _running_server, _server_env, free_port, wait_until
 
 # uvloop reads at most this much from a socket at once.
 ONE_READ = 256 * 1024
@@ -194,21 +194,9 @@ def test_uvicorn_still_has_the_internals_the_uncopied_protocol_relies_on() -> No
 def test_uploads_work_with_the_stock_protocol(tmp_path: Any) -> None:
     """ALLMICRO_HTTP_PROTOCOL=stock, the fallback should uvicorn's internals change: a tus
     upload in two PATCHes arrives byte for byte, its checksum checked."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
-    env.update(
-        {
-            "ALLMICRO_DATA_DIR": str(tmp_path / "server-data"),
-            "ALLMICRO_DATABASE_URL": f"sqlite:///{tmp_path / 'catalogue.sqlite3'}",
-            "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
-            "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "ALLMICRO_PORT": str(port),
-            "ALLMICRO_JOB_WORKERS": "0",
-            "ALLMICRO_HTTP_PROTOCOL": "stock",
-        }
-    )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", env=env, log_path=tmp_path / "server.log")
-    server.start()
+    env = _server_env(tmp_path / "server-data", f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    env.update({"ALLMICRO_JOB_WORKERS": "0", "ALLMICRO_HTTP_PROTOCOL": "stock"})
+    server = _running_server(env, tmp_path / "server.log")
     try:
         _, dataset_id = new_project(server, "maja@ijs.example", "Institut Jozef Stefan")
         data = FEI.read_bytes() + os.urandom(8 << 20)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,24 +22,16 @@ from allmicro_data.fixity import Manifest
 from allmicro_data.object_keys import manifest_key
 from allmicro_data.storage import S3Store
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, setup_project, upload, wait_for_job
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, free_port, wait_until
+from tests.conftest import LiveServer, _running_server, _server_env, wait_until
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
 
 def s3_server(data_dir: Path, primary: str, replicas: list[str], **settings: str) -> LiveServer:
     """A server on S3 with replicas. SQLite only: the catalogue's part is covered on both
     databases in test_fixity_catalogue.py, and servers are the costly part of the suite."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")}
+    env = _server_env(data_dir / "server-data", f"sqlite:///{data_dir / 'catalogue.sqlite3'}")
     env.update(
         {
-            "ALLMICRO_DATA_DIR": str(data_dir / "server-data"),
-            "ALLMICRO_DATABASE_URL": f"sqlite:///{data_dir / 'catalogue.sqlite3'}",
-            "ALLMICRO_ADMIN_EMAIL": ADMIN_EMAIL,
-            "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "ALLMICRO_HOST": "127.0.0.1",
-            "ALLMICRO_PORT": str(free_port()),
-            "ALLMICRO_JOB_WORKERS": "1",
-            "ALLMICRO_JOB_LEASE_SECONDS": "6",
             "ALLMICRO_STORAGE_URL": primary,
             "ALLMICRO_REPLICA_URLS": json.dumps(replicas),
             "ALLMICRO_S3_ACCESS_KEY": ACCESS_KEY,
@@ -49,11 +40,7 @@ def s3_server(data_dir: Path, primary: str, replicas: list[str], **settings: str
             **{f"ALLMICRO_{k.upper()}": v for k, v in settings.items()},
         }
     )
-    server = LiveServer(
-        url=f"http://127.0.0.1:{env['ALLMICRO_PORT']}", env=env, log_path=data_dir / "server.log"
-    )
-    server.start()
-    return server
+    return _running_server(env, data_dir / "server.log")
 
 
 @pytest.fixture(scope="module")
