@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from pwdlib import PasswordHash
@@ -14,10 +15,39 @@ class WeakPassword(ValueError):
     """A new password does not meet the policy."""
 
 
+@dataclass(frozen=True, slots=True)
+class HashCost:
+    """argon2id's parameters for new hashes (RFC 9106's second recommended option by default)."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+
+_cost = HashCost()
+
+
+def configure(cost: HashCost) -> None:
+    """Hash new passwords with this cost from now on (the settings' argon2_* fields); existing
+    hashes keep verifying, as each records the parameters it was made with."""
+    global _cost
+    if cost != _cost:
+        _cost = cost
+        _hasher.cache_clear()
+        _dummy_hash.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def _hasher() -> PasswordHash:
-    # argon2id with the library's defaults (RFC 9106 second recommended option).
-    return PasswordHash((Argon2Hasher(),))
+    return PasswordHash(
+        (
+            Argon2Hasher(
+                time_cost=_cost.time_cost,
+                memory_cost=_cost.memory_kib,
+                parallelism=_cost.parallelism,
+            ),
+        )
+    )
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from allmicro_data import passwords
 from allmicro_data.catalogue.db import (
     create_catalogue_engine,
     make_session_factory,
@@ -31,6 +32,11 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        passwords.configure(
+            passwords.HashCost(
+                settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+            )
+        )
         engine = create_catalogue_engine(
             settings.resolved_database_url,
             pool_size=settings.db_pool_size,

@@ -230,6 +230,13 @@ class Settings(BaseSettings):
         "per-address limit only a guessing attack from many addresses gets there.",
     )
     login_lockout_seconds: float = Field(default=900.0, gt=0)
+    # argon2id's cost (RFC 9106's second recommended option by default). Hashes record the
+    # parameters they were made with, so changing these never locks anyone out.
+    argon2_time_cost: int = Field(default=3, ge=1, description="argon2id passes over memory.")
+    argon2_memory_kib: int = Field(
+        default=65536, ge=8, description="argon2id memory per password hash, in KiB."
+    )
+    argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
     login_address_limit: int = Field(
         default=100, ge=1, description="Failed logins per client address per window before 429."
     )

@@ -26,6 +26,14 @@ SAMPLES = REPO / "tests" / "data" / "samples"
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "correct horse battery staple"
 ALLMICRO = str(Path(sys.executable).with_name("allmicro"))
+# Test servers hash passwords with argon2id at its lowest cost: the suite signs in and creates
+# users thousands of times, and what it checks does not depend on the cost (the sign-in timing
+# test sets the production cost again).
+CHEAP_PASSWORD_HASHES = {
+    "ALLMICRO_ARGON2_TIME_COST": "1",
+    "ALLMICRO_ARGON2_MEMORY_KIB": "1024",
+    "ALLMICRO_ARGON2_PARALLELISM": "1",
+}
 
 
 def wait_until(
@@ -130,6 +138,7 @@ def settings(tmp_path: Path, database_url: str) -> Any:
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,
         job_lease_seconds=5,
+        **{k.removeprefix("ALLMICRO_").lower(): int(v) for k, v in CHEAP_PASSWORD_HASHES.items()},
     )
 
 
@@ -237,6 +246,7 @@ def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
             "ALLMICRO_PORT": str(port),
             "ALLMICRO_JOB_WORKERS": "1",
             "ALLMICRO_JOB_LEASE_SECONDS": "6",
+            **CHEAP_PASSWORD_HASHES,
         }
     )
     return env

@@ -253,15 +253,26 @@ class _ClosesSilently(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _CountsClosedConnections(http.server.ThreadingHTTPServer):
+    """Counts the connections it has closed, once their socket is really shut."""
+
+    closed = 0
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        self.closed += 1
+
+
 def test_a_connection_the_server_dropped_while_idle_is_replaced_before_use() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosesSilently)
+    server = _CountsClosedConnections(("127.0.0.1", 0), _ClosesSilently)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         transport = open_transport(f"http://127.0.0.1:{server.server_port}", {})
         first = transport.request("GET", "/a", {}, b"")
-        # The server has closed that connection; the agent must notice before it sends again.
-        wait_until(lambda: _ClosesSilently.connections, timeout=10, interval=0.01, what="a request")
+        # Once the server has closed that connection, the agent must notice before it sends
+        # again (waiting for the answer alone would race the server's close).
+        wait_until(lambda: server.closed, timeout=10, interval=0.01, what="the server's close")
         second = transport.request("GET", "/b", {}, b"")
         transport.close()
     finally:
