@@ -64,11 +64,12 @@ typecheck: $(STAMP)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml allmicro_data
 
 # Test files run in PYTEST_WORKERS processes (a file stays in one, so its module-scoped live
-# server starts once); most tests wait on servers, so there are more workers than cores.
+# server starts once), handed out in collection order: tests/conftest.py puts the longest first.
+# Most tests wait on servers, so there are more workers than cores.
 # The 15 slowest tests are printed at the end of every run.
 PYTEST_WORKERS ?= 4
 pytest: $(STAMP) $(WEB_STAMP) debian-tools
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
