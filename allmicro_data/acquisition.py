@@ -185,6 +185,7 @@ class Acquisition:
                 "name": c.name,
                 "excitation_wavelength": c.excitation_wavelength,
                 "emission_wavelength": c.emission_wavelength,
+                "color": c.color,
             }
             for c in self.channels
         ]

@@ -223,6 +223,9 @@ class ChannelOut(BaseModel):
     name: str | None = None
     excitation_wavelength: float | None = None
     emission_wavelength: float | None = None
+    color: str | None = Field(
+        default=None, description="display colour the file gives the channel, RRGGBB"
+    )
 
 
 def _acquisition_out() -> type[BaseModel]:

@@ -365,6 +365,7 @@ class _PyramidWriter:
                 windows=windows,
                 ranges=ranges,
                 rgb=self.series.rgb,
+                channels=self.series.acquisition.channels,
             ),
         )
         for rel, data in sorted(arrays.items()):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from zarr.storage import MemoryStore
 
 from allmicro_data.ingest.ngff.codec import ChunkCodec, chunk_decoder
 from allmicro_data.ingest.ngff.layout import LevelLayout, NgffVersion
-from allmicro_data.ingest.readers.base import PixelSize
+from allmicro_data.ingest.readers.base import Channel, PixelSize
 from allmicro_data.storage import ObjectNotFound, ObjectStore
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -106,8 +107,13 @@ def ngff_attributes(
     windows: list[tuple[float, float]],
     ranges: list[tuple[float, float]],
     rgb: bool,
+    channels: Sequence[Channel] = (),
 ) -> dict[str, Any]:
-    """The group attributes: multiscales (axes, per-level scale) and the omero display block."""
+    """The group attributes: multiscales (axes, per-level scale) and the omero display block.
+
+    `channels` are what the file says of each channel: their names become the omero labels and
+    their display colours the default colours, so a DAPI/GFP/mCherry image opens as such.
+    """
     axes_meta: list[dict[str, Any]] = []
     for a in axes:
         entry: dict[str, Any] = {"name": a, "type": _AXIS_TYPES[a]}
@@ -136,21 +142,23 @@ def ngff_attributes(
         "type": method,
     }
     colours = ["FF0000", "00FF00", "0000FF"] if rgb else ["FFFFFF"]
-    channels = [
-        {
-            "active": True,
-            "color": colours[i % len(colours)],
-            "label": f"channel {i}",
-            "window": {"start": lo, "end": hi, "min": rmin, "max": rmax},
-            "coefficient": 1,
-            "family": "linear",
-            "inverted": False,
-        }
-        for i, ((lo, hi), (rmin, rmax)) in enumerate(zip(windows, ranges, strict=True))
-    ]
+    displays = []
+    for i, ((lo, hi), (rmin, rmax)) in enumerate(zip(windows, ranges, strict=True)):
+        known = channels[i] if i < len(channels) and not rgb else None
+        displays.append(
+            {
+                "active": True,
+                "color": (known.color if known and known.color else colours[i % len(colours)]),
+                "label": known.name if known and known.name else f"channel {i}",
+                "window": {"start": lo, "end": hi, "min": rmin, "max": rmax},
+                "coefficient": 1,
+                "family": "linear",
+                "inverted": False,
+            }
+        )
     omero: dict[str, Any] = {
         "name": name,
-        "channels": channels,
+        "channels": displays,
         "rdefs": {"model": "color" if rgb else "greyscale"},
     }
     if version == "0.4":

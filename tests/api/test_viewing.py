@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from ome_types import from_xml
 from ome_zarr.format import FormatV04
 from ome_zarr.io import ZarrLocation
 from ome_zarr.reader import Reader
@@ -276,3 +277,59 @@ def test_ome_zarr_reader_opens_the_pyramid_by_token_and_by_capability(viewer: Vi
     assert len({e["object_id"] for e in audit}) == 2
     mints = viewer.client.get("/api/audit", params={"action": "capability.mint"}).json()
     assert mints["total"] == 2
+
+
+FLUORESCENCE = [
+    ("DAPI", 358, 461, "0000FF"),
+    ("GFP", 488, 510, "00FF00"),
+    ("mCherry", 587, 610, "FF0000"),
+]
+
+
+def fluorescence_ome_tiff() -> bytes:
+    """A 3-channel OME-TIFF whose OME-XML names each channel, its wavelengths and its colour."""
+    data = np.random.default_rng(16).integers(0, 4000, (3, 96, 128)).astype(np.uint16)
+
+    def signed_rgba(hex_rgb: str) -> int:
+        value = (int(hex_rgb, 16) << 8) | 0xFF  # OME Color is a signed 32-bit RGBA
+        return value - (1 << 32) if value >= 1 << 31 else value
+
+    channel = {
+        "Name": [name for name, *_ in FLUORESCENCE],
+        "ExcitationWavelength": [ex for _, ex, _, _ in FLUORESCENCE],
+        "EmissionWavelength": [em for _, _, em, _ in FLUORESCENCE],
+        "Color": [signed_rgba(colour) for *_, colour in FLUORESCENCE],
+    }
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer, data, ome=True, metadata={"axes": "CYX", "PhysicalSizeX": 0.1, "Channel": channel}
+    )
+    return buffer.getvalue()
+
+
+def test_fluorescence_channels_keep_names_and_colours_everywhere(viewer: Viewer) -> None:
+    image_id = viewer._ingest("cells.ome.tif", fluorescence_ome_tiff())
+    names = [name for name, *_ in FLUORESCENCE]
+    colours = [colour for *_, colour in FLUORESCENCE]
+
+    channels = viewer.client.get(f"/api/images/{image_id}").json()["acquisition"]["channels"]
+    assert [c["name"] for c in channels] == names
+    assert [c["color"] for c in channels] == colours
+    assert [round(c["emission_wavelength"] * 1e9) for c in channels] == [461, 510, 610]
+
+    ome = from_xml(viewer.client.get(f"/api/images/{image_id}/ome.xml").text)
+    ome_channels = ome.images[0].pixels.channels
+    assert [c.name for c in ome_channels] == names
+    assert [c.color.as_hex().upper().lstrip("#") for c in ome_channels] == ["00F", "0F0", "F00"]
+    assert [c.emission_wavelength for c in ome_channels] == [461, 510, 610]
+
+    omero = viewer.client.get(f"/zarr/{image_id}/.zattrs").json()["omero"]
+    assert [c["label"] for c in omero["channels"]] == names
+    assert [c["color"] for c in omero["channels"]] == colours
+
+    # The image page's viewer starts from the display defaults it fetches from this URL.
+    display = viewer.client.get(f"/api/images/{image_id}/display").json()
+    assert [(c["label"], c["color"]) for c in display["channels"]] == list(
+        zip(names, colours, strict=True)
+    )
+    assert f"/api/images/{image_id}/display" in viewer.client.get(f"/images/{image_id}").text
