@@ -1,33 +1,193 @@
-"""Group the files of one multi-file acquisition (EMI+SER, MRC+mdoc/info.txt, TIFF+txt, OME-XML+TIFFs) by name stem."""
+"""The vendors' naming rules for multi-file acquisitions (TIA, DE-Server, SerialEM, Merlin, ...) in one table: grouping, companion finding, completeness."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
-# Suffixes a sidecar or data companion adds to the acquisition's stem, most specific first.
-_COMPANION_PATTERNS = (
-    re.compile(r"^(?P<stem>.+)_\d+\.ser$", re.IGNORECASE),  # TIA data files of <stem>.emi
-    re.compile(r"^(?P<stem>.+)\.(?:mrc|mrcs|st|ali|rec|map)\.mdoc$", re.IGNORECASE),  # SerialEM
-    re.compile(r"^(?P<stem>.+)\.mdoc$", re.IGNORECASE),
-    re.compile(r"^(?P<stem>.+)_info\.txt$", re.IGNORECASE),  # Direct Electron DE-Server
-    re.compile(r"^(?P<stem>.+)\.txt$", re.IGNORECASE),  # Hitachi SEM sidecar
-)
-# Direct Electron writes <dataset>_movie.mrc beside <dataset>_final.mrc, virtual images, etc.
-_DE_MEMBER = re.compile(
-    r"^(?P<stem>\d{8}_\d{5})_(?:movie|final|\d+_Virt \d+_sum|ext\d+_Ext \d+|info)\.", re.IGNORECASE
-)
+_MRC = r"(?:mrc|mrcs|st|ali|rec|map)"
 
-# Which member of a group is the acquisition the image is built from, best first.
-_PRIMARY_RANK = (
-    re.compile(r"\.emi$", re.IGNORECASE),
-    re.compile(r"_movie\.mrc$", re.IGNORECASE),
-    re.compile(r"\.ome\.xml$", re.IGNORECASE),
-    re.compile(r"\.(?:mrc|mrcs|st|ali|rec|map)(?:\.gz|\.bz2)?$", re.IGNORECASE),
-    re.compile(r"\.(?:tif|tiff)$", re.IGNORECASE),
-    re.compile(r"\.ser$", re.IGNORECASE),
+
+@dataclass(frozen=True)
+class MemberKind:
+    """One kind of file an acquisition is made of, recognised by its name.
+
+    `rank` orders the kinds that can be opened as the acquisition's primary (lowest first);
+    None marks a sidecar that is never opened on its own. `needs` lists alternatives of kinds
+    this member's presence implies: each entry is satisfied by any one of its kinds being there.
+    """
+
+    name: str
+    pattern: re.Pattern[str]
+    rank: int | None = None
+    needs: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class AcquisitionRule:
+    """A vendor's naming rule: the kinds of its members, found by name and a shared stem.
+
+    `by_name_alone` says the names are distinctive enough to group files nobody grouped (an
+    upload without a `group`, a file given alone to `allmicro info`); other rules only sort
+    files a client already grouped.
+    """
+
+    vendor: str
+    kinds: tuple[MemberKind, ...]
+    by_name_alone: bool = True
+
+    def kind_of(self, name: str) -> tuple[MemberKind, str] | None:
+        """The member kind a base name is, and its acquisition stem."""
+        for kind in self.kinds:
+            match = kind.pattern.match(name)
+            if match:
+                return kind, match.group("stem")
+        return None
+
+
+def _kind(
+    name: str, pattern: str, rank: int | None = None, needs: tuple[tuple[str, ...], ...] = ()
+) -> MemberKind:
+    return MemberKind(name, re.compile(pattern, re.IGNORECASE), rank, needs)
+
+
+_DE_DATA = ("movie", "final", "virtual sum", "external")
+
+# The one table. Order matters: a name is the member of the first rule that knows it, so the
+# more specific rules (DE-Server's <stem>_movie.mrc) come before the general ones (X.mrc).
+ACQUISITION_RULES: tuple[AcquisitionRule, ...] = (
+    AcquisitionRule(
+        "FEI TIA",
+        (
+            # The .emi holds the metadata, each <stem>_N.ser one acquisition's data: TIA
+            # always writes both, so each waits for the other.
+            _kind("emi", r"^(?P<stem>.+)\.emi$", 0, needs=(("ser",),)),
+            _kind("ser", r"^(?P<stem>.+)_\d+\.ser$", 1, needs=(("emi",),)),
+        ),
+    ),
+    AcquisitionRule(
+        "Direct Electron DE-Server",
+        (
+            # DE-Server writes <stem>_info.txt with every movie; sums are often kept without
+            # the movie, so they need nothing, and join the image when the rest arrives.
+            _kind("movie", r"^(?P<stem>.+)_movie\.mrc$", 0, needs=(("info",),)),
+            _kind("final", r"^(?P<stem>.+)_final\.mrc$", 1),
+            _kind("virtual sum", r"^(?P<stem>.+)_\d+_Virt \d+_sum\.mrc$", 2),
+            _kind("external", r"^(?P<stem>.+)_ext\d+_Ext \d+\.mrc$", 3),
+            _kind("info", r"^(?P<stem>.+)_info\.txt$", needs=(_DE_DATA,)),
+        ),
+    ),
+    AcquisitionRule(
+        "SerialEM",
+        (
+            _kind("stack", rf"^(?P<stem>.+)\.{_MRC}(?:\.gz|\.bz2)?$", 0),
+            _kind("mdoc", rf"^(?P<stem>.+)\.{_MRC}\.mdoc$", needs=(("stack",),)),
+            _kind("mdoc", r"^(?P<stem>.+)\.mdoc$", needs=(("stack",),)),
+        ),
+    ),
+    AcquisitionRule(
+        "Quantum Detectors Merlin",
+        (
+            # Merlin writes the .hdr (scan and detector set-up) beside every .mib.
+            _kind("mib", r"^(?P<stem>.+)\.mib$", 0, needs=(("hdr",),)),
+            _kind("hdr", r"^(?P<stem>.+)\.hdr$", needs=(("mib",),)),
+        ),
+    ),
+    # Grouped only when a client groups them: these names are too common to join by themselves.
+    AcquisitionRule(
+        "OME-XML companion",
+        (
+            _kind("ome-xml", r"^(?P<stem>.+)\.ome\.xml$", 0),
+            _kind("ome-tiff", r"^(?P<stem>.+)\.ome\.tiff?$", 1),
+        ),
+        by_name_alone=False,
+    ),
+    AcquisitionRule(
+        "Hitachi SEM",
+        (
+            _kind("tiff", r"^(?P<stem>.+)\.(?:tif|tiff|jpg|bmp)$", 0),
+            _kind("txt", r"^(?P<stem>.+)\.txt$"),
+        ),
+        by_name_alone=False,
+    ),
 )
+# A JEOL Analysis Station .ASW project lists its members inside the file, not by name, so it
+# has no row here: its reader resolves the list.
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file name recognised by a rule: the rule, its kind and the acquisition's stem."""
+
+    rule: AcquisitionRule
+    kind: MemberKind
+    stem: str
+
+    @property
+    def key(self) -> str:
+        """The acquisition key: names with the same key are one acquisition."""
+        return f"{self.rule.vendor}:{self.stem.lower()}"
+
+
+def _base(name: str) -> str:
+    return PurePath(name.replace("\\", "/")).name
+
+
+def member(name: str, *, by_name_alone: bool = False) -> Member | None:
+    """What a file name is in the table, if anything."""
+    base = _base(name)
+    for rule in ACQUISITION_RULES:
+        if by_name_alone and not rule.by_name_alone:
+            continue
+        found = rule.kind_of(base)
+        if found is not None:
+            return Member(rule, found[0], found[1])
+    return None
+
+
+def acquisition_key(name: str) -> str | None:
+    """The key that groups this file with the rest of its acquisition by the vendors' naming
+    rules alone, or None for a file no rule makes part of a multi-file acquisition."""
+    found = member(name, by_name_alone=True)
+    return found.key if found is not None else None
+
+
+def missing_members(names: Sequence[str]) -> list[str]:
+    """What the acquisition of these names still lacks, as readable kinds ("FEI TIA ser")."""
+    present: dict[str, set[str]] = {}
+    members = [m for m in (member(n) for n in names) if m is not None]
+    for m in members:
+        present.setdefault(m.key, set()).add(m.kind.name)
+    missing: list[str] = []
+    for m in members:
+        for alternatives in m.kind.needs:
+            if not present[m.key] & set(alternatives):
+                label = f"{m.rule.vendor} {' or '.join(alternatives)} of {m.stem}"
+                if label not in missing:
+                    missing.append(label)
+    return missing
+
+
+def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> list[Path]:
+    """The other files of path's acquisition among candidates (by default, path's folder)."""
+    own = member(path.name, by_name_alone=True)
+    if own is None:
+        return []
+    if candidates is None:
+        try:
+            candidates = sorted(p for p in path.parent.iterdir() if p.is_file())
+        except OSError:
+            return []
+    found = []
+    for candidate in candidates:
+        if candidate.name == path.name and candidate.parent == path.parent:
+            continue
+        other = member(candidate.name, by_name_alone=True)
+        if other is not None and other.key == own.key:
+            found.append(candidate)
+    return found
 
 
 @dataclass
@@ -44,71 +204,47 @@ class FileGroup:
         return [self.primary, *self.companions]
 
 
-def _base(name: str) -> str:
-    return PurePath(name.replace("\\", "/")).name
-
-
 def stem_of(name: str) -> str:
     """The acquisition stem a file name belongs to."""
+    found = member(name)
+    if found is not None:
+        return found.stem
     base = _base(name)
-    de = _DE_MEMBER.match(base)
-    if de:
-        return de.group("stem")
-    for pattern in _COMPANION_PATTERNS:
-        match = pattern.match(base)
-        if match:
-            return match.group("stem")
-    lowered = base.lower()
-    for suffix in (
-        ".ome.xml",
-        ".ome.tiff",
-        ".ome.tif",
-        ".mrc.gz",
-        ".mrc.bz2",
-        ".map.gz",
-        ".map.bz2",
-    ):
-        if lowered.endswith(suffix):
-            return base[: -len(suffix)]
     return base.rsplit(".", 1)[0] if "." in base else base
 
 
-def _rank(name: str) -> int:
-    for index, pattern in enumerate(_PRIMARY_RANK):
-        if pattern.search(_base(name)):
-            return index
-    return len(_PRIMARY_RANK)
-
-
-def _is_sidecar(name: str) -> bool:
-    return bool(re.search(r"\.(?:txt|mdoc)$", _base(name), re.IGNORECASE))
+def _rank(name: str) -> int | None:
+    found = member(name)
+    if found is None:
+        return 99
+    return found.kind.rank
 
 
 def group_files(names: list[str]) -> list[FileGroup]:
-    """Group names by acquisition stem, keeping the input order of first appearance.
+    """Group names by the table's acquisition keys, keeping the input order of first appearance.
 
     A group needs a file a reader can open: lone sidecars (.txt, .mdoc) stay groups of their
-    own so that they are stored and reported, not silently attached elsewhere.
+    own so that they are stored and reported, not silently attached elsewhere; names no rule
+    knows stand alone.
     """
-    by_stem: dict[str, list[str]] = {}
+    by_key: dict[str, list[str]] = {}
     for name in names:
-        by_stem.setdefault(stem_of(name).lower(), []).append(name)
+        found = member(name)
+        key = found.key if found is not None else f"\0{name}"
+        by_key.setdefault(key, []).append(name)
     groups: list[FileGroup] = []
-    for members in by_stem.values():
-        data_files = [m for m in members if not _is_sidecar(m)]
-        if not data_files:
+    for members in by_key.values():
+        openable = [m for m in members if _rank(m) is not None]
+        if not openable:
             groups.extend(FileGroup(key=stem_of(m), primary=m) for m in members)
             continue
-        # Several independent images with one stem (a.tif and a.mrc) are not one acquisition
-        # unless one of them is the kind that has companions.
-        ordered = sorted(data_files, key=lambda m: (_rank(m), members.index(m)))
+        ordered = sorted(openable, key=lambda m: (_rank(m), members.index(m)))
         primary = ordered[0]
-        companions = [m for m in members if m != primary]
-        standalone: list[str] = []
-        if not re.search(r"(\.emi|_movie\.mrc|\.ome\.xml)$", _base(primary), re.IGNORECASE):
-            # Plain images take only sidecars as companions; other data files stand alone.
-            standalone = [m for m in companions if not _is_sidecar(m)]
-            companions = [m for m in companions if _is_sidecar(m)]
-        groups.append(FileGroup(key=stem_of(primary), primary=primary, companions=companions))
-        groups.extend(FileGroup(key=stem_of(m), primary=m) for m in standalone)
+        groups.append(
+            FileGroup(
+                key=stem_of(primary),
+                primary=primary,
+                companions=[m for m in members if m != primary],
+            )
+        )
     return groups

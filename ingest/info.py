@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from allmicro_data.ingest.grouping import group_files
+from allmicro_data.ingest.grouping import find_companions, group_files
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 
 
@@ -52,9 +52,13 @@ def info_document(paths: Sequence[Path]) -> dict[str, Any]:
     """The whole `allmicro info --json` document for the given files.
 
     Files of one acquisition given together (EMI+SER, MRC+mdoc/info.txt, TIFF+txt) are read as
-    one entry: the primary file with the others as its companions.
+    one entry: the primary file with the others as its companions. A file given alone brings
+    the companions the vendors' naming rules find beside it (X.emi its X_1.ser).
     """
     by_name = {str(p): p for p in paths}
+    for path in paths:
+        for companion in find_companions(path):
+            by_name.setdefault(str(companion), companion)
     entries = []
     for group in group_files(list(by_name)):
         entries.append(

@@ -36,3 +36,22 @@ def test_unrelated_images_with_one_stem_stay_separate_and_lone_sidecars_stay_vis
     names = ["a.tif", "a.mrc", "notes.txt"]
     primaries = [g.primary for g in group_files(names)]
     assert sorted(primaries) == ["a.mrc", "a.tif", "notes.txt"]
+
+
+def test_vendor_names_alone_give_one_acquisition_key_and_say_what_is_missing() -> None:
+    from allmicro_data.ingest.grouping import acquisition_key, missing_members
+
+    assert acquisition_key("acq_1.ser") == acquisition_key("ACQ.emi") is not None
+    de = ["20241021_00405_info.txt", "20241021_00405_movie.mrc", "20241021_00405_final.mrc"]
+    assert len({acquisition_key(n) for n in de}) == 1
+    assert acquisition_key("tomo.mrc.mdoc") == acquisition_key("tomo.mrc") is not None
+    assert acquisition_key("scan.hdr") == acquisition_key("scan.mib") is not None
+    # Common names join nothing by themselves.
+    assert acquisition_key("sem01.txt") is None and acquisition_key("cells.tif") is None
+    assert missing_members(["acq_1.ser"]) == ["FEI TIA emi of acq"]
+    assert missing_members(["acq.emi", "acq_1.ser"]) == []
+    assert missing_members(["20241021_00405_movie.mrc"]) == [
+        "Direct Electron DE-Server info of 20241021_00405"
+    ]
+    # A plain MRC needs no .mdoc; an .mdoc needs its stack.
+    assert missing_members(["tomo.mrc"]) == [] and missing_members(["tomo.mrc.mdoc"]) != []

@@ -53,3 +53,35 @@ def test_info_json_groups_emi_with_ser_and_reports_broken_files(tmp_path: Path) 
     assert series["axes"] == "YX" and series["acquisition"]["accelerating_voltage"] == 200000.0
     assert series["acquisition"]["working_distance"] is None
     assert bad["error"].startswith("broken.dm4: ") and "\n" not in bad["error"]
+
+
+def test_info_on_an_emi_alone_reads_the_ser_beside_it() -> None:
+    # Given alone, the .emi brings its X_1.ser by TIA's naming rule; without it the .emi holds
+    # no image and the entry is an error.
+    emi = SAMPLES / "tia" / "64x64_TEM_images_acquire.emi"
+    proc = _info(str(emi))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (entry,) = json.loads(proc.stdout)["files"]
+    assert entry["error"] is None and entry["format"] == "FEI TIA EMI"
+    assert [Path(c).name for c in entry["companions"]] == ["64x64_TEM_images_acquire_1.ser"]
+    assert entry["series"][0]["shape"] == [64, 64]
+
+
+def test_info_on_a_de_movie_alone_reads_its_info_txt_and_sums() -> None:
+    movie = SAMPLES / "direct-electron" / "20241021_00405_movie.mrc"
+    proc = _info(str(movie))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (entry,) = json.loads(proc.stdout)["files"]
+    assert entry["error"] is None
+    assert {Path(c).name for c in entry["companions"]} == {
+        "20241021_00405_info.txt",
+        "20241021_00405_final.mrc",
+        "20241021_00405_0_Virt 0_sum.mrc",
+        "20241021_00405_1_Virt 1_sum.mrc",
+        "20241021_00405_ext1_Ext 1.mrc",
+    }
+    series = entry["series"][0]
+    # What only the _info.txt says: the detector, the voltage and the acquisition time.
+    assert "de_info" in series["vendor"]
+    assert series["acquisition"]["detector"] == "DESim"
+    assert series["acquisition"]["accelerating_voltage"] == 300000.0
