@@ -15,6 +15,7 @@ from allmicro_data.ingest.readers.base import (
     Series,
     UnsupportedFormat,
 )
+from allmicro_data.ingest.readers.diffraction import DiffractionReader
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.ome import OmeXmlReader
 from allmicro_data.ingest.readers.rosettasciio import RsciioReader
@@ -23,7 +24,13 @@ from allmicro_data.ingest.sanity import sanity_warnings
 
 # Order matters where formats nest: readers with exact magic bytes come first; MRC has none
 # (its header is recognised by plausible values), so it goes last.
-REGISTRY: list[Reader] = [TiffReader(), RsciioReader(), OmeXmlReader(), MrcReader()]
+REGISTRY: list[Reader] = [
+    TiffReader(),
+    RsciioReader(),
+    DiffractionReader(),
+    OmeXmlReader(),
+    MrcReader(),
+]
 
 SNIFF_BYTES = 4096
 

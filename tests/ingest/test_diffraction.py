@@ -1,0 +1,76 @@
+"""4D-STEM detector files (Merlin MIB + .hdr, NanoMegas blockfile): geometry catalogued, virtual bright field equal to an independent sum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allmicro_data.ingest.readers import ReadError, open_image_file
+from tests.ingest.conftest import SAMPLES
+
+MERLIN = SAMPLES / "quantumdetector" / "Single_9_Frame_CounterDepth_12_Rows_256.mib"
+MERLIN_HDR = MERLIN.with_suffix(".hdr")
+QUAD = SAMPLES / "quantumdetector" / "Quad_1_Frame_CounterDepth_12_Rows_256.mib"
+BLOCKFILE = SAMPLES / "blockfile" / "test1.blo"
+
+
+def test_merlin_virtual_bright_field_is_the_sum_over_each_frame() -> None:
+    # Read the MIB another way: fixed-size frames of a 384-byte header + 256 x 256 big-endian
+    # uint16 counts (the frame header says so: "MQ1,000001,00384,01,0256,0256,U16").
+    frame = np.dtype([("head", "S384"), ("counts", ">u2", (256, 256))])
+    frames = np.memmap(MERLIN, dtype=frame, mode="r")["counts"]
+    expected = frames.astype(np.uint64).sum(axis=(1, 2))
+    with open_image_file(MERLIN, [MERLIN_HDR]) as image_file:
+        series = image_file.series[0]
+        assert series.viewable and series.axes == "yx" and series.shape == (1, 9)
+        np.testing.assert_array_equal(series.read()[0], expected)
+        assert series.vendor["geometry"]["scan_shape"] == [9]
+        assert series.vendor["geometry"]["detector_shape"] == [256, 256]
+        # Read with its .hdr: the chip settings are among the vendor keys, no warning.
+        assert series.vendor["original_metadata"]["hdr_file"]["Chip ID"].startswith("W556_B4")
+        assert not image_file.warnings
+        assert series.acquisition.detector == "Merlin Medipix 3RX (single)"
+
+
+def test_merlin_without_its_header_says_what_is_missing() -> None:
+    with open_image_file(MERLIN) as image_file:
+        assert any(".hdr" in w for w in image_file.warnings)
+
+
+def test_blockfile_virtual_bright_field_and_geometry() -> None:
+    from rsciio.blockfile import file_reader
+
+    eager = file_reader(str(BLOCKFILE), lazy=False)[0]["data"]
+    expected = np.asarray(eager).astype(np.uint64).sum(axis=(2, 3))
+    with open_image_file(BLOCKFILE) as image_file:
+        series = image_file.series[0]
+        assert series.shape == (3, 2)
+        # Streaming: a region of one scan row sums that row's frames only.
+        np.testing.assert_array_equal(series.read((slice(1, 2), slice(0, 2))), expected[1:2])
+        assert set(series._rows) == {1}  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(series.read(), expected)
+        assert series.pixel_size.x == pytest.approx(12.8e-9)
+        assert series.pixel_size.y == pytest.approx(12.8e-9)
+        geometry = series.vendor["geometry"]
+        assert geometry["scan_shape"] == [3, 2] and geometry["detector_shape"] == [144, 144]
+        assert geometry["detector_pixel"][0] == {"scale": pytest.approx(100 / 6226), "unit": "cm"}
+        assert series.acquisition.accelerating_voltage == 200e3
+
+
+def test_single_merlin_frame_is_shown_as_the_pattern() -> None:
+    with open_image_file(QUAD, [QUAD.with_suffix(".hdr")]) as image_file:
+        series = image_file.series[0]
+        assert series.name == "diffraction pattern" and series.shape == (512, 512)
+        frame = np.memmap(QUAD, dtype=">u2", mode="r", offset=768, shape=(512, 512))
+        # Merlin stores rows bottom-up (rosettasciio flips them too): the pattern is upright.
+        np.testing.assert_array_equal(series.read(), frame[::-1])
+
+
+@pytest.mark.parametrize(("sample", "keep"), [(MERLIN, 200_000), (BLOCKFILE, 5_000)])
+def test_truncated_detector_file_fails_when_opened(tmp_path: Path, sample: Path, keep: int) -> None:
+    cut = tmp_path / sample.name
+    cut.write_bytes(sample.read_bytes()[:keep])
+    with pytest.raises(ReadError, match=rf"^{cut.name}: truncated"):
+        open_image_file(cut)
