@@ -125,9 +125,7 @@ def fei(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
         acq.acquired_at = parse_datetime(
             f"{date} {time}", ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
         )
-    px = positive(as_float(dig(meta, "Scan", "PixelWidth")))
-    py = positive(as_float(dig(meta, "Scan", "PixelHeight")))
-    series.pixel_size = PixelSize(x=px, y=py)
+    series.pixel_size = _fei_pixel_size(ctx, meta, beam)
     # The data bar xT burns under the image: the stored raster is ResolutionY + DatabarHeight.
     res_y = as_float(dig(meta, "Image", "ResolutionY"))
     if res_y is not None and 0 < res_y < ctx.height:
@@ -157,6 +155,70 @@ def _zeiss_si(meta: Mapping[str, Any], key: str, units: Mapping[str, float]) -> 
     return number * factor if factor is not None else None
 
 
+def _fei_pixel_size(ctx: TiffContext, meta: Mapping[str, Any], beam: str) -> PixelSize:
+    """The pixel size an xT header states, wherever it states it.
+
+    Scan images carry [Scan] PixelWidth/PixelHeight; images of other sources (the navigation
+    camera, whose pixels are hundreds of micrometres) may leave [Scan] out or zero and state the
+    calibration in their own section, or only as a field of view over the image resolution.
+    Every size is kept, however large: plausibility is the sanity checks' to report.
+    """
+    scan_sections = ["Scan", f"{beam[:1]}Scan" if beam else "EScan", beam]
+    scan_sections += [name for name in meta if name not in scan_sections]
+    for name in scan_sections:
+        section = meta.get(name)
+        if not isinstance(section, Mapping):
+            continue
+        px = positive(as_float(section.get("PixelWidth")))
+        py = positive(as_float(section.get("PixelHeight")))
+        if px is not None or py is not None:
+            return PixelSize(x=px or py, y=py or px)
+    for name in scan_sections:
+        section = meta.get(name)
+        if not isinstance(section, Mapping):
+            continue
+        width = positive(as_float(section.get("HorFieldsize") or section.get("HFW")))
+        height = positive(as_float(section.get("VerFieldsize") or section.get("VFW")))
+        if width is None:
+            continue
+        columns = as_float(dig(meta, "Image", "ResolutionX")) or ctx.width
+        rows = as_float(dig(meta, "Image", "ResolutionY"))
+        px = width / columns
+        py = height / rows if height and rows else px
+        ctx.series.warnings.append(
+            f"pixel size from the field of view: [{name}] field width {width:g} m over "
+            f"{columns:g} px (the file states no pixel width)"
+        )
+        return PixelSize(x=px, y=py)
+    return PixelSize()
+
+
+def _zeiss_magnification(entry: Any) -> float | None:
+    """SmartSEM's 'Mag = 50.00 K X', which tifffile leaves as text or splits into
+    (50.0, 'KX') or (500, 'X') depending on the spaces; K and M are thousand and million."""
+    value, unit = _zeiss_value(entry)
+    text = " ".join(str(part) for part in (value, unit) if part is not None)
+    match = re.match(r"^\s*([\d.]+)\s*([KM])?\s*[X\u00d7]\s*$", text, re.IGNORECASE)
+    if not match:
+        return None
+    factor = {"K": 1e3, "M": 1e6}.get((match.group(2) or "").upper(), 1.0)
+    return positive(float(match.group(1)) * factor)
+
+
+def _zeiss_time(meta: Mapping[str, Any], *keys: str) -> float | None:
+    """The first of keys holding a time, as ('Dwell Time', 100, 'ns') or ('…', '100 ns')."""
+    for key in keys:
+        value, unit = _zeiss_value(meta.get(key))
+        seconds = (
+            parse_quantity(f"{value} {unit}", TIME_UNITS)
+            if unit is not None
+            else parse_quantity(value, TIME_UNITS)
+        )
+        if positive(seconds) is not None:
+            return seconds
+    return None
+
+
 def zeiss_sem(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
     """Zeiss SmartSEM (CZ_SEM tag 34118): label/value/unit tuples keyed ap_*, dp_*, sv_*."""
     series, acq = ctx.series, ctx.series.acquisition
@@ -173,11 +235,9 @@ def zeiss_sem(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
     )
     tilt_value, _ = _zeiss_value(meta.get("ap_stage_at_t"))
     acq.tilt_angle_deg = as_float(tilt_value)
-    mag_text = text_or_none(_zeiss_value(meta.get("ap_mag"))[0])
-    if mag_text:
-        match = re.match(r"^\s*([\d.]+)\s*(K)?\s*X\s*$", mag_text, re.IGNORECASE)
-        if match:
-            acq.magnification = float(match.group(1)) * (1000 if match.group(2) else 1)
+    acq.magnification = _zeiss_magnification(meta.get("ap_mag"))
+    # SmartSEM names the pixel dwell time dp_dwell_time; some versions write ap_dwell_time.
+    acq.dwell_time = _zeiss_time(meta, "dp_dwell_time", "ap_dwell_time", "ap_pixel_dwell_time")
     date = text_or_none(_zeiss_value(meta.get("ap_date"))[0])
     time = text_or_none(_zeiss_value(meta.get("ap_time"))[0])
     if date and time:

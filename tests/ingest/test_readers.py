@@ -214,3 +214,55 @@ def test_spot_size_is_read_from_vendor_metadata(sample: str, spot: float) -> Non
         acq = image_file.series[image_file.primary_series].acquisition
         # None of these samples states a dose: it stays unknown, never 0.
         assert acq.spot_size == spot and acq.electron_dose is None
+
+
+def _zeiss_sem_text() -> str:
+    """The CZ_SEM block (tag 34118) of the SmartSEM sample, as SmartSEM wrote it."""
+    with tifffile.TiffFile(SAMPLES / "zeiss-sem" / "test_tiff_Zeiss_SEM_512pix.tif") as tiff:
+        tag = tiff.pages[0].tags[34118]
+        tiff.filehandle.seek(tag.valueoffset)
+        return tiff.filehandle.read(tag.count).decode("latin-1").rstrip("\x00")
+
+
+@pytest.mark.parametrize(
+    ("mag_line", "magnification"),
+    [("Mag =  50.00 K X", 50_000.0), ("Mag =  500 X", 500.0), ("Mag = 1.50 KX", 1_500.0)],
+)
+def test_zeiss_sem_magnification_and_dwell_time_are_read_in_every_spelling(
+    tmp_path: Path, mag_line: str, magnification: float
+) -> None:
+    text = _zeiss_sem_text()
+    assert "Mag =  50.00 K X" in text
+    text = text.replace("Mag =  50.00 K X", mag_line) + "DP_DWELL_TIME\r\nDwell Time = 100 ns\r\n"
+    tif = tmp_path / "smartsem.tif"
+    tifffile.imwrite(
+        tif, np.zeros((64, 64), np.uint8), extratags=[(34118, "s", 0, text.encode("latin-1"), True)]
+    )
+    with open_image_file(tif) as image_file:
+        acq = image_file.series[0].acquisition
+        assert acq.vendor == "Carl Zeiss"
+        assert acq.magnification == pytest.approx(magnification)
+        assert acq.dwell_time == pytest.approx(100e-9)
+
+
+@pytest.mark.parametrize(
+    "calibration",
+    [
+        "[NavCam]\r\nPixelWidth=0.00025\r\nPixelHeight=0.00025\r\n",
+        "[Scan]\r\nPixelWidth=0\r\nHorFieldsize=0.1\r\nVerFieldsize=0.075\r\n",
+    ],
+)
+def test_thermo_navigation_camera_keeps_its_large_pixel_size(
+    tmp_path: Path, calibration: str
+) -> None:
+    header = (
+        "[User]\r\nDate=03/14/2025\r\nTime=10:11:12 AM\r\n[System]\r\nSystemType=Helios 5\r\n"
+        "[Beam]\r\nBeam=NavCam\r\n[Image]\r\nResolutionX=400\r\nResolutionY=300\r\n" + calibration
+    )
+    tif = tmp_path / "navcam.tif"
+    tifffile.imwrite(tif, np.zeros((300, 400), np.uint8), extratags=[(34682, "s", 0, header, True)])
+    with open_image_file(tif) as image_file:
+        series = image_file.series[0]
+        assert series.pixel_size.x == pytest.approx(250e-6)
+        assert series.pixel_size.y == pytest.approx(250e-6)
+        assert not any("no spatial calibration" in w for w in series.warnings)
