@@ -21,6 +21,7 @@ from allmicro_data.ingest.readers.base import (
 )
 from allmicro_data.ingest.readers.normalise import jsonable, text_or_none
 from allmicro_data.ingest.readers.ome import apply_ome_image, valid_ome_xml
+from allmicro_data.ingest.readers.tiff_hamamatsu import hamamatsu_streak
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -251,6 +252,8 @@ def _apply_vendor(ctx: vendors.TiffContext, tiff: tifffile.TiffFile, sidecars: l
         vendors.tvips(ctx, tv)
         return
     description = text_or_none(page.description) or ""
+    if hamamatsu_streak(ctx, description):
+        return
     is_jeol = description.lstrip().startswith("<?xml") and "TemReporter" in description[:2000]
     if is_jeol and vendors.jeol_sightx(ctx, description):
         return
