@@ -398,13 +398,69 @@ def _apply_de_info(series: MrcSeries, keys: dict[str, str]) -> None:
             )
 
 
+# What SerialEM records per image that changes along a tilt series or montage; units as
+# SerialEM writes them (degrees, µm of defocus, e⁻/Å², seconds, Å).
+_PER_SECTION = (
+    "TiltAngle",
+    "Defocus",
+    "TargetDefocus",
+    "Magnification",
+    "ExposureDose",
+    "ExposureTime",
+    "PixelSpacing",
+    "StagePosition",
+    "DateTime",
+)
+
+
+def _is_image_section(section: dict[str, str]) -> bool:
+    return section.get("section", "").replace(" ", "").startswith("ZValue=")
+
+
+def _per_section(sections: list[dict[str, str]]) -> dict[str, list[Any]]:
+    """One list per key over the [ZValue = n] sections in z order (None where a section lacks
+    the key), so a tilt series' angles and defoci read as columns."""
+    images = [s for s in sections if _is_image_section(s)]
+    out: dict[str, list[Any]] = {
+        "ZValue": [as_float(s["section"].split("=", 1)[1]) for s in images]
+    }
+    for key in _PER_SECTION:
+        if not any(key in s for s in images):
+            continue
+        if key in ("StagePosition", "DateTime"):
+            out[key] = [text_or_none(s.get(key)) for s in images]
+        else:
+            out[key] = [as_float(s.get(key)) for s in images]
+    return out
+
+
+def _describe_tilt_series(series: MrcSeries, columns: dict[str, list[Any]]) -> None:
+    tilts = [t for t in columns.get("TiltAngle", []) if t is not None]
+    if len(set(tilts)) > 1:
+        series.warnings.append(
+            f"tilt series: {len(tilts)} images from {min(tilts):g}° to {max(tilts):g}°; the "
+            "tilt of each is in vendor serialem_mdoc.per_section.TiltAngle (tilt is the first)"
+        )
+    defoci = [d for d in columns.get("Defocus", []) if d is not None]
+    if defoci:
+        series.vendor["serialem_mdoc"]["defocus_m"] = {
+            "first": defoci[0] * 1e-6,
+            "min": min(defoci) * 1e-6,
+            "max": max(defoci) * 1e-6,
+        }
+
+
 def _apply_mdoc(series: MrcSeries, doc: dict[str, Any]) -> None:
     """SerialEM .mdoc beside a stack or tomogram."""
     series.vendor["serialem_mdoc"] = {
         "global": doc["global"],
         "sections": doc["sections"][:2000],
+        "per_section": _per_section(doc["sections"]),
     }
-    first: dict[str, str] = doc["sections"][0] if doc["sections"] else {}
+    _describe_tilt_series(series, series.vendor["serialem_mdoc"]["per_section"])
+    # The first image's section: title sections ([T = SerialEM: ...]) come before the images.
+    images = [s for s in doc["sections"] if _is_image_section(s)]
+    first: dict[str, str] = images[0] if images else {}
     merged = {**doc["global"], **first}
     acq = series.acquisition
     kv = positive(as_float(merged.get("Voltage")))
