@@ -16,6 +16,7 @@ from allmicro_data.ingest.readers.base import (
     UnsupportedFormat,
 )
 from allmicro_data.ingest.readers.diffraction import DiffractionReader
+from allmicro_data.ingest.readers.lif import LifReader
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.ome import OmeXmlReader
 from allmicro_data.ingest.readers.rosettasciio import RsciioReader
@@ -28,6 +29,7 @@ REGISTRY: list[Reader] = [
     TiffReader(),
     RsciioReader(),
     DiffractionReader(),
+    LifReader(),
     OmeXmlReader(),
     MrcReader(),
 ]

@@ -24,7 +24,7 @@ from zarr.storage import FsspecStore
 from allmicro_data import capabilities
 from allmicro_data.catalogue.models import AccessToken, User, utcnow
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
-from tests.conftest import LiveServer
+from tests.conftest import SAMPLES, LiveServer
 
 HEIGHT, WIDTH = 1300, 1500
 
@@ -333,3 +333,31 @@ def test_fluorescence_channels_keep_names_and_colours_everywhere(viewer: Viewer)
         zip(names, colours, strict=True)
     )
     assert f"/api/images/{image_id}/display" in viewer.client.get(f"/images/{image_id}").text
+
+
+@pytest.mark.parametrize(
+    ("sample", "names"),
+    [
+        (
+            "leica/LeicaLASX_wavelength-sweep_example.lif",
+            ["x_y_lambdaEmi", "x_y_lambdaExc", "x_y_z_t_lambdaEmi"],
+        )
+    ],
+)
+def test_optical_vendor_file_ends_as_ready_viewable_images(
+    viewer: Viewer, sample: str, names: list[str]
+) -> None:
+    path = SAMPLES / sample
+    job = wait_for_job(
+        viewer.client, upload(viewer.client, viewer.dataset, path.name, path.read_bytes())["job_id"]
+    )
+    assert job["status"] == "succeeded", job
+    images = [viewer.client.get(f"/api/images/{i}").json() for i in job["image_ids"]]
+    # Every image of the project file is its own image, named as in the file.
+    assert sorted(image["name"] for image in images) == sorted(f"{path.name} [{n}]" for n in names)
+    for image in images:
+        assert image["acquisition"]["modality"] == "optical"
+        info = viewer.client.get(f"/iiif/3/{image['id']}/info.json")
+        assert info.status_code == 200, info.text
+        tile = viewer.get(image["id"], "full/64,/0/default.png")
+        assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from tests.conftest import SAMPLES
+
 MAX_SECONDS = 5.0
 MAX_EXTRA_BYTES = 200 * 1024 * 1024
 
@@ -136,6 +138,14 @@ def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
     small = root / "small-bomb.tif.gz"
     small.write_bytes(gzip.compress(bytes(1 << 20)))
     cases["gzip named .tif.gz"] = (small, "gzip")
+
+    lif = (SAMPLES / "leica" / "LeicaLASX_wavelength-sweep_example.lif").read_bytes()
+    lif_cut = root / "cut.lif"
+    lif_cut.write_bytes(lif[: len(lif) // 2])
+    cases["truncated LIF"] = (lif_cut, "truncated")
+    lif_header = root / "header-cut.lif"
+    lif_header.write_bytes(lif[:2000])  # inside the XML header
+    cases["LIF cut inside its XML header"] = (lif_header, "LIF")
     return cases
 
 
@@ -211,6 +221,8 @@ CASE_NAMES = [
     "gzip bomb of zeros",
     "bzip2 bomb, header declaring 1 MB",
     "gzip named .tif.gz",
+    "truncated LIF",
+    "LIF cut inside its XML header",
 ]
 
 
