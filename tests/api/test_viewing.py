@@ -361,3 +361,33 @@ def test_optical_vendor_file_ends_as_ready_viewable_images(
         assert info.status_code == 200, info.text
         tile = viewer.get(image["id"], "full/64,/0/default.png")
         assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["blockfile/test1.blo", "hamamatsu/test_hamamatsu_streak_FOCUS.tif"],
+)
+def test_detector_files_end_as_ready_viewable_images(viewer: Viewer, sample: str) -> None:
+    """A 4D-STEM blockfile is shown as its virtual bright field, equal to the sum over the
+    detector axes made here from rosettasciio's eager read; a streak TIFF as itself."""
+    path = SAMPLES / sample
+    uploaded = upload(viewer.client, viewer.dataset, path.name, path.read_bytes())
+    job = wait_for_job(viewer.client, uploaded["job_id"])
+    assert job["status"] == "succeeded", job
+    (image_id,) = job["image_ids"]
+    image = viewer.client.get(f"/api/images/{image_id}").json()
+    # Served only once its pyramid is complete: an image the API shows is ready.
+    assert image["levels"] >= 1 and image["ngff_version"]
+    tile = viewer.get(image_id, "full/max/0/default.png")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    if path.suffix == ".blo":
+        from rsciio.blockfile import file_reader
+
+        frames = np.asarray(file_reader(str(path), lazy=False)[0]["data"])
+        assert image["shape"] == [3, 2] and image["dtype"] == "uint32"
+        assert image["vendor"]["geometry"]["detector_shape"] == [144, 144]
+        stored = viewer.level(image_id, 0).squeeze()
+        np.testing.assert_array_equal(stored, frames.astype(np.uint64).sum(axis=(2, 3)))
+        # The 4D original stays downloadable byte for byte.
+        download = viewer.client.get(f"/api/files/{uploaded['file_id']}/download")
+        assert download.content == path.read_bytes()
