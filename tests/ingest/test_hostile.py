@@ -82,6 +82,23 @@ def _gzip_of_zeros(path: Path, prefix: bytes, inflated: int) -> None:
         out.write(struct.pack("<II", 0, (len(prefix) + count * block_size) & 0xFFFFFFFF))
 
 
+def _detector_cases(root: Path) -> dict[str, tuple[Path, str]]:
+    """4D-STEM detector files cut short, and a Merlin frame header with nothing after it."""
+    mib = (SAMPLES / "quantumdetector" / "Single_9_Frame_CounterDepth_12_Rows_256.mib").read_bytes()
+    blo = (SAMPLES / "blockfile" / "test1.blo").read_bytes()
+    cases: dict[str, tuple[Path, str]] = {}
+    cut_mib = root / "cut.mib"
+    cut_mib.write_bytes(mib[: len(mib) * 2 // 3 + 1000])  # inside the seventh frame
+    cases["truncated Merlin MIB"] = (cut_mib, "truncated")
+    header_only = root / "header-only.mib"
+    header_only.write_bytes(mib[:384])  # one frame header, zero bytes of counts
+    cases["Merlin MIB with a zero-length frame"] = (header_only, "MIB")
+    cut_blo = root / "cut.blo"
+    cut_blo.write_bytes(blo[: len(blo) // 2])
+    cases["truncated NanoMegas blockfile"] = (cut_blo, "truncated")
+    return cases
+
+
 def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, a word the error must contain)."""
     rng = random.Random(20241021)
@@ -146,6 +163,7 @@ def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
     lif_header = root / "header-cut.lif"
     lif_header.write_bytes(lif[:2000])  # inside the XML header
     cases["LIF cut inside its XML header"] = (lif_header, "LIF")
+    cases.update(_detector_cases(root))
     return cases
 
 
@@ -223,6 +241,9 @@ CASE_NAMES = [
     "gzip named .tif.gz",
     "truncated LIF",
     "LIF cut inside its XML header",
+    "truncated Merlin MIB",
+    "Merlin MIB with a zero-length frame",
+    "truncated NanoMegas blockfile",
 ]
 
 
