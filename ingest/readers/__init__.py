@@ -19,6 +19,7 @@ from allmicro_data.ingest.readers.diffraction import DiffractionReader
 from allmicro_data.ingest.readers.lif import LifReader
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.ome import OmeXmlReader
+from allmicro_data.ingest.readers.phenom import bzip2_head
 from allmicro_data.ingest.readers.rosettasciio import RsciioReader
 from allmicro_data.ingest.readers.tiff import TiffReader
 from allmicro_data.ingest.sanity import sanity_warnings
@@ -49,6 +50,9 @@ def sniff(path: Path) -> Reader:
     for reader in REGISTRY:
         if reader.sniff(head, path):
             return reader
+    if head[:3] == b"BZh" and bzip2_head(path)[1]:
+        # Nothing of the content shows before bzip2's first block is whole (Phenom ELID).
+        raise ReadError(f"{path.name}: bzip2 stream is truncated before its first block ends")
     if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh":
         kind = "gzip" if head[:2] == b"\x1f\x8b" else "bzip2"
         raise UnsupportedFormat(

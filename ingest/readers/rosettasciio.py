@@ -1,8 +1,9 @@
-"""Electron-microscopy formats through rosettasciio (lazy): Gatan DM3/DM4, Velox/NCEM EMD, TIA SER/EMI, Bruker BCF, EMSA."""
+"""Electron-microscopy formats through rosettasciio (lazy): Gatan DM3/DM4, Velox/NCEM EMD, TIA SER/EMI, Bruker BCF, EMSA, Phenom ELID, JEOL Analysis Station."""
 
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import struct
 import tempfile
@@ -22,6 +23,7 @@ from allmicro_data.ingest.readers.base import (
     Series,
 )
 from allmicro_data.ingest.readers.dm_tags import dm_acquisition, find_image_tags
+from allmicro_data.ingest.readers.jeol import jeol_kind, read_jeol
 from allmicro_data.ingest.readers.normalise import (
     as_float,
     dig,
@@ -32,6 +34,7 @@ from allmicro_data.ingest.readers.normalise import (
     positive,
     text_or_none,
 )
+from allmicro_data.ingest.readers.phenom import is_elid, read_elid
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -81,6 +84,11 @@ def plugin_for(head: bytes, path: Path) -> tuple[str, str] | None:
         return "bruker", "Bruker BCF"
     if head.lstrip().startswith(b"#FORMAT") and b"EMSA" in head[:200].upper():
         return "msa", "EMSA/MSA spectrum"
+    if is_elid(head, path):
+        return "phenom", "Thermo Fisher Phenom ELID"
+    jeol = jeol_kind(head)
+    if jeol is not None:
+        return "jeol", f"JEOL Analysis Station {jeol}"
     if head[:8] == HDF5_MAGIC:
         plugin = _hdf5_plugin(path)
         names = {"emd": "EMD (HDF5)", "hspy": "HyperSpy HDF5", "nexus": "NeXus HDF5"}
@@ -215,6 +223,89 @@ def _tia(acq: Acquisition, original: Mapping[str, Any]) -> None:
         acq.acquired_at = parse_datetime(stamp, ("%a %b %d %H:%M:%S %Y",)) or acq.acquired_at
 
 
+# SI prefixes of the unit strings Phenom writes beside its values ("kV", "nm", "ns", "uA").
+_PREFIX = {"": 1.0, "k": 1e3, "M": 1e6, "m": 1e-3, "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12}
+
+
+def _phenom_si(item: Any, base: str) -> float | None:
+    """A Phenom {value, unit} in SI base units (V, m, s); None for another quantity."""
+    if not isinstance(item, Mapping):
+        return None
+    value, unit = as_float(item.get("value")), text_or_none(item.get("unit")) or ""
+    if value is None or not unit.endswith(base) or unit[: -len(base)] not in _PREFIX:
+        return None
+    return value * _PREFIX[unit[: -len(base)]]
+
+
+def _phenom(acq: Acquisition, original: Mapping[str, Any], is_image: bool) -> None:
+    acq.vendor = "Thermo Fisher Scientific (Phenom)"
+    acq.modality = "SEM"
+    inst = original.get("instrument") or {}
+    model = " ".join(filter(None, (text_or_none(inst.get(k)) for k in ("type", "edition"))))
+    acq.instrument = model or acq.instrument
+    scan = dig(original, "acquisition", "scan") or {}
+    eds = dig(scan, "detectors", "EDS") or {}
+    # Phenom states the (negative) cathode potential; the EDS block has it in volts.
+    hv = _phenom_si(scan.get("highVoltage"), "V")
+    acq.accelerating_voltage = abs(hv) if hv else positive(as_float(eds.get("high_tension")))
+    wd = _phenom_si(original.get("workingDistance"), "m")
+    acq.working_distance = positive(wd) or positive(as_float(eds.get("working_distance")))
+    acq.dwell_time = positive(_phenom_si(scan.get("dwellTime"), "s"))
+    acq.spot_size = positive(as_float(scan.get("spotSize")))
+    acq.operator = text_or_none(original.get("currentUser"))
+    stamp = text_or_none(original.get("time"))
+    # The ELID names no zone: the time stays the instrument's wall clock (rosettasciio would
+    # label it with the zone of whatever computer reads the file).
+    acq.acquired_at = parse_datetime(stamp, ()) if stamp else None
+    tilt = as_float(eds.get("sample_tilt_angle"))
+    acq.tilt_angle_deg = math.degrees(tilt) if tilt else acq.tilt_angle_deg
+    if is_image:
+        imaging = [
+            name
+            for name, det in (scan.get("detectors") or {}).items()
+            if name != "EDS" and (positive(as_float((det or {}).get("mixFactor"))) or 0) > 0
+        ]
+        acq.detector = "+".join(imaging) or None
+        acq.horizontal_field_width = positive(as_float(scan.get("fieldSize")))
+    elif eds:
+        kind = text_or_none(eds.get("detector_type"))
+        acq.detector = f"EDS ({kind})" if kind else "EDS"
+
+
+def _bruker(acq: Acquisition, original: Mapping[str, Any], title: str) -> None:
+    scope = original.get("Microscope") or {}
+    kv = positive(as_float(scope.get("HV")))
+    acq.accelerating_voltage = kv * 1e3 if kv else acq.accelerating_voltage
+    acq.magnification = positive(as_float(scope.get("Mag"))) or acq.magnification
+    # Esprit writes WD -1 where the microscope reported none (TEM).
+    wd_mm = positive(as_float(scope.get("WD")))
+    acq.working_distance = wd_mm * 1e-3 if wd_mm else acq.working_distance
+    detector = text_or_none(dig(original, "Detector", "Type"))
+    acq.detector = f"EDS ({detector})" if detector else title or acq.detector
+    acq.vendor = acq.vendor or "Bruker"
+
+
+def _jeol(acq: Acquisition, original: Mapping[str, Any]) -> None:
+    inst = original.get("Instrument") or {}
+    acq.vendor = "JEOL"
+    acq.instrument = text_or_none(inst.get("Name")) or acq.instrument
+    wd_mm = positive(as_float(inst.get("WorkD")))
+    acq.working_distance = wd_mm * 1e-3 if wd_mm else acq.working_distance
+
+
+def _share_bruker_date(series: Sequence[Series]) -> None:
+    """The images and the hypermap of one BCF are one acquisition; Esprit dates only the
+    hypermap's spectrum header, so its date is the images' date too."""
+    dates = {s.acquisition.acquired_at for s in series if s.acquisition.acquired_at}
+    if len(dates) != 1:
+        return
+    (date,) = dates
+    for each in series:
+        if each.acquisition.acquired_at is None:
+            each.acquisition.acquired_at = date
+            each.vendor["acquired_at_source"] = "the BCF's hypermap (EDS spectrum header)"
+
+
 class RsciioSeries(Series):
     def __init__(
         self, signal: Mapping[str, Any], index: int, plugin: str, *, file_name: str, fmt: str
@@ -235,6 +326,9 @@ class RsciioSeries(Series):
         self.name = text_or_none(dig(md, "General", "title")) or f"signal {index}"
         signal_dims = [a for a in axes_info if not a.get("navigate")]
         nav_dims = [a for a in axes_info if a.get("navigate")]
+        if not signal_dims:
+            # A plain image some plugins (Phenom) mark as navigation axes only.
+            signal_dims, nav_dims = nav_dims, []
         letters: list[str]
         if len(signal_dims) == 2 and len(nav_dims) <= 1 and data.ndim >= 2:
             letters = ["y", "x"]
@@ -255,6 +349,14 @@ class RsciioSeries(Series):
             )
         self.axes = "".join(letters)
         self.shape = tuple(int(n) for n in data.shape)
+        self._rgb_fields: tuple[str, ...] = ()
+        if data.dtype.names and {"R", "G", "B"} <= set(data.dtype.names) and letters == ["y", "x"]:
+            # HyperSpy's RGB(A) records become c=3 planes, as every other reader gives colour.
+            self._rgb_fields = ("R", "G", "B")
+            self.rgb = True
+            self.axes = "cyx"
+            self.shape = (3, *self.shape)
+            self.dtype = np.dtype(data.dtype["R"])
         sizes: dict[str, float | None] = {"x": None, "y": None, "z": None}
         for letter, axis in zip(letters, axes_info, strict=True):
             scale = as_float(axis.get("scale"))
@@ -277,6 +379,12 @@ class RsciioSeries(Series):
             _velox(acq, original)
         elif plugin == "tia":
             _tia(acq, original)
+        elif plugin == "phenom":
+            _phenom(acq, original, is_image=self.viewable)
+        elif plugin == "bruker":
+            _bruker(acq, original, self.name)
+        elif plugin == "jeol":
+            _jeol(acq, original)
         if any(unit for _, unit in self.axis_calibration.values() if "1/" in unit or "^-1" in unit):
             self.warnings.append("diffraction pattern: calibration is in reciprocal space")
         self.acquisition = acq
@@ -285,6 +393,10 @@ class RsciioSeries(Series):
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
         ours = self.normalise_region(region)
+        if self._rgb_fields:
+            planes = self._data[ours[1:]]
+            fields = self._rgb_fields[ours[0]]
+            return np.stack([np.asarray(planes[f]) for f in fields]).astype(self.dtype)
         try:
             block = self._data[ours]
             if hasattr(block, "compute"):
@@ -346,13 +458,14 @@ class RsciioFile(ImageFile):
                     f"{path.name}: a TIA .emi holds metadata only; upload its _1.ser data file with it"
                 )
             target, self._workdir = _tia_workdir(path, companions)
-        reader: Callable[..., list[dict[str, Any]]] = importlib.import_module(
-            f"rsciio.{plugin}"
-        ).file_reader
         try:
-            signals = reader(str(target), lazy=True)
-        except ReadError:
-            raise
+            signals = self._signals(plugin, target, companions)
+        except ReadError as exc:
+            self.close()
+            message = str(exc)
+            if message.startswith(f"{path.name}:"):
+                raise
+            raise ReadError(f"{path.name}: {fmt} file refused: {message}") from exc
         except Exception as exc:
             self.close()
             raise ReadError(
@@ -367,6 +480,26 @@ class RsciioFile(ImageFile):
             self.warnings.append(
                 "TIA .ser read without its .emi: microscope metadata are in the .emi"
             )
+        if plugin == "bruker":
+            _share_bruker_date(self.series)
+
+    def _signals(
+        self, plugin: str, target: Path, companions: Sequence[Path]
+    ) -> list[dict[str, Any]]:
+        """rosettasciio's signal dicts; Phenom and JEOL go through our wrappers of its parsers."""
+        if plugin == "phenom":
+            version, signals = read_elid(target)
+            self.format = f"{self.format} (container version {version})"
+            return signals
+        if plugin == "jeol":
+            self._workdir = tempfile.TemporaryDirectory(prefix="allmicro-jeol-")
+            signals, warnings = read_jeol(target, companions, Path(self._workdir.name))
+            self.warnings.extend(warnings)
+            return signals
+        reader: Callable[..., list[dict[str, Any]]] = importlib.import_module(
+            f"rsciio.{plugin}"
+        ).file_reader
+        return reader(str(target), lazy=True)
 
     def close(self) -> None:
         self.series = []

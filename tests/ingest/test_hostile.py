@@ -82,6 +82,46 @@ def _gzip_of_zeros(path: Path, prefix: bytes, inflated: int) -> None:
         out.write(struct.pack("<II", 0, (len(prefix) + count * block_size) & 0xFFFFFFFF))
 
 
+def _elid_cases(root: Path) -> dict[str, tuple[Path, str]]:
+    """Phenom ELID containers (one bzip2 stream): cut, with an empty image member, and a bomb."""
+    project = bz2.decompress((SAMPLES / "phenom" / "Elid2Version1.elid").read_bytes())
+    cases: dict[str, tuple[Path, str]] = {}
+    cut = root / "cut.elid"
+    # Small bzip2 blocks: the first is whole (the content shows ELID), the stream is not.
+    whole = bz2.compress(project, 1)
+    cut.write_bytes(whole[: len(whole) * 3 // 5])
+    cases["truncated Phenom ELID"] = (cut, "truncated")
+    head = b"EID2" + struct.pack("<iI", 1, 1)  # version 1, one image
+    empty = root / "empty-member.elid"
+    # The image's TIFF member and label are zero-length; no analyses, no project analyses.
+    empty.write_bytes(bz2.compress(head + struct.pack("<5I", 0, 0, 0, 0, 0)))
+    cases["Phenom ELID with a zero-length image member"] = (empty, "no data")
+    bomb = root / "bomb.elid"
+    # Like a ZIP bomb: a member declaring 4 GB, then gigabytes of compressed zeros.
+    bomb.write_bytes(
+        bz2.compress(head + struct.pack("<I", 0xFFFFFFF0) + bytes(1 << 20), 1)
+        + bz2.compress(bytes(64 << 20), 1) * 160
+    )
+    cases["bzip2 bomb inside a Phenom ELID"] = (bomb, "bomb")
+    return cases
+
+
+def _jeol_cases(root: Path) -> dict[str, tuple[Path, str]]:
+    """JEOL Analysis Station images: cut inside the header, and one declaring 10^5 x 10^5."""
+    image = (SAMPLES / "jeol" / "Dummy-Data_0000000.img").read_bytes()
+    cases: dict[str, tuple[Path, str]] = {}
+    cut = root / "cut.img"
+    cut.write_bytes(image[: len(image) // 2])
+    cases["truncated JEOL image"] = (cut, "truncated")
+    # The Image.Size key of the tree rosettasciio reads (the last copy): name, type and length
+    # (uint32 each), then width and height.
+    at = image.rindex(b"Size\x00") + len(b"Size\x00") + 8
+    liar = root / "liar.img"
+    liar.write_bytes(image[:at] + struct.pack("<2I", 100_000, 100_000) + image[at + 8 :])
+    cases["JEOL image declaring 10^5 x 10^5"] = (liar, "declares")
+    return cases
+
+
 def _detector_cases(root: Path) -> dict[str, tuple[Path, str]]:
     """4D-STEM detector files cut short, and a Merlin frame header with nothing after it."""
     mib = (SAMPLES / "quantumdetector" / "Single_9_Frame_CounterDepth_12_Rows_256.mib").read_bytes()
@@ -151,6 +191,8 @@ def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
     bz_bomb = root / "bomb.mrc.bz2"
     bz_bomb.write_bytes(bz2.compress(_mrc_header(64, 64, 64), 1) + zeros_64m * 160)
     cases["bzip2 bomb, header declaring 1 MB"] = (bz_bomb, "bomb")
+    cases.update(_elid_cases(root))
+    cases.update(_jeol_cases(root))
 
     small = root / "small-bomb.tif.gz"
     small.write_bytes(gzip.compress(bytes(1 << 20)))
@@ -238,6 +280,11 @@ CASE_NAMES = [
     "gzip bomb, header declaring 1 MB",
     "gzip bomb of zeros",
     "bzip2 bomb, header declaring 1 MB",
+    "truncated Phenom ELID",
+    "Phenom ELID with a zero-length image member",
+    "bzip2 bomb inside a Phenom ELID",
+    "truncated JEOL image",
+    "JEOL image declaring 10^5 x 10^5",
     "gzip named .tif.gz",
     "truncated LIF",
     "LIF cut inside its XML header",

@@ -194,6 +194,9 @@ def test_primary_sample_matches_manifest(entry: dict[str, Any]) -> None:
     companions = [SAMPLES / c for c in entry.get("companions", [])]
     with open_image_file(SAMPLES / entry["path"], companions) as image_file:
         assert len(image_file.series) == expected["n_series"]
+        if "series_names" in expected:
+            # Containers (Phenom ELID, Bruker BCF) give every image and analysis its own series.
+            assert [s.name for s in image_file.series] == expected["series_names"]
         index = expected.get("primary_series_index", 0)
         assert image_file.primary_series == index
         series = image_file.series[index]

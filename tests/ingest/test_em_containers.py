@@ -1,0 +1,120 @@
+"""EM containers read series by series: Phenom ELID, JEOL Analysis Station (with its .ASW project), Bruker BCF."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rsciio.phenom import file_reader as rsciio_elid
+
+from allmicro_data.ingest.readers import ReadError, open_image_file, sniff
+from allmicro_data.ingest.readers.rosettasciio import RsciioReader
+from tests.conftest import SAMPLES
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_a_phenom_elid_gives_every_image_and_analysis_its_own_series(version: int) -> None:
+    path = SAMPLES / "phenom" / f"Elid2Version{version}.elid"
+    assert isinstance(sniff(path), RsciioReader)
+    reference = rsciio_elid(str(path))
+    with open_image_file(path) as elid:
+        assert elid.format.endswith(f"(container version {version})")
+        assert len(elid.series) == len(reference) == 11
+        for ours, theirs in zip(elid.series, reference, strict=True):
+            assert ours.name == theirs["metadata"]["General"]["title"]
+            if ours.viewable:
+                continue
+            # Spectra, line scans and maps: catalogued with their energy axis, no pyramid;
+            # the counts decoded in bulk equal rosettasciio's value-by-value decoding.
+            assert ours.axis_calibration["x"][1] == "keV"
+            np.testing.assert_array_equal(ours._data, theirs["data"])  # type: ignore[attr-defined]
+        images = [s for s in elid.series if s.viewable]
+        assert [s.name for s in images] == ["Image 1", "385test - spectrum", "Image 1"]
+        second = images[2].acquisition
+        assert second.working_distance == pytest.approx(8.23025e-3)
+        assert second.spot_size == pytest.approx(5.1)
+        # The ELID names no time zone: the wall-clock time stays naive.
+        assert second.acquired_at is not None and second.acquired_at.tzinfo is None
+        spot = elid.series[1].acquisition
+        assert spot.detector == "EDS (FastSDD_C2)" and spot.accelerating_voltage == 15000.0
+        # An imported colour picture: RGB planes, as every reader gives colour.
+        picture = images[1]
+        assert picture.rgb and picture.axes == "cyx" and picture.shape == (3, 24, 32)
+        rgba = reference[7]["data"]
+        np.testing.assert_array_equal(picture.read()[1], rgba["G"])
+
+
+def test_a_truncated_bzip2_stream_says_so_instead_of_unrecognised(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.elid"
+    cut.write_bytes((SAMPLES / "phenom" / "Elid2Version0.elid").read_bytes()[:5000])
+    with pytest.raises(ReadError, match=r"^cut\.elid: bzip2 stream is truncated"):
+        sniff(cut)
+
+
+@pytest.mark.parametrize("name", ["P45_the_default_job.bcf", "test_TEM.bcf"])
+def test_every_series_of_a_bcf_carries_the_acquisition_facts(name: str) -> None:
+    with open_image_file(SAMPLES / "bruker" / name) as bcf:
+        facts = [
+            (s.acquisition.accelerating_voltage, s.acquisition.magnification) for s in bcf.series
+        ]
+        assert len(set(facts)) == 1 and None not in facts[0]
+        dates = {s.acquisition.acquired_at for s in bcf.series}
+        assert len(dates) == 1 and None not in dates
+        working = [s.acquisition.working_distance for s in bcf.series]
+        if name.startswith("P45"):
+            assert working == [pytest.approx(7.69044e-3)] * len(bcf.series)
+        else:
+            assert working == [None] * len(bcf.series)  # Esprit's -1: the TEM reported none
+        images = [s for s in bcf.series if s.viewable]
+        assert all(s.pixel_size.x and s.pixel_size.y for s in images)
+        assert [s.acquisition.detector for s in images] == [s.name for s in images]
+
+
+def _jeol_tree(entries: list[tuple[str, object]]) -> bytes:
+    """A JEOL key tree: 0x01, keyword, type and length, then a value or children, then 0xff."""
+    out = b""
+    for key, value in entries:
+        name = key.encode() + b"\x00"
+        out += b"\x01" + struct.pack("<i", len(name)) + name
+        if isinstance(value, list):
+            out += struct.pack("<ii", 0, 0) + _jeol_tree(value) + b"\xff"
+        else:
+            text = str(value).encode() + b"\x00"
+            out += struct.pack("<ii", 12, len(text)) + text + b"\xff"
+    return out
+
+
+def _asw(path: Path, listed: str) -> Path:
+    view_data = [("0", [("Filename", listed), ("Comment", "grain boundary")])]
+    view = [("0", [("ViewName", "View 003"), ("ViewData", view_data)])]
+    sample = [("0", [("SampleName", "Alloy 7"), ("ViewInfo", view)])]
+    path.write_bytes(bytes(12) + _jeol_tree([("SampleInfo", sample)]) + b"\x00")
+    return path
+
+
+def test_a_jeol_image_takes_its_sample_and_view_from_the_asw_project(tmp_path: Path) -> None:
+    image = SAMPLES / "jeol" / "Dummy-Data_0000000.img"
+    project = _asw(tmp_path / "Project.ASW", "Alloy 7\\View 003\\Dummy-Data_0000000.img")
+    with open_image_file(image, [project]) as jeol:
+        (series,) = jeol.series
+        asw = series.vendor["original_metadata"]["asw"]
+        assert asw["sample"]["SampleName"] == "Alloy 7"
+        assert asw["view"]["ViewName"] == "View 003"
+        assert asw["view_data"]["Comment"] == "grain boundary"
+        assert not jeol.warnings
+    other = _asw(tmp_path / "Other.ASW", "Alloy 7\\View 004\\Dummy-Data_0000009.img")
+    with open_image_file(image, [other]) as jeol:
+        assert "asw" not in jeol.series[0].vendor["original_metadata"]
+        assert jeol.warnings == ["the project Other.ASW does not list Dummy-Data_0000000.img"]
+
+
+def test_jeol_images_read_whatever_their_stored_name(tmp_path: Path) -> None:
+    """Originals are stored content-addressed: the content, not the extension, picks the parser."""
+    stored = tmp_path / "3f2a9c"
+    stored.write_bytes((SAMPLES / "jeol" / "Dummy-Data_0000001.map").read_bytes())
+    with open_image_file(stored) as jeol:
+        (series,) = jeol.series
+        assert series.shape == (64, 64) and series.pixel_size.x == pytest.approx(7.734375e-9)
+        assert series.acquisition.instrument == "JEM-ARM200F(URP)"
