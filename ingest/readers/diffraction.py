@@ -73,7 +73,7 @@ class VirtualImage(Series):
     def __init__(
         self,
         data: Any,
-        axes: list[Mapping[str, Any]],
+        axes: Sequence[Mapping[str, Any]],
         *,
         file_name: str,
         fmt: str,

@@ -367,8 +367,9 @@ def _apply_fei(series: MrcSeries, ext: Any, exttyp: str) -> None:
         series.pixel_size = PixelSize(x=px, y=py, z=series.pixel_size.z)
 
 
-def _apply_de_info(series: MrcSeries, keys: dict[str, str]) -> None:
-    """Direct Electron DE-Server <dataset>_info.txt."""
+def _apply_de_info(series: MrcSeries, keys: dict[str, str]) -> tuple[int, int] | None:
+    """Direct Electron DE-Server <dataset>_info.txt; the scan (rows, columns) when the movie's
+    frames are the diffraction patterns of a scan (4D-STEM)."""
     series.vendor["de_info"] = keys
     acq = series.acquisition
     acq.vendor = "Direct Electron"
@@ -389,13 +390,40 @@ def _apply_de_info(series: MrcSeries, keys: dict[str, str]) -> None:
         frames = series.shape[0] if series.axes[0] in "tz" else 1
         if nx and ny and int(nx * ny) == frames and frames > 1:
             # Each frame is the diffraction pattern of one scan position: a 4D-STEM dataset
-            # whose frames are not a spatial stack. Catalogue it; no pyramid.
-            series.viewable = False
-            series.is_volume = False
-            series.warnings.append(
-                f"4D-STEM dataset: {frames} frames are diffraction patterns of a "
-                f"{int(nx)} x {int(ny)} scan; catalogued without a pyramid"
-            )
+            # whose frames are not a spatial stack, shown as its virtual bright field.
+            return int(ny), int(nx)
+    return None
+
+
+def _de_virtual_image(series: MrcSeries, data: Any, scan: tuple[int, int], name: str) -> Series:
+    """The movie's frames as a (rows, columns, ky, kx) scan, raster order with x fastest as
+    DE-Server writes it, summed over the detector one scan row at a time."""
+    from allmicro_data.ingest.readers.diffraction import VirtualImage
+
+    keys: dict[str, str] = series.vendor.get("de_info", {})
+    ny, nx = scan
+    frames = data.reshape(ny, nx, *data.shape[-2:])  # a view of the memory map, nothing read
+
+    def axis(name: str, key: str | None, unit: str | None, navigate: bool) -> dict[str, Any]:
+        return {
+            "name": name,
+            "scale": as_float(keys.get(key)) if key else None,
+            "units": unit,
+            "navigate": navigate,
+        }
+
+    axes = [
+        axis("y", "Specimen Pixel Size Y (nanometers)", "nm", True),
+        axis("x", "Specimen Pixel Size X (nanometers)", "nm", True),
+        # DE does not name the unit of its diffraction pixel size: kept as a vendor key only.
+        axis("ky", None, None, False),
+        axis("kx", None, None, False),
+    ]
+    image = VirtualImage(frames, axes, file_name=name, fmt="DE-Server 4D-STEM movie")
+    image.acquisition = series.acquisition
+    image.vendor = {**series.vendor, **image.vendor}
+    image.warnings = [*series.warnings, *image.warnings]
+    return image
 
 
 # What SerialEM records per image that changes along a tilt series or montage; units as
@@ -522,9 +550,13 @@ class MrcFile(ImageFile):
                 _apply_fei(series, self._mrc.indexed_extended_header, exttyp)
             except Exception as exc:
                 series.warnings.append(f"FEI extended header unreadable: {exc}")
+        scan = None
         for companion in companions:
-            self._merge_sidecar(series, companion)
+            scan = self._merge_sidecar(series, companion) or scan
         self.series = [series]
+        if scan is not None:
+            self.series = [_de_virtual_image(series, self._mrc.data, scan, path.name)]
+            series.close()  # its positioned-read handle: the sums read the memory map
 
     def _check_size(self, path: Path, source: Path) -> None:
         with source.open("rb") as handle:
@@ -556,20 +588,21 @@ class MrcFile(ImageFile):
                 "trailing bytes ignored"
             )
 
-    def _merge_sidecar(self, series: MrcSeries, companion: Path) -> None:
+    def _merge_sidecar(self, series: MrcSeries, companion: Path) -> tuple[int, int] | None:
         try:
             if companion.stat().st_size > 50_000_000:
-                return
+                return None
             raw = companion.read_bytes()
         except OSError:
-            return
+            return None
         if b"\x00" in raw[:4096]:
-            return
+            return None
         text = raw.decode("utf-8", "replace")
         if "[ZValue" in text or ("PixelSpacing" in text[:4096] and "ImageFile" in text[:4096]):
             _apply_mdoc(series, _parse_mdoc(text))
         elif "Camera Model" in text or "Server Software Version" in text[:4096]:
-            _apply_de_info(series, _parse_key_values(text))
+            return _apply_de_info(series, _parse_key_values(text))
+        return None
 
     def _cleanup(self) -> None:
         if self._temp is not None:

@@ -74,3 +74,26 @@ def test_truncated_detector_file_fails_when_opened(tmp_path: Path, sample: Path,
     cut.write_bytes(sample.read_bytes()[:keep])
     with pytest.raises(ReadError, match=rf"^{cut.name}: truncated"):
         open_image_file(cut)
+
+
+def test_de_server_movie_with_its_info_is_a_virtual_bright_field() -> None:
+    from rsciio.mrc import file_reader
+
+    folder = SAMPLES / "direct-electron"
+    movie, info = folder / "20241021_00405_movie.mrc", folder / "20241021_00405_info.txt"
+    # rosettasciio reads the pair eagerly as a (scan y, scan x, ky, kx) array.
+    frames = np.asarray(file_reader(str(movie), lazy=False)[0]["data"])
+    assert frames.shape == (4, 8, 4, 8)
+    with open_image_file(movie, [info]) as image_file:
+        series = image_file.series[0]
+        assert series.viewable and series.shape == (4, 8) and series.dtype == np.uint32
+        np.testing.assert_array_equal(series.read(), frames.astype(np.uint64).sum(axis=(2, 3)))
+        # Scan steps from the _info.txt ("Specimen Pixel Size X/Y (nanometers)").
+        assert series.pixel_size.x == pytest.approx(0.1e-9)
+        assert series.pixel_size.y == pytest.approx(0.2e-9)
+        assert series.vendor["geometry"]["detector_shape"] == [4, 8]
+        assert series.vendor["de_info"]["Camera Model"] == "DESim"
+        assert series.acquisition.modality == "STEM" and series.acquisition.camera_length == 1e-3
+    # Without its _info.txt the movie is the stack of frames the MRC header describes.
+    with open_image_file(movie) as image_file:
+        assert image_file.series[0].shape == (32, 4, 8)
