@@ -1,8 +1,9 @@
-"""4D-STEM and diffraction-detector files (Merlin MIB + .hdr, NanoMegas blockfile): scan and detector geometry, shown as a virtual bright field summed by streaming."""
+"""4D-STEM and diffraction-detector files (Merlin MIB + .hdr, NanoMegas blockfile, EMPAD .xml + .raw): scan and detector geometry, shown as a virtual bright field summed by streaming."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from allmicro_data.ingest.readers.base import (
 from allmicro_data.ingest.readers.normalise import (
     as_float,
     dig,
+    from_unix,
     jsonable,
     length_factor,
     parse_datetime,
@@ -32,12 +34,25 @@ MIB_MAGIC = b"MQ1,"
 BLOCKFILE_MAGIC = b"IMGBLO"
 
 
+# An EMPAD frame: 128 x 128 float32 counts and two footer rows.
+EMPAD_FRAME_BYTES = 130 * 128 * 4
+
+
+def _is_empad_xml(head: bytes) -> bool:
+    """The EMPAD acquisition XML: a <root> naming its raw file, with the camera server's
+    state (EMPAD's own software writes no namespace or magic)."""
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    return text.startswith(b"<root") and b"<raw_file " in text and b"<camserver_" in text
+
+
 def plugin_for(head: bytes) -> tuple[str, str] | None:
     """(rosettasciio plugin, format name) shown by the content, or None."""
     if head.startswith(MIB_MAGIC):
         return "quantumdetector", "Quantum Detectors Merlin MIB"
     if head.startswith(BLOCKFILE_MAGIC):
         return "blockfile", "NanoMegas blockfile"
+    if _is_empad_xml(head):
+        return "empad", "EMPAD"
     return None
 
 
@@ -181,6 +196,19 @@ def _merlin_acquisition(original: Mapping[str, Any], scanning: bool) -> Acquisit
     return acq
 
 
+def _empad_acquisition(original: Mapping[str, Any]) -> Acquisition:
+    root = original.get("root") or {}
+    iom = root.get("iom_measurements") or {}
+    acq = Acquisition(vendor="Thermo Fisher Scientific", detector="EMPAD")
+    if str(iom.get("is_column_in_stem_mode", "")).strip() == "True":
+        acq.modality = "STEM"
+    acq.accelerating_voltage = positive(as_float(iom.get("high_voltage")))  # volts
+    acq.camera_length = positive(as_float(iom.get("nominal_camera_length")))  # metres
+    acq.spot_size = positive(as_float(iom.get("spot_size_index")))
+    acq.acquired_at = from_unix(dig(root, "timestamp", "timestamp"))
+    return acq
+
+
 def _blockfile_acquisition(original: Mapping[str, Any], warnings: list[str]) -> Acquisition:
     header = original.get("blockfile_header") or {}
     acq = Acquisition(vendor="NanoMegas", modality="STEM")
@@ -210,6 +238,8 @@ class DiffractionFile(ImageFile):
         target = path
         if plugin == "quantumdetector":
             target = self._merlin_pair(path, companions)
+        elif plugin == "empad":
+            target = self._empad_pair(path, companions)
         reader = importlib.import_module(f"rsciio.{plugin}").file_reader
         try:
             signals = reader(str(target), lazy=True)
@@ -235,6 +265,8 @@ class DiffractionFile(ImageFile):
         scanning = series.name.startswith("virtual")
         if plugin == "quantumdetector":
             series.acquisition = _merlin_acquisition(original, scanning)
+        elif plugin == "empad":
+            series.acquisition = _empad_acquisition(original)
         else:
             series.acquisition = _blockfile_acquisition(original, series.warnings)
         series.vendor["original_metadata"] = jsonable(original)
@@ -255,6 +287,27 @@ class DiffractionFile(ImageFile):
         (root / "acquisition.mib").symlink_to(path.resolve())
         (root / "acquisition.hdr").symlink_to(hdrs[0].resolve())
         return root / "acquisition.mib"
+
+    def _empad_pair(self, path: Path, companions: Sequence[Path]) -> Path:
+        """rosettasciio opens the raw file the XML names, beside it: lay the XML and the
+        companion that is whole EMPAD frames out under those names."""
+        match = re.search(rb'<raw_file filename="([^"/\\]+)"', path.read_bytes()[:1_000_000])
+        # Whole frames first; a cut raw file is still taken, to fail as truncated below.
+        raws = sorted(
+            (c for c in companions if _is_raw_data(c)), key=lambda c: not _whole_empad_frames(c)
+        )
+        if match is None or not raws:
+            raise ReadError(
+                f"{path.name}: an EMPAD .xml holds metadata only; upload the .raw it names with it"
+            )
+        name = match.group(1).decode("utf-8", "replace")
+        if name in (".", "..") or not name.strip():
+            raise ReadError(f"{path.name}: EMPAD raw file name {name!r} is not a file name")
+        self._workdir = tempfile.TemporaryDirectory(prefix="allmicro-empad-")
+        root = Path(self._workdir.name)
+        (root / "acquisition.xml").symlink_to(path.resolve())
+        (root / name).symlink_to(raws[0].resolve())
+        return root / "acquisition.xml"
 
     def close(self) -> None:
         self.series = []
@@ -290,6 +343,24 @@ def _check_last_pixel(path: Path, fmt: str, data: Any) -> None:
         raise ReadError(f"{path.name}: truncated {fmt} (its last frame is missing: {exc})") from exc
 
 
+def _whole_empad_frames(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return size > 0 and size % EMPAD_FRAME_BYTES == 0
+
+
+def _is_raw_data(path: Path) -> bool:
+    """Not empty and not text: the EMPAD .raw rather than another sidecar."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return bool(head) and not head.lstrip().startswith(b"<")
+
+
 def _is_merlin_header(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
@@ -306,7 +377,7 @@ class DiffractionReader(Reader):
 
     def open(self, path: Path, companions: Sequence[Path] = ()) -> ImageFile:
         with path.open("rb") as handle:
-            found = plugin_for(handle.read(16))
+            found = plugin_for(handle.read(4096))
         if found is None:
             raise ReadError(f"{path.name}: not a diffraction-detector file")
         return DiffractionFile(path, companions, *found)

@@ -97,3 +97,50 @@ def test_de_server_movie_with_its_info_is_a_virtual_bright_field() -> None:
     # Without its _info.txt the movie is the stack of frames the MRC header describes.
     with open_image_file(movie) as image_file:
         assert image_file.series[0].shape == (32, 4, 8)
+
+
+# An EMPAD v1.2.2 acquisition XML as its camera server writes it (the layout of
+# rosettasciio's EMPAD_v1.2.2 test file), shortened to what a reader looks at.
+EMPAD_XML = """<root name="EMPAD_v1.2.2_x4_y3_size0.6"><timestamp timestamp="1774471672.586728" \
+isoformat="2026-03-25T16:47:52.586728"/><software_version>1.2.2  (2021-08-20)</software_version>\
+<raw_file filename="scan_x4_y3.raw"/><exposure_time>1</exposure_time>\
+<camserver_parameters><camserver_scan_enabled>True</camserver_scan_enabled>\
+<camserver_connected>True</camserver_connected></camserver_parameters>\
+<scan_parameters mode="acquire"><scan_size>0.6</scan_size><scan_resolution_y>3</scan_resolution_y>\
+<scan_resolution_x>4</scan_resolution_x></scan_parameters><iom_measurements>\
+<is_column_in_stem_mode>True</is_column_in_stem_mode><spot_size_index>7</spot_size_index>\
+<full_scan_field_of_view><scale_factor>0.72</scale_factor><x>1.272412341559544e-06</x>\
+<y>1.272412341559544e-06</y></full_scan_field_of_view><nominal_camera_length>0.369\
+</nominal_camera_length><high_voltage>300000.0</high_voltage></iom_measurements></root>"""
+
+
+def _empad(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    rng = np.random.default_rng(7)
+    # Frames of 128 x 128 float32 counts, each followed by two footer rows the sums must skip.
+    frames = rng.random((3, 4, 130, 128), dtype=np.float32) * 100
+    frames[..., 128:, :] = 1e9
+    xml, raw = tmp_path / "acquisition.xml", tmp_path / "scan_x4_y3.raw"
+    xml.write_text(EMPAD_XML)
+    raw.write_bytes(frames.astype("<f4").tobytes())
+    return xml, raw, frames
+
+
+def test_empad_xml_and_raw_make_a_virtual_bright_field(tmp_path: Path) -> None:
+    xml, raw, frames = _empad(tmp_path)
+    expected = frames[..., :128, :].astype(np.float64).sum(axis=(2, 3))
+    with open_image_file(xml, [raw]) as image_file:
+        series = image_file.series[0]
+        assert image_file.format == "EMPAD" and series.shape == (3, 4)
+        np.testing.assert_allclose(series.read(), expected, rtol=1e-6)
+        assert series.vendor["geometry"]["detector_shape"] == [128, 128]
+        # The full field of view over the larger scan side, corrected by EMPAD's scale factor.
+        assert series.pixel_size.x == pytest.approx(1.272412341559544e-06 / 0.72 / 4)
+        acq = series.acquisition
+        assert acq.accelerating_voltage == 300e3 and acq.camera_length == 0.369
+        assert acq.spot_size == 7 and acq.modality == "STEM"
+        assert acq.acquired_at is not None and acq.acquired_at.year == 2026
+    with pytest.raises(ReadError, match=r"upload the \.raw"):
+        open_image_file(xml)
+    raw.write_bytes(raw.read_bytes()[:-1000])
+    with pytest.raises(ReadError, match="truncated"):
+        open_image_file(xml, [raw])
