@@ -396,6 +396,36 @@ class JobContext:
             raise LeaseLost(self.job.id)
         self.finished = True
 
+    def defer_in(
+        self, session: Session, not_before: datetime, payload: dict[str, Any], reason: str
+    ) -> None:
+        """Queue the job again for not_before, fenced by our lease: it waits for something that
+        is not there yet (the other files of its acquisition), and says what in its error. A
+        wait is not a failed attempt."""
+        done = _changed(
+            session,
+            update(Job)
+            .where(
+                Job.id == self.job.id,
+                Job.lease_owner == self.owner,
+                Job.status == JobStatus.RUNNING,
+            )
+            .values(
+                status=JobStatus.QUEUED,
+                not_before=not_before,
+                payload=payload,
+                error=reason,
+                attempts=Job.attempts - 1,
+                progress=0.0,
+                lease_owner=None,
+                lease_expires_at=None,
+            ),
+        )
+        if done != 1:
+            self._lost.set()
+            raise LeaseLost(self.job.id)
+        self.finished = True
+
     def heartbeat(self) -> bool:
         if self.finished:
             return False

@@ -215,6 +215,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Unfinished resumable uploads idle this long are deleted.",
     )
+    companion_wait_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a file of a multi-file acquisition (a TIA .ser, a DE movie) waits "
+        "for the files its vendor writes beside it (the .emi, the _info.txt) before its image "
+        "is built from what arrived, with a warning naming what is missing.",
+    )
     login_max_failures: int = Field(
         default=20,
         ge=1,

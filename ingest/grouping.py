@@ -151,7 +151,8 @@ def acquisition_key(name: str) -> str | None:
     """The key that groups this file with the rest of its acquisition by the vendors' naming
     rules alone, or None for a file no rule makes part of a multi-file acquisition."""
     found = member(name, by_name_alone=True)
-    return found.key if found is not None else None
+    # The catalogue's group column holds 300 characters; stems longer than that are rare.
+    return found.key[:300] if found is not None else None
 
 
 def missing_members(names: Sequence[str]) -> list[str]:

@@ -13,10 +13,11 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from allmicro_data import metrics
@@ -31,7 +32,7 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
-from allmicro_data.ingest.grouping import group_files
+from allmicro_data.ingest.grouping import group_files, missing_members
 from allmicro_data.ingest.ngff import pyramid_options
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pixel_limits import check_declared_pixels
@@ -55,6 +56,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ +()\[\]-]")
+# Job payload keys: since when a job waits for the rest of its acquisition, and which other
+# files the primary's last build read (a companion's job then knows it was included).
+WAITING_SINCE = "companions_waiting_since"
+BUILT_WITH = "built_with"
+# A companion whose primary's job is running looks again this soon: that job may have listed
+# the acquisition's files before this one was stored.
+_RECHECK_SECONDS = 5.0
 
 
 def safe_filename(name: str) -> str:
@@ -88,18 +96,25 @@ def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path
 
 
 def _companions(session: Session, file: File) -> list[File]:
-    """Other files of the same acquisition: same dataset and group key."""
+    """Other files of the same acquisition: same dataset and group key.
+
+    Another version of a file with the same name is not its companion, and of several
+    versions of one companion name, the latest uploaded is.
+    """
     if not file.group_key:
         return []
-    return list(
-        session.scalars(
-            select(File).where(
-                File.dataset_id == file.dataset_id,
-                File.group_key == file.group_key,
-                File.id != file.id,
-            )
+    found = session.scalars(
+        select(File)
+        .where(
+            File.dataset_id == file.dataset_id,
+            File.group_key == file.group_key,
+            File.id != file.id,
         )
+        .order_by(File.uploaded_at)
     )
+    by_name = {f.original_name.lower(): f for f in found}
+    by_name.pop(file.original_name.lower(), None)
+    return list(by_name.values())
 
 
 def _roles_in_group(file: File, group: list[File]) -> tuple[File, list[File]]:
@@ -128,12 +143,57 @@ def _retire_companion_images(session: Session, primary: File, originals: list[Fi
         image.error = f"part of the acquisition of {primary.original_name}"
 
 
-def _rerun_primary(session: Session, primary: File) -> None:
-    job = session.scalars(
-        select(Job).where(Job.file_id == primary.id).order_by(Job.created_at.desc())
+def _latest_job(session: Session, file: File) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.file_id == file.id).order_by(Job.created_at.desc())
     ).first()
-    if job is not None and job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+
+
+def _hand_over(ctx: JobContext, session: Session, file: File, primary: File) -> None:
+    """file is a sidecar or data file of primary's acquisition: its bytes are stored and
+    downloadable, and the image is built by the primary's job, which is made to include it."""
+    job = _latest_job(session, primary)
+    if job is not None and job.status is JobStatus.RUNNING:
+        ctx.defer_in(
+            session,
+            utcnow() + timedelta(seconds=_RECHECK_SECONDS),
+            dict(ctx.job.payload or {}),
+            f"part of the acquisition of {primary.original_name}, whose image is being built",
+        )
+        return
+    if job is not None and job.status is JobStatus.QUEUED:
+        # It may be waiting for this very file: it runs now, and reads it.
+        job.not_before = None
+    elif job is not None and file.id not in (job.payload or {}).get(BUILT_WITH, []):
         rerun(session, job)
+    ctx.finish_in(session)
+
+
+def _wait_for_members(
+    ctx: JobContext, session: Session, file: File, companions: list[File]
+) -> str | None:
+    """Defer the job while its acquisition lacks files its vendor always writes (an .emi's
+    .ser, a DE movie's _info.txt), up to companion_wait_seconds from the first try.
+
+    Returns None when the job goes ahead with all it needs, the warning to record when it
+    goes ahead without what never came, and "" when it was deferred.
+    """
+    missing = missing_members([f.original_name for f in [file, *companions]])
+    if not missing:
+        return None
+    payload = dict(ctx.job.payload or {})
+    now = utcnow()
+    since = payload.get(WAITING_SINCE)
+    started = datetime.fromisoformat(since) if isinstance(since, str) else now
+    wait = ctx.services.settings.companion_wait_seconds
+    deadline = started + timedelta(seconds=wait)
+    what = ", ".join(missing)
+    if now < deadline:
+        payload[WAITING_SINCE] = started.isoformat()
+        ctx.defer_in(session, deadline, payload, f"waiting for the {what}")
+        log.info("job %s: %s waits for the %s", ctx.job.id, file.original_name, what)
+        return ""
+    return f"built without the {what}: not uploaded within {wait:.0f} s of this file"
 
 
 def _image_for(session: Session, file: File, index: int, name: str) -> Image:
@@ -203,11 +263,11 @@ def run_ingest_job(ctx: JobContext) -> None:
         if companions:
             primary, companions = _roles_in_group(file, companions)
             if primary.id != file.id:
-                # A sidecar or data file of another file's acquisition: its bytes are stored and
-                # downloadable, and the image is built by the primary's job, run again now.
-                _rerun_primary(session, primary)
-                ctx.finish_in(session)
+                _hand_over(ctx, session, file, primary)
                 return
+        incomplete = _wait_for_members(ctx, session, file, companions)
+        if incomplete == "":
+            return
         session.expunge_all()
     kind = ctx.job.kind.value
     originals_size = sum(f.size or 0 for f in [file, *companions])
@@ -233,6 +293,9 @@ def run_ingest_job(ctx: JobContext) -> None:
                     )
                 except ReadError as exc:
                     raise JobFailure(str(exc)) from exc
+                if incomplete:
+                    for series in image_file.series:
+                        series.warnings = [*series.warnings, incomplete]
                 _ingest_series(ctx, file, image_file.format, image_file.series, [file, *companions])
     except StorageError as exc:
         if is_storage_full(exc):
@@ -305,6 +368,20 @@ def _ingest_series(
         written.append(image_id)
         log.info("job %s: image %s written (%s)", ctx.job.id, image_id, name)
     with services.session() as session:
+        current = session.get(File, file.id)
+        assert current is not None
+        group = _companions(session, current)
+        primary = _roles_in_group(current, group)[0] if group else current
+        if primary.id != file.id:
+            # A file that outranks this one (the DE movie after its sums) arrived while this
+            # image was built: the acquisition's image is the new primary's, not this one.
+            for image_id in written:
+                image = session.get(Image, image_id)
+                assert image is not None
+                image.status = ImageStatus.FAILED
+                image.error = f"part of the acquisition of {primary.original_name}"
+            _hand_over(ctx, session, current, primary)
+            return
         # Last, in one transaction with the job's success and fenced by its lease: images
         # become visible only when every pyramid is complete and the job has succeeded, and a
         # runner that lost its lease to another cannot publish anything.
@@ -314,8 +391,28 @@ def _ingest_series(
             image.status = ImageStatus.READY
             image.updated_at = utcnow()
         _retire_companion_images(session, file, originals)
+        _settle_companion_jobs(session, ctx, file, originals)
         ctx.finish_in(session)
     log.info("job %s: %d images ready", ctx.job.id, len(written))
+
+
+def _settle_companion_jobs(
+    session: Session, ctx: JobContext, primary: File, originals: list[File]
+) -> None:
+    """Record which files this build read, and close the companions' jobs still queued (waiting
+    for this file, or not yet run): their file is part of this image."""
+    others = [f.id for f in originals if f.id != primary.id]
+    session.execute(
+        update(Job)
+        .where(Job.id == ctx.job.id)
+        .values(payload={**(ctx.job.payload or {}), BUILT_WITH: others})
+    )
+    if others:
+        session.execute(
+            update(Job)
+            .where(Job.file_id.in_(others), Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.SUCCEEDED, progress=100.0, error=None, finished_at=utcnow())
+        )
 
 
 def _shown(series: Series) -> bool:

@@ -275,6 +275,9 @@ def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
             "ALLMICRO_PORT": str(port),
             "ALLMICRO_JOB_WORKERS": "1",
             "ALLMICRO_JOB_LEASE_SECONDS": "6",
+            # A lone member of a multi-file acquisition (a .mib without its .hdr) waits this
+            # long for the rest before its image is built: seconds here, not minutes.
+            "ALLMICRO_COMPANION_WAIT_SECONDS": "4",
             **CHEAP_PASSWORD_HASHES,
         }
     )

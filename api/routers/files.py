@@ -14,6 +14,7 @@ from allmicro_data.api.streaming import content_disposition, original_response, 
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset
 from allmicro_data.catalogue.models import File as StoredFile
+from allmicro_data.ingest.grouping import acquisition_key
 from allmicro_data.originals import clean_name, spool, store_original
 from allmicro_data.quotas import check_upload
 from allmicro_data.storage import SupportsPresignedGet
@@ -58,7 +59,9 @@ def upload_file(
             original_name=name,
             uploaded_by_id=caller.user_id,
             relative_path=relative_path,
-            group_key=group,
+            # Unless the client groups them, files join their acquisition by the vendors'
+            # naming rules: the web form and scripts send an .emi and its .ser one by one.
+            group_key=group or acquisition_key(name),
             max_attempts=services.settings.job_max_attempts,
         )
         record(

@@ -31,6 +31,7 @@ from allmicro_data.api.problems import problem
 from allmicro_data.auth import caller_for_token
 from allmicro_data.catalogue.models import Upload, UploadStatus
 from allmicro_data.errors import DomainError, Invalid, Unauthorised
+from allmicro_data.ingest.grouping import acquisition_key
 from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
 from allmicro_data.storage import StorageError, StorageFull
@@ -226,7 +227,8 @@ def _fields(metadata: dict[str, str]) -> UploadFields:
         filename=filename,
         dataset_id=dataset_id,
         relative_path=relative_path,
-        group=group,
+        # Ungrouped files join their acquisition by the vendors' naming rules (X.emi + X_1.ser).
+        group=group or acquisition_key(filename),
         sha256=validate_sha256(declared) if declared else None,
     )
 

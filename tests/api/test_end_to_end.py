@@ -230,3 +230,88 @@ def test_multi_file_acquisition_becomes_one_image(shared_server: LiveServer, ord
     for result in uploaded.values():
         download = client.get(f"/api/files/{result['file_id']}/download")
         assert download.status_code == 200
+
+
+def _settled_single_image(
+    client: httpx.Client, dataset_id: str, name: str
+) -> list[dict[str, Any]] | None:
+    images: list[dict[str, Any]] = client.get(f"/api/datasets/{dataset_id}/images").json()["items"]
+    jobs = client.get(f"/api/datasets/{dataset_id}/jobs").json()["items"]
+    settled = all(j["status"] in ("succeeded", "failed") for j in jobs)
+    return images if settled and len(images) == 1 and images[0]["name"] == name else None
+
+
+@pytest.mark.parametrize(
+    ("folder", "order", "primary"),
+    [
+        # TIA: the .ser first, then the .emi, as the web form sends them: no group given.
+        ("tia", ["64x64_TEM_images_acquire_1.ser", "64x64_TEM_images_acquire.emi"], 1),
+        # DE-Server: a sum, the _info.txt, the movie, then the other sums.
+        (
+            "direct-electron",
+            [
+                "20241021_00405_final.mrc",
+                "20241021_00405_info.txt",
+                "20241021_00405_movie.mrc",
+                "20241021_00405_0_Virt 0_sum.mrc",
+                "20241021_00405_ext1_Ext 1.mrc",
+            ],
+            2,
+        ),
+    ],
+)
+def test_companions_uploaded_one_by_one_without_a_group_make_one_image(
+    shared_server: LiveServer, folder: str, order: list[str], primary: int
+) -> None:
+    """The server groups files by the vendors' naming rules, whichever arrives first."""
+    email = f"companions-{folder}@elettra.example"
+    dataset_id = setup_project(shared_server, email, f"Elettra companions {folder}")
+    client = shared_server.client(email, USER_PASSWORD)
+    for name in order:
+        job_id = upload(client, dataset_id, name, (SAMPLES / folder / name).read_bytes())["job_id"]
+
+        def handled(job_id: str = job_id) -> bool:
+            # Done, or deferred with its reason (waiting for the rest of its acquisition).
+            job = client.get(f"/api/jobs/{job_id}").json()
+            return job["status"] in ("succeeded", "failed") or (
+                job["status"] == "queued" and bool(job["error"])
+            )
+
+        # One at a time: each file's job has run (or waits) before the next file arrives.
+        wait_until(handled, timeout=60, interval=0.1, what=f"the job of {name}")
+    (image,) = wait_until(
+        lambda: _settled_single_image(client, dataset_id, order[primary]),
+        timeout=60,
+        interval=0.3,
+        what="the acquisition's image",
+    )
+    detail = client.get(f"/api/images/{image['id']}").json()
+    if folder == "tia":
+        assert detail["shape"] == [64, 64] and detail["acquisition"]["accelerating_voltage"]
+    else:
+        # What only the _info.txt holds reached the movie's image.
+        assert "de_info" in detail["vendor"] and detail["acquisition"]["detector"] == "DESim"
+    assert not any("built without" in w for w in detail["warnings"])
+
+
+def test_a_lone_companion_waits_then_becomes_an_image_that_says_what_is_missing(
+    shared_server: LiveServer,
+) -> None:
+    """A .ser whose .emi never comes waits companion_wait_seconds (4 s in tests), then is
+    read alone, its image warning that the .emi is missing."""
+    email = "lone-ser@elettra.example"
+    dataset_id = setup_project(shared_server, email, "Elettra lone ser")
+    client = shared_server.client(email, USER_PASSWORD)
+    ser = SAMPLES / "tia" / "64x64_TEM_images_acquire_1.ser"
+    job_id = upload(client, dataset_id, ser.name, ser.read_bytes())["job_id"]
+    waiting = wait_until(
+        lambda: (job := client.get(f"/api/jobs/{job_id}").json())["error"] and job,
+        timeout=30,
+        what="the .ser's job to wait",
+    )
+    assert waiting["status"] == "queued" and "FEI TIA emi" in waiting["error"]
+    job = wait_for_job(client, job_id, timeout=60)
+    assert job["status"] == "succeeded", job
+    (image_id,) = job["image_ids"]
+    warnings = client.get(f"/api/images/{image_id}").json()["warnings"]
+    assert any("built without the FEI TIA emi" in w for w in warnings), warnings
