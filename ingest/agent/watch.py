@@ -1,4 +1,4 @@
-"""The folder watcher: a file is sent once it is finished (settled, not locked, not a scratch name), optionally grouped by folder."""
+"""The folder watcher: a file is sent once it is finished (settled, not locked, not a scratch name), grouped with its acquisition's other files by the vendors' naming rules, or by folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from allmicro_data.ingest.agent.files import native
 from allmicro_data.ingest.agent.tus import Agent
+from allmicro_data.ingest.grouping import acquisition_key
 
 # Names instruments and editors use for files still being written or for scratch.
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".lock")
@@ -103,12 +104,25 @@ class Watcher:
                 waiting = True
                 continue
             relative = path.relative_to(self.directory)
-            group = relative.parent.as_posix() if self.group_by_folder else None
+            group = self._group(relative)
             outcome = self.agent.send(path, relative.as_posix(), group if group != "." else None)
             seen.handled = True
             if outcome.status == "failed":
                 self.failures += 1
         return waiting
+
+    def _group(self, relative: Path) -> str | None:
+        """The acquisition a file belongs to: its folder with --group-by-folder, else its
+        vendor's naming rule (X.emi with X_1.ser), within its folder."""
+        folder = relative.parent.as_posix()
+        if self.group_by_folder:
+            return folder if folder != "." else None
+        key = acquisition_key(relative.name)
+        if key is None:
+            return None
+        # Two folders may each hold an acquisition of the same name; the server's column holds
+        # 300 characters.
+        return (key if folder == "." else f"{folder}/{key}")[:300]
 
     def run(self, once: bool) -> None:
         while not self.stop.is_set():

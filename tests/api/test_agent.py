@@ -310,3 +310,25 @@ def test_a_file_counts_as_finished_only_once_it_stops_changing(tmp_path: Path) -
     assert agent.sent == [(growing, "run 1/frame.tif", "run 1")]
     assert watcher.scan() is False
     assert len(agent.sent) == 1
+
+
+def test_watch_groups_an_acquisition_by_the_vendors_naming_rules(tmp_path: Path) -> None:
+    agent: Any = FakeAgent()
+    (tmp_path / "run 2").mkdir()
+    for name in ("acq_1.ser", "acq.emi", "run 2/acq.emi", "cells.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    watcher = Watcher(
+        agent, tmp_path, recursive=True, settle=0.0, interval=0.05, group_by_folder=False
+    )
+
+    def all_sent() -> bool:
+        watcher.scan()
+        return len(agent.sent) == 4
+
+    wait_until(all_sent, timeout=10, interval=0.05, what="the four files to be sent")
+    groups = {relative: group for _, relative, group in agent.sent}
+    # One acquisition key for X.emi and X_1.ser, another for the same name in another folder,
+    # none for a file no rule groups.
+    assert groups["acq_1.ser"] == groups["acq.emi"] is not None
+    assert groups["run 2/acq.emi"] not in (None, groups["acq.emi"])
+    assert groups["cells.tif"] is None
