@@ -174,6 +174,12 @@ class Acquisition:
     spot_size: float | None = field(
         default=None, metadata=about(float, N_("Spot size"), display=(DisplayUnit(""),))
     )
+    # The objective lens defocus the instrument reports for this image, signed as the vendor
+    # writes it (SerialEM: negative is underfocus), in metres; pages show µm.
+    defocus: float | None = field(
+        default=None,
+        metadata=about(float, N_("Defocus"), unit="metres", display=(DisplayUnit("µm", 1e-6),)),
+    )
     channels: list[Channel] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -385,6 +385,7 @@ class Image(Base):
     objective: Mapped[str | None] = mapped_column(String(200))
     electron_dose: Mapped[float | None] = mapped_column(Float)  # e⁻/m²
     spot_size: Mapped[float | None] = mapped_column(Float)
+    defocus: Mapped[float | None] = mapped_column(Float)  # metres, signed
     channels: Mapped[list[Any] | None]
 
     vendor_metadata: Mapped[dict[str, Any] | None]

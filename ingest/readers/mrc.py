@@ -500,6 +500,9 @@ def _apply_mdoc(series: MrcSeries, doc: dict[str, Any]) -> None:
     dose = positive(as_float(merged.get("ExposureDose")))
     acq.electron_dose = dose * 1e20 if dose else acq.electron_dose
     acq.spot_size = positive(as_float(merged.get("SpotSize"))) or acq.spot_size
+    # SerialEM's Defocus is in µm, negative for underfocus; 0 is a real (focused) value.
+    defocus_um = as_float(merged.get("Defocus"))
+    acq.defocus = defocus_um * 1e-6 if defocus_um is not None else acq.defocus
     acq.detector = text_or_none(merged.get("CameraName")) or acq.detector
     cl_mm = positive(as_float(merged.get("CameraLength")))
     acq.camera_length = cl_mm * 1e-3 if cl_mm else acq.camera_length

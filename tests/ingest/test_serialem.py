@@ -85,3 +85,4 @@ def test_tilt_series_keeps_every_images_tilt_defocus_and_dose(tmp_path: Path) ->
         assert series.pixel_size.x == pytest.approx(2.7e-10)
         assert acq.magnification == 64000 and acq.accelerating_voltage == 300e3
         assert acq.electron_dose == pytest.approx(3.1e20) and acq.tilt_angle_deg == 0.0
+        assert acq.defocus == pytest.approx(-2.51e-6)  # the first image's, in metres
