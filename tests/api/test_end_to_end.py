@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -232,6 +233,28 @@ def test_multi_file_acquisition_becomes_one_image(shared_server: LiveServer, ord
         assert download.status_code == 200
 
 
+def tus_upload(client: httpx.Client, dataset_id: str, name: str, data: bytes) -> str:
+    """One tus upload without a group, in one PATCH; the job id of the finished upload."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    fields = {"filename": name, "dataset_id": dataset_id}
+    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+    created = client.post(
+        "/api/uploads/", headers={**tus, "Upload-Length": str(len(data)), "Upload-Metadata": meta}
+    )
+    assert created.status_code == 201, created.text
+    done = client.patch(
+        created.headers["Location"],
+        content=data,
+        headers={
+            **tus,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+        },
+    )
+    assert done.status_code == 204, done.text
+    return done.headers["X-Allmicro-Job-Id"]
+
+
 def _settled_single_image(
     client: httpx.Client, dataset_id: str, name: str
 ) -> list[dict[str, Any]] | None:
@@ -246,6 +269,8 @@ def _settled_single_image(
     [
         # TIA: the .ser first, then the .emi, as the web form sends them: no group given.
         ("tia", ["64x64_TEM_images_acquire_1.ser", "64x64_TEM_images_acquire.emi"], 1),
+        # The same through tus (the agent), the .emi first this time.
+        ("tia-tus", ["64x64_TEM_images_acquire.emi", "64x64_TEM_images_acquire_1.ser"], 0),
         # DE-Server: a sum, the _info.txt, the movie, then the other sums.
         (
             "direct-electron",
@@ -268,7 +293,11 @@ def test_companions_uploaded_one_by_one_without_a_group_make_one_image(
     dataset_id = setup_project(shared_server, email, f"Elettra companions {folder}")
     client = shared_server.client(email, USER_PASSWORD)
     for name in order:
-        job_id = upload(client, dataset_id, name, (SAMPLES / folder / name).read_bytes())["job_id"]
+        data = (SAMPLES / folder.removesuffix("-tus") / name).read_bytes()
+        if folder.endswith("-tus"):
+            job_id = tus_upload(client, dataset_id, name, data)
+        else:
+            job_id = upload(client, dataset_id, name, data)["job_id"]
 
         def handled(job_id: str = job_id) -> bool:
             # Done, or deferred with its reason (waiting for the rest of its acquisition).
@@ -286,7 +315,7 @@ def test_companions_uploaded_one_by_one_without_a_group_make_one_image(
         what="the acquisition's image",
     )
     detail = client.get(f"/api/images/{image['id']}").json()
-    if folder == "tia":
+    if folder.startswith("tia"):
         assert detail["shape"] == [64, 64] and detail["acquisition"]["accelerating_voltage"]
     else:
         # What only the _info.txt holds reached the movie's image.
