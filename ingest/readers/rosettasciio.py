@@ -306,6 +306,34 @@ def _share_bruker_date(series: Sequence[Series]) -> None:
             each.vendor["acquired_at_source"] = "the BCF's hypermap (EDS spectrum header)"
 
 
+def _catalogue_analyses(series: Sequence[Series], *, every_image: bool) -> None:
+    """Spectra, line scans, maps and hypermaps get no pyramid, so no image of their own: the
+    catalogue keeps them in the vendor metadata of the image they were acquired on (the image
+    before them in the file; every image of a BCF, whose hypermap spans them all)."""
+    images = [s for s in series if s.viewable and not s.preview]
+    if not images:
+        return
+    owner: Series = images[0]
+    for each in series:
+        if each.viewable:
+            owner = each if not each.preview else owner
+            continue
+        for image in images if every_image else [owner]:
+            theirs = image.vendor.get("original_metadata") or {}
+            own = each.vendor.get("original_metadata") or {}
+            image.vendor.setdefault("analyses", []).append(
+                {
+                    "name": each.name,
+                    "axes": each.vendor.get("axes"),
+                    "shape": list(each.shape),
+                    "dtype": str(each.dtype),
+                    "acquisition": each.acquisition.to_json(),
+                    # What the image's own keys do not already say.
+                    "original_metadata": {k: v for k, v in own.items() if theirs.get(k) != v},
+                }
+            )
+
+
 class RsciioSeries(Series):
     def __init__(
         self, signal: Mapping[str, Any], index: int, plugin: str, *, file_name: str, fmt: str
@@ -482,6 +510,7 @@ class RsciioFile(ImageFile):
             )
         if plugin == "bruker":
             _share_bruker_date(self.series)
+        _catalogue_analyses(self.series, every_image=plugin == "bruker")
 
     def _signals(
         self, plugin: str, target: Path, companions: Sequence[Path]

@@ -341,7 +341,9 @@ def test_fluorescence_channels_keep_names_and_colours_everywhere(viewer: Viewer)
         (
             "leica/LeicaLASX_wavelength-sweep_example.lif",
             ["x_y_lambdaEmi", "x_y_lambdaExc", "x_y_z_t_lambdaEmi"],
-        )
+        ),
+        ("zeiss-czi/two_scenes_mosaic.czi", ["scene 1", "scene 2"]),
+        ("nikon/cluster.nd2", []),
     ],
 )
 def test_optical_vendor_file_ends_as_ready_viewable_images(
@@ -354,13 +356,14 @@ def test_optical_vendor_file_ends_as_ready_viewable_images(
     assert job["status"] == "succeeded", job
     images = [viewer.client.get(f"/api/images/{i}").json() for i in job["image_ids"]]
     # Every image of the project file is its own image, named as in the file.
-    assert sorted(image["name"] for image in images) == sorted(f"{path.name} [{n}]" for n in names)
+    expected = [f"{path.name} [{n}]" for n in names] if names else [path.name]
+    assert sorted(image["name"] for image in images) == sorted(expected)
     for image in images:
         assert image["acquisition"]["modality"] == "optical"
         info = viewer.client.get(f"/iiif/3/{image['id']}/info.json")
         assert info.status_code == 200, info.text
-        tile = viewer.get(image["id"], "full/64,/0/default.png")
-        assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+        tile = viewer.get(image["id"], "full/max/0/default.png")
+        assert tile.status_code == 200 and tile.headers["content-type"] == "image/png", tile.text
 
 
 @pytest.mark.parametrize(
@@ -391,3 +394,40 @@ def test_detector_files_end_as_ready_viewable_images(viewer: Viewer, sample: str
         # The 4D original stays downloadable byte for byte.
         download = viewer.client.get(f"/api/files/{uploaded['file_id']}/download")
         assert download.content == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("sample", "images", "analyses"),
+    [
+        (
+            "phenom/Elid2Version1.elid",
+            ["Image 1", "385test - spectrum", "Image 1"],
+            ["Image 1, Spot 1", "Image 1, Region 2", "Image 1, Map 3", "Image 1, Line 4"],
+        ),
+        ("jeol/Dummy-Data_0000000.img", ["BF"], []),
+        ("bruker/P45_the_default_job.bcf", ["BSE", "SE"], ["EDX"]),
+    ],
+)
+def test_em_container_ends_as_ready_viewable_images(
+    viewer: Viewer, sample: str, images: list[str], analyses: list[str]
+) -> None:
+    """Each image of a Phenom ELID, a JEOL Analysis Station file or a Bruker BCF is served; the
+    spectra and maps acquired on it are catalogued in its metadata, without a pyramid."""
+    path = SAMPLES / sample
+    job = wait_for_job(
+        viewer.client, upload(viewer.client, viewer.dataset, path.name, path.read_bytes())["job_id"]
+    )
+    assert job["status"] == "succeeded", job
+    served = [viewer.client.get(f"/api/images/{i}").json() for i in job["image_ids"]]
+    assert len(served) == len(images)
+    for image, name in zip(served, images, strict=True):
+        assert image["name"] in (path.name, f"{path.name} [{name}]")
+        # Calibrated, except the colour picture a Phenom project imported without a scale.
+        assert image["levels"] >= 1 and (image["pixel_size"]["x"] or name == "385test - spectrum")
+        tile = viewer.get(image["id"], "full/max/0/default.png")
+        assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    first = served[0]
+    listed = [a["name"] for a in first["vendor"].get("analyses", [])]
+    assert listed[: len(analyses)] == analyses
+    if analyses:
+        assert first["vendor"]["analyses"][0]["acquisition"]["accelerating_voltage"] > 0

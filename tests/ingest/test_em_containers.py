@@ -118,3 +118,24 @@ def test_jeol_images_read_whatever_their_stored_name(tmp_path: Path) -> None:
         (series,) = jeol.series
         assert series.shape == (64, 64) and series.pixel_size.x == pytest.approx(7.734375e-9)
         assert series.acquisition.instrument == "JEM-ARM200F(URP)"
+
+
+def test_analyses_without_a_pyramid_are_catalogued_with_the_image_they_were_made_on() -> None:
+    with open_image_file(SAMPLES / "phenom" / "Elid2Version0.elid") as elid:
+        first, picture, second = (s for s in elid.series if s.viewable)
+        names = [a["name"] for a in first.vendor["analyses"]]
+        assert names == [f"Image 1, {n}" for n in ("Spot 1", "Region 2", "Map 3", "Line 4")] + [
+            "Image 1, Map 6",
+            "Image 1, Difference 3 - 6",
+        ]
+        assert [a["name"] for a in picture.vendor["analyses"]] == ["385test - spectrum, MSA 1"]
+        (mapped,) = second.vendor["analyses"]
+        assert mapped["shape"] == [16, 16, 2048] and mapped["dtype"] == "uint32"
+        assert mapped["acquisition"]["detector"] == "EDS (FastSDD_C2)"
+        assert mapped["axes"][2]["units"] == "keV"
+    with open_image_file(SAMPLES / "bruker" / "P45_the_default_job.bcf") as bcf:
+        # The hypermap spans every image of the BCF.
+        for image in (s for s in bcf.series if s.viewable):
+            (hypermap,) = image.vendor["analyses"]
+            assert hypermap["name"] == "EDX" and hypermap["shape"] == [75, 100, 2048]
+            assert hypermap["original_metadata"]["Detector"]["Type"] == "XFlash 6|10"
