@@ -98,3 +98,35 @@ def test_viewer_gets_no_upload_form_and_a_contributor_sees_a_failed_ingest(
     page.goto(dataset_page)
     page.wait_for_url(re.compile(r"/login\?next="))
     contributor.close()
+
+
+def test_an_emi_and_its_ser_sent_through_the_form_one_by_one_make_one_image(
+    network: Network, browser: Any
+) -> None:
+    """The form sends file by file without a group; the server joins them by TIA's naming rule
+    however they come, here the .ser in one submission and the .emi in the next."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import SAMPLES, wait_until
+
+    server = network.server
+    dataset_page = f"{server.url}/datasets/{network.dataset_id}"
+    context = browser.new_context(locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sign_in(page, server.url, OWNER)
+    for name in ("64x64_TEM_images_acquire_1.ser", "64x64_TEM_images_acquire.emi"):
+        page.goto(dataset_page)
+        page.set_input_files("#upload-form input[type=file]", str(SAMPLES / "tia" / name))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_url(f"{dataset_page}?uploaded=1")
+
+    def images_shown() -> list[str] | None:
+        page.goto(dataset_page)
+        names = page.locator("li.card .name").all_inner_texts()
+        return names if "64x64_TEM_images_acquire.emi" in names else None
+
+    names = wait_until(images_shown, timeout=60, interval=0.5, what="the acquisition's image")
+    assert names == ["64x64_TEM_images_acquire.emi"]
+    expect(page.locator("li.card .facts")).to_contain_text("TEM")
+    context.close()
