@@ -15,9 +15,11 @@ from allmicro_data.ingest.readers.base import (
     Series,
     UnsupportedFormat,
 )
+from allmicro_data.ingest.readers.czi import CziReader
 from allmicro_data.ingest.readers.diffraction import DiffractionReader
 from allmicro_data.ingest.readers.lif import LifReader
 from allmicro_data.ingest.readers.mrc import MrcReader
+from allmicro_data.ingest.readers.nd2 import Nd2Reader
 from allmicro_data.ingest.readers.ome import OmeXmlReader
 from allmicro_data.ingest.readers.phenom import bzip2_head
 from allmicro_data.ingest.readers.rosettasciio import RsciioReader
@@ -31,6 +33,8 @@ REGISTRY: list[Reader] = [
     RsciioReader(),
     DiffractionReader(),
     LifReader(),
+    CziReader(),
+    Nd2Reader(),
     OmeXmlReader(),
     MrcReader(),
 ]

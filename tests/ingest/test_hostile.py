@@ -205,6 +205,17 @@ def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
     lif_header = root / "header-cut.lif"
     lif_header.write_bytes(lif[:2000])  # inside the XML header
     cases["LIF cut inside its XML header"] = (lif_header, "LIF")
+    for sample, word in (
+        ("nikon/cluster.nd2", "truncated"),
+        ("zeiss-czi/two_scenes_mosaic.czi", "CZI"),
+    ):
+        data = (SAMPLES / sample).read_bytes()
+        cut = root / f"cut{Path(sample).suffix}"
+        cut.write_bytes(data[: len(data) // 2])
+        cases[f"truncated {Path(sample).suffix}"] = (cut, word)
+        empty = root / f"empty{Path(sample).suffix}"
+        empty.write_bytes(b"")
+        cases[f"zero-length {Path(sample).suffix}"] = (empty, "empty")
     cases.update(_detector_cases(root))
     return cases
 
@@ -288,6 +299,10 @@ CASE_NAMES = [
     "gzip named .tif.gz",
     "truncated LIF",
     "LIF cut inside its XML header",
+    "truncated .nd2",
+    "zero-length .nd2",
+    "truncated .czi",
+    "zero-length .czi",
     "truncated Merlin MIB",
     "Merlin MIB with a zero-length frame",
     "truncated NanoMegas blockfile",
