@@ -343,7 +343,7 @@ def test_fluorescence_channels_keep_names_and_colours_everywhere(viewer: Viewer)
             ["x_y_lambdaEmi", "x_y_lambdaExc", "x_y_z_t_lambdaEmi"],
         ),
         ("zeiss-czi/two_scenes_mosaic.czi", ["scene 1", "scene 2"]),
-        ("nikon/cluster.nd2", []),
+        ("nikon/cluster.nd2", []),  # one position: the image is named as the file
     ],
 )
 def test_optical_vendor_file_ends_as_ready_viewable_images(
@@ -364,6 +364,12 @@ def test_optical_vendor_file_ends_as_ready_viewable_images(
         assert info.status_code == 200, info.text
         tile = viewer.get(image["id"], "full/max/0/default.png")
         assert tile.status_code == 200 and tile.headers["content-type"] == "image/png", tile.text
+        # The viewer's channel defaults are the file's channel names and colours.
+        channels = image["acquisition"]["channels"]
+        display = viewer.client.get(f"/api/images/{image['id']}/display").json()["channels"]
+        assert [(c["label"], c["color"]) for c in display] == [
+            (c["name"] or f"channel {i}", c["color"] or "FFFFFF") for i, c in enumerate(channels)
+        ]
 
 
 @pytest.mark.parametrize(
