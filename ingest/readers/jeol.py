@@ -19,10 +19,13 @@ from allmicro_data.ingest.readers.base import ReadError
 
 _IMAGE_MAGIC = struct.pack("<I", 52)
 _PTS_MAGIC = struct.pack("<I", 304) + b"PTTDFILE"
+# A project file lists samples and views (kilobytes); its key tree is parsed whole, so a file
+# far larger than any project is not taken for one.
+MAX_ASW_BYTES = 16 * 1024**2
 
 
 def jeol_kind(head: bytes) -> str | None:
-    """The Analysis Station file kind head shows ("image" covers .img and .map), or None."""
+    """The Analysis Station data file kind head shows ("image" covers .img and .map), or None."""
     if head[:4] == _IMAGE_MAGIC and head[4:13] == b"JED-2200:":
         return "image"
     if head[:12] == _PTS_MAGIC:
@@ -50,13 +53,20 @@ def _check_image_header(path: Path) -> None:
         )
 
 
+def is_asw(head: bytes, path: Path) -> bool:
+    """True for an Analysis Station project (.ASW): no magic, but a key tree with SampleInfo."""
+    return head[:4] == bytes(4) and len(head) > 13 and read_asw(path) is not None
+
+
 def read_asw(path: Path) -> dict[str, Any] | None:
     """The project tree of an .ASW file, or None when path is not one."""
     from rsciio.jeol._api import _parsejeol
 
     try:
+        if path.stat().st_size > MAX_ASW_BYTES:
+            return None
         with path.open("rb") as fd:
-            if fd.read(4) != b"\x00\x00\x00\x00":
+            if fd.read(4) != bytes(4):
                 return None
             fd.seek(12)
             tree = _parsejeol(fd)
@@ -84,22 +94,24 @@ def asw_entry(tree: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
-def read_jeol(
-    path: Path, companions: Sequence[Path], workdir: Path
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """rosettasciio signal dicts of the file (with its .ASW project facts) and warnings.
+def _kind_of(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            return jeol_kind(handle.read(16))
+    except OSError:
+        return None
 
-    workdir holds the link rosettasciio opens; lazy spectrum images read through it later.
-    """
+
+def _read_data(path: Path, workdir: Path) -> list[dict[str, Any]]:
+    """rosettasciio's signal dicts of one .img/.map/.pts, linked into workdir under the
+    extension its content calls for (lazy spectrum images read through the link later)."""
     from rsciio.jeol import file_reader
 
-    with path.open("rb") as handle:
-        kind = jeol_kind(handle.read(16))
+    kind = _kind_of(path)
     suffix = {"image": "img", "spectrum image": "pts"}.get(kind or "")
     if suffix is None:
         raise ReadError(f"{path.name}: not a JEOL Analysis Station file")
-    warnings: list[str] = []
-    link = workdir / f"data.{suffix}"
+    link = workdir / f"data{len(list(workdir.iterdir()))}.{suffix}"
     link.symlink_to(path.resolve())
     options: dict[str, Any] = {}
     if suffix == "pts":
@@ -115,6 +127,30 @@ def read_jeol(
             f"{path.name}: JEOL Analysis Station {kind} ends before its header does "
             f"(truncated: {exc})"
         ) from exc
+    return signals
+
+
+def read_jeol(
+    path: Path, companions: Sequence[Path], workdir: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """rosettasciio signal dicts and warnings of a data file with its .ASW project among the
+    companions, or of an .ASW project with the data files it lists among the companions."""
+    project = read_asw(path)
+    if project is not None:
+        listed = [c for c in companions if _kind_of(c) and asw_entry(project, c.name)]
+        if not listed:
+            raise ReadError(
+                f"{path.name}: a JEOL .ASW project holds metadata only; upload the "
+                ".img/.map/.pts files it lists with it"
+            )
+        signals: list[dict[str, Any]] = []
+        for data in listed:
+            for signal in _read_data(data, workdir):
+                signal.setdefault("original_metadata", {})["asw"] = asw_entry(project, data.name)
+                signals.append(signal)
+        return signals, []
+    signals = _read_data(path, workdir)
+    warnings: list[str] = []
     for companion in companions:
         tree = read_asw(companion)
         if tree is None:

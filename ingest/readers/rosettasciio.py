@@ -23,7 +23,7 @@ from allmicro_data.ingest.readers.base import (
     Series,
 )
 from allmicro_data.ingest.readers.dm_tags import dm_acquisition, find_image_tags
-from allmicro_data.ingest.readers.jeol import jeol_kind, read_jeol
+from allmicro_data.ingest.readers.jeol import is_asw, jeol_kind, read_jeol
 from allmicro_data.ingest.readers.normalise import (
     as_float,
     dig,
@@ -89,6 +89,8 @@ def plugin_for(head: bytes, path: Path) -> tuple[str, str] | None:
     jeol = jeol_kind(head)
     if jeol is not None:
         return "jeol", f"JEOL Analysis Station {jeol}"
+    if is_asw(head, path):
+        return "jeol", "JEOL Analysis Station project (.ASW)"
     if head[:8] == HDF5_MAGIC:
         plugin = _hdf5_plugin(path)
         names = {"emd": "EMD (HDF5)", "hspy": "HyperSpy HDF5", "nexus": "NeXus HDF5"}

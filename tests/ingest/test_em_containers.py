@@ -139,3 +139,18 @@ def test_analyses_without_a_pyramid_are_catalogued_with_the_image_they_were_made
             (hypermap,) = image.vendor["analyses"]
             assert hypermap["name"] == "EDX" and hypermap["shape"] == [75, 100, 2048]
             assert hypermap["original_metadata"]["Detector"]["Type"] == "XFlash 6|10"
+
+
+def test_an_asw_project_opened_with_its_data_files_gives_a_series_per_listed_file(
+    tmp_path: Path,
+) -> None:
+    image = SAMPLES / "jeol" / "Dummy-Data_0000000.img"
+    mapped = SAMPLES / "jeol" / "Dummy-Data_0000001.map"
+    project = _asw(tmp_path / "Project.ASW", "Alloy 7\\View 003\\Dummy-Data_0000001.map")
+    with open_image_file(project, [image, mapped]) as jeol:
+        # Only the file the project lists: the .img is another view's.
+        (series,) = jeol.series
+        assert series.name == "BF(frame1)" and series.shape == (64, 64)
+        assert series.vendor["original_metadata"]["asw"]["sample"]["SampleName"] == "Alloy 7"
+    with pytest.raises(ReadError, match=r"^Project\.ASW: a JEOL \.ASW project holds metadata"):
+        open_image_file(project)
