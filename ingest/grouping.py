@@ -172,7 +172,9 @@ def missing_members(names: Sequence[str]) -> list[str]:
 
 
 def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> list[Path]:
-    """The other files of path's acquisition among candidates (by default, path's folder)."""
+    """The other files of path's acquisition among candidates (by default, path's folder) that
+    path is read with: a file that would outrank it as the image (a DE movie beside the
+    _final.mrc asked about) only when path cannot be read without it (a .ser its .emi)."""
     own = member(path.name, by_name_alone=True)
     if own is None:
         return []
@@ -186,7 +188,13 @@ def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> lis
         if candidate.name == path.name and candidate.parent == path.parent:
             continue
         other = member(candidate.name, by_name_alone=True)
-        if other is not None and other.key == own.key:
+        if other is None or other.key != own.key:
+            continue
+        outranks = other.kind.rank is not None and (
+            own.kind.rank is None or other.kind.rank < own.kind.rank
+        )
+        needed = any(other.kind.name in alternatives for alternatives in own.kind.needs)
+        if not outranks or needed:
             found.append(candidate)
     return found
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from allmicro_data.ingest.grouping import group_files
 
 
@@ -55,3 +57,18 @@ def test_vendor_names_alone_give_one_acquisition_key_and_say_what_is_missing() -
     ]
     # A plain MRC needs no .mdoc; an .mdoc needs its stack.
     assert missing_members(["tomo.mrc"]) == [] and missing_members(["tomo.mrc.mdoc"]) != []
+
+
+def test_companions_found_beside_a_file_are_those_it_is_read_with(tmp_path: Path) -> None:
+    from allmicro_data.ingest.grouping import find_companions
+
+    names = ["s_movie.mrc", "s_final.mrc", "s_info.txt", "x.emi", "x_1.ser", "other.tif"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    found = {n: sorted(c.name for c in find_companions(tmp_path / n)) for n in names}
+    assert found["s_movie.mrc"] == ["s_final.mrc", "s_info.txt"]
+    # The sum asked about stays what is read: the movie beside it is not pulled in.
+    assert found["s_final.mrc"] == ["s_info.txt"]
+    # A .ser is read with its .emi, which then is the image (TIA keeps the metadata there).
+    assert found["x_1.ser"] == ["x.emi"] and found["x.emi"] == ["x_1.ser"]
+    assert found["other.tif"] == []
