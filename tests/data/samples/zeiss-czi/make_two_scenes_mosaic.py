@@ -41,3 +41,31 @@ with czi.create_czi(path, exist_ok=True) as writer:
             ),
         },
     )
+
+# What ZEN writes beside the pixels and pylibCZIrw's writer has no argument for: the instrument
+# (microscope, objective), channel wavelengths and the acquisition time, set through Zeiss's
+# own metadata editor into the same document.
+INSTRUMENT = """<Instrument><Microscopes><Microscope Id="Microscope:1" Name="Axio Observer.Z1">
+<System>Axio Observer.Z1</System></Microscope></Microscopes><Objectives>
+<Objective Id="Objective:1" Name="Plan-Apochromat 63x/1.40 Oil DIC M27">
+<NominalMagnification>63</NominalMagnification><LensNA>1.4</LensNA>
+<Manufacturer><Model>Plan-Apochromat 63x/1.40 Oil DIC M27</Model></Manufacturer>
+</Objective></Objectives></Instrument>"""
+WAVELENGTHS = {"DAPI": (353, 465), "EGFP": (488, 509)}
+with czi.edit_czi(path) as editor, editor.edit_session() as builder:
+    xml = builder.get_xml()
+    xml = xml.replace(
+        "<Image>",
+        "<Image><AcquisitionDateAndTime>2026-03-14T09:26:53.5897931+01:00</AcquisitionDateAndTime>",
+        1,
+    )
+    xml = xml.replace("</Image>", "</Image>" + INSTRUMENT, 1)
+    for name, (excitation, emission) in WAVELENGTHS.items():
+        xml = xml.replace(
+            f'<Channel Id="Channel:{0 if name == "DAPI" else 1}" Name="{name}">',
+            f'<Channel Id="Channel:{0 if name == "DAPI" else 1}" Name="{name}">'
+            f"<ExcitationWavelength>{excitation}</ExcitationWavelength>"
+            f"<EmissionWavelength>{emission}</EmissionWavelength>",
+            1,
+        )
+    builder.set_xml(xml)
