@@ -60,9 +60,6 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ +()\[\]-]")
 # files the primary's last build read (a companion's job then knows it was included).
 WAITING_SINCE = "companions_waiting_since"
 BUILT_WITH = "built_with"
-# A companion whose primary's job is running looks again this soon: that job may have listed
-# the acquisition's files before this one was stored.
-_RECHECK_SECONDS = 5.0
 
 
 def safe_filename(name: str) -> str:
@@ -154,9 +151,11 @@ def _hand_over(ctx: JobContext, session: Session, file: File, primary: File) -> 
     downloadable, and the image is built by the primary's job, which is made to include it."""
     job = _latest_job(session, primary)
     if job is not None and job.status is JobStatus.RUNNING:
+        # That job may have listed the acquisition's files before this one was stored: look
+        # again once per lease (a large movie's build takes long; no need to ask every second).
         ctx.defer_in(
             session,
-            utcnow() + timedelta(seconds=_RECHECK_SECONDS),
+            utcnow() + timedelta(seconds=ctx.services.settings.job_lease_seconds),
             dict(ctx.job.payload or {}),
             f"part of the acquisition of {primary.original_name}, whose image is being built",
         )
