@@ -287,8 +287,11 @@ FLUORESCENCE = [
 
 
 def fluorescence_ome_tiff() -> bytes:
-    """A 3-channel OME-TIFF whose OME-XML names each channel, its wavelengths and its colour."""
-    data = np.random.default_rng(16).integers(0, 4000, (3, 96, 128)).astype(np.uint16)
+    """A 3-channel OME-TIFF whose OME-XML names each channel, its wavelengths and its colour;
+    channel i is bright only in the i-th third of the columns, dim noise elsewhere."""
+    data = np.random.default_rng(16).integers(0, 50, (3, 96, 120)).astype(np.uint16)
+    for i in range(3):
+        data[i, :, 40 * i : 40 * (i + 1)] += 4000
 
     def signed_rgba(hex_rgb: str) -> int:
         value = (int(hex_rgb, 16) << 8) | 0xFF  # OME Color is a signed 32-bit RGBA
@@ -333,6 +336,13 @@ def test_fluorescence_channels_keep_names_and_colours_everywhere(viewer: Viewer)
         zip(names, colours, strict=True)
     )
     assert f"/api/images/{image_id}/display" in viewer.client.get(f"/images/{image_id}").text
+
+    # What the viewer shows without parameters: each third of the picture in its channel's colour.
+    picture = png(viewer.get(image_id, "full/max/0/default.png"))
+    for i, colour in enumerate(colours):
+        rgb = picture[48, 40 * i + 20, :3]
+        expected = [int(colour[k : k + 2], 16) for k in (0, 2, 4)]
+        assert np.abs(rgb.astype(int) - expected).max() <= 40, (FLUORESCENCE[i][0], rgb)
 
 
 @pytest.mark.parametrize(
