@@ -11,6 +11,7 @@ before anything is allocated, truncation is an error, and count arrays are decod
 from __future__ import annotations
 
 import bz2
+import contextlib
 import copy
 import io
 import struct
@@ -32,6 +33,8 @@ ELID_MAGIC = b"EID2"
 MIN_BUDGET = 32 * 1024**2
 RATIO = 2000
 _BLOCK = 1 << 20
+# One member (an image's TIFF) is read whole; Phenom images are at most 4096 x 4096 in colour.
+MAX_MEMBER_BYTES = 256 * 1024**2
 # A bzip2 block is at most 900 kB of input, plus slack for incompressible data.
 _SNIFF_CHUNK = 64 * 1024
 _SNIFF_BLOCKS = 16
@@ -64,6 +67,35 @@ def is_elid(head: bytes, path: Path) -> bool:
     return head[:3] == b"BZh" and bzip2_head(path)[0][:4] == ELID_MAGIC
 
 
+class _Kept(Exception):
+    """The array a re-parse was for is decoded."""
+
+
+class LazyCounts:
+    """The EDS counts of one map or line scan of an ELID, decoded from the file when read:
+    a spectrum image is catalogued, not converted, so its counts need not sit in memory."""
+
+    def __init__(self, path: Path, index: int, shape: tuple[int, ...]) -> None:
+        self._path = path
+        self._index = index
+        self.shape = shape
+        self.ndim = len(shape)
+        self.dtype = np.dtype(np.uint32)
+
+    def _load(self) -> np.ndarray[Any, Any]:
+        kept = BoundedElidReader(self._path, keep=self._index).kept
+        if kept is None:
+            raise ElidError("an EDS map is gone from the file since it was opened")
+        return kept
+
+    def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:
+        return self._load()[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        data = self._load()
+        return data if dtype is None else data.astype(dtype)
+
+
 class ElidError(ReadError):
     """A structural problem of the ELID stream; the file name is added by the caller."""
 
@@ -71,9 +103,15 @@ class ElidError(ReadError):
 class BoundedElidReader(ElidReader):  # type: ignore[misc]
     """rosettasciio's ELID layout over a stream that refuses to inflate beyond its budget."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: int | None = None) -> None:
+        """Parse the project; EDS maps and line scans are skipped and read later, when asked
+        for, by parsing again with keep set to their ordinal (then only that one is decoded)."""
         # ElidReader.__init__ reads the whole project through _read; it is replaced, not called.
+        self._path = path
         self._pathname = str(path)
+        self._keep = keep
+        self._arrays = 0
+        self.kept: np.ndarray[Any, Any] | None = None
         self._budget = max(MIN_BUDGET, RATIO * path.stat().st_size)
         self._inflated = 0
         self._pending = bytearray()
@@ -87,7 +125,10 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
             if not 0 <= version <= 4:
                 raise ElidError(f"ELID container version {version} is not supported (0-4 are)")
             self._version = version
-            self.dictionaries: list[dict[str, Any]] = self._read_Project()
+            self.dictionaries: list[dict[str, Any]] = []
+            # _Kept: the one array asked for is decoded; the rest of the file is not needed.
+            with contextlib.suppress(_Kept):
+                self.dictionaries = self._read_Project()
 
     @property
     def version(self) -> int:
@@ -129,6 +170,11 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
 
     def _read(self, size: int = 1) -> bytes:
         self._claim(size, "a member")
+        if size > MAX_MEMBER_BYTES:
+            raise ElidError(
+                f"a member declares {size:,} bytes, more than any Phenom image holds "
+                f"({MAX_MEMBER_BYTES:,}; decompression bomb or corrupt container)"
+            )
         while len(self._pending) < size:
             self._more()
         out = bytes(self._pending[:size])
@@ -142,10 +188,11 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
 
     # --- arrays, vectorised -----------------------------------------------------------------
 
-    def _read_varuint32_array(self, count: int) -> np.ndarray[Any, Any]:
-        """count LEB128 unsigned integers (EDS counts), decoded a buffer at a time."""
+    def _read_varuint32_array(self, count: int, *, keep: bool = True) -> np.ndarray[Any, Any]:
+        """count LEB128 unsigned integers (EDS counts), decoded a buffer at a time; with keep
+        False they are only stepped over (nothing of their size is allocated)."""
         self._claim(count, "an EDS count array")
-        out = np.empty(count, dtype=np.uint32)
+        out = np.empty(count if keep else 0, dtype=np.uint32)
         done = 0
         while done < count:
             # A copy: the pending buffer is resized below, which an exported view forbids.
@@ -153,9 +200,15 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
             ends = np.flatnonzero(buffer < 128)
             take = min(count - done, len(ends))
             if take == 0:
+                if len(buffer) > 5:
+                    raise ElidError("an EDS count is longer than 32 bits (corrupt container)")
                 self._more()
                 continue
             used = int(ends[take - 1]) + 1
+            if not keep:
+                done += take
+                del self._pending[:used]
+                continue
             starts = np.concatenate(([0], ends[: take - 1] + 1))
             lengths = ends[:take] - starts + 1
             if int(lengths.max()) > 5:
@@ -234,6 +287,19 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
 
     # --- analyses whose per-value loops are replaced ------------------------------------------
 
+    def _counts(self, shape: tuple[int, ...], what: str) -> Any:
+        """The counts of a map or line scan: stepped over now and read when asked for, or, when
+        parsing for this one, decoded and handed up (parsing stops there)."""
+        count = int(np.prod(shape))
+        self._claim(count, what)
+        index = self._arrays
+        self._arrays += 1
+        if self._keep == index:
+            self.kept = self._read_varuint32_array(count).reshape(shape)
+            raise _Kept
+        self._read_varuint32_array(count, keep=False)
+        return LazyCounts(self._path, index, shape)
+
     def _read_times(
         self, shape: tuple[int, ...], variable_real: bool, variable_live: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -260,8 +326,7 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
         line.update(begin={"x": x1, "y": y1}, end={"x": x2, "y": y2})
         line.update(offset=offset, dispersion=dispersion)
         variable = (self._read_bool(), self._read_bool())
-        self._claim(size * bins, "a line scan")
-        data = self._read_varuint32_array(size * bins).reshape(size, bins)
+        data = self._counts((size, bins), "a line scan")
         real, live = self._read_times((size,), *variable)
         line["real_time_values"] = real.tolist()
         line["live_time_values"] = live.tolist()
@@ -286,8 +351,7 @@ class BoundedElidReader(ElidReader):  # type: ignore[misc]
         mapped.update(live_time=eds["live_time"], real_time=eds["real_time"])
         mapped["rectangle"] = {"left": left, "top": top, "right": right, "bottom": bottom}
         variable = (self._read_bool(), self._read_bool())
-        self._claim(width * height * bins, "an EDS map")
-        data = self._read_varuint32_array(width * height * bins).reshape(height, width, bins)
+        data = self._counts((height, width, bins), "an EDS map")
         real, live = self._read_times((height, width), *variable)
         mapped["real_time_range"] = [float(real.min()), float(real.max())] if real.size else []
         mapped["live_time_range"] = [float(live.min()), float(live.max())] if live.size else []

@@ -154,3 +154,16 @@ def test_an_asw_project_opened_with_its_data_files_gives_a_series_per_listed_fil
         assert series.vendor["original_metadata"]["asw"]["sample"]["SampleName"] == "Alloy 7"
     with pytest.raises(ReadError, match=r"^Project\.ASW: a JEOL \.ASW project holds metadata"):
         open_image_file(project)
+
+
+def test_elid_maps_are_decoded_only_when_read() -> None:
+    """A spectrum image is catalogued, not converted: its counts stay in the file until read."""
+    from allmicro_data.ingest.readers.phenom import LazyCounts
+
+    with open_image_file(SAMPLES / "phenom" / "Elid2Version1.elid") as elid:
+        maps = [s for s in elid.series if ", Map " in s.name or ", Line " in s.name]
+        assert len(maps) == 4
+        for series in maps:
+            assert isinstance(series._data, LazyCounts)  # type: ignore[attr-defined]
+        corner = maps[0].read((slice(0, 2), slice(0, 2), slice(0, 2048)))
+        assert corner.shape == (2, 2, 2048) and corner.dtype == np.uint32 and corner.sum() > 0
