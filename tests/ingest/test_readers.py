@@ -266,3 +266,23 @@ def test_thermo_navigation_camera_keeps_its_large_pixel_size(
         assert series.pixel_size.x == pytest.approx(250e-6)
         assert series.pixel_size.y == pytest.approx(250e-6)
         assert not any("no spatial calibration" in w for w in series.warnings)
+
+
+def test_czi_colour_camera_image_reads_as_rgb_in_red_green_blue_order(tmp_path: Path) -> None:
+    from pylibCZIrw import czi
+
+    path = tmp_path / "brightfield.czi"
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 30  # a brownish stain
+    with czi.create_czi(str(path), exist_ok=True) as writer:
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]), plane={"C": 0})  # libCZI is BGR
+        writer.write_metadata(scale_x=0.5e-6, scale_y=0.5e-6)
+    with open_image_file(path) as image_file:
+        (series,) = image_file.series
+        assert series.rgb and series.axes == "cyx" and series.shape == (3, 32, 48)
+        assert series.pixel_size.x == pytest.approx(0.5e-6)
+        np.testing.assert_array_equal(series.read(), np.moveaxis(rgb, -1, 0))
+        np.testing.assert_array_equal(
+            series.read((slice(1, 3), slice(0, 2), slice(5, 9))),
+            np.moveaxis(rgb, -1, 0)[1:3, 0:2, 5:9],
+        )
