@@ -113,8 +113,14 @@ ACQUISITION_RULES: tuple[AcquisitionRule, ...] = (
         by_name_alone=False,
     ),
 )
-# A JEOL Analysis Station .ASW project lists its members inside the file, not by name, so it
-# has no row here: its reader resolves the list.
+# A JEOL Analysis Station .ASW project names its members inside the file (Sample\View\X.img),
+# not by a shared stem, so it has no row here: project_companions reads the list.
+_JEOL_PROJECT = re.compile(r"\.asw$", re.IGNORECASE)
+_JEOL_DATA = re.compile(r"\.(?:img|map|pts|eds)$", re.IGNORECASE)
+# How far a project sits above its data files (Project.ASW, Sample/View/X.img), and how many
+# files under a project folder are looked at for its members.
+_JEOL_LEVELS = 3
+_JEOL_MAX_FILES = 5000
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,37 @@ def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> lis
         if not outranks or needed:
             found.append(candidate)
     return found
+
+
+def project_companions(path: Path) -> list[Path]:
+    """A JEOL Analysis Station file's project partners on disk: for an .ASW, the data files under
+    its folder that it lists; for a data file (.img, .map, .pts, .eds), the .ASW projects in its
+    folder or up to two above it that list it."""
+    # Imported here: parsing a project needs rosettasciio, which the upload agent does not have.
+    from allmicro_data.ingest.readers.jeol import asw_entry, read_asw
+
+    found: list[Path] = []
+    try:
+        if _JEOL_PROJECT.search(path.name):
+            tree = read_asw(path)
+            if tree is None:
+                return []
+            for count, candidate in enumerate(path.parent.rglob("*")):
+                if count >= _JEOL_MAX_FILES:
+                    break
+                if _JEOL_DATA.search(candidate.name) and asw_entry(tree, candidate.name):
+                    found.append(candidate)
+        elif _JEOL_DATA.search(path.name):
+            for folder in [path.parent, *path.parent.parents][:_JEOL_LEVELS]:
+                for project in sorted(folder.glob("*")):
+                    if not _JEOL_PROJECT.search(project.name):
+                        continue
+                    tree = read_asw(project)
+                    if tree is not None and asw_entry(tree, path.name):
+                        found.append(project)
+    except OSError:
+        return found
+    return sorted(found)
 
 
 @dataclass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from allmicro_data.ingest.grouping import find_companions, group_files
+from allmicro_data.ingest.grouping import find_companions, group_files, project_companions
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
 
 
@@ -48,6 +50,16 @@ def describe_file(path: Path, companions: Sequence[Path] = ()) -> dict[str, Any]
     return entry
 
 
+def _logs_off_stdout() -> None:
+    """rosettasciio logs to stdout through a handler of its own (a JEOL read warns that numba is
+    missing): stdout carries the JSON document, so its records go to stderr instead."""
+    import rsciio  # noqa: F401  (installs that handler)
+
+    for handler in logging.getLogger("rsciio").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
 def info_document(paths: Sequence[Path]) -> dict[str, Any]:
     """The whole `allmicro info --json` document for the given files.
 
@@ -55,13 +67,19 @@ def info_document(paths: Sequence[Path]) -> dict[str, Any]:
     one entry: the primary file with the others as its companions. A file given alone brings
     the companions the vendors' naming rules find beside it (X.emi its X_1.ser).
     """
+    _logs_off_stdout()
     by_name = {str(p): p for p in paths}
+    # JEOL Analysis Station files and their .ASW project share no stem: joined by its contents.
+    projects: dict[str, list[Path]] = {}
     for path in paths:
         for companion in find_companions(path):
             by_name.setdefault(str(companion), companion)
+        projects[str(path)] = project_companions(path)
     entries = []
     for group in group_files(list(by_name)):
-        entries.append(
-            describe_file(by_name[group.primary], [by_name[c] for c in group.companions])
-        )
+        companions = [by_name[c] for c in group.companions]
+        for partner in projects.get(group.primary, []):
+            if str(partner) not in group.companions:
+                companions.append(partner)
+        entries.append(describe_file(by_name[group.primary], companions))
     return {"files": entries}

@@ -85,3 +85,25 @@ def test_info_on_a_de_movie_alone_reads_its_info_txt_and_sums() -> None:
     assert "de_info" in series["vendor"]
     assert series["acquisition"]["detector"] == "DESim"
     assert series["acquisition"]["accelerating_voltage"] == 300000.0
+
+
+def test_info_on_a_jeol_image_reads_the_asw_project_that_lists_it(tmp_path: Path) -> None:
+    from tests.ingest.test_em_containers import _asw
+
+    view = tmp_path / "Alloy 7" / "View 003"
+    view.mkdir(parents=True)
+    image = view / "Dummy-Data_0000000.img"
+    image.write_bytes((SAMPLES / "jeol" / image.name).read_bytes())
+    project = _asw(tmp_path / "Project.ASW", "Alloy 7\\View 003\\Dummy-Data_0000000.img")
+    _asw(tmp_path / "Other.ASW", "Alloy 7\\View 004\\Dummy-Data_0000009.img")
+    proc = _info(str(image))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (entry,) = json.loads(proc.stdout)["files"]
+    assert entry["companions"] == [str(project)]
+    asw = entry["series"][0]["vendor"]["original_metadata"]["asw"]
+    assert asw["sample"]["SampleName"] == "Alloy 7"
+    # The project given alone is read with the data file it lists, not as metadata only.
+    proc = _info(str(project))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (entry,) = json.loads(proc.stdout)["files"]
+    assert entry["error"] is None and entry["companions"] == [str(image)]
