@@ -346,6 +346,7 @@ class RsciioSeries(Series):
         self._format = fmt
         data = signal["data"]
         self._data = data
+        self._spectrum_image = False
         self.dtype = np.dtype(data.dtype)
         axes_info = sorted(signal.get("axes") or [], key=lambda a: a.get("index_in_array", 0))
         if len(axes_info) != data.ndim:
@@ -369,6 +370,21 @@ class RsciioSeries(Series):
                 ).lower().startswith("time")
                 letters.insert(0, "t" if is_time else "z")
             # Navigation axes come first in rosettasciio's arrays, as in ours.
+        elif (
+            len(signal_dims) == 1
+            and len(nav_dims) == 2
+            and all(length_factor(text_or_none(a.get("units"))) for a in nav_dims)
+        ):
+            # A spectrum image (EDS hypermap, map): its energy channels are c and its scan y
+            # and x, so the scan's calibration is a pixel size. Thousands of channels make no
+            # picture: catalogued, no pyramid. Array order is (y, x, energy); ours is c, y, x.
+            letters = ["y", "x", "c"]
+            self._spectrum_image = True
+            self.viewable = False
+            self.warnings.append(
+                f"spectrum image ({', '.join(str(a.get('name')) for a in axes_info)}): "
+                "catalogued with its metadata, no pyramid"
+            )
         else:
             letters = list(AXIS_ORDER[-data.ndim :])
             self.viewable = False
@@ -379,6 +395,9 @@ class RsciioSeries(Series):
             )
         self.axes = "".join(letters)
         self.shape = tuple(int(n) for n in data.shape)
+        if self._spectrum_image:
+            self.axes = "cyx"
+            self.shape = (self.shape[2], self.shape[0], self.shape[1])
         self._rgb_fields: tuple[str, ...] = ()
         if data.dtype.names and {"R", "G", "B"} <= set(data.dtype.names) and letters == ["y", "x"]:
             # HyperSpy's RGB(A) records become c=3 planes, as every other reader gives colour.
@@ -392,7 +411,8 @@ class RsciioSeries(Series):
             scale = as_float(axis.get("scale"))
             unit = text_or_none(axis.get("units"))
             factor = length_factor(unit)
-            if self.viewable and letter in sizes and factor is not None and scale and scale > 0:
+            spatial = self.viewable or self._spectrum_image
+            if spatial and letter in sizes and factor is not None and scale and scale > 0:
                 sizes[letter] = scale * factor
             elif scale is not None and unit and not (unit == "" or (scale == 1.0 and not unit)):
                 self.axis_calibration[letter] = (scale, unit)
@@ -423,15 +443,25 @@ class RsciioSeries(Series):
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
         ours = self.normalise_region(region)
+        if self._spectrum_image:
+            channels, rows, columns = ours
+            cube = self._read_block((rows, columns, channels))
+            return np.ascontiguousarray(np.moveaxis(cube, -1, 0))
         if self._rgb_fields:
             planes = self._data[ours[1:]]
             fields = self._rgb_fields[ours[0]]
             return np.stack([np.asarray(planes[f]) for f in fields]).astype(self.dtype)
+        return self._read_block(ours)
+
+    def _read_block(self, region: tuple[slice, ...]) -> np.ndarray[Any, Any]:
+        """The array region in rosettasciio's own axis order, computed if lazy."""
         try:
-            block = self._data[ours]
+            block = self._data[region]
             if hasattr(block, "compute"):
                 block = block.compute(scheduler="synchronous")
             return np.asarray(block)
+        except ReadError:
+            raise
         except Exception as exc:
             raise ReadError(
                 f"{self._file_name}: cannot read {self._format} pixels ({exc})"

@@ -28,7 +28,8 @@ def test_a_phenom_elid_gives_every_image_and_analysis_its_own_series(version: in
                 continue
             # Spectra, line scans and maps: catalogued with their energy axis, no pyramid;
             # the counts decoded in bulk equal rosettasciio's value-by-value decoding.
-            assert ours.axis_calibration["x"][1] == "keV"
+            energy = "c" if ours.axes == "cyx" else "x"
+            assert ours.axis_calibration[energy][1] == "keV"
             np.testing.assert_array_equal(ours._data, theirs["data"])  # type: ignore[attr-defined]
         images = [s for s in elid.series if s.viewable]
         assert [s.name for s in images] == ["Image 1", "385test - spectrum", "Image 1"]
@@ -130,14 +131,14 @@ def test_analyses_without_a_pyramid_are_catalogued_with_the_image_they_were_made
         ]
         assert [a["name"] for a in picture.vendor["analyses"]] == ["385test - spectrum, MSA 1"]
         (mapped,) = second.vendor["analyses"]
-        assert mapped["shape"] == [16, 16, 2048] and mapped["dtype"] == "uint32"
+        assert mapped["shape"] == [2048, 16, 16] and mapped["dtype"] == "uint32"
         assert mapped["acquisition"]["detector"] == "EDS (FastSDD_C2)"
         assert mapped["axes"][2]["units"] == "keV"
     with open_image_file(SAMPLES / "bruker" / "P45_the_default_job.bcf") as bcf:
         # The hypermap spans every image of the BCF.
         for image in (s for s in bcf.series if s.viewable):
             (hypermap,) = image.vendor["analyses"]
-            assert hypermap["name"] == "EDX" and hypermap["shape"] == [75, 100, 2048]
+            assert hypermap["name"] == "EDX" and hypermap["shape"] == [2048, 75, 100]
             assert hypermap["original_metadata"]["Detector"]["Type"] == "XFlash 6|10"
 
 
@@ -165,5 +166,26 @@ def test_elid_maps_are_decoded_only_when_read() -> None:
         assert len(maps) == 4
         for series in maps:
             assert isinstance(series._data, LazyCounts)  # type: ignore[attr-defined]
-        corner = maps[0].read((slice(0, 2), slice(0, 2), slice(0, 2048)))
-        assert corner.shape == (2, 2, 2048) and corner.dtype == np.uint32 and corner.sum() > 0
+        corner = maps[0].read((slice(0, 2048), slice(0, 2), slice(0, 2)))
+        assert corner.shape == (2048, 2, 2) and corner.dtype == np.uint32 and corner.sum() > 0
+
+
+def test_a_spectrum_image_is_energy_channels_over_a_calibrated_scan() -> None:
+    """An EDS hypermap or map: c is energy (keV per channel), y and x the scan with its pixel
+    size, as the image it was acquired on has."""
+    with open_image_file(SAMPLES / "bruker" / "P45_the_default_job.bcf") as bcf:
+        image, _, hypermap = bcf.series
+        assert hypermap.axes == "cyx" and hypermap.shape == (2048, 75, 100)
+        assert hypermap.axis_calibration["c"] == (pytest.approx(0.010001), "keV")
+        assert hypermap.pixel_size.x == pytest.approx(image.pixel_size.x, rel=1e-9)
+        assert hypermap.pixel_size.y == pytest.approx(image.pixel_size.y, rel=1e-9)
+    path = SAMPLES / "phenom" / "Elid2Version0.elid"
+    counts = np.asarray(rsciio_elid(str(path))[3]["data"])  # "Image 1, Map 3", (y, x, energy)
+    with open_image_file(path) as elid:
+        mapped = elid.series[3]
+        assert mapped.name == "Image 1, Map 3" and mapped.axes == "cyx"
+        assert mapped.pixel_size.x == pytest.approx(1.2197240748650153e-6)
+        region = (slice(100, 300), slice(2, 5), slice(0, 16))
+        np.testing.assert_array_equal(
+            mapped.read(region), counts[2:5, 0:16, 100:300].transpose(2, 0, 1)
+        )
