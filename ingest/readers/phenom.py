@@ -85,7 +85,7 @@ class LazyCounts:
     def _load(self) -> np.ndarray[Any, Any]:
         kept = BoundedElidReader(self._path, keep=self._index).kept
         if kept is None:
-            raise ElidError("an EDS map is gone from the file since it was opened")
+            raise ElidError("an EDS map is no longer in the file it was opened from")
         return kept
 
     def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:

@@ -460,9 +460,7 @@ class RsciioSeries(Series):
             if hasattr(block, "compute"):
                 block = block.compute(scheduler="synchronous")
             return np.asarray(block)
-        except ReadError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # a lazy ELID map re-parses the file: its errors too
             raise ReadError(
                 f"{self._file_name}: cannot read {self._format} pixels ({exc})"
             ) from exc
