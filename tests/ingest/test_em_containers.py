@@ -189,3 +189,19 @@ def test_a_spectrum_image_is_energy_channels_over_a_calibrated_scan() -> None:
         np.testing.assert_array_equal(
             mapped.read(region), counts[2:5, 0:16, 100:300].transpose(2, 0, 1)
         )
+
+
+def test_an_elid_map_read_after_its_file_was_cut_fails_naming_the_file(tmp_path: Path) -> None:
+    import bz2
+
+    path = tmp_path / "project.elid"
+    # Small bzip2 blocks, so that the cut stream still opens up to where it ends.
+    whole = bz2.compress(
+        bz2.decompress((SAMPLES / "phenom" / "Elid2Version1.elid").read_bytes()), 1
+    )
+    path.write_bytes(whole)
+    with open_image_file(path) as elid:
+        mapped = elid.series[3]
+        path.write_bytes(whole[: len(whole) // 12])
+        with pytest.raises(ReadError, match=r"^project\.elid: cannot read .* truncated"):
+            mapped.read()
