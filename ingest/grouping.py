@@ -205,6 +205,26 @@ def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> lis
     return found
 
 
+def is_project(name: str) -> bool:
+    """A JEOL Analysis Station project (.ASW), whose members it names inside."""
+    return bool(_JEOL_PROJECT.search(_base(name)))
+
+
+def may_be_project_member(name: str) -> bool:
+    """A file name a JEOL Analysis Station project may list (.img, .map, .pts, .eds)."""
+    return bool(_JEOL_DATA.search(_base(name)))
+
+
+def project_lists(project: Path, names: Iterable[str]) -> list[str]:
+    """Which of names the .ASW project file lists (none when it is not one)."""
+    from allmicro_data.ingest.readers.jeol import asw_entry, read_asw
+
+    tree = read_asw(project)
+    if tree is None:
+        return []
+    return [n for n in names if may_be_project_member(n) and asw_entry(tree, _base(n))]
+
+
 def project_companions(path: Path) -> list[Path]:
     """A JEOL Analysis Station file's project partners on disk: for an .ASW, the data files under
     its folder that it lists; for a data file (.img, .map, .pts, .eds), the .ASW projects in its

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from allmicro_data import metrics
@@ -32,7 +32,13 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.fixity import original_objects, record_image_fixity, write_image_manifest
-from allmicro_data.ingest.grouping import group_files, missing_members
+from allmicro_data.ingest.grouping import (
+    group_files,
+    is_project,
+    may_be_project_member,
+    missing_members,
+    project_lists,
+)
 from allmicro_data.ingest.ngff import pyramid_options
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pixel_limits import check_declared_pixels
@@ -114,6 +120,41 @@ def _companions(session: Session, file: File) -> list[File]:
     return list(by_name.values())
 
 
+# At most this many .ASW projects of a dataset are read to find the one listing a data file.
+_MAX_PROJECTS = 50
+
+
+def _project_partners(
+    session: Session, store: ObjectStore, file: File
+) -> tuple[File | None, list[File]]:
+    """A JEOL Analysis Station file's partners by its project's contents (the names share no
+    stem): for an .ASW, (None, the dataset's files it lists); for a data file, (the project
+    that lists it, []) or (None, [])."""
+    in_dataset = select(File).where(File.dataset_id == file.dataset_id, File.id != file.id)
+    if is_project(file.original_name):
+        data_names = or_(
+            *(File.original_name.ilike(f"%.{x}") for x in ("img", "map", "pts", "eds"))
+        )
+        candidates = list(session.scalars(in_dataset.where(data_names)))
+        if not candidates:
+            return None, []
+        with local_originals(store, [file]) as (path,):
+            listed = {n.lower() for n in project_lists(path, [f.original_name for f in candidates])}
+        return None, [f for f in candidates if f.original_name.lower() in listed]
+    if not may_be_project_member(file.original_name):
+        return None, []
+    projects = session.scalars(
+        in_dataset.where(File.original_name.ilike("%.asw"))
+        .order_by(File.uploaded_at)
+        .limit(_MAX_PROJECTS)
+    )
+    for project in projects:
+        with local_originals(store, [project]) as (path,):
+            if project_lists(path, [file.original_name]):
+                return project, []
+    return None, []
+
+
 def _roles_in_group(file: File, group: list[File]) -> tuple[File, list[File]]:
     """The primary of file's acquisition (by name stem and kind) and its companions."""
     members = [file, *group]
@@ -169,7 +210,7 @@ def _hand_over(ctx: JobContext, session: Session, file: File, primary: File) -> 
 
 
 def _wait_for_members(
-    ctx: JobContext, session: Session, file: File, companions: list[File]
+    ctx: JobContext, session: Session, file: File, missing: list[str]
 ) -> str | None:
     """Defer the job while its acquisition lacks files its vendor always writes (an .emi's
     .ser, a DE movie's _info.txt), up to companion_wait_seconds from the first try.
@@ -177,7 +218,6 @@ def _wait_for_members(
     Returns None when the job goes ahead with all it needs, the warning to record when it
     goes ahead without what never came, and "" when it was deferred.
     """
-    missing = missing_members([f.original_name for f in [file, *companions]])
     if not missing:
         return None
     payload = dict(ctx.job.payload or {})
@@ -264,7 +304,16 @@ def run_ingest_job(ctx: JobContext) -> None:
             if primary.id != file.id:
                 _hand_over(ctx, session, file, primary)
                 return
-        incomplete = _wait_for_members(ctx, session, file, companions)
+        project, listed = _project_partners(session, store, file)
+        if project is not None:
+            # The project's job makes the images of the files it lists, with its facts.
+            _hand_over(ctx, session, file, project)
+            return
+        companions += [f for f in listed if f not in companions]
+        missing = missing_members([f.original_name for f in [file, *companions]])
+        if is_project(file.original_name) and not listed:
+            missing.append(f"JEOL Analysis Station data files {file.original_name} lists")
+        incomplete = _wait_for_members(ctx, session, file, missing)
         if incomplete == "":
             return
         session.expunge_all()

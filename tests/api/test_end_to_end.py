@@ -344,3 +344,43 @@ def test_a_lone_companion_waits_then_becomes_an_image_that_says_what_is_missing(
     (image_id,) = job["image_ids"]
     warnings = client.get(f"/api/images/{image_id}").json()["warnings"]
     assert any("built without the FEI TIA emi" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("project_first", [True, False])
+def test_a_jeol_project_and_the_image_it_lists_make_one_image_with_its_facts(
+    shared_server: LiveServer, tmp_path: Path, project_first: bool
+) -> None:
+    """An .ASW names its members inside, not by stem: sent first it waits for them; sent after
+    the .img it lists, it takes that image over. Either way one image, with the project's
+    sample and view."""
+    from tests.ingest.test_em_containers import _asw
+
+    email = f"jeol-project-{project_first}@elettra.example"
+    dataset_id = setup_project(shared_server, email, f"Elettra JEOL project {project_first}")
+    client = shared_server.client(email, USER_PASSWORD)
+    project = _asw(tmp_path / "Project.ASW", "Alloy 7\\View 003\\Dummy-Data_0000000.img")
+    image = SAMPLES / "jeol" / "Dummy-Data_0000000.img"
+    if project_first:
+        job_id = upload(client, dataset_id, project.name, project.read_bytes())["job_id"]
+        waiting = wait_until(
+            lambda: (job := client.get(f"/api/jobs/{job_id}").json())["error"] and job,
+            timeout=30,
+            what="the project's job to wait",
+        )
+        assert waiting["status"] == "queued" and "JEOL Analysis Station" in waiting["error"]
+        upload(client, dataset_id, image.name, image.read_bytes())
+    else:
+        job = wait_for_job(
+            client, upload(client, dataset_id, image.name, image.read_bytes())["job_id"]
+        )
+        assert job["status"] == "succeeded" and job["image_ids"]
+        upload(client, dataset_id, project.name, project.read_bytes())
+    (ready,) = wait_until(
+        lambda: _settled_single_image(client, dataset_id, project.name),
+        timeout=60,
+        interval=0.3,
+        what="the project's image",
+    )
+    detail = client.get(f"/api/images/{ready['id']}").json()
+    assert detail["vendor"]["original_metadata"]["asw"]["sample"]["SampleName"] == "Alloy 7"
+    assert not any("built without" in w for w in detail["warnings"])
