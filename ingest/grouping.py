@@ -114,13 +114,9 @@ ACQUISITION_RULES: tuple[AcquisitionRule, ...] = (
     ),
 )
 # A JEOL Analysis Station .ASW project names its members inside the file (Sample\View\X.img),
-# not by a shared stem, so it has no row here: project_companions reads the list.
-_JEOL_PROJECT = re.compile(r"\.asw$", re.IGNORECASE)
-_JEOL_DATA = re.compile(r"\.(?:img|map|pts|eds)$", re.IGNORECASE)
-# How far a project sits above its data files (Project.ASW, Sample/View/X.img), and how many
-# files under a project folder are looked at for its members.
-_JEOL_LEVELS = 3
-_JEOL_MAX_FILES = 5000
+# not by a shared stem, so it has no row here: readers.jeol.project_companions reads the list.
+JEOL_PROJECT = re.compile(r"\.asw$", re.IGNORECASE)
+JEOL_DATA = re.compile(r"\.(?:img|map|pts|eds)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -137,13 +133,14 @@ class Member:
         return f"{self.rule.vendor}:{self.stem.lower()}"
 
 
-def _base(name: str) -> str:
+def base_name(name: str) -> str:
+    """A file name without its folders, whether they were written with / or \\."""
     return PurePath(name.replace("\\", "/")).name
 
 
 def member(name: str, *, by_name_alone: bool = False) -> Member | None:
     """What a file name is in the table, if anything."""
-    base = _base(name)
+    base = base_name(name)
     for rule in ACQUISITION_RULES:
         if by_name_alone and not rule.by_name_alone:
             continue
@@ -207,53 +204,12 @@ def find_companions(path: Path, candidates: Iterable[Path] | None = None) -> lis
 
 def is_project(name: str) -> bool:
     """A JEOL Analysis Station project (.ASW), whose members it names inside."""
-    return bool(_JEOL_PROJECT.search(_base(name)))
+    return bool(JEOL_PROJECT.search(base_name(name)))
 
 
 def may_be_project_member(name: str) -> bool:
     """A file name a JEOL Analysis Station project may list (.img, .map, .pts, .eds)."""
-    return bool(_JEOL_DATA.search(_base(name)))
-
-
-def project_lists(project: Path, names: Iterable[str]) -> list[str]:
-    """Which of names the .ASW project file lists (none when it is not one)."""
-    from allmicro_data.ingest.readers.jeol import asw_entry, read_asw
-
-    tree = read_asw(project)
-    if tree is None:
-        return []
-    return [n for n in names if may_be_project_member(n) and asw_entry(tree, _base(n))]
-
-
-def project_companions(path: Path) -> list[Path]:
-    """A JEOL Analysis Station file's project partners on disk: for an .ASW, the data files under
-    its folder that it lists; for a data file (.img, .map, .pts, .eds), the .ASW projects in its
-    folder or up to two above it that list it."""
-    # Imported here: parsing a project needs rosettasciio, which the upload agent does not have.
-    from allmicro_data.ingest.readers.jeol import asw_entry, read_asw
-
-    found: list[Path] = []
-    try:
-        if _JEOL_PROJECT.search(path.name):
-            tree = read_asw(path)
-            if tree is None:
-                return []
-            for count, candidate in enumerate(path.parent.rglob("*")):
-                if count >= _JEOL_MAX_FILES:
-                    break
-                if _JEOL_DATA.search(candidate.name) and asw_entry(tree, candidate.name):
-                    found.append(candidate)
-        elif _JEOL_DATA.search(path.name):
-            for folder in [path.parent, *path.parent.parents][:_JEOL_LEVELS]:
-                for project in sorted(folder.glob("*")):
-                    if not _JEOL_PROJECT.search(project.name):
-                        continue
-                    tree = read_asw(project)
-                    if tree is not None and asw_entry(tree, path.name):
-                        found.append(project)
-    except OSError:
-        return found
-    return sorted(found)
+    return bool(JEOL_DATA.search(base_name(name)))
 
 
 @dataclass
@@ -275,7 +231,7 @@ def stem_of(name: str) -> str:
     found = member(name)
     if found is not None:
         return found.stem
-    base = _base(name)
+    base = base_name(name)
     return base.rsplit(".", 1)[0] if "." in base else base
 
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from allmicro_data.ingest.grouping import find_companions, group_files, project_companions
+from allmicro_data.ingest.grouping import find_companions, group_files
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
+from allmicro_data.ingest.readers.jeol import project_companions
 
 
 def series_summary(series: Series) -> dict[str, Any]:

@@ -37,13 +37,13 @@ from allmicro_data.ingest.grouping import (
     is_project,
     may_be_project_member,
     missing_members,
-    project_lists,
 )
 from allmicro_data.ingest.ngff import pyramid_options
 from allmicro_data.ingest.ome_xml import build_ome_xml
 from allmicro_data.ingest.pixel_limits import check_declared_pixels
 from allmicro_data.ingest.pyramid import PyramidInfo, write_pyramid
 from allmicro_data.ingest.readers import ReadError, Series, open_image_file
+from allmicro_data.ingest.readers.jeol import project_lists
 from allmicro_data.ingest.readers.normalise import jsonable
 from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
 from allmicro_data.object_keys import image_prefix, ome_xml_key, pyramid_key

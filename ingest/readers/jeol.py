@@ -9,12 +9,13 @@ the entry naming the opened file contributes its sample and view facts.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
+from allmicro_data.ingest.grouping import JEOL_DATA, JEOL_PROJECT, base_name, may_be_project_member
 from allmicro_data.ingest.readers.base import ReadError
 
 _IMAGE_MAGIC = struct.pack("<I", 52)
@@ -162,3 +163,47 @@ def read_jeol(
         for signal in signals:
             signal.setdefault("original_metadata", {})["asw"] = entry
     return signals, warnings
+
+
+# How far a project sits above its data files (Project.ASW, Sample/View/X.img), and how many
+# files under a project folder are looked at for its members. The project functions live here,
+# not in ingest/grouping.py, because reading an .ASW needs this module, which the upload agent
+# (it imports grouping) must not load.
+PROJECT_LEVELS = 3
+PROJECT_MAX_FILES = 5000
+
+
+def project_lists(project: Path, names: Iterable[str]) -> list[str]:
+    """Which of names the .ASW project file lists (none when it is not one)."""
+    tree = read_asw(project)
+    if tree is None:
+        return []
+    return [n for n in names if may_be_project_member(n) and asw_entry(tree, base_name(n))]
+
+
+def project_companions(path: Path) -> list[Path]:
+    """A JEOL Analysis Station file's project partners on disk: for an .ASW, the data files under
+    its folder that it lists; for a data file (.img, .map, .pts, .eds), the .ASW projects in its
+    folder or up to two above it that list it."""
+    found: list[Path] = []
+    try:
+        if JEOL_PROJECT.search(path.name):
+            tree = read_asw(path)
+            if tree is None:
+                return []
+            for count, candidate in enumerate(path.parent.rglob("*")):
+                if count >= PROJECT_MAX_FILES:
+                    break
+                if JEOL_DATA.search(candidate.name) and asw_entry(tree, candidate.name):
+                    found.append(candidate)
+        elif JEOL_DATA.search(path.name):
+            for folder in [path.parent, *path.parent.parents][:PROJECT_LEVELS]:
+                for project in sorted(folder.glob("*")):
+                    if not JEOL_PROJECT.search(project.name):
+                        continue
+                    tree = read_asw(project)
+                    if tree is not None and asw_entry(tree, path.name):
+                        found.append(project)
+    except OSError:
+        return found
+    return sorted(found)
