@@ -374,27 +374,13 @@ class JobContext:
     def finish_in(self, session: Session) -> None:
         """Record success in the handler's own transaction, fenced by our lease: the job's
         results and its success commit together, or (lease lost) not at all."""
-        done = _changed(
+        self._end_in(
             session,
-            update(Job)
-            .where(
-                Job.id == self.job.id,
-                Job.lease_owner == self.owner,
-                Job.status == JobStatus.RUNNING,
-            )
-            .values(
-                status=JobStatus.SUCCEEDED,
-                progress=100.0,
-                error=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=utcnow(),
-            ),
+            status=JobStatus.SUCCEEDED,
+            progress=100.0,
+            error=None,
+            finished_at=utcnow(),
         )
-        if done != 1:
-            self._lost.set()
-            raise LeaseLost(self.job.id)
-        self.finished = True
 
     def defer_in(
         self, session: Session, not_before: datetime, payload: dict[str, Any], reason: str
@@ -402,6 +388,19 @@ class JobContext:
         """Queue the job again for not_before, fenced by our lease: it waits for something that
         is not there yet (the other files of its acquisition), and says what in its error. A
         wait is not a failed attempt."""
+        self._end_in(
+            session,
+            status=JobStatus.QUEUED,
+            not_before=not_before,
+            payload=payload,
+            error=reason,
+            attempts=Job.attempts - 1,
+            progress=0.0,
+        )
+
+    def _end_in(self, session: Session, **values: Any) -> None:
+        """Leave the running state with these values, fenced by our lease: if another runner
+        has taken the job meanwhile, nothing changes and LeaseLost is raised."""
         done = _changed(
             session,
             update(Job)
@@ -410,16 +409,7 @@ class JobContext:
                 Job.lease_owner == self.owner,
                 Job.status == JobStatus.RUNNING,
             )
-            .values(
-                status=JobStatus.QUEUED,
-                not_before=not_before,
-                payload=payload,
-                error=reason,
-                attempts=Job.attempts - 1,
-                progress=0.0,
-                lease_owner=None,
-                lease_expires_at=None,
-            ),
+            .values(lease_owner=None, lease_expires_at=None, **values),
         )
         if done != 1:
             self._lost.set()

@@ -11,18 +11,20 @@ import hmac
 import math
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import distinct, select
+from sqlalchemy.orm import Session
 
 from allmicro_data.access import Caller, may_upload, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
@@ -165,9 +167,13 @@ def html_errors(
         try:
             return page(*args, **kwargs)
         except DomainError as exc:
-            request = kwargs["request"]
-            services = kwargs["services"]
-            caller = kwargs.get("caller")
+            # A page takes request, services and caller itself, or in one ImagePage.
+            asked = kwargs.get("page")
+            request: object = asked.request if isinstance(asked, ImagePage) else kwargs["request"]
+            services: object = (
+                asked.services if isinstance(asked, ImagePage) else kwargs["services"]
+            )
+            caller: object = asked.caller if isinstance(asked, ImagePage) else kwargs.get("caller")
             assert isinstance(request, Request) and isinstance(services, Services)
             if isinstance(exc, Unauthorised):
                 return to_login(request)
@@ -579,14 +585,38 @@ def viewer_strings(gettext: Callable[[str], str]) -> dict[str, str]:
     }
 
 
-def _image_in_place(
-    caller: Caller, session: SessionDep, image_id: str
-) -> tuple[ImageDetailOut, DatasetDetailOut, ProjectDetailOut]:
-    """The image, its dataset and its project, as the API shows them to the caller."""
-    image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
-    dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
-    project = catalogue.get_project(project_id=dataset.project_id, caller=caller, session=session)
-    return image, dataset, project
+@dataclass(frozen=True, slots=True)
+class ImagePage:
+    """What a page about one image is asked with: the image's id and who asks, how."""
+
+    image_id: str
+    request: Request
+    caller: Caller | None
+    session: Session
+    services: Services
+
+    def in_place(self, caller: Caller) -> tuple[ImageDetailOut, DatasetDetailOut, ProjectDetailOut]:
+        """The image, its dataset and its project, as the API shows them to the caller."""
+        session = self.session
+        image = catalogue.get_image(image_id=self.image_id, caller=caller, session=session)
+        dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
+        project = catalogue.get_project(
+            project_id=dataset.project_id, caller=caller, session=session
+        )
+        return image, dataset, project
+
+
+def image_page_context(
+    image_id: str,
+    request: Request,
+    caller: OptionalCallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> ImagePage:
+    return ImagePage(image_id, request, caller, session, services)
+
+
+ImagePageDep = Annotated[ImagePage, Depends(image_page_context)]
 
 
 def _originals(caller: Caller, session: SessionDep, image: ImageDetailOut) -> list[FileOut]:
@@ -598,16 +628,11 @@ def _originals(caller: Caller, session: SessionDep, image: ImageDetailOut) -> li
 
 @router.get("/images/{image_id}", response_class=HTMLResponse)
 @html_errors
-def image_page(
-    image_id: str,
-    request: Request,
-    caller: OptionalCallerDep,
-    session: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def image_page(page: ImagePageDep) -> Response:
+    request, caller, session, services = page.request, page.caller, page.session, page.services
     if caller is None:
         return to_login(request)
-    image, dataset, project = _image_in_place(caller, session, image_id)
+    image, dataset, project = page.in_place(caller)
     language = request_language(request)
     gettext = translations(language).gettext
     config = {
@@ -646,18 +671,13 @@ OME_XML_SHOWN_BYTES = 4 * 1024 * 1024
 
 @router.get("/images/{image_id}/ome-xml", response_class=HTMLResponse)
 @html_errors
-def ome_xml_page(
-    image_id: str,
-    request: Request,
-    caller: OptionalCallerDep,
-    session: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def ome_xml_page(page: ImagePageDep) -> Response:
     """The image's OME-XML as escaped text: it comes from the uploaded file and may hold any
     markup, which must never be rendered (or run) on this origin."""
+    request, caller, session, services = page.request, page.caller, page.session, page.services
     if caller is None:
         return to_login(request)
-    image, dataset, project = _image_in_place(caller, session, image_id)
+    image, dataset, project = page.in_place(caller)
     document = catalogue.get_image_ome_xml(
         image_id=image.id, caller=caller, session=session, services=services
     ).body
