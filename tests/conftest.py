@@ -274,7 +274,9 @@ def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
             "ALLMICRO_HOST": "127.0.0.1",
             "ALLMICRO_PORT": str(port),
             "ALLMICRO_JOB_WORKERS": "1",
-            "ALLMICRO_JOB_LEASE_SECONDS": "6",
+            # Short, so a killed job runs again within seconds; long enough that a job process
+            # starved of CPU for a while (4 test processes on 2 cores) keeps its lease.
+            "ALLMICRO_JOB_LEASE_SECONDS": "10",
             # A lone member of a multi-file acquisition (a .mib without its .hdr) waits this
             # long for the rest before its image is built: seconds here, not minutes.
             "ALLMICRO_COMPANION_WAIT_SECONDS": "4",
