@@ -20,6 +20,22 @@ from pydantic_settings import (
 )
 
 
+def _origin_list(value: object) -> object:
+    """Origins from "https://a, https://b:8443" or a JSON list, each a bare scheme://host[:port]
+    (a path or '*' fails at start: '*' must never answer a request carrying a bearer token)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list):
+        return value
+    origins = [str(v).strip().rstrip("/") for v in value if str(v).strip()]
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or "*" in rest:
+            raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+    return origins
+
+
 def _address_list(value: object) -> object:
     """Addresses and networks from "a, b/24" or a JSON list; each must parse, so that a typo
     fails at start instead of silently trusting nobody (or the wrong peer)."""
@@ -260,6 +276,12 @@ class Settings(BaseSettings):
         ge=0,
         description="max-age of the Strict-Transport-Security header sent on responses "
         "served over HTTPS (directly or through a trusted proxy); 0: none.",
+    )
+    cors_origins: Annotated[list[str], NoDecode, BeforeValidator(_origin_list)] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port], comma-separated or a JSON list) whose "
+        "pages may call /zarr, /iiif and /api/uploads with a bearer token; none by default. "
+        "Capability URLs (/zarr/c/...) answer every origin.",
     )
     metrics_port: int = Field(
         default=0,

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from allmicro_data import __version__
 from allmicro_data.api import problems
+from allmicro_data.api.cors import Cors
 from allmicro_data.api.proxies import ForwardedRequests
 from allmicro_data.api.request_observer import RequestObserver
 from allmicro_data.api.routers import (
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver)
     # Uploaded content is served as data, never as a page of this origin (see the module).
     app.add_middleware(SecurityHeaders)
+    # Cross-origin reads of the viewer and upload routes, errors included (see the module).
+    app.add_middleware(Cors, allowed_origins=settings.cors_origins)
     # Outermost: everything inside sees the client and scheme a trusted proxy reports.
     app.add_middleware(
         ForwardedRequests,

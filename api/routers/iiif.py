@@ -119,7 +119,6 @@ async def info_json(image_id: str, request: Request) -> Response:
     accept = request.headers.get("accept", "")
     media = "application/ld+json" if "application/ld+json" in accept else "application/json"
     response = JSONResponse(body, media_type=media)
-    response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Link"] = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
     return response
 
@@ -197,7 +196,6 @@ def _headers(etag: str) -> dict[str, str]:
     return {
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
-        "Access-Control-Allow-Origin": "*",
     }
 
 

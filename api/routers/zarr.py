@@ -24,16 +24,6 @@ from allmicro_data.storage import InvalidKey, ObjectNotFound
 
 router = APIRouter(tags=["OME-Zarr"])
 
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag",
-}
-PREFLIGHT = {
-    **CORS,
-    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Range",
-    "Access-Control-Max-Age": "86400",
-}
 METADATA_FILES = (".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json")
 OBJECT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}, "application/json": {}}}
@@ -56,8 +46,8 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
         if path.rsplit("/", 1)[-1] in METADATA_FILES
         else "application/octet-stream"
     )
+    # CORS headers and preflights: api.cors.
     headers = {
-        **CORS,
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=3600",
         # A download if a browser is sent here (OME/METADATA.ome.xml is the uploaded OME-XML);
@@ -74,11 +64,6 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
     except ObjectNotFound:
         raise NotFound(f"no {path!r} in this image") from None
     return Response(body, status_code=206 if byte_range else 200, media_type=media, headers=headers)
-
-
-@router.options("/zarr/{rest:path}", include_in_schema=False)
-async def preflight(rest: str) -> Response:
-    return Response(status_code=204, headers=PREFLIGHT)
 
 
 @router.api_route(

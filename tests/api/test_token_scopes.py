@@ -308,7 +308,6 @@ decide(
     same("", f"/api/share/{{share}}/images/{I}/tiles/0/0/0.png"),
 )
 decide("GET HEAD", "/zarr/c/{token}/{path:path}", same("", "/zarr/c/{capability}/.zattrs"))
-decide("OPTIONS", "/zarr/{rest:path}", same("", f"/zarr/{I}/.zattrs"))
 decide("GET", f"/iiif/3/{I}", same(f"/iiif/3/{I}"))  # a redirect to info.json
 for path in ("/api/uploads/", "/api/uploads"):
     decide("OPTIONS", path, same(path))
