@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from allmicro_data.access import require_full_session
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.streaming import content_disposition
 from allmicro_data.audit import AuditQuery, iter_csv, search_events
@@ -92,7 +93,7 @@ def list_audit(
 @router.get(
     "/audit.csv",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: binary("text/csv")},
 )
 def export_audit(
     caller: CallerDep,

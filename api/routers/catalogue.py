@@ -20,6 +20,7 @@ from allmicro_data.access import (
     sees_every_user,
 )
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.schemas import (
     DatasetDetailOut,
@@ -391,7 +392,7 @@ def get_image(image_id: str, caller: CallerDep, session: SessionDep) -> ImageDet
 @router.get(
     "/images/{image_id}/ome.xml",
     response_class=Response,
-    responses={200: {"content": {"application/xml": {}}}},
+    responses={200: binary("application/xml")},
 )
 def get_image_ome_xml(
     image_id: str, caller: CallerDep, session: SessionDep, services: ServicesDep

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from allmicro_data.access import get_visible, scoped
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.schemas import Name
 from allmicro_data.api.streaming import archive_response, content_disposition
 from allmicro_data.archives import build_archive, image_records, metadata_csv
@@ -19,7 +20,7 @@ from allmicro_data.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["downloads"])
 
-ZIP: dict[int | str, dict[str, Any]] = {200: {"content": {"application/zip": {}}}}
+ZIP: dict[int | str, dict[str, Any]] = {200: binary("application/zip")}
 MAX_SELECTION = 10_000
 
 
@@ -107,7 +108,7 @@ def dataset_metadata_json(
 @router.get(
     "/datasets/{dataset_id}/metadata.csv",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: binary("text/csv")},
 )
 def dataset_metadata_csv(dataset_id: str, caller: CallerDep, session: SessionDep) -> Response:
     """The same metadata as CSV, one image per row."""

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from allmicro_data.access import get_visible, require_upload_target
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.schemas import FileOut, Name, UploadResult
 from allmicro_data.api.streaming import content_disposition, original_response, parse_range
 from allmicro_data.audit import record
@@ -95,8 +96,8 @@ def get_file(file_id: str, caller: CallerDep, session: SessionDep) -> FileOut:
     "/files/{file_id}/download",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
-        206: {"content": {"application/octet-stream": {}}},
+        200: binary("application/octet-stream"),
+        206: binary("application/octet-stream", description="the requested byte range"),
         307: {"description": "presigned download from the store (when enabled)"},
         416: {"description": "range not satisfiable"},
     },

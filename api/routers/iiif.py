@@ -17,6 +17,7 @@ from allmicro_data.api.iiif import (
     SizeLimits,
     parse_request,
 )
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.pyramids import OpenPyramid, level_box, level_for_factor
 from allmicro_data.api.rendering import (
     RenderSettings,
@@ -38,10 +39,13 @@ router = APIRouter(prefix="/iiif/3", tags=["IIIF"])
 
 CACHE_CONTROL = "private, max-age=31536000, immutable"
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {m: {} for m in FORMATS.values()}},
+    200: binary(*FORMATS.values()),
     304: {"description": "not modified"},
     400: {"description": "bad IIIF syntax, or a size beyond maxWidth, maxHeight or maxArea"},
     503: {"description": "renders in progress hold the memory this one needs; see Retry-After"},
+}
+INFO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/ld+json": {"schema": {"type": "object"}}}}
 }
 TILE = 512
 
@@ -104,11 +108,9 @@ async def base_uri(image_id: str, request: Request) -> RedirectResponse:
     return RedirectResponse(f"{_base(request, image_id)}/info.json", status_code=303)
 
 
-@router.api_route(
-    "/{image_id}/info.json",
-    methods=["GET", "HEAD"],
-    responses={200: {"content": {"application/ld+json": {}}}},
-)
+# GET and HEAD as two routes, so each has its own operationId in the OpenAPI document.
+@router.get("/{image_id}/info.json", responses=INFO_RESPONSES)
+@router.head("/{image_id}/info.json", responses=INFO_RESPONSES)
 async def info_json(image_id: str, request: Request) -> Response:
     """The image service description: size, tiles, scale factors, formats, physical scale."""
     state = viewing(request)
@@ -123,9 +125,13 @@ async def info_json(image_id: str, request: Request) -> Response:
     return response
 
 
-@router.api_route(
+@router.get(
     "/{image_id}/{region}/{size}/{rotation}/{quality_format}",
-    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses=IMAGE_RESPONSES,
+)
+@router.head(
+    "/{image_id}/{region}/{size}/{rotation}/{quality_format}",
     response_class=Response,
     responses=IMAGE_RESPONSES,
 )

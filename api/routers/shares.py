@@ -19,6 +19,7 @@ from allmicro_data.api.deps import (
     SessionDep,
     client_address,
 )
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.paging import paged
 from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, Name, TotalsOut
@@ -258,7 +259,7 @@ def _shared_file(session: SessionDep, access: ShareAccess, file_id: str) -> File
 @router.get(
     "/share/{token}/files/{file_id}/download",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: binary("application/octet-stream")},
 )
 def shared_download(
     token: str,
@@ -292,7 +293,7 @@ def shared_download(
 @router.get(
     "/share/{token}/datasets/{dataset_id}/download.zip",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={200: binary("application/zip")},
 )
 def shared_zip(
     token: str,
@@ -329,7 +330,7 @@ def shared_zip(
 @router.get(
     "/share/{token}/images/{image_id}/tiles/{level}/{ty}/{tx}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: binary("image/png")},
 )
 async def shared_tile(
     token: str,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from allmicro_data.api.iiif import ImageRequest, Region
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render, render_bytes
 from allmicro_data.api.routers.iiif import CACHE_CONTROL, _render, render_cost
 from allmicro_data.api.viewing import ImageView, Rendered, Viewing, viewing
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["viewing"])
 
 TILE_SIZE = 512
 THUMBNAIL = 256
-PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
+PNG: dict[int | str, dict[str, Any]] = {200: binary("image/png")}
 
 
 @router.get(
@@ -88,7 +89,7 @@ async def tile_response(
 @router.get(
     "/images/{image_id}/thumbnail.jpg",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses={200: binary("image/jpeg")},
 )
 async def thumbnail(image_id: str, request: Request) -> Response:
     """The whole image in at most 256 x 256 px, with the default display, cached."""

@@ -75,6 +75,55 @@ LOCK_WAIT_SECONDS = 10.0
 
 T = TypeVar("T")
 
+# The tus status codes, so the OpenAPI document says what a tus client must handle
+# (errors are problem+json like everywhere else; problems.document_problems adds the body).
+_TUS_VERSION: dict[int | str, dict[str, Any]] = {
+    412: {"description": "Tus-Resumable is missing or not 1.0.0"}
+}
+_TUS_SIZE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Upload-Length above the limit, or the quota is used up"}
+}
+_TUS_CHECKSUM: dict[int | str, dict[str, Any]] = {
+    460: {"description": "Upload-Checksum does not match the bytes sent"}
+}
+_TUS_OFFSET: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Upload-Offset is not where the upload stands"}
+}
+_TUS_LOCKED: dict[int | str, dict[str, Any]] = {
+    423: {"description": "another request is writing to this upload"}
+}
+_TUS_GONE: dict[int | str, dict[str, Any]] = {
+    410: {"description": "the upload expired or was terminated"}
+}
+TUS_CREATE: dict[int | str, dict[str, Any]] = {
+    201: {"description": "created; Location is the upload URL"},
+    **_TUS_VERSION,
+    **_TUS_OFFSET,
+    **_TUS_SIZE,
+    415: {"description": f"a body was sent that is not {OFFSET_STREAM}"},
+    **_TUS_CHECKSUM,
+}
+TUS_STATUS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Upload-Offset and Upload-Length in the headers; no body"},
+    **_TUS_VERSION,
+    **_TUS_GONE,
+}
+TUS_APPEND: dict[int | str, dict[str, Any]] = {
+    204: {"description": "bytes stored; Upload-Offset is the new offset"},
+    **_TUS_OFFSET,
+    **_TUS_GONE,
+    **_TUS_VERSION,
+    **_TUS_SIZE,
+    415: {"description": f"Content-Type is not {OFFSET_STREAM}"},
+    **_TUS_LOCKED,
+    **_TUS_CHECKSUM,
+}
+TUS_TERMINATE: dict[int | str, dict[str, Any]] = {
+    204: {"description": "upload terminated"},
+    **_TUS_VERSION,
+    **_TUS_LOCKED,
+}
+
 
 class BadTusRequest(DomainError):
     status = 400
@@ -382,7 +431,12 @@ def _options() -> Response:
 
 
 @router.options("", include_in_schema=False)
-@router.options("/")
+@router.options(
+    "/",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Tus-Version, Tus-Extension and Tus-Max-Size in the headers"}},
+)
 def discover(services: ServicesDep) -> Response:
     """What this tus server supports (no authentication needed)."""
     response = _options()
@@ -396,7 +450,7 @@ def discover_upload(services: ServicesDep) -> Response:
 
 
 @router.post("", include_in_schema=False, status_code=201)
-@router.post("/", status_code=201)
+@router.post("/", status_code=201, response_class=Response, responses=TUS_CREATE)
 async def create(request: Request, caller: TusCallerDep, services: ServicesDep) -> Response:
     """Create an upload (tus creation); a body sent along is its first bytes."""
     if request.headers.get("upload-defer-length") is not None:
@@ -434,7 +488,7 @@ async def create(request: Request, caller: TusCallerDep, services: ServicesDep) 
     return Response(status_code=201, headers=headers)
 
 
-@router.head("/{upload_id}")
+@router.head("/{upload_id}", response_class=Response, responses=TUS_STATUS)
 async def status(upload_id: str, caller: TusCallerDep, services: ServicesDep) -> Response:
     """Where an upload stands: its offset, and once complete, the file and job it made."""
     upload = await _run(load_upload, services, caller, upload_id)
@@ -454,7 +508,7 @@ async def status(upload_id: str, caller: TusCallerDep, services: ServicesDep) ->
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/{upload_id}", status_code=204)
+@router.patch("/{upload_id}", status_code=204, response_class=Response, responses=TUS_APPEND)
 async def append(
     upload_id: str, request: Request, caller: TusCallerDep, services: ServicesDep
 ) -> Response:
@@ -502,7 +556,7 @@ def raise_conflict(upload: Upload) -> None:
     )
 
 
-@router.delete("/{upload_id}", status_code=204)
+@router.delete("/{upload_id}", status_code=204, response_class=Response, responses=TUS_TERMINATE)
 async def terminate(upload_id: str, caller: TusCallerDep, services: ServicesDep) -> Response:
     """Abandon an upload and free its space (tus termination)."""
     async with _writer_lock(upload_id):

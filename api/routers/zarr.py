@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from allmicro_data import capabilities
 from allmicro_data.access import Caller, get_visible
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
+from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.streaming import content_disposition, parse_range
 from allmicro_data.api.viewing import ImageView, Viewing, viewing
 from allmicro_data.audit import record
@@ -26,7 +27,12 @@ router = APIRouter(tags=["OME-Zarr"])
 
 METADATA_FILES = (".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json")
 OBJECT: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}, "application/json": {}}}
+    200: {
+        "content": {
+            **binary("application/octet-stream")["content"],
+            "application/json": {"schema": {"type": "object"}},
+        }
+    }
 }
 
 
@@ -66,12 +72,9 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
     return Response(body, status_code=206 if byte_range else 200, media_type=media, headers=headers)
 
 
-@router.api_route(
-    "/zarr/c/{token}/{path:path}",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    responses=OBJECT,
-)
+# GET and HEAD as two routes, so each has its own operationId in the OpenAPI document.
+@router.get("/zarr/c/{token}/{path:path}", response_class=Response, responses=OBJECT)
+@router.head("/zarr/c/{token}/{path:path}", response_class=Response, responses=OBJECT)
 async def capability_object(token: str, path: str, request: Request) -> Response:
     """An object of a pyramid through a capability URL (no other credentials needed).
     Image capabilities serve the image's pyramid at their root; dataset capabilities serve
@@ -93,12 +96,8 @@ async def capability_object(token: str, path: str, request: Request) -> Response
     return await _serve(state, view, path, request)
 
 
-@router.api_route(
-    "/zarr/{image_id}/{path:path}",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    responses=OBJECT,
-)
+@router.get("/zarr/{image_id}/{path:path}", response_class=Response, responses=OBJECT)
+@router.head("/zarr/{image_id}/{path:path}", response_class=Response, responses=OBJECT)
 async def zarr_object(image_id: str, path: str, request: Request) -> Response:
     """An object of the image's pyramid (zarr metadata or chunk), with a bearer token."""
     state = viewing(request)
