@@ -24,6 +24,9 @@ $(WEB_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	rm -rf $(WEB_VENDOR) && mkdir -p $(WEB_VENDOR)/openseadragon
 	cp -R $(OSD_BUILD)/openseadragon.min.js $(OSD_BUILD)/openseadragon.min.js.map $(OSD_BUILD)/images node_modules/openseadragon/LICENSE.txt $(WEB_VENDOR)/openseadragon/
+	mkdir -p $(WEB_VENDOR)/swagger-ui $(WEB_VENDOR)/redoc
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/favicon-32x32.png node_modules/swagger-ui-dist/LICENSE $(WEB_VENDOR)/swagger-ui/
+	cp node_modules/redoc/bundles/redoc.standalone.js node_modules/redoc/LICENSE $(WEB_VENDOR)/redoc/
 	touch $@
 
 web: $(WEB_STAMP)
@@ -35,10 +38,12 @@ messages: $(STAMP)
 	$(BIN)/pybabel update -i api/web/locale/messages.pot -d api/web/locale -w 100 --ignore-obsolete
 
 # The browser tests drive Debian's chromium (never a Playwright-downloaded one); the deploy
-# test validates deploy/compose.yaml with Debian's docker-compose (no engine needed).
+# test validates deploy/compose.yaml with Debian's docker-compose (no engine needed); the
+# institutional sign-in tests start their own OpenLDAP (slapd, ldap-utils' ldapadd).
 debian-tools:
-	command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
-		(apt-get update && apt-get install -y chromium docker-compose)
+	command -v chromium >/dev/null && command -v docker-compose >/dev/null \
+		&& test -x /usr/sbin/slapd && command -v ldapadd >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium docker-compose slapd ldap-utils)
 
 serve: $(STAMP) $(WEB_STAMP)
 	$(BIN)/allmicro serve

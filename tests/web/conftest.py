@@ -122,3 +122,69 @@ def ingest_fei(network: Network) -> str:
     assert job["status"] == "succeeded", job["error"]
     (image_id,) = job["image_ids"]
     return str(image_id)
+
+
+# --- What people see: every page a test opens is checked the same way -----------------------
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+# axe impacts that fail a page; "moderate" and "minor" ones are left to review.
+FAILING_IMPACTS = ("serious", "critical")
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now (axe from npm)."""
+    if not AXE.is_file():
+        _unavailable(f"{AXE} is missing: `make web` installs axe-core from npm")
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await window.axe.run(document)")
+    return [
+        {
+            "id": violation["id"],
+            "impact": violation["impact"],
+            "help": violation["help"],
+            "targets": [node["target"] for node in violation["nodes"][:5]],
+        }
+        for violation in result["violations"]
+        if violation["impact"] in FAILING_IMPACTS
+    ]
+
+
+def horizontal_overflow(page: Any) -> int:
+    """How many CSS pixels the page is wider than its viewport (0 when it fits)."""
+    return int(
+        page.evaluate(
+            "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+            " - window.innerWidth"
+        )
+    )
+
+
+def check_page(page: Any, name: str, *, screenshot: bool = True) -> None:
+    """The checks every page gets: no serious or critical axe-core violation at the current
+    viewport, and, at 390×844, no horizontal overflow. With `screenshot`, a full-page picture at
+    the current viewport goes to build/screenshots/{name}-{width}.png for people to look at.
+    The page keeps its viewport; call once per size (see `check_page_at_both_sizes`)."""
+    page.wait_for_load_state("load")
+    violations = axe_violations(page)
+    assert not violations, f"{name}: axe-core violations {violations}"
+    width = page.viewport_size["width"]
+    if width <= PHONE["width"]:
+        overflow = horizontal_overflow(page)
+        assert overflow <= 0, f"{name}: {overflow} px wider than a {width} px phone"
+    if screenshot:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+
+
+def check_page_at_both_sizes(page: Any, name: str) -> None:
+    """`check_page` at 1440×900 and at 390×844; the page is left at the phone size's scroll
+    position but its desktop viewport is restored."""
+    original = page.viewport_size
+    for size in (DESKTOP, PHONE):
+        page.set_viewport_size(size)
+        check_page(page, name)
+    page.set_viewport_size(original or DESKTOP)
