@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from allmicro_data import passwords
+from allmicro_data import notifications, passwords
 from allmicro_data.catalogue.db import (
     create_catalogue_engine,
     make_session_factory,
@@ -37,6 +37,7 @@ class Services:
                 settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
             )
         )
+        notifications.configure(settings)
         engine = create_catalogue_engine(
             settings.resolved_database_url,
             pool_size=settings.db_pool_size,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -49,6 +49,29 @@ def _address_list(value: object) -> object:
         if entry != "*":
             ipaddress.ip_network(entry, strict=False)
     return entries
+
+
+def _url_list(value: object) -> object:
+    """URLs from "ldaps://a, ldaps://b" or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list):
+        return value
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+class OrganisationRule(BaseModel):
+    """Which organisation an institutional account belongs to: the first rule whose conditions
+    all hold (none: everyone) names it by its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organisation: str
+    email_domain: str | None = None
+    group: str | None = None
+    claim: str | None = None
+    value: str | None = None
 
 
 def _toml_file() -> Path | None:
@@ -315,6 +338,86 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a render waits for room in render_memory_mb before the request "
         "answers 503 with Retry-After.",
+    )
+    # Institutional sign-in (LDAP / Active Directory, OpenID Connect) and e-mail notices.
+    public_url: str | None = Field(
+        default=None,
+        description="The server's address as people reach it (https://data.example.org): "
+        "the OpenID Connect redirect address and the links in e-mails are made from it.",
+    )
+    ldap_urls: Annotated[list[str], NoDecode, BeforeValidator(_url_list)] = Field(
+        default_factory=list,
+        description="LDAP or Active Directory servers (ldap://host:389 or ldaps://host:636, "
+        "comma-separated, tried in order); none: LDAP sign-in off.",
+    )
+    ldap_start_tls: bool = Field(
+        default=False, description="Upgrade ldap:// connections with StartTLS before binding."
+    )
+    ldap_ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) the LDAP servers' certificates chain to."
+    )
+    ldap_bind_dn_template: str | None = Field(
+        default=None,
+        description="Bind directly as this DN, {u} standing for the name typed "
+        "(uid={u},ou=people,dc=example,dc=org, or {u}@example.org for AD); unset: search.",
+    )
+    ldap_service_dn: str | None = Field(
+        default=None, description="Account that searches for the user's entry (unset: anonymous)."
+    )
+    ldap_service_password: SecretStr | None = None
+    ldap_search_base: str | None = Field(
+        default=None, description="Where users are searched for (dc=example,dc=org)."
+    )
+    ldap_search_filter: str = Field(
+        default="(|(uid={u})(mail={u}))",
+        description="Finds the user's entry, {u} standing for the name typed (escaped); for "
+        "AD: (|(sAMAccountName={u})(userPrincipalName={u})(mail={u})).",
+    )
+    ldap_email_attribute: str = "mail"
+    ldap_name_attribute: str = Field(default="cn", description="displayName for AD.")
+    ldap_group_attribute: str = Field(
+        default="memberOf", description="The entry's attribute listing its groups' DNs."
+    )
+    ldap_group_search_base: str | None = Field(
+        default=None,
+        description="Also search groups here with ldap_group_filter (directories without "
+        "memberOf).",
+    )
+    ldap_group_filter: str = "(|(member={dn})(uniqueMember={dn}))"
+    ldap_timeout_seconds: float = Field(default=5.0, gt=0)
+    ldap_organisation_rules: list[OrganisationRule] = Field(
+        default_factory=list,
+        description='JSON list, first match wins: {"email_domain": "uni-lj.si", '
+        '"organisation": "University of Ljubljana"}, {"group": "cn=staff,...", '
+        '"organisation": ...}, or only {"organisation": ...} for everyone else. No match: '
+        "sign-in refused for new users.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (discovery at /.well-known/openid-configuration); "
+        "unset: OIDC sign-in off.",
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str = Field(
+        default="your institution", description='Shown as "Sign in with <name>" on /login.'
+    )
+    oidc_scopes: str = "openid email profile"
+    oidc_organisation_rules: list[OrganisationRule] = Field(
+        default_factory=list,
+        description='As ldap_organisation_rules, with {"claim": "name", "value": '
+        '"..."} instead of group.',
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for e-mail notices; unset: no e-mail is sent."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0)
+    mail_from: str = Field(
+        default="AllMicro Data <noreply@localhost>", description="From: of e-mail notices."
     )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
