@@ -258,6 +258,10 @@ def require_upload_target(session: Session, caller: Caller, dataset_id: str) -> 
     password token or an upload token (not a read token)."""
     dataset = get_visible(session, caller, Dataset, dataset_id, Use.UPLOAD)
     require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR, Use.UPLOAD)
+    # A delivered dataset takes no more originals. (delivery imports this module.)
+    from allmicro_data.delivery import require_not_frozen
+
+    require_not_frozen(dataset)
     return dataset
 
 
@@ -299,3 +303,14 @@ def require_full_session(caller: Caller) -> None:
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin or caller.scope != "all":
         raise Forbidden("this needs a global admin")
+
+
+def may_administer(session: Session, caller: Caller) -> bool:
+    """Whether the caller has an admin area to open: a global admin's, or a signed-in manager's
+    part of it for the projects they manage."""
+    if caller.scope != "all":
+        return False
+    if caller.is_admin:
+        return True
+    managed = session.scalars(managed_project_ids(caller).limit(1)).first()
+    return managed is not None

@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import distinct, select
 from sqlalchemy.orm import Session
 
-from allmicro_data.access import Caller, may_upload, scoped
+from allmicro_data.access import Caller, may_administer, may_upload, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.api.deps import (
     SESSION_COOKIE,
@@ -139,6 +139,7 @@ def render(
         here=here,
         caller=caller,
         csrf=session_csrf(request, services) if caller else None,
+        admin_entry=caller is not None and _has_admin_area(services, caller),
         **context,
     )
     response = HTMLResponse(body, status_code=status)
@@ -150,6 +151,14 @@ def render(
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+def _has_admin_area(services: Services, caller: Caller) -> bool:
+    """Whether the header offers the admin area (admins, and managers for their projects)."""
+    if caller.is_admin:
+        return True
+    with services.session() as session:
+        return may_administer(session, caller)
 
 
 def to_login(request: Request) -> RedirectResponse:
