@@ -151,8 +151,27 @@ class User(Base):
     locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # The UI language the user last signed in with (en, it, sl): their e-mails speak it.
+    language: Mapped[str | None] = mapped_column(String(8))
 
     organisation: Mapped[Organisation] = relationship(back_populates="users")
+
+
+class ExternalIdentity(Base):
+    """An institutional account (an OpenID Connect issuer's subject, an LDAP directory's entry)
+    that signs in as a user; such users may have no local password."""
+
+    __tablename__ = "external_identity"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_external_identity_subject"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
 
 
 class TokenKind(enum.StrEnum):
@@ -199,6 +218,11 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Bytes of originals (stored plus in flight) the project may hold; None: no limit.
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Set by a global admin: nothing of the project may be deleted or purged (allmicro_data.lifecycle).
+    legal_hold: Mapped[bool] = mapped_column(default=False)
+    # In the trash since then (allmicro_data.lifecycle): hidden everywhere, purged later.
+    deleted_at: Mapped[datetime | None]
+    deleted_by_id: Mapped[str | None] = mapped_column(String(36))
 
     datasets: Mapped[list[Dataset]] = relationship(back_populates="project")
     memberships: Mapped[list[ProjectMembership]] = relationship(back_populates="project")
@@ -262,6 +286,12 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A delivery to the client: frozen from this moment (allmicro_data.delivery).
+    delivered_at: Mapped[datetime | None]
+    delivered_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
+    # In the trash since then (allmicro_data.lifecycle): hidden with what it holds.
+    deleted_at: Mapped[datetime | None]
+    deleted_by_id: Mapped[str | None] = mapped_column(String(36))
 
     project: Mapped[Project] = relationship(back_populates="datasets")
     files: Mapped[list[File]] = relationship(back_populates="dataset")
@@ -287,6 +317,8 @@ class File(Base):
     format: Mapped[str | None] = mapped_column(String(100))
     uploaded_by_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id"))
     uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # In the trash with the images read from it (allmicro_data.lifecycle).
+    deleted_at: Mapped[datetime | None]
 
     dataset: Mapped[Dataset] = relationship(back_populates="files")
 
@@ -350,6 +382,7 @@ class Image(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
     name: Mapped[str] = mapped_column(String(1024))
+    description: Mapped[str] = mapped_column(Text, default="")
     series_index: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[ImageStatus] = mapped_column(
         _enum(ImageStatus, "image_status"), default=ImageStatus.PROCESSING
@@ -401,8 +434,36 @@ class Image(Base):
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # In the trash since then (allmicro_data.lifecycle): hidden everywhere, purged later.
+    deleted_at: Mapped[datetime | None]
+    deleted_by_id: Mapped[str | None] = mapped_column(String(36))
 
     dataset: Mapped[Dataset] = relationship(back_populates="images")
+
+
+class Annotation(Base):
+    """A tag (key None) or a key-value pair (sample, batch, client reference…) on an image or a
+    dataset; searchable, and served in OME-XML as TagAnnotations and MapAnnotations."""
+
+    __tablename__ = "annotation"
+    __table_args__ = (
+        CheckConstraint("(image_id IS NULL) <> (dataset_id IS NULL)", name="image_or_dataset"),
+        Index("ix_annotation_key_value", "key", "value_lower"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str | None] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), index=True
+    )
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(String(1000))
+    # For case-insensitive search on both databases without an expression index.
+    value_lower: Mapped[str] = mapped_column(String(1000))
+    created_by_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):
@@ -461,6 +522,23 @@ class ShareLink(Base):
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     use_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Downloads through the link (files and archives); None: no limit.
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    download_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProjectVisit(Base):
+    """When a user last opened a project's results view: what is new is what came after."""
+
+    __tablename__ = "project_visit"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    visited_at: Mapped[datetime]
 
 
 class AttemptCounter(Base):
