@@ -36,6 +36,7 @@ from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
 from allmicro_data.storage import StorageError, StorageFull
 from allmicro_data.uploads import (
+    ChecksumMismatch,
     HashFactory,
     OffsetMismatch,
     Receiver,
@@ -248,9 +249,16 @@ def parse_metadata(header: str) -> dict[str, str]:
         value = ""
         if len(parts) == 2:
             try:
-                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+                raw = base64.b64decode(parts[1], validate=True)
+            except binascii.Error:
                 raise BadTusRequest(f"Upload-Metadata value of {key!r} is not base64") from None
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                # tus allows any bytes; every value we read is text, so say which rule failed.
+                raise BadTusRequest(
+                    f"Upload-Metadata value of {key!r} is base64 but not UTF-8 text"
+                ) from None
         pairs[key] = value
     return pairs
 
@@ -478,8 +486,15 @@ async def create(request: Request, caller: TusCallerDep, services: ServicesDep) 
     if with_body or length == 0:
         try:
             upload = await _append(request, services, caller, upload, 0) or upload
+        except ChecksumMismatch:
+            # Nothing of the body was kept: the upload goes too, so the client (told 460, with
+            # no Location) sends the file again rather than resuming an empty upload it never
+            # learnt of.
+            log.info("upload %s: first bytes failed their checksum; discarded", upload.id)
+            await _run(terminate_upload, services, caller, upload.id)
+            raise
         except DomainError as exc:
-            if exc.status not in (409, 413, 460):
+            if exc.status not in (409, 413):
                 raise
             # The upload exists; the client learns its offset and goes on with PATCH.
             log.info("upload %s: first bytes refused: %s", upload.id, exc)

@@ -468,3 +468,71 @@ def test_tuspy_uploads_to_the_endpoint(network: Network) -> None:
     stored = client.get(f"/api/files/{headers['x-allmicro-file-id']}").json()
     assert stored["sha256"] == hashlib.sha256(FEI.read_bytes()).hexdigest()
     assert stored["dataset_id"] == dataset_id
+
+
+def test_creation_with_upload_and_a_wrong_checksum_answers_460_and_keeps_nothing(
+    network: Network,
+) -> None:
+    dataset_id = network.new_dataset("checksummed creation")
+    client = network.client("maja@ijs.example")
+    data = b"II*\x00" + bytes(range(256)) * 8
+    spool = Path(network.server.env["ALLMICRO_DATA_DIR"]) / "uploads" / "tus"
+
+    def spooled() -> set[Path]:
+        return set(spool.iterdir()) if spool.is_dir() else set()
+
+    before = spooled()
+
+    def create_with_body(upload_checksum: str) -> httpx.Response:
+        return client.post(
+            "/api/uploads/",
+            content=data,
+            headers={
+                **TUS,
+                **OFFSET_STREAM,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(filename="summed.tif", dataset_id=dataset_id),
+                "Upload-Checksum": upload_checksum,
+            },
+        )
+
+    wrong = create_with_body(checksum("sha256", data[:-1]))
+    assert wrong.status_code == 460, wrong.text
+    assert wrong.headers["content-type"] == "application/problem+json"
+    assert wrong.headers["tus-resumable"] == "1.0.0"
+    # No upload to resume: nothing of the body, and no empty upload, is left on the spool.
+    assert "location" not in wrong.headers
+    assert spooled() == before
+    totals = client.get(f"/api/datasets/{dataset_id}").raise_for_status().json()["totals"]
+    assert totals["files"] == 0
+
+    right = create_with_body(checksum("sha256", data))
+    assert right.status_code == 201, right.text
+    assert right.headers["upload-offset"] == str(len(data))
+    assert right.headers["x-allmicro-file-id"]
+
+
+def test_upload_metadata_that_is_base64_but_not_utf8_is_reported_as_such(
+    network: Network,
+) -> None:
+    dataset_id = network.new_dataset("metadata encodings")
+    client = network.client("maja@ijs.example")
+    dataset = f"dataset_id {base64.b64encode(dataset_id.encode()).decode()}"
+    latin1 = base64.b64encode("Mikroskopija_č.tif".encode("cp1250")).decode()
+    for value, says, denies in (
+        (latin1, "not UTF-8", "not base64"),
+        ("%%%", "not base64", "UTF-8"),
+    ):
+        response = client.post(
+            "/api/uploads/",
+            headers={
+                **TUS,
+                "Upload-Length": "10",
+                "Upload-Metadata": f"filename {value},{dataset}",
+            },
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        detail = response.json()["detail"]
+        assert says in detail and denies not in detail, detail
+        assert "'filename'" in detail
