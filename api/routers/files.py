@@ -26,7 +26,12 @@ router = APIRouter(prefix="/api", tags=["files"])
 @router.post("/datasets/{dataset_id}/files", response_model=UploadResult, status_code=201)
 def upload_file(
     dataset_id: str,
-    file: Annotated[UploadFile, File(description="the original, byte for byte")],
+    # format: binary beside 3.1's contentMediaType: generated clients (openapi-python-client)
+    # take a file for it, not a string.
+    file: Annotated[
+        UploadFile,
+        File(description="the original, byte for byte", json_schema_extra={"format": "binary"}),
+    ],
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
