@@ -2,8 +2,10 @@
 response (errors and redirects too, so a browser client can read why it failed) and preflight.
 
 Two policies, by path:
-- capability URLs (`/zarr/c/...`) carry their credential in the URL itself: any origin may read
-  them (`Access-Control-Allow-Origin: *`), which is what napari, vizarr and neuroglancer need;
+- capability URLs (`/zarr/c/...`, `/iiif/3/c/...`) carry their credential in the URL itself: any
+  origin may read them (`Access-Control-Allow-Origin: *`), which is what napari, vizarr,
+  neuroglancer, OpenSeadragon and Mirador need; so may the IIIF auth probe, whose answer
+  depends only on the token sent to it;
 - the bearer-token routes (`/zarr/{id}`, `/iiif/3/{id}`, `/api/uploads/`) answer only the
   origins listed in `ALLMICRO_CORS_ORIGINS` (none by default), echoing the caller's origin with
   `Vary: Origin`, never `*`. The token travels in the Authorization header, which a page of an
@@ -22,7 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allmicro_data.api.http_middleware import HttpMiddleware
 
-CAPABILITY_PREFIX = "/zarr/c/"
+# URLs that carry their credential (a capability) or none at all (the IIIF auth probe, which
+# answers only from the bearer token a viewer sends it).
+CAPABILITY_PREFIXES = ("/zarr/c/", "/iiif/3/c/", "/iiif/auth/2/probe/")
 VIEWING_PREFIXES = ("/zarr/", "/iiif/")
 UPLOADS = "/api/uploads"
 VIEWING_METHODS = "GET, HEAD, OPTIONS"
@@ -83,7 +87,7 @@ class Cors(HttpMiddleware):
 
     def _headers(self, path: str, origin: str | None) -> dict[str, str] | None:
         """The CORS headers for a response to `path` from `origin`; None: the path has none."""
-        if path.startswith(CAPABILITY_PREFIX):
+        if path.startswith(CAPABILITY_PREFIXES):
             return {"Access-Control-Allow-Origin": "*"}
         if not (path.startswith(VIEWING_PREFIXES) or _is_uploads(path)):
             return None

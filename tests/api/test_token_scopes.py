@@ -447,6 +447,26 @@ decide("GET", "/api/jobs/{job_id}", Case(ANY, _fill("/api/jobs/{job_id}")))
 decide("GET", f"/api/datasets/{D}/jobs", Case(ANY, _fill(f"/api/datasets/{D}/jobs")))
 
 
+# IIIF (issue 17): capability URLs answer the same to everyone (the URL is the credential; the
+# test's capability is an image's, so the dataset shapes answer 404); manifests and the physical
+# dimensions service read like info.json (the test image has no pixel size: 404 past the check).
+for suffix in ("", "/info.json", "/physdim", "/manifest", "/full/max/0/default.jpg"):
+    route = "/{region}/{size}/{rotation}/{quality_format}" if "full" in suffix else suffix
+    methods = "GET HEAD" if suffix in ("/info.json", "/full/max/0/default.jpg") else "GET"
+    decide(methods, f"/iiif/3/c/{{token}}{route}", same("", f"/iiif/3/c/{{capability}}{suffix}"))
+    if suffix != "/manifest":
+        decide(
+            methods,
+            f"/iiif/3/c/{{token}}/{I}{route}",
+            same("", f"/iiif/3/c/{{capability}}/{I}{suffix}"),
+        )
+decide("GET", f"/iiif/3/manifests/{D}", Case(READ, _fill(f"/iiif/3/manifests/{D}")))
+decide(
+    "GET",
+    f"/iiif/3/{I}/physdim",
+    Case(READ, _fill(f"/iiif/3/{I}/physdim"), allowed_status=frozenset({404})),
+)
+
 # Uploads.
 def one_shot(w: World) -> dict[str, Any]:
     return {"files": {"file": (f"{secrets.token_hex(4)}.bin", secrets.token_bytes(32))}}
