@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +19,12 @@ from allmicro_data.audit import record
 from allmicro_data.catalogue.models import AccessToken, AuditEvent, TokenKind, User, utcnow
 from allmicro_data.directory import accept_invitations, find_user_by_email
 from allmicro_data.errors import DomainError, Invalid, NotFound
+from allmicro_data.institutional import AccountRefused, InstitutionalAccount, user_for_account
+from allmicro_data.ldap_login import DirectoryUnavailable, LdapDirectory
 from allmicro_data.passwords import WeakPassword, hash_password, verify_password
+from allmicro_data.settings import OrganisationRule
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "amd_"  # noqa: S105 - a marker that makes leaked tokens easy to find, not a secret
 BEARER_TTL = timedelta(hours=12)
@@ -127,6 +134,7 @@ def login(
     password: str,
     client_address: str | None,
     policy: LoginPolicy | None = None,
+    directory: LdapDirectory | None = None,
 ) -> User:
     """The user whose credentials these are.
 
@@ -142,10 +150,17 @@ def login(
     _check_address(session, client_address, policy, now)
     _check_account_from_address(session, actor, client_address, policy, now)
     user = find_user_by_email(session, email)
-    ok = verify_password(password, user.password_hash if user else None)
+    refusal: str | None = None
+    if directory is not None and (user is None or user.password_hash is None):
+        # No local password: the directory decides (the name typed may be a uid, not an e-mail).
+        user, ok, refusal = _directory_login(session, directory, email, password, user)
+    else:
+        ok = verify_password(password, user.password_hash if user else None)
     locked = user is not None and user.locked_until is not None and user.locked_until > now
     if user is None or not ok or locked or not user.is_active:
-        if user is None:
+        if refusal is not None:
+            reason = refusal
+        elif user is None:
             reason = "unknown account"
         elif locked:
             reason = "locked"
@@ -181,6 +196,66 @@ def login(
         client_address=client_address,
     )
     # Roles offered to this address while the account already existed start now.
+    accept_invitations(session, user)
+    return user
+
+
+def _directory_login(
+    session: Session, directory: LdapDirectory, name: str, password: str, user: User | None
+) -> tuple[User | None, bool, str | None]:
+    """(user, password right, why refused) after asking the directory; a wrong password in
+    the directory counts like a wrong local one."""
+    try:
+        account = directory.authenticate(name, password)
+    except DirectoryUnavailable as exc:
+        log.error("LDAP sign-in: no directory server usable: %s", exc)
+        return user, False, "directory unavailable"
+    if account is None:
+        return user, False, None
+    try:
+        return user_for_account(session, account, directory.rules), True, None
+    except AccountRefused as exc:
+        return None, True, f"institutional account refused: {exc}"
+
+
+def institutional_login(
+    session: Session,
+    account: InstitutionalAccount,
+    rules: Sequence[OrganisationRule],
+    client_address: str | None,
+) -> User:
+    """The user an account an identity provider vouched for signs in as (OpenID Connect);
+    disabled and locked users are refused like at the password form."""
+    now = utcnow()
+    refusal = None
+    try:
+        user: User | None = user_for_account(session, account, rules)
+    except AccountRefused as exc:
+        user, refusal = None, f"institutional account refused: {exc}"
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        refusal = "locked"
+    elif user is not None and not user.is_active:
+        refusal = "disabled"
+    if user is None or refusal is not None:
+        record(
+            session,
+            "login.failure",
+            actor=(account.email or account.subject)[:320],
+            actor_user_id=user.id if user else None,
+            client_address=client_address,
+            success=False,
+            detail={"reason": refusal, "issuer": account.issuer},
+        )
+        raise LoginRefused()
+    user.last_login_at = now
+    record(
+        session,
+        "login.success",
+        actor=user.email,
+        actor_user_id=user.id,
+        client_address=client_address,
+        detail={"issuer": account.issuer},
+    )
     accept_invitations(session, user)
     return user
 

@@ -35,6 +35,7 @@ from allmicro_data.auth import (
 )
 from allmicro_data.catalogue.models import AccessToken, TokenKind, User, utcnow
 from allmicro_data.errors import Forbidden, NotFound, Unauthorised
+from allmicro_data.ldap_login import LdapDirectory
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
@@ -62,7 +63,12 @@ def _login(
 ) -> User:
     try:
         return login(
-            session, form.username, form.password, client_address(request), _policy(services)
+            session,
+            form.username,
+            form.password,
+            client_address(request),
+            _policy(services),
+            directory=LdapDirectory.from_settings(services.settings),
         )
     except LoginRefused as exc:
         # Keep the failed attempt (counter, lockout, audit) although the request fails.
@@ -107,6 +113,14 @@ def browser_login(
     """
     _refuse_cross_site(request)
     user = _login(form, request, session, services)
+    csrf = start_session(user, request, response, session, services)
+    return SessionOut(user=me_of(user), csrf_token=csrf)
+
+
+def start_session(
+    user: User, request: Request, response: Response, session: SessionDep, services: Services
+) -> str:
+    """A new browser session for a signed-in user, in cookies set on response; its CSRF token."""
     hours = services.settings.session_hours
     plaintext, _ = issue_token(
         session,
@@ -132,7 +146,7 @@ def browser_login(
     response.set_cookie(
         CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="lax", secure=secure, path="/"
     )
-    return SessionOut(user=me_of(user), csrf_token=csrf)
+    return csrf
 
 
 def _refuse_cross_site(request: Request) -> None:

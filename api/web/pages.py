@@ -6,8 +6,12 @@ API would refuse the same caller; templates only shape what those functions retu
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import functools
 import hmac
+import json
+import logging
 import math
 import secrets
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from allmicro_data.api.deps import (
     OptionalCallerDep,
     ServicesDep,
     SessionDep,
+    client_address,
 )
 from allmicro_data.api.routers import auth, catalogue, files
 from allmicro_data.api.schemas import (
@@ -50,9 +55,17 @@ from allmicro_data.api.web.i18n import (
     language_name,
     translations,
 )
-from allmicro_data.auth import LoginThrottled, csrf_token, unsign
-from allmicro_data.catalogue.models import Image, Role
+from allmicro_data.auth import (
+    LoginRefused,
+    LoginThrottled,
+    csrf_token,
+    institutional_login,
+    sign,
+    unsign,
+)
+from allmicro_data.catalogue.models import Image, Role, User
 from allmicro_data.errors import DomainError, NotFound, Unauthorised
+from allmicro_data.oidc_login import OidcFailed, OidcProvider, PendingSignIn
 from allmicro_data.paging import Window
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
@@ -73,6 +86,7 @@ CONTENT_SECURITY_POLICY = (
 
 router = APIRouter(include_in_schema=False)
 P = ParamSpec("P")
+log = logging.getLogger(__name__)
 
 
 def static_files() -> StaticFiles:
@@ -216,11 +230,23 @@ def _login_page(
     status: int = 200,
 ) -> HTMLResponse:
     token = secrets.token_urlsafe(32)
+    settings = services.settings
+    institution = {
+        # A directory account signs in with its user name (uid, sAMAccountName) too.
+        "user_names": bool(settings.ldap_urls),
+        "oidc_name": settings.oidc_provider_name if settings.oidc_issuer else None,
+    }
     response = render(
         request,
         services,
         "login.html",
-        {"login_csrf": token, "next_path": next_path, "error": error, "email": email},
+        {
+            "login_csrf": token,
+            "next_path": next_path,
+            "error": error,
+            "email": email,
+            **institution,
+        },
         status=status,
     )
     # Double-submit token: without a session yet, this stops other sites signing people in.
@@ -269,7 +295,7 @@ def login_submit(
         )
     carrier = Response()
     try:
-        auth.browser_login(
+        signed_in = auth.browser_login(
             OAuth2PasswordRequestForm(username=username, password=password),
             request,
             carrier,
@@ -296,10 +322,127 @@ def login_submit(
             email=username,
             status=401,
         )
+    remember_language(session, signed_in.user.id, request)
     response = RedirectResponse(target, status_code=303)
     for cookie in carrier.headers.getlist("set-cookie"):
         response.headers.append("set-cookie", cookie)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+def remember_language(session: Session, user_id: str, request: Request) -> None:
+    """The language a user signs in with is the one their e-mails speak."""
+    user = session.get(User, user_id)
+    if user is not None:
+        user.language = request_language(request)
+
+
+OIDC_COOKIE = "allmicro_oidc"
+OIDC_PATH = "/login/oidc"
+OIDC_SECONDS = 600
+
+
+def _oidc_redirect_uri(request: Request, services: Services) -> str:
+    public = services.settings.public_url
+    if public:
+        return public.rstrip("/") + OIDC_PATH + "/callback"
+    return str(request.url_for("oidc_callback"))
+
+
+def _oidc_pending(request: Request, services: Services) -> PendingSignIn | None:
+    """What the sign-in started in this browser keeps (signed cookie), if still fresh."""
+    signed = request.cookies.get(OIDC_COOKIE)
+    value = unsign(signed, secret_key(services.settings)) if signed else None
+    if value is None:
+        return None
+    try:
+        pending = PendingSignIn(**json.loads(base64.urlsafe_b64decode(value.encode())))
+    except (ValueError, TypeError):
+        return None
+    age = datetime.now(UTC).timestamp() - pending.started_at
+    return pending if 0 <= age <= OIDC_SECONDS else None
+
+
+@router.get(OIDC_PATH)
+def oidc_begin(request: Request, services: ServicesDep, next: str | None = None) -> Response:
+    """Send the browser to the institution's OpenID Connect provider (code flow with PKCE)."""
+    provider = OidcProvider.from_settings(services.settings)
+    if provider is None:
+        return render(request, services, "error.html", {"status": 404, "detail": ""}, status=404)
+    gettext = translations(request_language(request)).gettext
+    target = local_path(next)
+    try:
+        url, pending = provider.begin(_oidc_redirect_uri(request, services), target)
+    except OidcFailed as exc:
+        log.warning("OpenID Connect sign-in could not start: %s", exc)
+        failed = gettext("Sign-in with %(provider)s did not work. Please try again.")
+        return _login_page(
+            request, services, target, error=failed % {"provider": provider.name}, status=502
+        )
+    value = base64.urlsafe_b64encode(json.dumps(dataclasses.asdict(pending)).encode()).decode()
+    response = RedirectResponse(url, status_code=303)
+    # Lax: the provider's redirect back is a top-level GET, which brings it along.
+    response.set_cookie(
+        OIDC_COOKIE,
+        sign(value, secret_key(services.settings)),
+        max_age=OIDC_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path=OIDC_PATH,
+    )
+    return response
+
+
+@router.get(OIDC_PATH + "/callback", name="oidc_callback")
+def oidc_callback(
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """The provider's answer: check the state, redeem the code, sign the account in."""
+    provider = OidcProvider.from_settings(services.settings)
+    if provider is None:
+        return render(request, services, "error.html", {"status": 404, "detail": ""}, status=404)
+    gettext = translations(request_language(request)).gettext
+    pending = _oidc_pending(request, services)
+    target = pending.next_path if pending is not None else "/projects"
+
+    def refused(message: str, status: int) -> Response:
+        page = _login_page(request, services, target, error=message, status=status)
+        page.delete_cookie(OIDC_COOKIE, path=OIDC_PATH)
+        return page
+
+    if pending is None or state is None or not hmac.compare_digest(pending.state, state):
+        # Not the sign-in this browser started (or too old): never redeem its code.
+        return refused(gettext("The sign-in form expired. Please try again."), 400)
+    if error is not None or not code:
+        cancelled = gettext("Sign-in with %(provider)s was cancelled or refused.")
+        return refused(cancelled % {"provider": provider.name}, 401)
+    try:
+        account = provider.finish(_oidc_redirect_uri(request, services), pending, code)
+    except OidcFailed as exc:
+        log.warning("OpenID Connect sign-in failed: %s", exc)
+        failed = gettext("Sign-in with %(provider)s did not work. Please try again.")
+        return refused(failed % {"provider": provider.name}, 502)
+    try:
+        user = institutional_login(session, account, provider.rules, client_address(request))
+    except LoginRefused:
+        # Keep the refusal in the audit log although the page is an error.
+        session.commit()
+        return refused(
+            gettext(
+                "This account cannot sign in here. Please ask the repository's administrators."
+            ),
+            403,
+        )
+    remember_language(session, user.id, request)
+    response = RedirectResponse(pending.next_path, status_code=303)
+    auth.start_session(user, request, response, session, services)
+    response.delete_cookie(OIDC_COOKIE, path=OIDC_PATH)
     return response
 
 
