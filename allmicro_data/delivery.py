@@ -9,8 +9,8 @@ dataset's originals leaves a receipt in the audit log (`record_receipt`).
 
 from __future__ import annotations
 
-import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from allmicro_data import access
+from allmicro_data import access, notifications
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
@@ -57,7 +57,13 @@ def require_not_frozen(dataset: Dataset) -> None:
 
 
 def mark_delivered(
-    session: Session, caller: access.Caller, dataset_id: str, client_address: str | None
+    session: Session,
+    caller: access.Caller,
+    dataset_id: str,
+    client_address: str | None,
+    *,
+    recipients: Sequence[str] = (),
+    link_url: str | None = None,
 ) -> Dataset:
     """Freeze a dataset as a delivery (managers of its project). Marking it again changes nothing."""
     dataset = access.get_visible(session, caller, Dataset, dataset_id, access.Use.SEE)
@@ -80,23 +86,18 @@ def mark_delivered(
         detail={"files": len(files)},
     )
     session.flush()
-    _notify_ready(session, dataset)
+    _notify_ready(session, dataset, recipients, link_url)
     return dataset
 
 
-def _notify_ready(session: Session, dataset: Dataset) -> None:
-    """Tell the client that the delivery is ready (allmicro_data.notifications, when present)."""
+def _notify_ready(
+    session: Session, dataset: Dataset, recipients: Sequence[str], link_url: str | None
+) -> None:
+    """Tell the client that the delivery is ready; sent after the commit."""
     try:
-        notifications = importlib.import_module("allmicro_data.notifications")
-    except ImportError:
-        return
-    notify = getattr(notifications, "delivery_ready", None)
-    if notify is None:
-        return
-    try:
-        notify(session, dataset)
+        notifications.delivery_ready(session, dataset.id, recipients=recipients, link_url=link_url)
     except Exception:
-        # A mail server that is down must not undo the delivery; the log keeps the reason.
+        # A mail problem must not undo the delivery; the log keeps the reason.
         log.exception("delivery %s: the notification failed", dataset.id)
 
 

@@ -8,15 +8,17 @@ addresses."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from allmicro_data import throttle
+from allmicro_data import notifications, throttle
 from allmicro_data.access import Caller, Use, may_manage, require_role
 from allmicro_data.audit import record
 from allmicro_data.auth import token_hash
@@ -28,6 +30,23 @@ SHARE_PREFIX = "amds_"
 PASSWORD_FAILURE_LIMIT = 20  # wrong passwords per client address and link, per window
 LINK_FAILURE_LIMIT = 200  # per link from all addresses together: clear abuse
 PASSWORD_FAILURE_WINDOW = timedelta(minutes=15)
+# How long a browser stays unlocked after typing a link's password (its cookie's lifetime).
+UNLOCK_LIFETIME = timedelta(hours=2)
+MAX_DOWNLOAD_LIMIT = 1_000_000
+
+
+class ShareUnavailable(NotFound):
+    """A link that opens nothing. The API answers 404 whatever the reason (a guessed token
+    learns nothing); the link's own page, to whoever holds it, says why: `reason` is
+    "unknown", "expired", "revoked" or "exhausted" (its download limit reached)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("share link not found or expired")
+        self.reason = reason
+
+
+class SharePasswordNeeded(Unauthorised):
+    """The link has a password and none (or a wrong one) came with the request."""
 
 
 class ShareThrottled(DomainError):
@@ -76,6 +95,7 @@ def create_link(
     password: str | None,
     label: str,
     client_address: str | None,
+    max_downloads: int | None = None,
 ) -> tuple[str, ShareLink]:
     """A new link (managers of the project); the token is returned once and stored hashed."""
     if (project_id is None) == (dataset_id is None):
@@ -96,6 +116,8 @@ def create_link(
         raise Invalid("the expiry must be in the future")
     if expires_at > now + timedelta(days=max_days):
         raise Invalid(f"share links last at most {max_days} days")
+    if max_downloads is not None and not 1 <= max_downloads <= MAX_DOWNLOAD_LIMIT:
+        raise Invalid(f"a download limit is between 1 and {MAX_DOWNLOAD_LIMIT}")
     try:
         password_hash = hash_password(password) if password else None
     except WeakPassword as exc:
@@ -109,6 +131,8 @@ def create_link(
         password_hash=password_hash,
         created_by_id=caller.user_id,
         expires_at=expires_at,
+        max_downloads=max_downloads,
+        download_count=0,
     )
     session.add(link)
     session.flush()
@@ -125,6 +149,7 @@ def create_link(
             "dataset_id": dataset_id,
             "expires_at": expires_at.isoformat(),
             "password": bool(password),
+            "max_downloads": max_downloads,
         },
     )
     return plaintext, link
@@ -201,26 +226,73 @@ def _check_password(
         success=False,
     )
     session.commit()
-    raise Unauthorised("this link needs its password (X-Share-Password header)")
+    raise SharePasswordNeeded("this link needs its password (X-Share-Password header)")
 
 
-def open_link(
-    session: Session, token: str, password: str | None, client_address: str | None
-) -> ShareAccess:
-    """The access a presented link token gives. Unknown, expired and revoked links are 404."""
+def unlock_cookie(key: bytes, link: ShareLink, now: datetime) -> str:
+    """The value of the cookie that keeps a browser unlocked after the right password: the
+    link, the moment it ends and a keyed mark of the link's password hash, under an HMAC. It
+    dies with the link (revoked, expired) and with a changed password."""
+    until = int((now + UNLOCK_LIFETIME).timestamp())
+    return f"{until}.{_unlock_mac(key, link, until)}"
+
+
+def _unlock_mac(key: bytes, link: ShareLink, until: int) -> str:
+    material = f"share-unlock:{link.id}:{link.password_hash or ''}:{until}".encode()
+    return hmac.new(key, material, hashlib.sha256).hexdigest()[:40]
+
+
+def _unlocked(key: bytes | None, link: ShareLink, cookie: str | None, now: datetime) -> bool:
+    if key is None or not cookie or len(cookie) > 100:
+        return False
+    until_text, _, mac = cookie.partition(".")
+    if not until_text.isdigit() or int(until_text) <= now.timestamp():
+        return False
+    return hmac.compare_digest(mac, _unlock_mac(key, link, int(until_text)))
+
+
+def find_link(session: Session, token: str) -> ShareLink:
+    """The link a token names, whether it still works or not (ShareUnavailable "unknown")."""
     link = None
     if token.startswith(SHARE_PREFIX) and len(token) < 200:
         link = session.scalars(
             select(ShareLink).where(ShareLink.token_hash == token_hash(token))
         ).first()
+    if link is None:
+        raise ShareUnavailable("unknown")
+    return link
+
+
+def exhausted(link: ShareLink) -> bool:
+    return link.max_downloads is not None and link.download_count >= link.max_downloads
+
+
+def open_link(
+    session: Session,
+    token: str,
+    password: str | None,
+    client_address: str | None,
+    *,
+    key: bytes | None = None,
+    cookie: str | None = None,
+    count_use: bool = False,
+) -> ShareAccess:
+    """The access a presented link token gives: with its password, or with the cookie
+    `unlock_cookie` gave (checked with `key`). Unknown, expired, revoked and exhausted links
+    raise ShareUnavailable (404). `count_use` counts one visit (the shared view, not each tile)."""
+    link = find_link(session, token)
     now = utcnow()
-    if link is None or link.revoked_at is not None or link.expires_at <= now:
-        raise NotFound("share link not found or expired")
+    if link.revoked_at is not None:
+        raise ShareUnavailable("revoked")
+    if link.expires_at <= now:
+        raise ShareUnavailable("expired")
     project_id = project_of_link(session, link)
     creator = session.get(User, link.created_by_id) if link.created_by_id else None
     if creator is None or not may_manage(session, creator, project_id):
-        raise NotFound("share link not found or expired")
-    if link.password_hash is not None:
+        raise ShareUnavailable("unknown")
+    if exhausted(link):
+        raise ShareUnavailable("exhausted")
+    if link.password_hash is not None and not _unlocked(key, link, cookie, now):
         _check_password(session, link, project_id, password, client_address)
     if link.dataset_id is not None:
         dataset_ids: tuple[str, ...] = (link.dataset_id,)
@@ -230,6 +302,27 @@ def open_link(
                 select(Dataset.id).where(Dataset.project_id == project_id).order_by(Dataset.name)
             )
         )
-    link.last_used_at = now
-    link.use_count += 1
+    if count_use:
+        link.last_used_at = now
+        link.use_count += 1
+        session.flush()
+        notifications.share_link_first_used(session, link)
     return ShareAccess(link=link, project_id=project_id, dataset_ids=dataset_ids)
+
+
+def count_download(session: Session, access: ShareAccess) -> None:
+    """Take one download from the link's limit, atomically (parallel downloads never pass it);
+    ShareUnavailable "exhausted" when none is left."""
+    link = access.link
+    taken = session.execute(
+        update(ShareLink)
+        .where(ShareLink.id == link.id)
+        .where(
+            ShareLink.max_downloads.is_(None) | (ShareLink.download_count < ShareLink.max_downloads)
+        )
+        .values(download_count=ShareLink.download_count + 1, last_used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        raise ShareUnavailable("exhausted")
+    session.refresh(link)

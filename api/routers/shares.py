@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from starlette.concurrency import run_in_threadpool
 
 from allmicro_data import directory
@@ -25,7 +27,7 @@ from allmicro_data.api.routers.tiles import tile_response
 from allmicro_data.api.schemas import DatasetOut, FileOut, ImageOut, Name, TotalsOut
 from allmicro_data.api.streaming import archive_response, original_response, parse_range
 from allmicro_data.api.viewing import ImageView, viewing
-from allmicro_data.archives import build_archive
+from allmicro_data.archives import DatasetArchive, build_archive
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
@@ -36,9 +38,19 @@ from allmicro_data.catalogue.models import (
     ShareLink,
     utcnow,
 )
+from allmicro_data.delivery import mark_delivered, record_receipt
 from allmicro_data.errors import NotFound
 from allmicro_data.paging import Window
-from allmicro_data.sharing import ShareAccess, create_link, links_of_project, open_link, revoke_link
+from allmicro_data.services import Services
+from allmicro_data.sharing import (
+    MAX_DOWNLOAD_LIMIT,
+    ShareAccess,
+    count_download,
+    create_link,
+    links_of_project,
+    open_link,
+    revoke_link,
+)
 
 router = APIRouter(prefix="/api", tags=["share links"])
 
@@ -51,6 +63,9 @@ class ShareLinkIn(BaseModel):
     expires_at: AwareDatetime | None = Field(default=None, description="default: in 7 days")
     password: str | None = Field(default=None, max_length=1024)
     label: Name = Field(default="", max_length=200)
+    max_downloads: int | None = Field(
+        default=None, ge=1, le=MAX_DOWNLOAD_LIMIT, description="downloads allowed; null: no limit"
+    )
 
 
 class ShareLinkOut(BaseModel):
@@ -62,8 +77,10 @@ class ShareLinkOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     revoked: bool
-    use_count: int
+    use_count: int = Field(description="visits of the shared view")
     last_used_at: datetime | None
+    max_downloads: int | None
+    download_count: int
 
     @classmethod
     def of(cls, link: ShareLink) -> ShareLinkOut:
@@ -78,12 +95,18 @@ class ShareLinkOut(BaseModel):
             revoked=link.revoked_at is not None,
             use_count=link.use_count,
             last_used_at=link.last_used_at,
+            max_downloads=link.max_downloads,
+            download_count=link.download_count,
         )
 
 
 class NewShareLinkOut(ShareLinkOut):
     token: str = Field(description="shown only now")
-    url: str = Field(description="the API address of the shared view")
+    url: str = Field(
+        description="the address of the shared view: JSON for API clients, and browsers are "
+        "sent on to page_url"
+    )
+    page_url: str = Field(description="the shared view's web page, for people")
 
 
 def _create(
@@ -107,9 +130,17 @@ def _create(
         password=body.password,
         label=body.label,
         client_address=client_address(request),
+        max_downloads=body.max_downloads,
     )
     url = str(request.url_for("open_share", token=token))
-    return NewShareLinkOut(**ShareLinkOut.of(link).model_dump(), token=token, url=url)
+    page_url = share_page_url(request, token)
+    return NewShareLinkOut(
+        **ShareLinkOut.of(link).model_dump(), token=token, url=url, page_url=page_url
+    )
+
+
+def share_page_url(request: Request, token: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/share/{token}"
 
 
 @router.post("/projects/{project_id}/share-links", response_model=NewShareLinkOut, status_code=201)
@@ -156,11 +187,55 @@ def delete_share_link(
     return Response(status_code=204)
 
 
+# ---------------------------------------------------------------- deliveries
+
+
+class DeliveryIn(BaseModel):
+    recipients: list[str] = Field(
+        default=[], max_length=50, description="more addresses to tell (contacts without account)"
+    )
+    link_url: str | None = Field(default=None, max_length=2000, description="a share link for them")
+
+
+class DeliveryOut(BaseModel):
+    dataset_id: str
+    delivered_at: datetime
+    delivered_by_id: str | None
+
+
+@router.post("/datasets/{dataset_id}/delivery", response_model=DeliveryOut)
+def deliver_dataset(
+    dataset_id: str,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    body: DeliveryIn | None = None,
+) -> DeliveryOut:
+    """Mark a dataset as delivered to the client (managers): it is frozen from now on, and the
+    client's people are told by e-mail. Marking it again changes nothing."""
+    body = body or DeliveryIn()
+    dataset = mark_delivered(
+        session,
+        caller,
+        dataset_id,
+        client_address(request),
+        recipients=body.recipients,
+        link_url=body.link_url,
+    )
+    assert dataset.delivered_at is not None
+    return DeliveryOut(
+        dataset_id=dataset.id,
+        delivered_at=dataset.delivered_at,
+        delivered_by_id=dataset.delivered_by_id,
+    )
+
+
 # ---------------------------------------------------------------- the shared view
 
 
 class SharedDatasetOut(DatasetOut):
     totals: TotalsOut
+    delivered_at: datetime | None
 
 
 class SharedViewOut(BaseModel):
@@ -168,13 +243,15 @@ class SharedViewOut(BaseModel):
     expires_at: datetime
     project_name: str
     project_description: str
+    max_downloads: int | None
+    downloads_left: int | None
     datasets: list[SharedDatasetOut]
 
 
 def _open(
     session: SessionDep, request: Request, token: str, password: str | None, what: str
 ) -> ShareAccess:
-    access = open_link(session, token, password, client_address(request))
+    access = open_link(session, token, password, client_address(request), count_use=what == "view")
     record(
         session,
         "share.use",
@@ -187,29 +264,53 @@ def _open(
     return access
 
 
-@router.get("/share/{token}", response_model=SharedViewOut, name="open_share")
-def open_share(
-    token: str, request: Request, session: SessionDep, password: PasswordHeader = None
-) -> SharedViewOut:
-    """What a link shares: its datasets with their counts. No account needed."""
-    access = _open(session, request, token, password, "view")
+def shared_view(session: SessionDep, access: ShareAccess) -> SharedViewOut:
+    """What a link shares, as the JSON view and the web page show it."""
     project = session.get(Project, access.project_id)
     assert project is not None
     datasets = [session.get(Dataset, d) for d in access.dataset_ids]
+    link = access.link
     return SharedViewOut(
-        label=access.link.label,
-        expires_at=access.link.expires_at,
+        label=link.label,
+        expires_at=link.expires_at,
         project_name=project.name,
         project_description=project.description,
+        max_downloads=link.max_downloads,
+        downloads_left=None
+        if link.max_downloads is None
+        else max(0, link.max_downloads - link.download_count),
         datasets=[
             SharedDatasetOut(
                 **DatasetOut.of(d).model_dump(),
                 totals=TotalsOut.of(directory.totals(session, dataset_id=d.id)),
+                delivered_at=d.delivered_at,
             )
             for d in datasets
             if d is not None
         ],
     )
+
+
+def wants_page(request: Request) -> bool:
+    """Whether a request comes from a browser's address bar rather than an API client."""
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+@router.get(
+    "/share/{token}",
+    response_model=SharedViewOut,
+    name="open_share",
+    responses={303: {"description": "a browser (Accept: text/html) is sent to the web page"}},
+)
+def open_share(
+    token: str, request: Request, session: SessionDep, password: PasswordHeader = None
+) -> SharedViewOut | RedirectResponse:
+    """What a link shares: its datasets with their counts. No account needed."""
+    if wants_page(request):
+        return RedirectResponse(f"/share/{token}", status_code=303)
+    access = _open(session, request, token, password, "view")
+    return shared_view(session, access)
 
 
 @router.get("/share/{token}/datasets/{dataset_id}/images", response_model=list[ImageOut])
@@ -223,14 +324,28 @@ def shared_images(
 ) -> list[ImageOut]:
     access = _open(session, request, token, password, "images")
     access.require_dataset(dataset_id)
-    rows = session.scalars(
-        window.slice(
-            select(Image)
-            .where(Image.dataset_id == dataset_id, Image.status == ImageStatus.READY)
-            .order_by(Image.name, Image.id)
-        )
-    ).all()
+    rows = session.scalars(window.slice(shared_images_query(dataset_id))).all()
     return [ImageOut.of(i) for i in rows]
+
+
+def shared_images_query(dataset_id: str) -> Select[tuple[Image]]:
+    return (
+        select(Image)
+        .where(
+            Image.dataset_id == dataset_id,
+            Image.status == ImageStatus.READY,
+            Image.deleted_at.is_(None),
+        )
+        .order_by(Image.name, Image.id)
+    )
+
+
+def shared_files_query(dataset_ids: Sequence[str]) -> Select[tuple[File]]:
+    return (
+        select(File)
+        .where(File.dataset_id.in_(dataset_ids), File.deleted_at.is_(None))
+        .order_by(File.original_name, File.id)
+    )
 
 
 @router.get("/share/{token}/datasets/{dataset_id}/files", response_model=list[FileOut])
@@ -243,17 +358,96 @@ def shared_files(
 ) -> list[FileOut]:
     access = _open(session, request, token, password, "files")
     access.require_dataset(dataset_id)
-    rows = session.scalars(
-        select(File).where(File.dataset_id == dataset_id).order_by(File.original_name, File.id)
-    ).all()
+    rows = session.scalars(shared_files_query([dataset_id])).all()
     return [FileOut.of(f) for f in rows]
 
 
-def _shared_file(session: SessionDep, access: ShareAccess, file_id: str) -> File:
+def shared_file(session: SessionDep, access: ShareAccess, file_id: str) -> File:
     f = session.get(File, file_id)
-    if f is None or f.dataset_id not in access.dataset_ids:
+    if f is None or f.dataset_id not in access.dataset_ids or f.deleted_at is not None:
         raise NotFound(f"file {file_id} not found")
     return f
+
+
+def download_original(
+    request: Request, session: SessionDep, services: Services, access: ShareAccess, f: File
+) -> Response:
+    """One original through a link: counted against its limit (a resumed range is not another
+    download), audited, with a receipt when its dataset is a delivery."""
+    byte_range = parse_range(request.headers.get("range"), f.size)
+    if isinstance(byte_range, Response):
+        return byte_range
+    start, end = byte_range or (0, f.size)
+    if start == 0:
+        count_download(session, access)
+    address = client_address(request)
+    record(
+        session,
+        "share.download",
+        object_type="file",
+        object_id=f.id,
+        project_id=access.project_id,
+        client_address=address,
+        size=end - start,
+        detail={"share_link_id": access.link.id},
+    )
+    dataset = session.get(Dataset, f.dataset_id)
+    assert dataset is not None
+    record_receipt(
+        session,
+        dataset,
+        files=[f],
+        size=end - start,
+        actor=None,
+        actor_user_id=None,
+        share_link_id=access.link.id,
+        client_address=address,
+    )
+    session.commit()
+    return original_response(services.store, f, byte_range)
+
+
+def download_archive(
+    request: Request,
+    session: SessionDep,
+    services: Services,
+    access: ShareAccess,
+    files: list[File],
+    name: str,
+) -> Response:
+    """Originals through a link as one ZIP with SHA256SUMS: one download of the limit."""
+    count_download(session, access)
+    archive: DatasetArchive = build_archive(session, services.store, files)
+    address = client_address(request)
+    record(
+        session,
+        "share.download",
+        object_type="files",
+        project_id=access.project_id,
+        client_address=address,
+        size=sum(f.size for f in files),
+        detail={
+            "share_link_id": access.link.id,
+            "file_ids": [f.id for f in files],
+            "archive_bytes": len(archive),
+        },
+    )
+    for dataset_id in sorted({f.dataset_id for f in files}):
+        dataset = session.get(Dataset, dataset_id)
+        assert dataset is not None
+        in_dataset = [f for f in files if f.dataset_id == dataset_id]
+        record_receipt(
+            session,
+            dataset,
+            files=in_dataset,
+            size=sum(f.size for f in in_dataset),
+            actor=None,
+            actor_user_id=None,
+            share_link_id=access.link.id,
+            client_address=address,
+        )
+    session.commit()
+    return archive_response(archive, f"{name}.zip")
 
 
 @router.get(
@@ -270,24 +464,8 @@ def shared_download(
     password: PasswordHeader = None,
 ) -> Response:
     access = open_link(session, token, password, client_address(request))
-    f = _shared_file(session, access, file_id)
-    range_header = request.headers.get("range")
-    byte_range = parse_range(range_header, f.size)
-    if isinstance(byte_range, Response):
-        return byte_range
-    start, end = byte_range or (0, f.size)
-    record(
-        session,
-        "share.download",
-        object_type="file",
-        object_id=f.id,
-        project_id=access.project_id,
-        client_address=client_address(request),
-        size=end - start,
-        detail={"share_link_id": access.link.id},
-    )
-    session.commit()
-    return original_response(services.store, f, byte_range)
+    f = shared_file(session, access, file_id)
+    return download_original(request, session, services, access, f)
 
 
 @router.get(
@@ -307,24 +485,8 @@ def shared_zip(
     access.require_dataset(dataset_id)
     dataset = session.get(Dataset, dataset_id)
     assert dataset is not None
-    files = list(
-        session.scalars(
-            select(File).where(File.dataset_id == dataset_id).order_by(File.uploaded_at, File.id)
-        )
-    )
-    archive = build_archive(session, services.store, files)
-    record(
-        session,
-        "share.download",
-        object_type="dataset",
-        object_id=dataset_id,
-        project_id=access.project_id,
-        client_address=client_address(request),
-        size=sum(f.size for f in files),
-        detail={"share_link_id": access.link.id, "archive_bytes": len(archive)},
-    )
-    session.commit()
-    return archive_response(archive, f"{dataset.name}.zip")
+    files = list(session.scalars(shared_files_query([dataset_id])))
+    return download_archive(request, session, services, access, files, dataset.name)
 
 
 @router.get(
@@ -350,14 +512,19 @@ async def shared_tile(
     def shared_image() -> ImageView:
         with services.session() as session:
             access = open_link(session, token, password, client_address(request))
-            image = session.get(Image, image_id)
-            if (
-                image is None
-                or image.dataset_id not in access.dataset_ids
-                or image.status != ImageStatus.READY
-            ):
-                raise NotFound(f"image {image_id} not found")
-            return ImageView.of(image)
+            return shared_image_view(session, access, image_id)
 
     view = await run_in_threadpool(shared_image)
     return await tile_response(viewing(request), view, level, ty, tx, z=z, t=t, c=c)
+
+
+def shared_image_view(session: SessionDep, access: ShareAccess, image_id: str) -> ImageView:
+    image = session.get(Image, image_id)
+    if (
+        image is None
+        or image.dataset_id not in access.dataset_ids
+        or image.status != ImageStatus.READY
+        or image.deleted_at is not None
+    ):
+        raise NotFound(f"image {image_id} not found")
+    return ImageView.of(image)
