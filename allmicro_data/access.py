@@ -14,6 +14,7 @@ from allmicro_data.catalogue.models import (
     Dataset,
     File,
     Image,
+    ImageFile,
     ImageStatus,
     Job,
     Organisation,
@@ -190,21 +191,37 @@ def scoped(stmt: Select[Any], model: type[Any], caller: Caller, use: Use = Use.R
         return _upload_scoped(stmt, model, caller)
     if model in (Organisation, User, AuditEvent):
         return _directory_scoped(stmt, model, caller)
+    # What is in the trash (allmicro_data.lifecycle) is hidden from everyone, admins included,
+    # with everything it holds: a deleted project's datasets, a deleted dataset's images.
+    live_projects = select(Project.id).where(Project.deleted_at.is_(None))
     if caller.is_admin:
-        # Admins see every project, so only the readiness rule for images remains; leaving out
-        # the project subquery lets the database use the search indexes directly.
-        return stmt.where(Image.status == ImageStatus.READY) if model is Image else stmt
-    projects = visible_project_ids(caller)
-    if model is Project:
-        return stmt.where(Project.id.in_(projects))
-    if model is Dataset:
-        return stmt.where(Dataset.project_id.in_(projects))
-    datasets = select(Dataset.id).where(Dataset.project_id.in_(projects))
+        # Admins see every project, so only the readiness and trash rules remain.
+        if model is Project:
+            return stmt.where(Project.deleted_at.is_(None))
+        if model is Dataset:
+            return stmt.where(Dataset.deleted_at.is_(None), Dataset.project_id.in_(live_projects))
+        projects = live_projects
+    else:
+        projects = visible_project_ids(caller)
+        if model is Project:
+            return stmt.where(Project.id.in_(projects), Project.deleted_at.is_(None))
+        projects = select(Project.id).where(
+            Project.id.in_(projects), Project.deleted_at.is_(None)
+        )
+        if model is Dataset:
+            return stmt.where(Dataset.project_id.in_(projects), Dataset.deleted_at.is_(None))
+    datasets = select(Dataset.id).where(
+        Dataset.project_id.in_(projects), Dataset.deleted_at.is_(None)
+    )
     if model is Image:
         # Images are visible only once complete: status ready means pyramid and metadata written.
-        return stmt.where(Image.dataset_id.in_(datasets), Image.status == ImageStatus.READY)
+        return stmt.where(
+            Image.dataset_id.in_(datasets),
+            Image.status == ImageStatus.READY,
+            Image.deleted_at.is_(None),
+        )
     if model is File:
-        return stmt.where(File.dataset_id.in_(datasets))
+        return stmt.where(File.dataset_id.in_(datasets), File.deleted_at.is_(None))
     return stmt.where(Job.dataset_id.in_(datasets))
 
 
@@ -274,6 +291,32 @@ def may_manage(session: Session, user: User, project_id: str) -> bool:
     return role is not None and role.allows(Role.MANAGER)
 
 
+def require_image_deletion(session: Session, caller: Caller, image: Image, project_id: str) -> None:
+    """An image goes to the trash by a manager of its project, or by a contributor who uploaded
+    every original it was read from (their own mistake); Forbidden otherwise."""
+    role = require_role(session, caller, project_id, Role.CONTRIBUTOR)
+    if role.allows(Role.MANAGER):
+        return
+    uploaders = set(
+        session.scalars(
+            select(File.uploaded_by_id)
+            .join(ImageFile, ImageFile.file_id == File.id)
+            .where(ImageFile.image_id == image.id)
+        )
+    )
+    if uploaders != {caller.user_id}:
+        raise Forbidden("only a manager, or the contributor who uploaded it, deletes an image")
+
+
+def may_delete_image(session: Session, caller: Caller, image: Image, project_id: str) -> bool:
+    """What require_image_deletion allows, for offering the button."""
+    try:
+        require_image_deletion(session, caller, image, project_id)
+    except (Forbidden, NotFound):
+        return False
+    return True
+
+
 def may_upload(caller: Caller, role: Role | None) -> bool:
     """What require_upload_target allows, told from the caller's role in the dataset's project:
     a contributor's role, and a credential that may upload."""
@@ -314,3 +357,31 @@ def may_administer(session: Session, caller: Caller) -> bool:
         return True
     managed = session.scalars(managed_project_ids(caller).limit(1)).first()
     return managed is not None
+
+
+def administered(stmt: Select[Any], model: type[Any], caller: Caller) -> Select[Any]:
+    """Restrict a SELECT to the admin area's part for the caller: everything for a global admin,
+    the projects they manage (their datasets' jobs) for a manager, nothing for anyone else or
+    for a personal token."""
+    if model not in (Project, Job):
+        raise TypeError(f"no admin-area rule for {model.__name__}")
+    if caller.scope != "all":
+        return stmt.where(false())
+    if caller.is_admin:
+        return stmt
+    managed = managed_project_ids(caller)
+    if model is Project:
+        return stmt.where(Project.id.in_(managed))
+    return stmt.where(Job.dataset_id.in_(select(Dataset.id).where(Dataset.project_id.in_(managed))))
+
+
+def require_job_action(session: Session, caller: Caller, job: Job) -> None:
+    """Rerunning or dismissing a job: a contributor of its dataset's project (the people who
+    upload act on their failed uploads), a manager or a global admin, with a full session."""
+    require_full_session(caller)
+    if caller.is_admin:
+        return
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+    if dataset is None:
+        raise Forbidden("this needs a global admin")
+    require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)

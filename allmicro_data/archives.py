@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from allmicro_data.acquisition import ACQUISITION_FIELDS
+from allmicro_data.annotations import Annotations, of_images
 from allmicro_data.catalogue.models import Dataset, File, Image, ImageFile, ImageStatus
-from allmicro_data.csv_export import spreadsheet_row
+from allmicro_data.csv_export import annotation_cell, spreadsheet_row
 from allmicro_data.storage import ObjectStore
 
 MANIFEST_NAME = "SHA256SUMS"
@@ -74,9 +75,14 @@ def image_records(session: Session, dataset_ids: Sequence[str]) -> list[dict[str
     """The normalised metadata of the ready images in the datasets, with their files' names."""
     images = session.scalars(
         select(Image)
-        .where(Image.dataset_id.in_(dataset_ids), Image.status == ImageStatus.READY)
+        .where(
+            Image.dataset_id.in_(dataset_ids),
+            Image.status == ImageStatus.READY,
+            Image.deleted_at.is_(None),
+        )
         .order_by(Image.dataset_id, Image.name, Image.id)
     ).all()
+    annotated = of_images(session, [image.id for image in images])
     records: list[dict[str, Any]] = []
     for image in images:
         row: dict[str, Any] = {}
@@ -91,6 +97,10 @@ def image_records(session: Session, dataset_ids: Sequence[str]) -> list[dict[str
         row["files"] = [{"name": n, "sha256": s} for n, s in files]
         row["channels"] = image.channels or []
         row["warnings"] = image.warnings or []
+        own = annotated.get(image.id, Annotations())
+        row["description"] = image.description or ""
+        row["tags"] = own.tags
+        row["annotations"] = [{"key": k, "value": v} for k, v in own.pairs]
         records.append(row)
     return records
 
@@ -98,7 +108,7 @@ def image_records(session: Session, dataset_ids: Sequence[str]) -> list[dict[str
 def metadata_csv(records: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([*METADATA_COLUMNS, "files", "sha256"])
+    writer.writerow([*METADATA_COLUMNS, "files", "sha256", "tags", "annotations"])
     for row in records:
         cells = []
         for column in METADATA_COLUMNS:
@@ -106,6 +116,10 @@ def metadata_csv(records: list[dict[str, Any]]) -> str:
             cells.append("x".join(str(n) for n in value) if column == "shape" and value else value)
         cells.append(";".join(f["name"] for f in row["files"]))
         cells.append(";".join(f["sha256"] for f in row["files"]))
+        cells.append(annotation_cell(row.get("tags", [])))
+        cells.append(
+            annotation_cell(f"{a['key']}={a['value']}" for a in row.get("annotations", []))
+        )
         writer.writerow(spreadsheet_row("" if c is None else c for c in cells))
     return out.getvalue()
 

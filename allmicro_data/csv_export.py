@@ -18,6 +18,12 @@ def spreadsheet_cell(value: object) -> object:
     return value
 
 
+def annotation_cell(items: Iterable[str]) -> str:
+    """Tags, or `key=value` pairs, in one cell: separated by "; ", a literal ";" doubled, so
+    that a spreadsheet user can split the cell and a program can split it back exactly."""
+    return "; ".join(item.replace(";", ";;") for item in items)
+
+
 def spreadsheet_row(values: Iterable[object]) -> list[object]:
     """A whole row through spreadsheet_cell, for csv.writer.writerow."""
     return [spreadsheet_cell(value) for value in values]

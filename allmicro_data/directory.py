@@ -317,23 +317,30 @@ class Totals:
 def totals(
     session: Session, *, project_id: str | None = None, dataset_id: str | None = None
 ) -> Totals:
-    """Counts and stored size of a project or a dataset (ready images only)."""
+    """Counts and stored size of a project or a dataset (ready images only; not what is in
+    the trash)."""
     if dataset_id is not None:
         dataset_ids = select(Dataset.id).where(Dataset.id == dataset_id)
     else:
-        dataset_ids = select(Dataset.id).where(Dataset.project_id == project_id)
+        dataset_ids = select(Dataset.id).where(
+            Dataset.project_id == project_id, Dataset.deleted_at.is_(None)
+        )
     datasets = session.scalar(select(func.count()).select_from(dataset_ids.subquery())) or 0
     images = (
         session.scalar(
             select(func.count())
             .select_from(Image)
-            .where(Image.dataset_id.in_(dataset_ids), Image.status == ImageStatus.READY)
+            .where(
+                Image.dataset_id.in_(dataset_ids),
+                Image.status == ImageStatus.READY,
+                Image.deleted_at.is_(None),
+            )
         )
         or 0
     )
     files, size = session.execute(
         select(func.count(File.id), func.coalesce(func.sum(File.size), 0)).where(
-            File.dataset_id.in_(dataset_ids)
+            File.dataset_id.in_(dataset_ids), File.deleted_at.is_(None)
         )
     ).one()
     return Totals(datasets=datasets, images=images, files=int(files), bytes=int(size))

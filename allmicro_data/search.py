@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, object_session
 
 from allmicro_data.access import Caller, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
+from allmicro_data.annotations import of_image, paired, tagged
 from allmicro_data.catalogue.models import Dataset, Image
 from allmicro_data.paging import Found, Window, fetch
 
@@ -36,6 +37,9 @@ class ImageQuery(Window):
     pixel_size_min: float | None = None
     pixel_size_max: float | None = None
     text: str | None = None
+    # Tags the image or its dataset carries, and (key, value) pairs (allmicro_data.annotations).
+    tags: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
     sort: str = "name"
 
 
@@ -68,10 +72,30 @@ def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
         stmt = stmt.where(Image.pixel_size_x >= query.pixel_size_min)
     if query.pixel_size_max is not None:
         stmt = stmt.where(Image.pixel_size_x <= query.pixel_size_max)
+    words, tags = split_tags(query.text)
+    for tag in (*query.tags, *tags):
+        stmt = stmt.where(tagged(tag, Image.id, Image.dataset_id))
+    for key, value in query.pairs:
+        stmt = stmt.where(paired(key, value, Image.id, Image.dataset_id))
     # Every word must appear somewhere in the name or the metadata (case-insensitive).
-    for word in (query.text or "").lower().split():
+    for word in words:
         stmt = stmt.where(Image.search_text.like(f"%{_escape_like(word)}%", escape="\\"))
     return stmt
+
+
+TAG_PREFIX = "tag:"
+
+
+def split_tags(text: str | None) -> tuple[list[str], list[str]]:
+    """Free text as typed: (lower-cased words, tags written `tag:NAME`)."""
+    words: list[str] = []
+    tags: list[str] = []
+    for word in (text or "").split():
+        if word.lower().startswith(TAG_PREFIX) and len(word) > len(TAG_PREFIX):
+            tags.append(word[len(TAG_PREFIX) :])
+        else:
+            words.append(word.lower())
+    return words, tags
 
 
 # Counting stops here: "more than 10 000 images" is as useful as the exact figure, and an exact
@@ -115,4 +139,8 @@ def search_text(image: Image) -> str:
     ]
     text = " ".join(p for p in parts if p)
     text += " " + " ".join(_values(image.channels)) + " " + " ".join(_values(image.vendor_metadata))
+    # The image's own tags and pairs, first among the metadata so the cap never cuts them.
+    session = object_session(image)
+    if session is not None and image.id is not None:
+        text = f"{of_image(session, image.id).text()} {image.description or ''} {text}"
     return text.lower()[:MAX_SEARCH_TEXT]

@@ -315,6 +315,15 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address of metrics_port.")
     share_link_max_days: int = Field(default=90, ge=1)
+    trash_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Days a deleted image, dataset or project stays in the trash (restorable) "
+        "before the server purges it; a project under legal hold is never purged.",
+    )
+    trash_purge_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="How often the server purges what has expired."
+    )
     iiif_max_width: int = Field(
         default=8192, ge=1, description="Widest picture one IIIF request may produce (maxWidth)."
     )

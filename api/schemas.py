@@ -68,6 +68,9 @@ class ProjectOut(BaseModel):
     description: str
     client_organisation_id: str | None
     created_at: datetime
+    legal_hold: bool = Field(
+        default=False, description="nothing of the project may be deleted or purged"
+    )
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:
@@ -78,6 +81,7 @@ class ProjectOut(BaseModel):
             description=p.description,
             client_organisation_id=p.client_organisation_id,
             created_at=p.created_at,
+            legal_hold=p.legal_hold,
         )
 
 
@@ -115,6 +119,9 @@ class ProjectPatch(BaseModel):
         ge=0,
         le=2**63 - 1,
         description="storage quota in bytes (global admins); null lifts it",
+    )
+    legal_hold: bool | None = Field(
+        default=None, description="set or lift the legal hold (global admins)"
     )
 
 
@@ -204,8 +211,15 @@ class DatasetOut(BaseModel):
         )
 
 
+class PairOut(BaseModel):
+    key: str
+    value: str
+
+
 class DatasetDetailOut(DatasetOut):
     totals: TotalsOut
+    tags: list[str] = Field(default_factory=list)
+    annotations: list[PairOut] = Field(default_factory=list, description="key-value pairs")
 
 
 class DatasetPatch(BaseModel):
@@ -255,6 +269,7 @@ class ImageOut(BaseModel):
     id: str
     dataset_id: str
     name: str
+    description: str = ""
     format: str | None
     axes: str | None
     shape: list[int] | None
@@ -274,6 +289,8 @@ class ImageOut(BaseModel):
 class ImageDetailOut(ImageOut):
     vendor: dict[str, Any] = Field(description="every vendor key, as the file has it")
     file_ids: list[str]
+    tags: list[str] = Field(default_factory=list)
+    annotations: list[PairOut] = Field(default_factory=list, description="key-value pairs")
 
     @classmethod
     def detail(cls, i: Image, file_ids: list[str]) -> ImageDetailOut:
@@ -285,6 +302,7 @@ def _image_fields(i: Image) -> dict[str, Any]:
         "id": i.id,
         "dataset_id": i.dataset_id,
         "name": i.name,
+        "description": i.description or "",
         "format": i.format,
         "axes": i.axes,
         "shape": i.shape,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import ome_types
+from lxml import etree
 from ome_types import model as ome
 
 from allmicro_data.acquisition import ACQUISITION_FIELDS
@@ -184,3 +186,60 @@ def build_ome_xml(series: Series, name: str) -> str:
         structured_annotations=annotations,
     )
     return ome_types.to_xml(document)
+
+
+# ---- annotations people add later (allmicro_data.annotations), put in as the document is served
+
+ANNOTATIONS_NS = "https://allmicro-data.eu/ns/annotations"
+DATASET_ANNOTATIONS_NS = "https://allmicro-data.eu/ns/dataset-annotations"
+
+
+def with_annotations(
+    document: bytes,
+    *,
+    tags: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    dataset_tags: Sequence[str] = (),
+    dataset_pairs: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """The stored OME-XML with an image's tags as TagAnnotations and its key-value pairs as a
+    MapAnnotation (its dataset's in a MapAnnotation of their own namespace), referenced from
+    the Image, so the served document always says what the catalogue says now. The stored
+    document is left as ingest wrote it."""
+    if not (tags or pairs or dataset_tags or dataset_pairs):
+        return document
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+    root = etree.fromstring(document, parser)
+    ns = etree.QName(root).namespace
+    q = (lambda local: f"{{{ns}}}{local}") if ns else (lambda local: local)
+    images = root.findall(q("Image"))
+    if not images:
+        return document
+    structured = root.find(q("StructuredAnnotations"))
+    if structured is None:
+        structured = etree.Element(q("StructuredAnnotations"))
+        rois = root.findall(q("ROI"))
+        if rois:
+            rois[0].addprevious(structured)
+        else:
+            images[-1].addnext(structured)
+    ids: list[str] = []
+
+    def add(kind: str, namespace: str) -> etree._Element:
+        annotation_id = f"Annotation:allmicro-{len(ids)}"
+        ids.append(annotation_id)
+        return etree.SubElement(structured, q(kind), {"ID": annotation_id, "Namespace": namespace})
+
+    for tag in tags:
+        etree.SubElement(add("TagAnnotation", ANNOTATIONS_NS), q("Value")).text = tag
+    for namespace, wanted in ((ANNOTATIONS_NS, pairs), (DATASET_ANNOTATIONS_NS, dataset_pairs)):
+        if wanted:
+            value = etree.SubElement(add("MapAnnotation", namespace), q("Value"))
+            for key, text in wanted:
+                etree.SubElement(value, q("M"), {"K": key}).text = text
+    for tag in dataset_tags:
+        etree.SubElement(add("TagAnnotation", DATASET_ANNOTATIONS_NS), q("Value")).text = tag
+    for image in images:
+        for annotation_id in ids:
+            etree.SubElement(image, q("AnnotationRef"), {"ID": annotation_id})
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))

@@ -62,7 +62,9 @@ def download_dataset(
     dataset = get_visible(session, caller, Dataset, dataset_id)
     files = list(
         session.scalars(
-            select(File).where(File.dataset_id == dataset.id).order_by(File.uploaded_at, File.id)
+            select(File)
+            .where(File.dataset_id == dataset.id, File.deleted_at.is_(None))
+            .order_by(File.uploaded_at, File.id)
         )
     )
     archive = build_archive(session, services.store, files)
