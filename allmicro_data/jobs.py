@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from allmicro_data import logs, metrics
+from allmicro_data import logs, metrics, notifications
 from allmicro_data.catalogue.models import (
     File,
     Image,
@@ -154,13 +154,14 @@ def reap_expired(sessions: sessionmaker[Session], now: datetime | None = None) -
     expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     gave_up = "the worker running this job stopped before finishing, on every attempt; giving up"
     with sessions.begin() as session:
-        exhausted_files = list(
+        exhausted_jobs = list(
             session.scalars(
-                select(Job.file_id).where(
+                select(Job).where(
                     expired, Job.attempts >= Job.max_attempts, Job.file_id.is_not(None)
                 )
             )
         )
+        exhausted_files = [job.file_id for job in exhausted_jobs]
         exhausted = _changed(
             session,
             update(Job)
@@ -174,6 +175,8 @@ def reap_expired(sessions: sessionmaker[Session], now: datetime | None = None) -
             ),
         )
         _fail_images(session, [f for f in exhausted_files if f is not None], gave_up)
+        for job in exhausted_jobs:
+            notifications.upload_job_failed(session, job)
         requeued = _changed(
             session,
             update(Job)
@@ -304,6 +307,7 @@ def fail(
         else:
             job.status = JobStatus.FAILED
             job.finished_at = now
+            notifications.upload_job_failed(session, job)
     return True
 
 

@@ -287,8 +287,8 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 
 
 def _language_of(user: User) -> str | None:
-    language: str | None = getattr(user, "language", None)
-    return language
+    """The language the user last signed in to the web pages with, if ever."""
+    return user.language
 
 
 def _page(server: MailServer, path: str) -> str:
