@@ -267,6 +267,18 @@ def exhausted(link: ShareLink) -> bool:
     return link.max_downloads is not None and link.download_count >= link.max_downloads
 
 
+def _in_trash(session: Session, link: ShareLink, project_id: str) -> bool:
+    """Whether what the link shares is in the trash (allmicro_data.lifecycle): it answers as
+    an unknown link until restored."""
+    project = session.get(Project, project_id)
+    if project is None or project.deleted_at is not None:
+        return True
+    if link.dataset_id is None:
+        return False
+    dataset = session.get(Dataset, link.dataset_id)
+    return dataset is None or dataset.deleted_at is not None
+
+
 def open_link(
     session: Session,
     token: str,
@@ -290,6 +302,8 @@ def open_link(
     creator = session.get(User, link.created_by_id) if link.created_by_id else None
     if creator is None or not may_manage(session, creator, project_id):
         raise ShareUnavailable("unknown")
+    if _in_trash(session, link, project_id):
+        raise ShareUnavailable("unknown")
     if exhausted(link):
         raise ShareUnavailable("exhausted")
     if link.password_hash is not None and not _unlocked(key, link, cookie, now):
@@ -299,7 +313,9 @@ def open_link(
     else:
         dataset_ids = tuple(
             session.scalars(
-                select(Dataset.id).where(Dataset.project_id == project_id).order_by(Dataset.name)
+                select(Dataset.id)
+                .where(Dataset.project_id == project_id, Dataset.deleted_at.is_(None))
+                .order_by(Dataset.name)
             )
         )
     if count_use:
