@@ -21,8 +21,11 @@ CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 THUMBNAIL = 256
 Language = dict[str, list[str]]
 
-# Labels of the dataset's own facts: msgids of the UI catalogues (api/web/locale).
-PROJECT, DATASET, DESCRIPTION, IMAGES = "Project", "Dataset", "Description", "Images"
+# Labels of the dataset's own facts, in the UI's languages (en, it, sl).
+PROJECT = {"en": ["Project"], "it": ["Progetto"], "sl": ["Projekt"]}
+DATASET = {"en": ["Dataset"], "it": ["Dataset"], "sl": ["Nabor podatkov"]}
+DESCRIPTION = {"en": ["Description"], "it": ["Descrizione"], "sl": ["Opis"]}
+IMAGES = {"en": ["Images"], "it": ["Immagini"], "sl": ["Slike"]}
 _LABELS = {field.name: field.label for field in ACQUISITION_FIELDS}
 _SHOWN = dict(FIELDS)
 # Facts that differ from image to image; the manifest lists the values its images share.
@@ -41,8 +44,9 @@ def _label(msgid: str) -> Language:
     return {language: [translations(language).gettext(msgid)] for language in LANGUAGES}
 
 
-def _entry(msgid: str, value: Language) -> dict[str, Language]:
-    return {"label": _label(msgid), "value": value}
+def _entry(label: str | Language, value: Language) -> dict[str, Language]:
+    """A metadata pair; a str label is a msgid of the UI catalogues (an acquisition field's)."""
+    return {"label": _label(label) if isinstance(label, str) else label, "value": value}
 
 
 def _plain(text: str) -> Language:
