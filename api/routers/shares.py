@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -328,7 +328,7 @@ def shared_images(
     return [ImageOut.of(i) for i in rows]
 
 
-def shared_images_query(dataset_id: str) -> Select[tuple[Image]]:
+def shared_images_query(dataset_id: str) -> Select[Any]:
     return (
         select(Image)
         .where(
@@ -340,7 +340,7 @@ def shared_images_query(dataset_id: str) -> Select[tuple[Image]]:
     )
 
 
-def shared_files_query(dataset_ids: Sequence[str]) -> Select[tuple[File]]:
+def shared_files_query(dataset_ids: Sequence[str]) -> Select[Any]:
     return (
         select(File)
         .where(File.dataset_id.in_(dataset_ids), File.deleted_at.is_(None))

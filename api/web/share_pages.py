@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, ParamSpec
+from typing import Annotated, Any, ParamSpec
 
 from babel.dates import format_datetime
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -606,9 +606,10 @@ def results_page(
     delivered = [
         d for d in datasets if d.delivered_at and (since is None or d.delivered_at > since)
     ]
-    counts = dict(
+    per_dataset: Any = select(Image.dataset_id, func.count())
+    counts: dict[str, int] = dict(
         session.execute(
-            scoped(select(Image.dataset_id, func.count()), Image, caller)
+            scoped(per_dataset, Image, caller)
             .where(Image.dataset_id.in_(dataset_ids))
             .group_by(Image.dataset_id)
         ).all()
