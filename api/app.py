@@ -32,7 +32,7 @@ from allmicro_data.api.routers import (
 )
 from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.viewing import Viewing
-from allmicro_data.api.web import pages
+from allmicro_data.api.web import pages, share_pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         iiif_auth,
         zarr,
         uploads,
+        share_pages,
         pages,
     ):
         app.include_router(module.router)
