@@ -531,14 +531,18 @@ def share_metadata(
 
 
 def _cover_page(
-    request: Request, services: Services, cover: CoverDocument, caller: Caller | None
+    request: Request,
+    services: Services,
+    cover: CoverDocument,
+    caller: Caller | None,
+    back: str,
 ) -> HTMLResponse:
     language = request_language(request)
     return render(
         request,
         services,
         "delivery_cover.html",
-        {"cover": cover, "when": lambda value: _when(value, language)},
+        {"cover": cover, "back": back, "when": lambda value: _when(value, language)},
         caller=caller,
     )
 
@@ -554,7 +558,8 @@ def share_cover(
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.delivered_at is None:
         raise NotFound(f"dataset {dataset_id} is not a delivery")
-    return _cover_page(request, services, cover_document(session, dataset), None)
+    cover = cover_document(session, dataset)
+    return _cover_page(request, services, cover, None, _base(token))
 
 
 # ------------------------------------------------------------------ members: covers, results
@@ -575,7 +580,8 @@ def delivery_cover_page(
     dataset = get_visible(session, caller, Dataset, dataset_id)
     if dataset.delivered_at is None:
         raise NotFound(f"dataset {dataset_id} is not a delivery")
-    return _cover_page(request, services, cover_document(session, dataset), caller)
+    cover = cover_document(session, dataset)
+    return _cover_page(request, services, cover, caller, f"/datasets/{dataset.id}")
 
 
 @router.get("/projects/{project_id}/results", response_class=HTMLResponse)
