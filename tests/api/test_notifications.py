@@ -5,6 +5,7 @@ as plain text and HTML, without secrets."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from email.message import EmailMessage
 import httpx
 import pytest
 
+from allmicro_data.notifications import MailServer, Notice
+from allmicro_data.notifications import _deliver as deliver
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, free_port, module_server, wait_until
 from tests.identity_servers import MailSink, running_smtp_server
@@ -208,3 +211,23 @@ def test_a_share_links_first_use_and_a_delivery_are_told_in_each_recipients_lang
     for message in (client_message, contact_message, first_use):
         assert USER_PASSWORD not in message.as_string()
         assert "a share password of 24 c" not in message.as_string()
+
+
+def test_an_unreachable_mail_server_is_logged_without_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = MailServer(
+        host="127.0.0.1",
+        port=free_port(),  # nothing listens there
+        security="none",
+        user="mailer",
+        password="smtp secret 99",
+        sender="facility@lab.example",
+        timeout=5.0,
+        public_url=None,
+    )
+    notice = Notice("job_failed", CONTRIBUTOR, "Processing failed", "text", "<p>html</p>")
+    with caplog.at_level(logging.WARNING, logger="allmicro_data.notifications"):
+        deliver(server, notice)  # returns: a failure never reaches the caller
+    assert f"e-mail job_failed to {CONTRIBUTOR} not sent" in caplog.text
+    assert "smtp secret 99" not in caplog.text
