@@ -465,11 +465,13 @@ for suffix in ("", "/info.json", "/physdim", "/manifest", "/full/max/0/default.j
             same("", f"/iiif/3/c/{{capability}}/{I}{suffix}"),
         )
 decide("GET", f"/iiif/3/manifests/{D}", Case(READ, _fill(f"/iiif/3/manifests/{D}")))
-decide(
-    "GET",
-    f"/iiif/3/{I}/physdim",
-    Case(READ, _fill(f"/iiif/3/{I}/physdim"), allowed_status=frozenset({404})),
-)
+# The IIIF Authorization Flow's probe answers 200 to all (the status is in the body); its
+# pages are a browser's (the token page without its parameters: 400 for all); its logout ends
+# the credential, like /logout.
+decide("GET", f"/iiif/auth/2/probe/{I}", same(f"/iiif/auth/2/probe/{I}"))
+for path in ("/iiif/auth/2/access", "/iiif/auth/2/token", "/iiif/auth/2/logout"):
+    decide("GET", path, same(path))
+decide("POST", "/iiif/auth/2/logout", Case(ANY, "/iiif/auth/2/logout", ends_credential=True))
 
 # Uploads.
 def one_shot(w: World) -> dict[str, Any]:
