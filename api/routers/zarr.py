@@ -3,6 +3,7 @@ by bearer token or through a short-lived capability URL."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,13 @@ from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_ad
 from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.streaming import content_disposition, parse_range
 from allmicro_data.api.viewing import ImageView, Viewing, viewing
+from allmicro_data.api.zarr_documents import (
+    COLLECTION_ROOT,
+    IMAGE_ROOT,
+    ZarrDocuments,
+    not_modified,
+    strong_etag,
+)
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import AccessToken, Dataset, Image, ImageStatus, User, utcnow
 from allmicro_data.errors import NotFound, Unauthorised
@@ -24,6 +32,7 @@ from allmicro_data.settings import secret_key
 from allmicro_data.storage import InvalidKey, ObjectNotFound
 
 router = APIRouter(tags=["OME-Zarr"])
+log = logging.getLogger(__name__)
 
 METADATA_FILES = (".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json")
 OBJECT: dict[int | str, dict[str, Any]] = {
@@ -36,40 +45,112 @@ OBJECT: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _documents(request: Request) -> ZarrDocuments:
+    state = request.app.state
+    found: ZarrDocuments | None = getattr(state, "zarr_documents", None)
+    if found is None:
+        found = state.zarr_documents = ZarrDocuments(viewing(request).services)
+    return found
+
+
+def _media(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return "application/json" if name in METADATA_FILES else "application/octet-stream"
+
+
+def _headers(path: str, etag: str) -> dict[str, str]:
+    # CORS headers and preflights: api.cors.
+    return {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=3600",
+        "ETag": etag,
+        # A download if a browser is sent here (OME/METADATA.ome.xml is the uploaded OME-XML);
+        # viewers fetch() the objects and never look at it.
+        "Content-Disposition": content_disposition(path.rsplit("/", 1)[-1] or "zarr"),
+    }
+
+
+def _answer(
+    request: Request, path: str, size: int, etag: str
+) -> tuple[Response | None, tuple[int, int] | None, dict[str, str]]:
+    """The response when the headers alone decide it (304, 416, HEAD), else the byte range."""
+    headers = _headers(path, etag)
+    if not_modified(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers), None, headers
+    byte_range = parse_range(request.headers.get("range"), size)
+    if isinstance(byte_range, Response):
+        return byte_range, None, headers
+    start, end = byte_range or (0, size)
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(end - start)
+        return Response(status_code=200, headers=headers, media_type=_media(path)), None, headers
+    return None, byte_range, headers
+
+
+def _serve_bytes(request: Request, path: str, body: bytes) -> Response:
+    """A document made here (consolidated metadata, a collection's root)."""
+    done, byte_range, headers = _answer(request, path, len(body), strong_etag(body))
+    if done is not None:
+        return done
+    start, end = byte_range or (0, len(body))
+    return Response(
+        body[start:end],
+        status_code=206 if byte_range else 200,
+        media_type=_media(path),
+        headers=headers,
+    )
+
+
 async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -> Response:
+    documents = _documents(request)
+    if path in IMAGE_ROOT:
+        try:
+            root = await run_in_threadpool(documents.image_root, view)
+        except (ObjectNotFound, InvalidKey):
+            raise NotFound(f"no {path!r} in this image") from None
+        except (ValueError, KeyError, TypeError):
+            # Not a pyramid we can consolidate (foreign metadata): its documents as stored.
+            log.warning("image %s: no consolidated metadata made", view.id, exc_info=True)
+            root = {}
+        if path in root:
+            return _serve_bytes(request, path, root[path])
     key = f"{view.pyramid_key}/{path}"
     store = state.services.store
     try:
         size = await run_in_threadpool(store.size, key)
     except (ObjectNotFound, InvalidKey):
         raise NotFound(f"no {path!r} in this image") from None
-    byte_range = parse_range(request.headers.get("range"), size)
-    if isinstance(byte_range, Response):
-        return byte_range
+    etag = await run_in_threadpool(documents.object_etag, view, key, size)
+    done, byte_range, headers = _answer(request, path, size, etag)
+    if done is not None:
+        return done
     start, end = byte_range or (0, size)
-    media = (
-        "application/json"
-        if path.rsplit("/", 1)[-1] in METADATA_FILES
-        else "application/octet-stream"
-    )
-    # CORS headers and preflights: api.cors.
-    headers = {
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, max-age=3600",
-        # A download if a browser is sent here (OME/METADATA.ome.xml is the uploaded OME-XML);
-        # viewers fetch() the objects and never look at it.
-        "Content-Disposition": content_disposition(path.rsplit("/", 1)[-1]),
-    }
-    if byte_range is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(end - start)
-        return Response(status_code=200, headers=headers, media_type=media)
     try:
         body = await run_in_threadpool(store.get_bytes, key, start, end)
     except ObjectNotFound:
         raise NotFound(f"no {path!r} in this image") from None
-    return Response(body, status_code=206 if byte_range else 200, media_type=media, headers=headers)
+    return Response(
+        body, status_code=206 if byte_range else 200, media_type=_media(path), headers=headers
+    )
+
+
+async def _serve_collection(
+    state: Viewing, request: Request, caller: Caller, capability: capabilities.Capability, path: str
+) -> Response:
+    """A document of a dataset capability's root: its images as a bioformats2raw collection."""
+    documents = _documents(request)
+    ids = await run_in_threadpool(documents.series, caller, capability.id, capability.target)
+    views = [await state.image(caller, image_id) for image_id in ids]
+    try:
+        served = await run_in_threadpool(documents.collection, views)
+    except (ObjectNotFound, InvalidKey, ValueError, KeyError, TypeError):
+        log.warning("dataset %s: no collection made", capability.target, exc_info=True)
+        raise NotFound("this dataset's images cannot be listed as one collection") from None
+    if path not in served:
+        raise NotFound(f"no {path!r} in this dataset")
+    return _serve_bytes(request, path, served[path])
 
 
 # GET and HEAD as two routes, so each has its own operationId in the OpenAPI document.
@@ -77,18 +158,31 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
 @router.head("/zarr/c/{token}/{path:path}", response_class=Response, responses=OBJECT)
 async def capability_object(token: str, path: str, request: Request) -> Response:
     """An object of a pyramid through a capability URL (no other credentials needed).
-    Image capabilities serve the image's pyramid at their root; dataset capabilities serve
-    each image of the dataset under `{image_id}/`."""
+    Image capabilities serve the image's pyramid at their root. Dataset capabilities serve a
+    bioformats2raw collection at their root (`bioformats2raw.layout` 3, `OME/` listing the
+    series): the dataset's images, oldest first, as `0/`, `1/`, …, and each also under
+    `{image_id}/`."""
     state = viewing(request)
     services = state.services
     capability = capabilities.verify(secret_key(services.settings), token, utcnow())
     if capability is None:
         raise NotFound("capability not found or expired")
+    caller = await state.capability_caller(capability)
     if capability.kind == "image":
         image_id = capability.target
     else:
-        image_id, _, path = path.partition("/")
-    caller = await state.capability_caller(capability)
+        first, _, rest = path.partition("/")
+        if first in COLLECTION_ROOT:
+            await state.note_capability_use(capability, client_address(request))
+            return await _serve_collection(state, request, caller, capability, path)
+        image_id, path = first, rest
+        if first.isdigit():
+            ids = await run_in_threadpool(
+                _documents(request).series, caller, capability.id, capability.target
+            )
+            if int(first) >= len(ids):
+                raise NotFound(f"no series {first} in this dataset")
+            image_id = ids[int(first)]
     view = await state.image(caller, image_id)
     if capability.kind == "dataset" and view.dataset_id != capability.target:
         raise NotFound(f"image {image_id} not found")
@@ -99,7 +193,8 @@ async def capability_object(token: str, path: str, request: Request) -> Response
 @router.get("/zarr/{image_id}/{path:path}", response_class=Response, responses=OBJECT)
 @router.head("/zarr/{image_id}/{path:path}", response_class=Response, responses=OBJECT)
 async def zarr_object(image_id: str, path: str, request: Request) -> Response:
-    """An object of the image's pyramid (zarr metadata or chunk), with a bearer token."""
+    """An object of the image's pyramid (zarr metadata or chunk), with a bearer token. Strong
+    ETags (If-None-Match answers 304); the root documents carry consolidated metadata."""
     state = viewing(request)
     view = await state.image(await state.caller(request), image_id)
     return await _serve(state, view, path, request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,7 +38,8 @@ from allmicro_data.storage import ObjectNotFound, ObjectStore
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _SPACE_UNIT = "micrometer"
-GROUP_DOCUMENTS = (".zattrs", ".zgroup", "zarr.json")
+# The documents of the image root, written last: the image exists once they do.
+GROUP_DOCUMENTS = (".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -55,13 +57,17 @@ def metadata_documents(
 
     zarr-python writes them into memory, so they are exactly what zarr itself would write; the
     caller stores arrays first and the group last, making the image visible only when complete.
+    The group documents carry the consolidated metadata (`.zmetadata` for zarr v2, the root
+    `zarr.json`'s `consolidated_metadata` for v3), so a viewer opens the image in one request.
     """
-    array_docs: dict[str, Any] = {}
+    documents: dict[str, Any] = {}
+    memory = MemoryStore(documents)
     zarr_format: Literal[2, 3] = 2 if version == "0.4" else 3
+    zarr.create_group(memory, zarr_format=zarr_format, attributes=group_attributes)
     for level in levels:
         if zarr_format == 2:
             zarr.create_array(
-                MemoryStore(array_docs),
+                memory,
                 name=level.path,
                 shape=level.shape,
                 chunks=level.chunks,
@@ -73,7 +79,7 @@ def metadata_documents(
             )
         else:
             zarr.create_array(
-                MemoryStore(array_docs),
+                memory,
                 name=level.path,
                 shape=level.shape,
                 chunks=level.chunks,
@@ -84,16 +90,20 @@ def metadata_documents(
                 zarr_format=3,
                 dimension_names=list(axes),
             )
-    group_docs: dict[str, Any] = {}
-    zarr.create_group(MemoryStore(group_docs), zarr_format=zarr_format, attributes=group_attributes)
-    groups = {key: bytes(buf.to_bytes()) for key, buf in group_docs.items()}
-    # Creating an array also makes an empty root group; the real one is written last.
-    arrays = {
-        key: bytes(buf.to_bytes())
-        for key, buf in array_docs.items()
-        if key not in groups and "/" in key
-    }
+    consolidate(memory)
+    encoded = {key: bytes(buf.to_bytes()) for key, buf in documents.items()}
+    groups = {key: data for key, data in encoded.items() if "/" not in key}
+    arrays = {key: data for key, data in encoded.items() if "/" in key}
     return arrays, groups
+
+
+def consolidate(memory: MemoryStore) -> None:
+    """Write the consolidated metadata of the hierarchy in memory, as zarr-python does."""
+    with warnings.catch_warnings():
+        # zarr-python warns that v3 consolidation is not in the zarr v3 spec; it is what
+        # zarr-python and zarrita read, and readers that do not know it ignore it.
+        warnings.simplefilter("ignore", UserWarning)
+        zarr.consolidate_metadata(memory)
 
 
 def ngff_attributes(
