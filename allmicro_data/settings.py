@@ -224,7 +224,8 @@ class Settings(BaseSettings):
     pyramid_ngff: Literal["0.4", "0.5"] = Field(
         default="0.4",
         description="NGFF version of the pyramids ingest writes: 0.4 (zarr v2, what most "
-        "viewers read) or 0.5 (zarr v3). Pyramids written before keep theirs.",
+        "viewers read) or 0.5 (zarr v3; sharded, recommended on S3). Pyramids written before "
+        "keep theirs; both are served alike.",
     )
     pyramid_chunk: int | None = Field(
         default=None,

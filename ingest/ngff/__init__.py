@@ -3,7 +3,9 @@
 - `codec`: the chunk codecs operators choose, encoding chunks and decoding stored ones;
 - `layout`: NGFF versions, level chunking and sharding, chunk and shard keys, shard indexes;
 - `metadata`: the zarr array documents and NGFF attributes, written and parsed back;
-- `options`: the ALLMICRO_PYRAMID_* settings as the writer's arguments.
+- `options`: the ALLMICRO_PYRAMID_* settings as the writer's arguments;
+- `collection`: what readers open besides a pyramid: its consolidated metadata, and images as
+  one bioformats2raw collection (a dataset capability's root).
 """
 
 from allmicro_data.ingest.ngff.codec import DEFAULT_CODEC, ChunkCodec, ChunkEncoder
