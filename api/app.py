@@ -23,6 +23,7 @@ from allmicro_data.api.routers import (
     health,
     iiif,
     iiif_auth,
+    lifecycle,
     metrics,
     shares,
     storage_admin,
@@ -32,10 +33,11 @@ from allmicro_data.api.routers import (
 )
 from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.viewing import Viewing
-from allmicro_data.api.web import pages, share_pages
+from allmicro_data.api.web import lifecycle_pages, pages, share_pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
+from allmicro_data.lifecycle import TrashPurger
 from allmicro_data.metrics import serve_exposition
 from allmicro_data.scrub import StorageMaintenance
 from allmicro_data.services import Services
@@ -87,6 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Expires idle tus uploads and completes those a crash left half-stored.
         sweeper = UploadSweeper(services)
         sweeper.start()
+        # Purges what has been in the trash longer than the retention period.
+        purger = TrashPurger(
+            services.sessions,
+            services.store,
+            settings.trash_retention_days,
+            settings.trash_purge_interval_seconds,
+        )
+        purger.start()
         app.state.services = services
         app.state.viewing = Viewing(services)
         metrics_server = (
@@ -101,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
+            purger.stop()
             sweeper.stop()
             maintenance.stop()
             if dispatcher is not None:
@@ -144,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         iiif_auth,
         zarr,
         uploads,
+        lifecycle,
+        lifecycle_pages,
         share_pages,
         pages,
     ):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import select
 
-from allmicro_data import directory
+from allmicro_data import directory, lifecycle
 from allmicro_data.access import (
     Use,
     get_visible,
@@ -19,6 +19,7 @@ from allmicro_data.access import (
     scoped,
     sees_every_user,
 )
+from allmicro_data.annotations import Annotations, of_dataset, of_image
 from allmicro_data.api.deps import CallerDep, ServicesDep, SessionDep, client_address
 from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.paging import Page, WindowDep
@@ -33,6 +34,7 @@ from allmicro_data.api.schemas import (
     JobOut,
     MembershipIn,
     MembershipOut,
+    PairOut,
     ProjectDetailOut,
     ProjectIn,
     ProjectOut,
@@ -53,6 +55,7 @@ from allmicro_data.catalogue.models import (
     Role,
 )
 from allmicro_data.errors import NotFound
+from allmicro_data.ingest.ome_xml import with_annotations
 from allmicro_data.jobs import rerun
 from allmicro_data.paging import fetch
 from allmicro_data.quotas import project_usage, set_project_quota
@@ -100,9 +103,10 @@ def get_project(project_id: str, caller: CallerDep, session: SessionDep) -> Proj
 
 @router.patch("/projects/{project_id}", response_model=ProjectOut)
 def update_project(
-    project_id: str, body: ProjectPatch, caller: CallerDep, session: SessionDep
+    project_id: str, body: ProjectPatch, request: Request, caller: CallerDep, session: SessionDep
 ) -> ProjectOut:
-    """Edit a project's description (managers), name or storage quota (global admins)."""
+    """Edit a project's description (managers), name, storage quota or legal hold (global
+    admins)."""
     project = get_visible(session, caller, Project, project_id)
     require_role(session, caller, project.id, Role.MANAGER)
     if body.name is not None and body.name != project.name:
@@ -115,6 +119,8 @@ def update_project(
         set_project_quota(
             session, project, body.quota_bytes, actor=caller.email, actor_user_id=caller.user_id
         )
+    if body.legal_hold is not None:
+        lifecycle.set_legal_hold(session, caller, project, body.legal_hold, client_address(request))
     directory.flush_unique(session, f"project {project.name!r}")
     return ProjectOut.of(project)
 
@@ -299,16 +305,26 @@ def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> Data
     return DatasetDetailOut(
         **DatasetOut.of(dataset).model_dump(),
         totals=TotalsOut.of(directory.totals(session, dataset_id=dataset.id)),
+        **_annotated(of_dataset(session, dataset.id)),
     )
+
+
+def _annotated(found: Annotations) -> dict[str, Any]:
+    """The tags and pairs fields of an image's or a dataset's detail."""
+    return {
+        "tags": found.tags,
+        "annotations": [PairOut(key=k, value=v) for k, v in found.pairs],
+    }
 
 
 @router.patch("/datasets/{dataset_id}", response_model=DatasetOut)
 def update_dataset(
-    dataset_id: str, body: DatasetPatch, caller: CallerDep, session: SessionDep
+    dataset_id: str, body: DatasetPatch, request: Request, caller: CallerDep, session: SessionDep
 ) -> DatasetOut:
-    """Rename a dataset or edit its description (contributors)."""
+    """Rename a dataset or edit its description (contributors), unless it was delivered."""
     dataset = get_visible(session, caller, Dataset, dataset_id)
     require_role(session, caller, dataset.project_id, Role.CONTRIBUTOR)
+    lifecycle.edited_dataset(session, caller, dataset, client_address(request))
     if body.name is not None:
         dataset.name = body.name
     if body.description is not None:
@@ -386,7 +402,9 @@ def get_image(image_id: str, caller: CallerDep, session: SessionDep) -> ImageDet
     file_ids = list(
         session.scalars(select(ImageFile.file_id).where(ImageFile.image_id == image.id))
     )
-    return ImageDetailOut.detail(image, file_ids)
+    return ImageDetailOut.detail(image, file_ids).model_copy(
+        update=_annotated(of_image(session, image.id))
+    )
 
 
 @router.get(
@@ -398,11 +416,20 @@ def get_image_ome_xml(
     image_id: str, caller: CallerDep, session: SessionDep, services: ServicesDep
 ) -> Response:
     """The image's OME-XML document, as a download: it comes from the uploaded file and may
-    carry anything, scripts included (the web UI shows it as text at /images/{id}/ome-xml)."""
+    carry anything, scripts included (the web UI shows it as text at /images/{id}/ome-xml).
+    The image's tags and key-value pairs, and its dataset's, are in it as Tag- and
+    MapAnnotations as they are now."""
     image = get_visible(session, caller, Image, image_id)
     if not image.ome_xml_key:
         raise NotFound(f"image {image_id} has no OME-XML")
-    data = services.store.get_bytes(image.ome_xml_key)
+    own, of_set = of_image(session, image.id), of_dataset(session, image.dataset_id)
+    data = with_annotations(
+        services.store.get_bytes(image.ome_xml_key),
+        tags=own.tags,
+        pairs=own.pairs,
+        dataset_tags=of_set.tags,
+        dataset_pairs=of_set.pairs,
+    )
     return Response(
         data,
         media_type="application/xml",

@@ -601,6 +601,118 @@ def route_table(data_dir: Path) -> set[tuple[str, str]]:
     return found
 
 
+# The data lifecycle (api/routers/lifecycle.py, api/web/lifecycle_pages.py, helper
+# "lifecycle"): renaming, annotating, moving (here into where it already is), deleting, the
+# trash and its restore and purge change things; the move pages read. Each delete acts on a
+# thing of its own: a spare image taken out of the trash first, a new dataset or project; each
+# restore and purge on a dataset just deleted.
+def lc_spare_image(w: World) -> str:
+    if "lc-image" not in w.ids:
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, np.arange(48 * 40, dtype=np.uint16).reshape(48, 40)[::-1])
+        made = upload(w.admin, w.ids["dataset"], "spare.tif", buffer.getvalue())
+        job = wait_for_job(w.admin, made["job_id"])
+        assert job["status"] == "succeeded", job
+        (w.ids["lc-image"],) = job["image_ids"]
+    w.admin.post(f"/api/trash/image/{w.ids['lc-image']}/restore")  # 404 when not in it
+    return w.ids["lc-image"]
+
+
+def lc_new_dataset(w: World) -> str:
+    made = w.admin.post(f"/api/projects/{w.ids['project']}/datasets", json=_name()["json"])
+    return str(_ok(made)["id"])
+
+
+def lc_new_project(w: World) -> str:
+    project = str(_ok(w.admin.post("/api/projects", json=_name()["json"]))["id"])
+    body = {"user_id": w.ids["user"], "role": "manager"}
+    _ok(w.admin.post(f"/api/projects/{project}/members", json=body))
+    return project
+
+
+def lc_trashed_dataset(w: World) -> str:
+    dataset = lc_new_dataset(w)
+    assert w.admin.delete(f"/api/datasets/{dataset}").status_code == 204
+    return dataset
+
+
+decide(
+    "PATCH",
+    f"/api/images/{I}",
+    Case(FULL, _fill(f"/api/images/{I}"), lambda w: {"json": {"description": "x"}}),
+)
+for path in (f"/api/images/{I}/annotations", f"/api/datasets/{D}/annotations"):
+    decide("PUT", path, Case(FULL, _fill(path), lambda w: {"json": {"tags": ["scoped"]}}))
+decide(
+    "POST",
+    f"/api/images/{I}/move",
+    Case(
+        FULL, _fill(f"/api/images/{I}/move"), lambda w: {"json": {"dataset_id": w.ids["dataset"]}}
+    ),
+)
+decide(
+    "POST",
+    f"/api/datasets/{D}/move",
+    Case(
+        FULL, _fill(f"/api/datasets/{D}/move"), lambda w: {"json": {"project_id": w.ids["project"]}}
+    ),
+)
+decide("DELETE", f"/api/images/{I}", Case(FULL, lambda w: f"/api/images/{lc_spare_image(w)}"))
+decide("DELETE", f"/api/datasets/{D}", Case(FULL, lambda w: f"/api/datasets/{lc_new_dataset(w)}"))
+decide("DELETE", f"/api/projects/{P}", Case(FULL, lambda w: f"/api/projects/{lc_new_project(w)}"))
+decide("GET", "/api/trash", Case(FULL, "/api/trash"))
+decide("GET", "/trash", Case(FULL, "/trash"))
+for action in ("restore", "purge"):
+    for prefix in ("/api/trash", "/trash"):
+        decide(
+            "POST",
+            f"{prefix}/{{kind}}/{{object_id}}/{action}",
+            Case(
+                FULL,
+                lambda w, p=prefix, a=action: f"{p}/dataset/{lc_trashed_dataset(w)}/{a}",
+            ),
+        )
+for path in (f"/images/{I}/move", f"/datasets/{D}/move"):
+    decide("GET", path, Case(READ, _fill(path)))
+decide(
+    "POST",
+    f"/images/{I}/details",
+    Case(FULL, _fill(f"/images/{I}/details"), lambda w: {"data": {"tags": "scoped, web"}}),
+)
+decide(
+    "POST",
+    f"/datasets/{D}/details",
+    Case(FULL, _fill(f"/datasets/{D}/details"), lambda w: {"data": {"pairs": "batch = 7"}}),
+)
+decide(
+    "POST",
+    f"/projects/{P}/details",
+    Case(FULL, _fill(f"/projects/{P}/details"), lambda w: {"data": {"description": "x"}}),
+)
+decide(
+    "POST",
+    f"/projects/{P}/legal-hold",
+    Case(ADMIN, _fill(f"/projects/{P}/legal-hold"), lambda w: {"data": {"hold": "false"}}),
+)
+decide(
+    "POST",
+    f"/images/{I}/move",
+    Case(FULL, _fill(f"/images/{I}/move"), lambda w: {"data": {"target": w.ids["dataset"]}}),
+)
+decide(
+    "POST",
+    f"/datasets/{D}/move",
+    Case(FULL, _fill(f"/datasets/{D}/move"), lambda w: {"data": {"target": w.ids["project"]}}),
+)
+decide("POST", f"/images/{I}/delete", Case(FULL, lambda w: f"/images/{lc_spare_image(w)}/delete"))
+decide(
+    "POST", f"/datasets/{D}/delete", Case(FULL, lambda w: f"/datasets/{lc_new_dataset(w)}/delete")
+)
+decide(
+    "POST", f"/projects/{P}/delete", Case(FULL, lambda w: f"/projects/{lc_new_project(w)}/delete")
+)
+
+
 def test_every_route_has_a_scope_decision(tmp_path: Path) -> None:
     served = route_table(tmp_path)
     assert served - set(ROUTES) == set(), "routes without a decision in ROUTES"
