@@ -100,8 +100,10 @@ def client(lab: Lab, email: str) -> httpx.Client:
     return lab.server.client(email, USER_PASSWORD)
 
 
-def ingest(lab: Lab, dataset_id: str, name: str, data: bytes, who: str = CONTRIBUTOR) -> str:
-    with client(lab, who) as c:
+def ingest(
+    server: LiveServer, dataset_id: str, name: str, data: bytes, who: str = CONTRIBUTOR
+) -> str:
+    with server.client(who, USER_PASSWORD) as c:
         job = wait_for_job(c, upload(c, dataset_id, name, data)["job_id"])
     assert job["status"] == "succeeded", job["error"]
     return str(job["image_ids"][0])
@@ -112,7 +114,7 @@ def objects_of(store: Path, image_id: str) -> list[Path]:
 
 
 def test_contributors_rename_and_describe_images_and_datasets(lab: Lab) -> None:
-    image = ingest(lab, lab.dataset, "rename-me.tif", tiny_tiff(1))
+    image = ingest(lab.server, lab.dataset, "rename-me.tif", tiny_tiff(1))
     with client(lab, CONTRIBUTOR) as c:
         body = {"name": "Coating A, cross-section", "description": "FIB cut at 52°"}
         changed = c.patch(f"/api/images/{image}", json=body)
@@ -143,9 +145,9 @@ def test_a_deleted_image_is_gone_everywhere_until_restored_and_purge_removes_it_
     lab: Lab,
 ) -> None:
     data = tiny_tiff(2)
-    image = ingest(lab, lab.dataset, "to-delete.tif", data)
+    image = ingest(lab.server, lab.dataset, "to-delete.tif", data)
     # The same bytes in another dataset: one stored original, named by two files.
-    kept = ingest(lab, lab.second_dataset, "same-bytes.tif", data)
+    kept = ingest(lab.server, lab.second_dataset, "same-bytes.tif", data)
     primary, replica = lab.stores
     for store in lab.stores:
         assert objects_of(store, image), f"no objects of the image on {store}"
@@ -208,7 +210,7 @@ def test_a_deleted_image_is_gone_everywhere_until_restored_and_purge_removes_it_
 
 
 def test_contributors_delete_only_images_they_uploaded_and_only_managers_restore(lab: Lab) -> None:
-    image = ingest(lab, lab.dataset, "mine.tif", tiny_tiff(3))
+    image = ingest(lab.server, lab.dataset, "mine.tif", tiny_tiff(3))
     with client(lab, VIEWER) as v:
         assert v.delete(f"/api/images/{image}").status_code == 403
     with client(lab, OTHER_CONTRIBUTOR) as other:
@@ -222,7 +224,7 @@ def test_contributors_delete_only_images_they_uploaded_and_only_managers_restore
 
 
 def test_a_legal_hold_blocks_deletion_and_purge(lab: Lab) -> None:
-    image = ingest(lab, lab.dataset, "evidence.tif", tiny_tiff(4))
+    image = ingest(lab.server, lab.dataset, "evidence.tif", tiny_tiff(4))
     with client(lab, MANAGER) as m:
         assert m.delete(f"/api/images/{image}").status_code == 204
         # Only a global admin sets the hold.
@@ -242,7 +244,7 @@ def test_a_legal_hold_blocks_deletion_and_purge(lab: Lab) -> None:
 
 
 def test_images_and_datasets_move_with_their_originals_within_quotas(lab: Lab) -> None:
-    image = ingest(lab, lab.dataset, "wanderer.tif", tiny_tiff(5))
+    image = ingest(lab.server, lab.dataset, "wanderer.tif", tiny_tiff(5))
     with client(lab, CONTRIBUTOR) as c:
         moved = c.post(f"/api/images/{image}/move", json={"dataset_id": lab.second_dataset})
         assert moved.status_code == 200, moved.text
@@ -256,7 +258,7 @@ def test_images_and_datasets_move_with_their_originals_within_quotas(lab: Lab) -
     with client(lab, MANAGER) as m:
         made = m.post(f"/api/projects/{lab.project}/datasets", json={"name": "Travelling"})
         travelling = _created(made)
-    ingest(lab, travelling, "suitcase.tif", tiny_tiff(6))
+    ingest(lab.server, travelling, "suitcase.tif", tiny_tiff(6))
     with lab.server.client() as admin, client(lab, MANAGER) as m:
         admin.patch(f"/api/projects/{lab.other_project}", json={"quota_bytes": 10})
         full = m.post(f"/api/datasets/{travelling}/move", json={"project_id": lab.other_project})
@@ -280,7 +282,7 @@ def test_the_server_purges_what_outlived_the_retention(lab: Lab) -> None:
     from allmicro_data.services import Services
     from allmicro_data.settings import Settings
 
-    image = ingest(lab, lab.dataset, "old.tif", tiny_tiff(7))
+    image = ingest(lab.server, lab.dataset, "old.tif", tiny_tiff(7))
     with client(lab, MANAGER) as m:
         assert m.delete(f"/api/images/{image}").status_code == 204
     env = lab.server.env
@@ -310,7 +312,7 @@ def test_the_server_purges_what_outlived_the_retention(lab: Lab) -> None:
 def test_a_deleted_dataset_takes_its_images_along_and_comes_back_with_them(lab: Lab) -> None:
     with client(lab, MANAGER) as m:
         dataset = _created(m.post(f"/api/projects/{lab.project}/datasets", json={"name": "Gone"}))
-    image = ingest(lab, dataset, "inside.tif", tiny_tiff(8))
+    image = ingest(lab.server, dataset, "inside.tif", tiny_tiff(8))
     with client(lab, MANAGER) as m:
         assert m.delete(f"/api/datasets/{dataset}").status_code == 204
         assert m.get(f"/api/datasets/{dataset}").status_code == 404
