@@ -72,7 +72,9 @@ def mark_delivered(
         return dataset
     dataset.delivered_at = utcnow()
     dataset.delivered_by_id = caller.user_id
-    files = session.scalars(select(File).where(File.dataset_id == dataset.id)).all()
+    files = session.scalars(
+        select(File).where(File.dataset_id == dataset.id, File.deleted_at.is_(None))
+    ).all()
     record(
         session,
         "delivery.mark",
@@ -171,13 +173,20 @@ def cover_document(session: Session, dataset: Dataset) -> CoverDocument:
         if project.client_organisation_id
         else None
     )
+    # What is in the trash (allmicro_data.lifecycle) was not delivered.
     originals = session.scalars(
-        select(File).where(File.dataset_id == dataset.id).order_by(File.original_name, File.id)
+        select(File)
+        .where(File.dataset_id == dataset.id, File.deleted_at.is_(None))
+        .order_by(File.original_name, File.id)
     ).all()
     rows = session.execute(
         select(ImageFile.file_id, Image)
         .join(Image, Image.id == ImageFile.image_id)
-        .where(Image.dataset_id == dataset.id, Image.status == ImageStatus.READY)
+        .where(
+            Image.dataset_id == dataset.id,
+            Image.status == ImageStatus.READY,
+            Image.deleted_at.is_(None),
+        )
         .order_by(Image.name)
     ).all()
     images: dict[str, list[dict[str, Any]]] = {}

@@ -332,7 +332,11 @@ def mint_dataset_capability(
     )
     url = _zarr_url(request, token)
     image_ids = session.scalars(
-        select(Image.id).where(Image.dataset_id == dataset.id, Image.status == ImageStatus.READY)
+        select(Image.id).where(
+            Image.dataset_id == dataset.id,
+            Image.status == ImageStatus.READY,
+            Image.deleted_at.is_(None),
+        )
     ).all()
     return CapabilityOut(
         id=capability.id,
