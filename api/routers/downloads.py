@@ -16,6 +16,7 @@ from allmicro_data.api.streaming import archive_response, content_disposition
 from allmicro_data.archives import build_archive, image_records, metadata_csv
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset, File
+from allmicro_data.delivery import record_receipt
 from allmicro_data.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["downloads"])
@@ -45,6 +46,21 @@ def _audit_archive(
             size=sum(f.size for f in in_project),
             detail={"file_ids": [f.id for f in in_project], "archive_bytes": archive_size},
         )
+    # A delivered dataset's downloads each leave a receipt (allmicro_data.delivery).
+    for dataset_id in sorted({f.dataset_id for f in files}):
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is not None and dataset.delivered_at is not None:
+            in_dataset = [f for f in files if f.dataset_id == dataset_id]
+            record_receipt(
+                session,
+                dataset,
+                files=in_dataset,
+                size=sum(f.size for f in in_dataset),
+                actor=caller.email,
+                actor_user_id=caller.user_id,
+                share_link_id=None,
+                client_address=client_address(request),
+            )
     session.commit()
 
 

@@ -63,7 +63,7 @@ from allmicro_data.auth import (
     sign,
     unsign,
 )
-from allmicro_data.catalogue.models import Image, Role, User
+from allmicro_data.catalogue.models import Dataset, Image, Role, User
 from allmicro_data.errors import DomainError, NotFound, Unauthorised
 from allmicro_data.oidc_login import OidcFailed, OidcProvider, PendingSignIn
 from allmicro_data.paging import Window
@@ -566,6 +566,7 @@ def dataset_page(
         sort="name",
         window=Window(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE),
     )
+    delivered_at = session.scalar(select(Dataset.delivered_at).where(Dataset.id == dataset.id))
     return render(
         request,
         services,
@@ -577,7 +578,9 @@ def dataset_page(
             "page": page,
             "pages": max(1, math.ceil(images.total / PAGE_SIZE)),
             "jobs": _pending_jobs(caller, session, dataset.id),
-            "can_upload": _can_contribute(caller, project),
+            # A delivered dataset takes no more uploads (allmicro_data.delivery).
+            "delivered_at": delivered_at,
+            "can_upload": _can_contribute(caller, project) and delivered_at is None,
             "uploaded": request.query_params.get("uploaded"),
         },
         caller=caller,

@@ -192,6 +192,10 @@ def test_a_delivered_dataset_is_frozen_and_the_results_page_remembers_visits(
             files={"file": ("late.txt", b"late\n", "application/octet-stream")},
         )
         assert late.status_code == 409
+        assert manager.get(f"/api/datasets/{dataset}/download.zip").status_code == 200
+        receipts = manager.get("/api/audit", params={"action": "delivery.receipt"}).json()
+        (receipt,) = [e for e in receipts["items"] if e["object_id"] == dataset]
+        assert receipt["actor"] == MANAGER and receipt["bytes"] == len(b"final\n")
         cover = manager.get(f"/datasets/{dataset}/delivery")
         assert cover.status_code == 200 and "final.txt" in cover.text
         assert "Facility" in cover.text

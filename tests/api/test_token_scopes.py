@@ -713,6 +713,62 @@ decide(
 )
 
 
+# Result delivery (api/web/share_pages.py, helper "share"): a share link's pages are the same
+# for every credential; the results page reads; the sharing page is a manager's and reads;
+# creating, revoking and delivering change things. A delivery freezes its dataset: each one
+# gets a dataset of its own.
+def new_dataset(world: World) -> str:
+    made = world.admin.post(f"/api/projects/{world.ids['project']}/datasets", json=_name()["json"])
+    return str(_ok(made)["id"])
+
+
+for path, url in (
+    ("/share/{token}", "/share/{share}"),
+    ("/share/{token}/unlock", "/share/{share}/unlock"),  # no form token: 400 for everyone
+    (f"/share/{{token}}/images/{I}", f"/share/{{share}}/images/{I}"),
+    (f"/share/{{token}}/iiif/{I}/info.json", f"/share/{{share}}/iiif/{I}/info.json"),
+    (
+        f"/share/{{token}}/iiif/{I}/{{region}}/{{size}}/{{rotation}}/{{quality_format}}",
+        f"/share/{{share}}/iiif/{I}/full/64,/0/default.jpg",
+    ),
+    (f"/share/{{token}}/images/{I}/display", f"/share/{{share}}/images/{I}/display"),
+    (f"/share/{{token}}/images/{I}/thumbnail.jpg", f"/share/{{share}}/images/{I}/thumbnail.jpg"),
+    (f"/share/{{token}}/files/{F}", f"/share/{{share}}/files/{F}"),
+    ("/share/{token}/download.zip", "/share/{share}/download.zip"),
+    ("/share/{token}/metadata.{kind}", "/share/{share}/metadata.csv"),
+    (f"/share/{{token}}/datasets/{D}/cover", f"/share/{{share}}/datasets/{D}/cover"),
+):
+    decide("POST" if path.endswith("/unlock") else "GET", path, same("", url))
+NOT_DELIVERED = frozenset({404})  # the world's dataset is no delivery: past the scope check
+decide(
+    "GET",
+    f"/datasets/{D}/delivery",
+    Case(READ, _fill(f"/datasets/{D}/delivery"), allowed_status=NOT_DELIVERED),
+)
+decide("GET", f"/projects/{P}/results", Case(READ, _fill(f"/projects/{P}/results")))
+decide("GET", f"/projects/{P}/sharing", Case(READ, _fill(f"/projects/{P}/sharing")))
+decide(
+    "POST",
+    f"/projects/{P}/sharing/links",
+    Case(FULL, _fill(f"/projects/{P}/sharing/links"), lambda w: {"data": {"label": "x"}}),
+)
+decide(
+    "POST",
+    f"/projects/{P}/sharing/links/{{link_id}}/revoke",
+    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/links/{new_link(w)}/revoke"),
+)
+decide(
+    "POST",
+    f"/projects/{P}/sharing/deliveries/{D}",
+    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/deliveries/{new_dataset(w)}"),
+)
+decide(
+    "POST",
+    f"/api/datasets/{D}/delivery",
+    Case(FULL, lambda w: f"/api/datasets/{new_dataset(w)}/delivery"),
+)
+
+
 def test_every_route_has_a_scope_decision(tmp_path: Path) -> None:
     served = route_table(tmp_path)
     assert served - set(ROUTES) == set(), "routes without a decision in ROUTES"

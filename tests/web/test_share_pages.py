@@ -127,6 +127,9 @@ def test_a_client_opens_a_password_link_views_downloads_and_sees_it_revoked(
             files={"file": ("late.tif", b"late bytes", "application/octet-stream")},
         )
         assert refused.status_code == 409, refused.text
+    manager.goto(f"{server.url}/datasets/{delivery.dataset_id}")
+    expect(manager.locator("#delivery-notice")).to_be_visible()
+    expect(manager.locator("#upload-form")).to_have_count(0)
 
     # A client, without an account, in a fresh browser: the password form first.
     client_context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-GB")
