@@ -127,6 +127,7 @@ def test_an_unverified_e_mail_is_not_trusted_to_make_an_account(
         _sign_in_at_provider(page, "mark")
         page.wait_for_url(f"{federation.server.url}/login/oidc/callback**")
         assert page.get_by_role("alert").inner_text().startswith("This account cannot sign in")
+        check_page_at_both_sizes(page, "login-refused")
         assert page.request.get(f"{federation.server.url}/api/me").status == 401
     finally:
         context.close()
