@@ -9,6 +9,7 @@ search for directories without it) say which user and organisation it signs in a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
@@ -114,15 +115,18 @@ class LdapDirectory:
         )
         try:
             connection.open()
-            if self.start_tls:
-                connection.start_tls()
+            if self.start_tls and not connection.start_tls():
+                raise DirectoryUnavailable("StartTLS failed (is the server's certificate trusted?)")
             if connection.bind():
                 return connection
-        except LDAPException as exc:
-            connection.unbind()
+        except (LDAPException, OSError) as exc:
+            _close(connection)
             raise DirectoryUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except DirectoryUnavailable:
+            _close(connection)
+            raise
         result = connection.result or {}
-        connection.unbind()
+        _close(connection)
         # 49 invalidCredentials (AD adds its data code in the message): a wrong password.
         if result.get("result") == 49:
             return None
@@ -151,7 +155,7 @@ class LdapDirectory:
                 user = self._bind(dn, password)
                 if user is None:
                     return None
-                user.unbind()
+                _close(user)
             else:
                 assert self.bind_dn_template is not None
                 dn = self.bind_dn_template.replace("{u}", escape_rdn(username))
@@ -174,7 +178,7 @@ class LdapDirectory:
                 ]
         finally:
             if searcher is not None:
-                searcher.unbind()
+                _close(searcher)
         emails = _values(values.get(self.email_attribute))
         names = _values(values.get(self.name_attribute))
         return InstitutionalAccount(
@@ -196,6 +200,12 @@ class LdapDirectory:
             # None, or a name that is not unique: never guess which entry was meant.
             return None
         return str(entries[0]["dn"]), dict(entries[0].get("attributes", {}))
+
+
+def _close(connection: Connection) -> None:
+    """Unbind, whatever state the connection is in (a failed TLS handshake leaves it broken)."""
+    with contextlib.suppress(LDAPException, OSError):
+        connection.unbind()
 
 
 def _values(value: object) -> list[str]:

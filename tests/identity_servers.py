@@ -54,6 +54,7 @@ class Slapd:
     base: str
     service_dn: str
     service_password: str
+    ca_file: Path
     process: subprocess.Popen[bytes]
 
     def dn(self, uid: str) -> str:
@@ -108,14 +109,69 @@ def _ldif(base: str, service_password: str, people: list[LdapPerson]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate it signed for 127.0.0.1: (CA, certificate, key) PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AllMicro test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 @contextmanager
 def running_slapd(directory: Path, people: list[LdapPerson]) -> Iterator[Slapd]:
-    """slapd with an mdb database loaded by slapadd, on a free loopback port."""
+    """slapd with an mdb database loaded by slapadd, on a free loopback port, that takes binds
+    only over TLS (StartTLS, with a certificate from a CA of its own: Slapd.ca_file)."""
     if not SLAPD.exists() or not SLAPADD.exists():
         _unavailable("Debian's slapd is missing (apt-get install slapd ldap-utils)")
     base = "dc=uni,dc=example"
     service_password = "reader secret 7"
     (directory / "db").mkdir(parents=True)
+    ca_file, certificate, key = _certificates(directory)
     config = directory / "slapd.conf"
     config.write_text(
         textwrap.dedent(
@@ -126,6 +182,11 @@ def running_slapd(directory: Path, people: list[LdapPerson]) -> Iterator[Slapd]:
             modulepath /usr/lib/ldap
             moduleload back_mdb
             pidfile {directory}/slapd.pid
+            TLSCACertificateFile {ca_file}
+            TLSCertificateFile {certificate}
+            TLSCertificateKeyFile {key}
+            # Binds and searches only over TLS: a client that skipped StartTLS fails.
+            security tls=1
             database mdb
             maxsize 10485760
             suffix "{base}"
@@ -160,7 +221,7 @@ def running_slapd(directory: Path, people: list[LdapPerson]) -> Iterator[Slapd]:
 
     try:
         wait_until(listening, timeout=20, what="slapd")
-        yield Slapd(url, base, f"cn=reader,{base}", service_password, process)
+        yield Slapd(url, base, f"cn=reader,{base}", service_password, ca_file, process)
     finally:
         process.terminate()
         try:

@@ -1,7 +1,7 @@
-"""LDAP sign-in against a real OpenLDAP (Debian's slapd, started here): directory accounts sign in
-at /api/auth/token and the /login form by uid or e-mail, become users of the organisation the
-rules name, wrong directory passwords count in the sign-in throttle, disabled users stay
-disabled, and local passwords keep working."""
+"""LDAP sign-in against a real OpenLDAP (Debian's slapd, started here, binds over StartTLS only):
+directory accounts sign in at /api/auth/token and the /login form by uid or e-mail, become
+users of the organisation the rules name, wrong directory passwords count in the sign-in
+throttle, disabled users stay disabled, and local passwords keep working."""
 
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def directory(
         ]
         env = {
             "ALLMICRO_LDAP_URLS": slapd.url,
+            # The directory takes binds only over TLS: every sign-in here went through StartTLS
+            # with the certificate checked against the directory's own CA.
+            "ALLMICRO_LDAP_START_TLS": "true",
+            "ALLMICRO_LDAP_CA_FILE": str(slapd.ca_file),
             "ALLMICRO_LDAP_SEARCH_BASE": f"ou=people,{slapd.base}",
             "ALLMICRO_LDAP_SERVICE_DN": slapd.service_dn,
             "ALLMICRO_LDAP_SERVICE_PASSWORD": slapd.service_password,
