@@ -55,8 +55,6 @@ class LdapDirectory:
         """The configured directory, or None when LDAP sign-in is off."""
         if not settings.ldap_urls:
             return None
-        if not settings.ldap_bind_dn_template and not settings.ldap_search_base:
-            raise ValueError("LDAP sign-in needs ALLMICRO_LDAP_SEARCH_BASE or _BIND_DN_TEMPLATE")
         return cls(
             urls=tuple(settings.ldap_urls),
             start_tls=settings.ldap_start_tls,

@@ -439,6 +439,17 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
 
+    @model_validator(mode="after")
+    def _institutional_sign_in_complete(self) -> Settings:
+        # Fail at start, not at each sign-in.
+        if self.ldap_urls and not (self.ldap_search_base or self.ldap_bind_dn_template):
+            raise ValueError(
+                "ALLMICRO_LDAP_URLS needs ALLMICRO_LDAP_SEARCH_BASE or ALLMICRO_LDAP_BIND_DN_TEMPLATE"
+            )
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("ALLMICRO_OIDC_ISSUER needs ALLMICRO_OIDC_CLIENT_ID")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'catalogue.sqlite3'}"

@@ -3,8 +3,11 @@ the organisation (e-mail domain, LDAP group, OpenID Connect claim)."""
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from allmicro_data.institutional import InstitutionalAccount, rule_matches
-from allmicro_data.settings import OrganisationRule
+from allmicro_data.settings import OrganisationRule, Settings
 
 ANA = InstitutionalAccount(
     issuer="https://idp.uni-lj.example",
@@ -48,3 +51,11 @@ def test_every_condition_of_a_rule_must_hold_and_none_is_a_catch_all() -> None:
     )
     assert not rule_matches(both, ANA)
     assert rule_matches(OrganisationRule(organisation="Guests"), ANA)
+
+
+def test_incomplete_institutional_settings_fail_at_start() -> None:
+    with pytest.raises(ValidationError, match="ALLMICRO_LDAP_SEARCH_BASE"):
+        Settings(ldap_urls=["ldaps://dc1.uni.example"])
+    with pytest.raises(ValidationError, match="ALLMICRO_OIDC_CLIENT_ID"):
+        Settings(oidc_issuer="https://idp.uni.example")
+    assert Settings(ldap_urls=["ldaps://dc1.uni.example"], ldap_search_base="dc=uni").ldap_urls
