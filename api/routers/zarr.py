@@ -118,11 +118,15 @@ async def _serve(state: Viewing, view: ImageView, path: str, request: Request) -
             return _serve_bytes(request, path, root[path])
     key = f"{view.pyramid_key}/{path}"
     store = state.services.store
+
+    def stat() -> tuple[int, str]:
+        size = store.size(key)
+        return size, documents.object_etag(view, key, size)
+
     try:
-        size = await run_in_threadpool(store.size, key)
+        size, etag = await run_in_threadpool(stat)
     except (ObjectNotFound, InvalidKey):
         raise NotFound(f"no {path!r} in this image") from None
-    etag = await run_in_threadpool(documents.object_etag, view, key, size)
     done, byte_range, headers = _answer(request, path, size, etag)
     if done is not None:
         return done
