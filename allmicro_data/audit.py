@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from allmicro_data.access import Caller, scoped
@@ -57,6 +57,7 @@ class AuditQuery(Window):
     actor: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    object_id: str | None = None  # an object's id, or its type alone ("user", "job")
 
 
 def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
@@ -72,6 +73,13 @@ def visible_events(caller: Caller, query: AuditQuery) -> Select[Any]:
         stmt = stmt.where(AuditEvent.at >= query.since)
     if query.until:
         stmt = stmt.where(AuditEvent.at <= query.until)
+    if query.object_id:
+        stmt = stmt.where(
+            or_(
+                AuditEvent.object_id == query.object_id,
+                AuditEvent.object_type == query.object_id,
+            )
+        )
     return stmt
 
 
@@ -127,3 +135,30 @@ def iter_csv(session: Session, caller: Caller, query: AuditQuery) -> Iterator[st
         yield out.getvalue()
         out.seek(0)
         out.truncate()
+
+
+# The events of bytes served to someone: originals, archives and shared files (ranges count
+# the bytes of the range).
+DOWNLOAD_ACTIONS = ("file.download", "archive.download", "share.download")
+
+
+def downloaded_bytes_by_month(
+    session: Session, project_ids: Select[Any], since: datetime
+) -> dict[tuple[str, str], int]:
+    """Bytes downloaded since a moment, by (project id, "YYYY-MM") for the projects selected."""
+    year = extract("year", AuditEvent.at)
+    month = extract("month", AuditEvent.at)
+    rows = session.execute(
+        select(AuditEvent.project_id, year, month, func.sum(AuditEvent.bytes))
+        .where(
+            AuditEvent.action.in_(DOWNLOAD_ACTIONS),
+            AuditEvent.success.is_(True),
+            AuditEvent.at >= since,
+            AuditEvent.project_id.in_(project_ids),
+        )
+        .group_by(AuditEvent.project_id, year, month)
+    )
+    return {
+        (str(project_id), f"{int(y):04d}-{int(m):02d}"): int(total or 0)
+        for project_id, y, m, total in rows
+    }

@@ -33,7 +33,7 @@ from allmicro_data.api.routers import (
 )
 from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.viewing import Viewing
-from allmicro_data.api.web import lifecycle_pages, pages, share_pages
+from allmicro_data.api.web import admin_pages, api_docs, lifecycle_pages, pages, share_pages
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
@@ -125,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Image repository of the cross-border microscopy network.",
         lifespan=lifespan,
+        # Served from our own static files instead of a CDN (api/web/api_docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     app.add_middleware(RequestObserver)
@@ -157,10 +160,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uploads,
         lifecycle,
         lifecycle_pages,
+        admin_pages,
         share_pages,
         pages,
     ):
         app.include_router(module.router)
+    api_docs.install(app)
     app.mount("/static", pages.static_files(), name="static")
     return app
 

@@ -496,6 +496,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A failed job someone has looked at and set aside: it leaves the lists of failed jobs.
+    dismissed_at: Mapped[datetime | None]
+    dismissed_by_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class ShareLink(Base):

@@ -20,6 +20,10 @@ from allmicro_data.catalogue.models import AuditEvent
 from allmicro_data.paging import Window
 
 router = APIRouter(prefix="/api", tags=["audit"])
+# The events about one object: its id, or every object of a type ("user", "job", "file").
+ObjectFilter = Annotated[
+    str | None, Query(max_length=64, description="an object's id, or an object type")
+]
 
 
 class AuditEventOut(BaseModel):
@@ -61,6 +65,7 @@ def _query(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     window: Window = Window(),
+    object_id: str | None = None,
 ) -> AuditQuery:
     return AuditQuery(
         project_id=project_id,
@@ -68,6 +73,7 @@ def _query(
         actor=actor,
         since=since,
         until=until,
+        object_id=object_id,
         limit=window.limit,
         offset=window.offset,
     )
@@ -83,10 +89,11 @@ def list_audit(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
+    object_id: ObjectFilter = None,
 ) -> Page[AuditEventOut]:
     """Newest first. Admins see every event; managers see their projects' events."""
     require_full_session(caller)
-    query = _query(project_id, action, actor, since, until, window)
+    query = _query(project_id, action, actor, since, until, window, object_id)
     return Page.of(search_events(session, caller, query), AuditEventOut.of)
 
 
@@ -103,10 +110,11 @@ def export_audit(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
+    object_id: ObjectFilter = None,
 ) -> StreamingResponse:
     """The same events as CSV, oldest first."""
     require_full_session(caller)
-    query = _query(project_id, action, actor, since, until)
+    query = _query(project_id, action, actor, since, until, object_id=object_id)
 
     def lines() -> Iterator[str]:
         # Its own session: the export streams after the request's session has closed.

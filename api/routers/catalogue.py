@@ -12,9 +12,12 @@ from sqlalchemy import select
 from allmicro_data import directory, lifecycle
 from allmicro_data.access import (
     Use,
+    administered,
     get_visible,
     project_role,
     require_admin,
+    require_full_session,
+    require_job_action,
     require_role,
     scoped,
     sees_every_user,
@@ -49,12 +52,14 @@ from allmicro_data.catalogue.models import (
     ImageFile,
     ImageStatus,
     Job,
+    JobStatus,
     Project,
     ProjectInvitation,
     ProjectMembership,
     Role,
+    utcnow,
 )
-from allmicro_data.errors import NotFound
+from allmicro_data.errors import Conflict, NotFound
 from allmicro_data.ingest.ome_xml import with_annotations
 from allmicro_data.jobs import rerun
 from allmicro_data.paging import fetch
@@ -446,24 +451,91 @@ def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
 
 @router.get("/datasets/{dataset_id}/jobs", response_model=Page[JobOut])
 def list_dataset_jobs(
-    dataset_id: str, caller: CallerDep, session: SessionDep, window: WindowDep
+    dataset_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    window: WindowDep,
+    include_dismissed: bool = False,
 ) -> Page[JobOut]:
-    """The jobs of a dataset, newest first: what is still processing, and what failed and why."""
+    """The jobs of a dataset, newest first: what is still processing, and what failed and why
+    (failed jobs someone dismissed only with include_dismissed)."""
     dataset = get_visible(session, caller, Dataset, dataset_id, Use.SEE)
     stmt = scoped(select(Job), Job, caller, Use.SEE).where(Job.dataset_id == dataset.id)
+    if not include_dismissed:
+        stmt = stmt.where(Job.dismissed_at.is_(None))
     found = fetch(session, stmt, window, order_by=[Job.created_at.desc(), Job.id])
     return Page.of(found, lambda job: JobOut.of(job, _ready_images_of(session, job)))
 
 
+@router.get("/jobs", response_model=Page[JobOut])
+def list_jobs(
+    caller: CallerDep,
+    session: SessionDep,
+    window: WindowDep,
+    status: Literal["queued", "running", "failed"] | None = None,
+    project_id: str | None = None,
+) -> Page[JobOut]:
+    """Jobs of the projects the caller administers (every project for global admins), newest
+    first, without succeeded or dismissed ones: what is waiting, running and failed."""
+    require_full_session(caller)
+    stmt = administered(scoped(select(Job), Job, caller, Use.SEE), Job, caller).where(
+        Job.status != JobStatus.SUCCEEDED, Job.dismissed_at.is_(None)
+    )
+    if status is not None:
+        stmt = stmt.where(Job.status == JobStatus(status))
+    if project_id:
+        stmt = stmt.where(
+            Job.dataset_id.in_(select(Dataset.id).where(Dataset.project_id == project_id))
+        )
+    found = fetch(session, stmt, window, order_by=[Job.created_at.desc(), Job.id])
+    return Page.of(found, JobOut.of)
+
+
 @router.post("/jobs/{job_id}/rerun", response_model=JobOut)
-def rerun_job(job_id: str, caller: CallerDep, session: SessionDep, services: ServicesDep) -> JobOut:
-    """Queue a finished job again (global admins)."""
-    job = get_visible(session, caller, Job, job_id)
-    require_admin(caller)
+def rerun_job(
+    job_id: str, request: Request, caller: CallerDep, session: SessionDep, services: ServicesDep
+) -> JobOut:
+    """Queue a finished job again (contributors of its project, managers, global admins)."""
+    job = get_visible(session, caller, Job, job_id, Use.SEE)
+    require_job_action(session, caller, job)
     rerun(session, job)
+    job.dismissed_at = None
+    job.dismissed_by_id = None
+    _record_job_action(session, caller, request, job, "job.rerun")
     session.commit()
     services.wake_jobs()
     return JobOut.of(job)
+
+
+@router.post("/jobs/{job_id}/dismiss", response_model=JobOut)
+def dismiss_job(job_id: str, request: Request, caller: CallerDep, session: SessionDep) -> JobOut:
+    """Set a failed job aside: it leaves the lists of failed jobs (the file stays; rerunning
+    brings it back). Contributors of its project, managers, global admins."""
+    job = get_visible(session, caller, Job, job_id, Use.SEE)
+    require_job_action(session, caller, job)
+    if job.status is not JobStatus.FAILED:
+        raise Conflict("only a failed job can be dismissed")
+    if job.dismissed_at is None:
+        job.dismissed_at = utcnow()
+        job.dismissed_by_id = caller.user_id
+        _record_job_action(session, caller, request, job, "job.dismiss")
+    return JobOut.of(job)
+
+
+def _record_job_action(
+    session: SessionDep, caller: CallerDep, request: Request, job: Job, action: str
+) -> None:
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+    record(
+        session,
+        action,
+        actor=caller.email,
+        actor_user_id=caller.user_id,
+        object_type="job",
+        object_id=job.id,
+        project_id=dataset.project_id if dataset else None,
+        client_address=client_address(request),
+    )
 
 
 def _ready_images_of(session: SessionDep, job: Job) -> list[str]:

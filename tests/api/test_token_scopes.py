@@ -381,7 +381,6 @@ decide(
     ),
 )
 decide("POST", "/api/projects", Case(ADMIN, "/api/projects", _name))
-decide("POST", "/api/jobs/{job_id}/rerun", Case(ADMIN, _fill("/api/jobs/{job_id}/rerun")))
 decide("GET", "/api/admin/storage/scrubs", Case(ADMIN, "/api/admin/storage/scrubs"))
 decide(
     "GET",
@@ -472,6 +471,11 @@ decide("GET", f"/iiif/auth/2/probe/{I}", same(f"/iiif/auth/2/probe/{I}"))
 for path in ("/iiif/auth/2/access", "/iiif/auth/2/token", "/iiif/auth/2/logout"):
     decide("GET", path, same(path))
 decide("POST", "/iiif/auth/2/logout", Case(ANY, "/iiif/auth/2/logout", ends_credential=True))
+decide(
+    "GET",
+    f"/iiif/3/{I}/physdim",
+    Case(READ, _fill(f"/iiif/3/{I}/physdim"), allowed_status=frozenset({404})),
+)
 
 # Uploads.
 def one_shot(w: World) -> dict[str, Any]:
@@ -585,6 +589,100 @@ decide(
 )
 
 
+# The admin area (api/web/admin_pages.py) and the admin API it calls: the manager sees their
+# projects' part with a session or a password token; organisations, users, tokens and storage
+# are global admins'. Rerun and dismiss act on a failed upload of the manager's project (409 once
+# it is queued again is past the scope check).
+def failed_job(world: World) -> str:
+    if "failed-job" not in world.ids:
+        made = upload(world.admin, world.ids["dataset"], "broken.bin", secrets.token_bytes(64))
+        assert wait_for_job(world.admin, made["job_id"])["status"] == "failed"
+        world.ids["failed-job"] = made["job_id"]
+    return world.ids["failed-job"]
+
+
+CONFLICT = frozenset({409})
+for path in ("/api/jobs/{job_id}/rerun", "/api/jobs/{job_id}/dismiss"):
+    template = path.replace("{job_id}", "{failed}")
+    decide(
+        "POST",
+        path,
+        Case(FULL, lambda w, t=template: t.format(failed=failed_job(w)), allowed_status=CONFLICT),
+    )
+for path in ("/jobs/{job_id}/rerun", "/jobs/{job_id}/dismiss"):
+    template = path.replace("{job_id}", "{failed}")
+    decide(
+        "POST",
+        path,
+        Case(FULL, lambda w, t=template: t.format(failed=failed_job(w)), allowed_status=CONFLICT),
+    )
+decide("GET", "/api/jobs", Case(FULL, "/api/jobs?status=failed"))
+decide("GET", "/api/admin/usage", Case(FULL, "/api/admin/usage"))
+decide(
+    "PATCH",
+    "/api/organisations/{organisation_id}",
+    Case(ADMIN, _fill("/api/organisations/{organisation_id}"), lambda w: {"json": {}}),
+)
+decide("GET", "/api/users/{user_id}/tokens", Case(ADMIN, _fill("/api/users/{user_id}/tokens")))
+decide(
+    "DELETE",
+    "/api/users/{user_id}/tokens/{token_id}",
+    Case(ADMIN, lambda w: f"/api/users/{w.ids['user']}/tokens/{new_token(w)}"),
+)
+for path in ("/admin", "/admin/projects", f"/admin/projects/{P}", "/admin/audit", "/admin/jobs"):
+    decide("GET", path, Case(FULL, _fill(path)))
+decide("GET", "/admin/usage", Case(FULL, "/admin/usage"))
+for path in (
+    "/admin/organisations",
+    "/admin/organisations/{organisation_id}",
+    "/admin/users",
+    "/admin/users/{user_id}",
+    "/admin/storage",
+):
+    decide("GET", path, Case(ADMIN, _fill(path)))
+for path in (
+    "/admin/organisations",
+    "/admin/organisations/{organisation_id}",
+    "/admin/users",
+    "/admin/users/{user_id}/password",
+    f"/admin/projects/{P}/quota",
+    "/admin/storage/scrub",
+):
+    decide("POST", path, Case(ADMIN, _fill(path)))
+decide(
+    "POST",
+    "/admin/users/{user_id}",
+    Case(ADMIN, _fill("/admin/users/{user_id}"), lambda w: {"data": {"change": "enable"}}),
+)
+decide(
+    "POST",
+    "/admin/users/{user_id}/tokens/{token_id}/revoke",
+    Case(ADMIN, lambda w: f"/admin/users/{w.ids['user']}/tokens/{new_token(w)}/revoke"),
+)
+decide(
+    "POST",
+    f"/admin/projects/{P}/members",
+    Case(
+        FULL,
+        _fill(f"/admin/projects/{P}/members"),
+        lambda w: {"data": {"email": f"i-{secrets.token_hex(4)}@example.org", "role": "viewer"}},
+    ),
+)
+decide(
+    "POST",
+    f"/admin/projects/{P}/members/{{membership_id}}/remove",
+    Case(FULL, lambda w: f"/admin/projects/{w.ids['project']}/members/{new_membership(w)}/remove"),
+)
+decide(
+    "POST",
+    f"/admin/projects/{P}/invitations/{{invitation_id}}/withdraw",
+    Case(
+        FULL,
+        lambda w: f"/admin/projects/{w.ids['project']}/invitations/{new_invitation(w)}/withdraw",
+    ),
+)
+
+
 def route_table(data_dir: Path) -> set[tuple[str, str]]:
     """Every (method, path) the application serves, mounts included."""
     from allmicro_data.api.app import create_app
@@ -599,6 +697,62 @@ def route_table(data_dir: Path) -> set[tuple[str, str]]:
         for method in getattr(route, "methods", None) or {"GET"}:
             found.add((method, path))
     return found
+
+
+# Result delivery (api/web/share_pages.py, helper "share"): a share link's pages are the same
+# for every credential; the results page reads; the sharing page is a manager's and reads;
+# creating, revoking and delivering change things. A delivery freezes its dataset: each one
+# gets a dataset of its own.
+def new_dataset(world: World) -> str:
+    made = world.admin.post(f"/api/projects/{world.ids['project']}/datasets", json=_name()["json"])
+    return str(_ok(made)["id"])
+
+
+for path, url in (
+    ("/share/{token}", "/share/{share}"),
+    ("/share/{token}/unlock", "/share/{share}/unlock"),  # no form token: 400 for everyone
+    (f"/share/{{token}}/images/{I}", f"/share/{{share}}/images/{I}"),
+    (f"/share/{{token}}/iiif/{I}/info.json", f"/share/{{share}}/iiif/{I}/info.json"),
+    (
+        f"/share/{{token}}/iiif/{I}/{{region}}/{{size}}/{{rotation}}/{{quality_format}}",
+        f"/share/{{share}}/iiif/{I}/full/64,/0/default.jpg",
+    ),
+    (f"/share/{{token}}/images/{I}/display", f"/share/{{share}}/images/{I}/display"),
+    (f"/share/{{token}}/images/{I}/thumbnail.jpg", f"/share/{{share}}/images/{I}/thumbnail.jpg"),
+    (f"/share/{{token}}/files/{F}", f"/share/{{share}}/files/{F}"),
+    ("/share/{token}/download.zip", "/share/{share}/download.zip"),
+    ("/share/{token}/metadata.{kind}", "/share/{share}/metadata.csv"),
+    (f"/share/{{token}}/datasets/{D}/cover", f"/share/{{share}}/datasets/{D}/cover"),
+):
+    decide("POST" if path.endswith("/unlock") else "GET", path, same("", url))
+NOT_DELIVERED = frozenset({404})  # the world's dataset is no delivery: past the scope check
+decide(
+    "GET",
+    f"/datasets/{D}/delivery",
+    Case(READ, _fill(f"/datasets/{D}/delivery"), allowed_status=NOT_DELIVERED),
+)
+decide("GET", f"/projects/{P}/results", Case(READ, _fill(f"/projects/{P}/results")))
+decide("GET", f"/projects/{P}/sharing", Case(READ, _fill(f"/projects/{P}/sharing")))
+decide(
+    "POST",
+    f"/projects/{P}/sharing/links",
+    Case(FULL, _fill(f"/projects/{P}/sharing/links"), lambda w: {"data": {"label": "x"}}),
+)
+decide(
+    "POST",
+    f"/projects/{P}/sharing/links/{{link_id}}/revoke",
+    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/links/{new_link(w)}/revoke"),
+)
+decide(
+    "POST",
+    f"/projects/{P}/sharing/deliveries/{D}",
+    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/deliveries/{new_dataset(w)}"),
+)
+decide(
+    "POST",
+    f"/api/datasets/{D}/delivery",
+    Case(FULL, lambda w: f"/api/datasets/{new_dataset(w)}/delivery"),
+)
 
 
 # The data lifecycle (api/routers/lifecycle.py, api/web/lifecycle_pages.py, helper
@@ -710,62 +864,6 @@ decide(
 )
 decide(
     "POST", f"/projects/{P}/delete", Case(FULL, lambda w: f"/projects/{lc_new_project(w)}/delete")
-)
-
-
-# Result delivery (api/web/share_pages.py, helper "share"): a share link's pages are the same
-# for every credential; the results page reads; the sharing page is a manager's and reads;
-# creating, revoking and delivering change things. A delivery freezes its dataset: each one
-# gets a dataset of its own.
-def new_dataset(world: World) -> str:
-    made = world.admin.post(f"/api/projects/{world.ids['project']}/datasets", json=_name()["json"])
-    return str(_ok(made)["id"])
-
-
-for path, url in (
-    ("/share/{token}", "/share/{share}"),
-    ("/share/{token}/unlock", "/share/{share}/unlock"),  # no form token: 400 for everyone
-    (f"/share/{{token}}/images/{I}", f"/share/{{share}}/images/{I}"),
-    (f"/share/{{token}}/iiif/{I}/info.json", f"/share/{{share}}/iiif/{I}/info.json"),
-    (
-        f"/share/{{token}}/iiif/{I}/{{region}}/{{size}}/{{rotation}}/{{quality_format}}",
-        f"/share/{{share}}/iiif/{I}/full/64,/0/default.jpg",
-    ),
-    (f"/share/{{token}}/images/{I}/display", f"/share/{{share}}/images/{I}/display"),
-    (f"/share/{{token}}/images/{I}/thumbnail.jpg", f"/share/{{share}}/images/{I}/thumbnail.jpg"),
-    (f"/share/{{token}}/files/{F}", f"/share/{{share}}/files/{F}"),
-    ("/share/{token}/download.zip", "/share/{share}/download.zip"),
-    ("/share/{token}/metadata.{kind}", "/share/{share}/metadata.csv"),
-    (f"/share/{{token}}/datasets/{D}/cover", f"/share/{{share}}/datasets/{D}/cover"),
-):
-    decide("POST" if path.endswith("/unlock") else "GET", path, same("", url))
-NOT_DELIVERED = frozenset({404})  # the world's dataset is no delivery: past the scope check
-decide(
-    "GET",
-    f"/datasets/{D}/delivery",
-    Case(READ, _fill(f"/datasets/{D}/delivery"), allowed_status=NOT_DELIVERED),
-)
-decide("GET", f"/projects/{P}/results", Case(READ, _fill(f"/projects/{P}/results")))
-decide("GET", f"/projects/{P}/sharing", Case(READ, _fill(f"/projects/{P}/sharing")))
-decide(
-    "POST",
-    f"/projects/{P}/sharing/links",
-    Case(FULL, _fill(f"/projects/{P}/sharing/links"), lambda w: {"data": {"label": "x"}}),
-)
-decide(
-    "POST",
-    f"/projects/{P}/sharing/links/{{link_id}}/revoke",
-    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/links/{new_link(w)}/revoke"),
-)
-decide(
-    "POST",
-    f"/projects/{P}/sharing/deliveries/{D}",
-    Case(FULL, lambda w: f"/projects/{w.ids['project']}/sharing/deliveries/{new_dataset(w)}"),
-)
-decide(
-    "POST",
-    f"/api/datasets/{D}/delivery",
-    Case(FULL, lambda w: f"/api/datasets/{new_dataset(w)}/delivery"),
 )
 
 
