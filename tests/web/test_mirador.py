@@ -1,10 +1,14 @@
-"""Mirador (from npm) on another origin opens a dataset's IIIF manifest through a dataset
-capability URL and draws the first image's tiles: a third-party viewer with no credentials."""
+"""IIIF viewers on another origin, in Chromium: Mirador (from npm) opens a dataset's manifest
+through a dataset capability URL and draws the first image's tiles (no credentials at all); and
+a viewer page signs its user in with the IIIF Authorization Flow 2.0 windows (our sign-in page,
+the token page in a frame posting the token, the probe and the image service with it)."""
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,7 +18,15 @@ import tifffile
 from PIL import Image as PILImage
 
 from tests.api.test_end_to_end import upload, wait_for_job
-from tests.conftest import LiveServer, PostgresDatabases, module_server, wait_until
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    LiveServer,
+    PostgresDatabases,
+    module_server,
+    wait_until,
+)
+from tests.web.conftest import check_page_at_both_sizes
 from tests.web.second_origin import NODE_MODULES, SecondOrigin, second_origin_site
 
 MIRADOR = "/node_modules/mirador/dist/mirador.min.js"
@@ -54,31 +66,41 @@ def server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_databases: PostgresDatabases | None,
+    site: SecondOrigin,
 ) -> Iterator[LiveServer]:
-    # No ALLMICRO_CORS_ORIGINS: a capability URL needs none.
-    with module_server(request, tmp_path_factory, postgres_databases, "mirador") as server:
+    # The site's pages may receive IIIF access tokens; capability URLs need no such listing.
+    env = {"ALLMICRO_CORS_ORIGINS": site.origin}
+    with module_server(request, tmp_path_factory, postgres_databases, "mirador", env) as server:
         yield server
 
 
+@dataclass(frozen=True)
+class Dataset:
+    image_ids: list[str]  # in the manifest's order
+    manifest: str  # its capability manifest URL
+
+
 @pytest.fixture(scope="module")
-def manifest_url(server: LiveServer) -> str:
+def dataset(server: LiveServer) -> Dataset:
     client = server.client()
     project = client.post("/api/projects", json={"name": "Mirador"}).json()["id"]
     dataset = client.post(f"/api/projects/{project}/datasets", json={"name": "Grid scans"}).json()
+    ids = {}
     for name, period in (("grid_2.tif", 40), ("grid_1.tif", 16)):
         job = wait_for_job(
             client, upload(client, dataset["id"], name, stripes(900, 700, period))["job_id"]
         )
         assert job["status"] == "succeeded", job
+        ids[name] = job["image_ids"][0]
     minted = client.post(f"/api/datasets/{dataset['id']}/capabilities", json={})
     assert minted.status_code == 201, minted.text
-    manifest: str = minted.json()["manifest"]
-    return manifest
+    return Dataset([ids["grid_1.tif"], ids["grid_2.tif"]], minted.json()["manifest"])
 
 
 def test_mirador_on_another_origin_shows_the_first_images_tiles(
-    browser: Any, site: SecondOrigin, server: LiveServer, manifest_url: str
+    browser: Any, site: SecondOrigin, server: LiveServer, dataset: Dataset
 ) -> None:
+    manifest_url = dataset.manifest
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     tiles: list[str] = []
@@ -116,4 +138,75 @@ def test_mirador_on_another_origin_shows_the_first_images_tiles(
 
     wait_until(drawn, timeout=60, what="the first image's stripes drawn on the canvas")
     assert not failures, failures
+    context.close()
+
+
+# A viewer's side of the Authorization Flow: a frame on the token service, and the message it
+# posts (IIIF Auth 2.0 §3.3); then the probe and the image service with the token.
+VIEWER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A IIIF viewer</title></head>
+<body><main><h1>A IIIF viewer</h1></main>
+<script>
+  const asked = new URLSearchParams(location.search);
+  window.tokenMessage = new Promise((resolve) => {
+    window.addEventListener("message", (event) => resolve({origin: event.origin, data: event.data}));
+  });
+  const frame = document.createElement("iframe");
+  frame.title = "IIIF access token";
+  frame.src = `${asked.get("token")}?messageId=viewer-1&origin=${encodeURIComponent(location.origin)}`;
+  document.body.append(frame);
+</script></body></html>"""
+
+WITH_TOKEN = """async ({probe, info, token}) => {
+  const headers = {Authorization: `Bearer ${token}`};
+  const probed = await (await fetch(probe, {headers})).json();
+  const described = await fetch(info, {headers});
+  return {probe: probed.status, info: described.status, id: (await described.json()).id};
+}"""
+
+
+def test_a_viewer_elsewhere_signs_in_through_the_authorization_flow_windows(
+    browser: Any, site: SecondOrigin, server: LiveServer, dataset: Dataset
+) -> None:
+    image = dataset.image_ids[0]
+    info = httpx.get(f"{server.url}/iiif/3/{image}/info.json", timeout=30)
+    assert info.status_code == 401
+    access = info.json()["service"][0]["service"][0]
+    token_service, logout_service = (s["id"] for s in access["service"])
+    context = browser.new_context()
+    page = context.new_page()
+
+    # The access service's window: our sign-in page, back to the window once signed in.
+    page.goto(f"{access['id']}?origin={site.origin}")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("input[name=username]", ADMIN_EMAIL)
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(f"{access['id']}?origin=")))
+    page.get_by_role("heading", name="Signed in").wait_for()
+    check_page_at_both_sizes(page, "iiif-access")
+
+    # The viewer frames the token service and receives a token for its origin.
+    viewer = context.new_page()
+    viewer.goto(f"{site.page('viewer.html', VIEWER_PAGE)}?token={token_service}")
+    message = viewer.evaluate("() => window.tokenMessage")
+    assert message["origin"] == server.url
+    assert message["data"]["type"] == "AuthAccessToken2", message
+    assert message["data"]["messageId"] == "viewer-1"
+    used = viewer.evaluate(
+        WITH_TOKEN,
+        {
+            "probe": f"{server.url}/iiif/auth/2/probe/{image}",
+            "info": f"{server.url}/iiif/3/{image}/info.json",
+            "token": message["data"]["accessToken"],
+        },
+    )
+    assert used == {"probe": 200, "info": 200, "id": f"{server.url}/iiif/3/{image}"}
+
+    # The logout service's window signs the session out.
+    page.goto(logout_service)
+    check_page_at_both_sizes(page, "iiif-logout")
+    page.get_by_role("button", name="Sign out").last.click()
+    page.get_by_role("heading", name="Signed out").wait_for()
+    assert page.evaluate("async () => (await fetch('/api/me')).status") == 401
     context.close()
