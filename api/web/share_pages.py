@@ -759,6 +759,10 @@ def sharing_create(
     _require_manager(session, caller, project_id)
     gettext = translations(request_language(request)).gettext
     expires_at = _end_of(expires) if expires else utcnow() + timedelta(days=7)
+    if expires_at is not None:
+        # The last day offered lasts until the longest lifetime allowed, not past it.
+        longest = utcnow() + timedelta(days=services.settings.share_link_max_days)
+        expires_at = min(expires_at, longest - timedelta(seconds=5))
     limit = int(max_downloads) if max_downloads.strip().isdigit() else None
     error = None
     if expires_at is None:

@@ -203,6 +203,11 @@ def test_a_client_opens_a_password_link_views_downloads_and_sees_it_revoked(
     row.locator("form.revoke button").click()
     expect(manager.locator("tr[data-state=revoked] .state")).to_have_text("revoked")
 
+    # The project's members see what is new since their last visit, deliveries first.
+    manager.goto(f"{server.url}/projects/{delivery.project_id}/results")
+    expect(manager.locator("#new-deliveries")).to_contain_text("Batch 7 cross-sections")
+    check_page_at_both_sizes(manager, "share-results")
+
     gone = client.goto(url)
     assert gone is not None and gone.status == 410
     expect(client.locator("h1")).to_have_text("This link was revoked")
