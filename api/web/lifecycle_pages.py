@@ -208,8 +208,9 @@ def image_move_form(
         if role is not None and role.allows(Role.MANAGER)
         else select(Project.id).where(Project.id == dataset.project_id)
     )
+    places: Any = select(Dataset.id, Dataset.name, Project.name)
     rows = session.execute(
-        scoped(select(Dataset.id, Dataset.name, Project.name), Dataset, caller)
+        scoped(places, Dataset, caller)
         .join(Project, Project.id == Dataset.project_id)
         .where(Dataset.project_id.in_(projects), Dataset.id != dataset.id)
         .order_by(Project.name, Dataset.name)
@@ -263,8 +264,9 @@ def dataset_move_form(
         return to_login(request)
     gettext = translations(request_language(request)).gettext
     dataset = catalogue.get_dataset(dataset_id=dataset_id, caller=caller, session=session)
+    places: Any = select(Project.id, Project.name)
     rows = session.execute(
-        scoped(select(Project.id, Project.name), Project, caller)
+        scoped(places, Project, caller)
         .where(Project.id.in_(managed_project_ids(caller)), Project.id != dataset.project_id)
         .order_by(Project.name)
     ).all()
