@@ -66,6 +66,12 @@ class Dataset:
         url: str = minted.json()["url"]
         return url
 
+    def elsewhere(self) -> Dataset:
+        """Another dataset on the same server, for images the collection tests must not see."""
+        project = self.client.post("/api/projects", json={"name": "more"}).json()["id"]
+        made = self.client.post(f"/api/projects/{project}/datasets", json={"name": "more"})
+        return Dataset(self.server, self.client, made.json()["id"], [])
+
     def ingest(self, name: str, data: bytes) -> str:
         job = wait_for_job(self.client, upload(self.client, self.id, name, data)["job_id"])
         assert job["status"] == "succeeded", job
@@ -209,8 +215,12 @@ def _collection_names(url: str) -> list[str]:
     return [image.name or "" for image in from_xml(xml.text).images]
 
 
-def test_a_dataset_capability_root_is_a_collection_readers_list(v04: Dataset) -> None:
-    url = v04.capability()
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_a_dataset_capability_root_is_a_collection_readers_list(
+    v04: Dataset, v05: Dataset, version: str
+) -> None:
+    dataset = v04 if version == "0.4" else v05
+    url = dataset.capability()
     names = _collection_names(url)
     assert sorted(names) == ["gradient.tif", "small.tif"]
     expected = {
@@ -239,15 +249,22 @@ def test_a_dataset_capability_root_is_a_collection_readers_list(v04: Dataset) ->
     second = from_ngff_zarr(f"{url}1")
     np.testing.assert_array_equal(np.asarray(second.images[0].data), expected[names[1]])
 
-    # ome-zarr-models: the root validates as bioformats2raw, its numbered images as NGFF 0.4.
-    from ome_zarr_models.v04 import BioFormats2Raw
+    # zarr-python sees the whole collection in the root's consolidated metadata.
+    group = zarr.open_group(url, mode="r", use_consolidated=True)
+    assert sorted(name for name, _ in group.groups()) == ["0", "1", "OME"]
 
-    collection = BioFormats2Raw.from_zarr(zarr.open_group(url, mode="r"))
+    # ome-zarr-models: the root validates as bioformats2raw, its numbered images as NGFF.
+    from ome_zarr_models import v04 as models04
+    from ome_zarr_models import v05 as models05
+
+    models = models04 if version == "0.4" else models05
+    collection = models.BioFormats2Raw.from_zarr(zarr.open_group(url, mode="r"))
     assert collection.image_paths == ["0", "1"]
 
     # The per-image paths of before still answer.
-    for image_id in v04.images:
-        assert httpx.get(f"{url}{image_id}/.zattrs").status_code == 200
+    document = ".zattrs" if version == "0.4" else "zarr.json"
+    for image_id in dataset.images:
+        assert httpx.get(f"{url}{image_id}/{document}").status_code == 200
 
 
 def test_consolidated_metadata_opens_an_image_in_one_round_trip(v04: Dataset, v05: Dataset) -> None:
@@ -318,7 +335,7 @@ def test_a_pyramid_stored_without_consolidated_metadata_is_served_with_it(
 ) -> None:
     # Pyramids written before consolidated metadata: as if a new image had none stored.
     for dataset in (v04, v05):
-        image = dataset.ingest("again.tif", small_tiff())
+        image = dataset.elsewhere().ingest("again.tif", small_tiff())
         root = dataset.pyramid_dir(image)
         stored = (root / ".zmetadata") if dataset is v04 else (root / "zarr.json")
         if dataset is v04:
