@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 REPO = Path(__file__).resolve().parents[1]
 # The real-sample corpus lives in the repository, so a plain clone tests every reader.
@@ -96,25 +98,78 @@ def _postgres_unavailable(reason: str) -> None:
 
 
 class PostgresDatabases:
-    """Creates throw-away databases on the test server and drops them all at the end."""
+    """Throw-away databases on the test server, each emptied and handed out again once its test
+    is done, and dropped at the end of the session.
+
+    DROP DATABASE makes PostgreSQL write a checkpoint (seconds on a busy server): dropping every
+    database at the end kept one test process busy for half a minute after its last test. An
+    emptied database is renamed first, so a process left over from its test cannot reach it."""
 
     def __init__(self, server_url: str) -> None:
         self.server_url = make_url(server_url).set(drivername="postgresql+psycopg")
         self.created: list[str] = []
+        self.free: list[str] = []
         self.engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
 
     def create(self) -> str:
-        name = f"allmicro_test_{os.getpid()}_{secrets.token_hex(4)}"
+        name = self.free.pop() if self.free else self._new()
+        return self.server_url.set(database=name).render_as_string(hide_password=False)
+
+    def _new(self) -> str:
+        name = _database_name()
         with self.engine.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         self.created.append(name)
-        return self.server_url.set(database=name).render_as_string(hide_password=False)
+        return name
+
+    def release(self, url: str) -> None:
+        """Empty the database at url (its users gone) and keep it for the next create()."""
+        old = make_url(url).database
+        assert old in self.created, url
+        name = _database_name()
+
+        def renamed() -> bool:
+            with self.engine.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": old},
+                )
+                # Fails while a terminated session is still leaving.
+                conn.execute(text(f'ALTER DATABASE "{old}" RENAME TO "{name}"'))
+            return True
+
+        try:
+            wait_until(renamed, timeout=5, interval=0.05, what=f"the users of {old} to leave")
+        except AssertionError:
+            return  # a process keeps coming back: the database is dropped at the end
+        self.created[self.created.index(old)] = name
+        engine = create_engine(self.server_url.set(database=name), poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                # As CREATE DATABASE makes it from template1: an empty public schema.
+                conn.execute(text("DROP SCHEMA public CASCADE"))
+                conn.execute(text("CREATE SCHEMA public AUTHORIZATION pg_database_owner"))
+                conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+        finally:
+            engine.dispose()
+        self.free.append(name)
 
     def drop_all(self) -> None:
-        with self.engine.connect() as conn:
-            for name in self.created:
+        # At once: a checkpoint written for one DROP DATABASE serves those waiting with it.
+        def drop(name: str) -> None:
+            with self.engine.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.created))) as pool:
+            list(pool.map(drop, self.created))
         self.engine.dispose()
+
+
+def _database_name() -> str:
+    return f"allmicro_test_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 @pytest.fixture(scope="session")
@@ -140,9 +195,11 @@ def postgres_databases() -> Iterator[PostgresDatabases | None]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: PostgresDatabases | None
-) -> str:
+) -> Iterator[str]:
     """An empty catalogue database of each kind (one per test)."""
-    return _empty_catalogue(request.param, tmp_path, postgres_databases)
+    url = _empty_catalogue(request.param, tmp_path, postgres_databases)
+    yield url
+    _release_catalogue(url, postgres_databases)
 
 
 def _empty_catalogue(
@@ -155,6 +212,12 @@ def _empty_catalogue(
         _postgres_unavailable("ALLMICRO_TEST_DATABASE_URL is not set or the server is unreachable")
     assert postgres_databases is not None
     return postgres_databases.create()
+
+
+def _release_catalogue(url: str, postgres_databases: PostgresDatabases | None) -> None:
+    """Done with the catalogue at url: a PostgreSQL database goes back to be used again."""
+    if postgres_databases is not None and url.startswith("postgresql"):
+        postgres_databases.release(url)
 
 
 @pytest.fixture
@@ -331,8 +394,11 @@ def module_server(
     directory = tmp_path_factory.mktemp(f"{name}-{request.param}")
     url = _empty_catalogue(request.param, directory, postgres_databases)
     server_env = {**_server_env(directory / "server-data", url), **(env or {})}
-    server = _running_server(server_env, directory / "server.log")
     try:
-        yield server
+        server = _running_server(server_env, directory / "server.log")
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        _release_catalogue(url, postgres_databases)
