@@ -27,12 +27,25 @@ def run_migrations_online() -> None:
     assert url is not None
     engine = create_catalogue_engine(url)
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode copies a table to alter it, dropping the old one: with foreign keys
+            # enforced, that fails as soon as another table's rows point into it. Off for the
+            # migration (outside its transaction, where SQLite takes the pragma), checked after.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         # Batch mode lets ALTERs work on SQLite by copying tables.
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=True
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if broken:
+                raise RuntimeError(f"the migration left rows with dangling references: {broken}")
     engine.dispose()
 
 

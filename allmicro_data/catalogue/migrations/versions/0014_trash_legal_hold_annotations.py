@@ -24,9 +24,10 @@ def _trash_columns(batch_op: object, *, deleted_by: bool = True) -> None:
 
 def upgrade() -> None:
     with op.batch_alter_table("project") as batch_op:
-        # Projects made before hold nothing back.
+        # Projects made before hold nothing back. A constant default, so that SQLite adds the
+        # column in place instead of copying the table.
         batch_op.add_column(
-            sa.Column("legal_hold", sa.Boolean(), nullable=False, server_default=sa.false())
+            sa.Column("legal_hold", sa.Boolean(), nullable=False, server_default="0")
         )
         _trash_columns(batch_op)
     with op.batch_alter_table("dataset") as batch_op:
