@@ -14,6 +14,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from allmicro_data.api.viewing import DECISION_SECONDS, ImageView, TTLCache
 from allmicro_data.catalogue.models import Dataset, Image
 from allmicro_data.fixity import Manifest
 from allmicro_data.ingest.ngff.collection import (
+    MAX_CONSOLIDATED_IMAGES,
     CollectionImage,
     StoredDocuments,
     collection_documents,
@@ -75,6 +77,40 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
     return etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
 
 
+@dataclass(frozen=True)
+class SeriesImage:
+    """One image of a dataset collection: where its pyramid is, and what the OME-XML says."""
+
+    id: str
+    name: str
+    pyramid_key: str
+    version: str  # as ImageView's: changes when the image is re-ingested or renamed
+    described: CollectionImage
+
+    @classmethod
+    def of(cls, image: Image) -> SeriesImage:
+        assert image.pyramid_key is not None
+        sizes = {"x": image.pixel_size_x, "y": image.pixel_size_y, "z": image.pixel_size_z}
+        axes = image.axes or "yx"
+        return cls(
+            id=image.id,
+            name=image.name,
+            pyramid_key=image.pyramid_key,
+            version=image.updated_at.isoformat(),
+            described=CollectionImage(
+                name=image.name,
+                ngff_version="0.5" if image.ngff_version == "0.5" else "0.4",
+                axes=axes,
+                shape=tuple(int(n) for n in image.shape or [1] * len(axes)),
+                dtype=image.dtype or "uint16",
+                pixel_size={a: m for a, m in sizes.items() if m and a in axes},
+                channel_names=tuple(
+                    c.get("name") if isinstance(c, dict) else None for c in image.channels or []
+                ),
+            ),
+        )
+
+
 class ZarrDocuments:
     """Per-process caches of the documents /zarr makes and of image manifests. Pyramids never
     change under an image version, so entries are keyed by it and never go stale."""
@@ -92,8 +128,11 @@ class ZarrDocuments:
         return self.services.store
 
     def stored(self, view: ImageView) -> StoredDocuments:
+        return self.stored_at(view.pyramid_key, view.version)
+
+    def stored_at(self, pyramid_key: str, version: str) -> StoredDocuments:
         return self._stored.get(
-            (view.pyramid_key, view.version), lambda: stored_documents(self.store, view.pyramid_key)
+            (pyramid_key, version), lambda: stored_documents(self.store, pyramid_key)
         )
 
     def image_root(self, view: ImageView) -> dict[str, bytes]:
@@ -119,36 +158,44 @@ class ZarrDocuments:
             return {}
         return {o.key: o.sha256 for o in manifest.objects if o.sha256}
 
-    def series(self, caller: Caller, capability_id: str, dataset_id: str) -> list[str]:
-        """The ids of the dataset's ready images in series order (by creation), as the
-        capability's caller sees them now, remembered briefly like every access decision of
-        the viewing routes; blocking."""
+    def series(self, caller: Caller, capability_id: str, dataset_id: str) -> list[SeriesImage]:
+        """The dataset's ready images in series order (by creation), as the capability's
+        caller sees them now, remembered briefly like every access decision of the viewing
+        routes; blocking."""
         cache_key = (capability_id, caller.user_id)
-        found: list[str] | None = self._series.get(cache_key)
+        found: list[SeriesImage] | None = self._series.get(cache_key)
         if found is not None:
             return found
         with self.services.session() as session:
             get_visible(session, caller, Dataset, dataset_id)
-            ids = list(
-                session.scalars(
-                    scoped(
-                        select(Image.id)
-                        .where(Image.dataset_id == dataset_id)
-                        .order_by(Image.created_at, Image.id),
-                        Image,
-                        caller,
-                    )
-                ).all()
-            )
-        self._series.put(cache_key, ids)
-        return ids
+            images = session.scalars(
+                scoped(
+                    select(Image)
+                    .where(Image.dataset_id == dataset_id, Image.pyramid_key.is_not(None))
+                    .order_by(Image.created_at, Image.id),
+                    Image,
+                    caller,
+                )
+            ).all()
+            entries = [SeriesImage.of(image) for image in images]
+        self._series.put(cache_key, entries)
+        return entries
 
-    def collection(self, views: list[ImageView]) -> dict[str, bytes]:
+    def collection(self, images: list[SeriesImage]) -> dict[str, bytes]:
         """The documents of the collection of these images, in this order; blocking."""
-        key = tuple((view.id, view.version, view.name) for view in views)
-        return self._collections.get(
-            key,
-            lambda: collection_documents(
-                [CollectionImage(name=view.name, stored=self.stored(view)) for view in views]
-            ),
+        key = tuple((i.id, i.version, i.name) for i in images)
+        return self._collections.get(key, lambda: self._collection(images))
+
+    def _collection(self, images: list[SeriesImage]) -> dict[str, bytes]:
+        consolidated = len(images) <= MAX_CONSOLIDATED_IMAGES
+        return collection_documents(
+            [
+                replace(
+                    image.described,
+                    stored=self.stored_at(image.pyramid_key, image.version)
+                    if consolidated
+                    else None,
+                )
+                for image in images
+            ]
         )

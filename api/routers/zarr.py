@@ -145,10 +145,9 @@ async def _serve_collection(
 ) -> Response:
     """A document of a dataset capability's root: its images as a bioformats2raw collection."""
     documents = _documents(request)
-    ids = await run_in_threadpool(documents.series, caller, capability.id, capability.target)
-    views = [await state.image(caller, image_id) for image_id in ids]
+    images = await run_in_threadpool(documents.series, caller, capability.id, capability.target)
     try:
-        served = await run_in_threadpool(documents.collection, views)
+        served = await run_in_threadpool(documents.collection, images)
     except (ObjectNotFound, InvalidKey, ValueError, KeyError, TypeError):
         log.warning("dataset %s: no collection made", capability.target, exc_info=True)
         raise NotFound("this dataset's images cannot be listed as one collection") from None
@@ -181,12 +180,12 @@ async def capability_object(token: str, path: str, request: Request) -> Response
             return await _serve_collection(state, request, caller, capability, path)
         image_id, path = first, rest
         if first.isdigit():
-            ids = await run_in_threadpool(
+            images = await run_in_threadpool(
                 _documents(request).series, caller, capability.id, capability.target
             )
-            if int(first) >= len(ids):
+            if int(first) >= len(images):
                 raise NotFound(f"no series {first} in this dataset")
-            image_id = ids[int(first)]
+            image_id = images[int(first)].id
     view = await state.image(caller, image_id)
     if capability.kind == "dataset" and view.dataset_id != capability.target:
         raise NotFound(f"image {image_id} not found")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -33,7 +33,8 @@ BIOFORMATS2RAW_LAYOUT = 3
 OME_GROUP = "OME"
 OME_XML = "OME/METADATA.ome.xml"
 # Beyond this many images a collection root is not consolidated: its one document would carry
-# every level of every image. Readers then open the images one by one, as without it.
+# every level of every image, and making it would read all their documents. Readers then open
+# the root and each image by their own documents.
 MAX_CONSOLIDATED_IMAGES = 200
 _ROOT_DOCUMENTS = {2: (".zgroup", ".zattrs", ".zmetadata"), 3: ("zarr.json",)}
 _PIXEL_TYPES = {
@@ -122,19 +123,30 @@ def consolidated_root(stored: StoredDocuments) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class CollectionImage:
-    """One image of a collection: its name and its stored documents."""
+    """One image of a collection, as the catalogue describes it (the OME-XML is made from this,
+    without reading the store); with its stored documents when they go into the root's
+    consolidated metadata."""
 
     name: str
-    stored: StoredDocuments
+    ngff_version: NgffVersion
+    axes: str  # from "tczyx"
+    shape: tuple[int, ...]  # full resolution, in axes order
+    dtype: str  # numpy name
+    pixel_size: dict[str, float] = field(default_factory=dict)  # metres, by axis x/y/z
+    channel_names: tuple[str | None, ...] = ()
+    stored: StoredDocuments | None = None
+
+    @property
+    def zarr_format(self) -> Literal[2, 3]:
+        return 2 if self.ngff_version == "0.4" else 3
 
 
 def collection_documents(images: Sequence[CollectionImage]) -> dict[str, bytes]:
     """Every document of a bioformats2raw collection of images, keys relative to its root: the
     root group, the OME group with its series and METADATA.ome.xml. The images themselves are
-    served from their own pyramids under "0/", "1/", …"""
-    zarr_format: Literal[2, 3] = (
-        3 if images and all(i.stored.zarr_format == 3 for i in images) else 2
-    )
+    served from their own pyramids under "0/", "1/", …; the root carries consolidated metadata
+    when every image's stored documents are given."""
+    zarr_format: Literal[2, 3] = 3 if images and all(i.zarr_format == 3 for i in images) else 2
     series = [str(i) for i in range(len(images))]
     if zarr_format == 2:
         root_attrs: dict[str, Any] = {"bioformats2raw.layout": BIOFORMATS2RAW_LAYOUT}
@@ -146,17 +158,19 @@ def collection_documents(images: Sequence[CollectionImage]) -> dict[str, bytes]:
     memory = MemoryStore(documents)
     zarr.create_group(memory, zarr_format=zarr_format, attributes=root_attrs)
     zarr.create_group(memory, path=OME_GROUP, zarr_format=zarr_format, attributes=ome_attrs)
-    own = {k for k in documents}
-    if len(images) <= MAX_CONSOLIDATED_IMAGES:
+    own = set(documents)
+    # Consolidated only when every image's documents are given: zarr-python looks a member of
+    # a consolidated group up in its consolidated metadata alone.
+    if all(image.stored is not None for image in images):
         for path, image in zip(series, images, strict=True):
-            if image.stored.zarr_format != zarr_format:
-                continue  # a zarr v3 image under a v2 root: readers open it on its own
-            for name, data in image.stored.documents.items():
-                if name != ".zmetadata":
-                    documents[f"{path}/{name}"] = cpu.Buffer.from_bytes(data)
+            # A zarr v3 image under a v2 root is left out: readers open it on its own.
+            if image.stored is not None and image.stored.zarr_format == zarr_format:
+                for name, data in image.stored.documents.items():
+                    if name != ".zmetadata":
+                        documents[f"{path}/{name}"] = cpu.Buffer.from_bytes(data)
         consolidate(memory)
-        own |= {".zmetadata"} if zarr_format == 2 else set()
-    served = {k: bytes(documents[k].to_bytes()) for k in own if k in documents}
+        own |= set(_ROOT_DOCUMENTS[zarr_format])
+    served = {k: bytes(documents[k].to_bytes()) for k in own}
     served[OME_XML] = collection_ome_xml(images).encode("utf-8")
     return served
 
@@ -172,43 +186,21 @@ def collection_ome_xml(images: Sequence[CollectionImage]) -> str:
 
 
 def _ome_image(index: int, image: CollectionImage) -> Image:
-    stored = image.stored
-    attrs = stored.attributes()
-    multiscale = attrs["multiscales"][0]
-    axes = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale["axes"]]
-    units = {a["name"]: a.get("unit") for a in multiscale["axes"] if isinstance(a, dict)}
-    level0 = multiscale["datasets"][0]
-    scale = next(
-        (t["scale"] for t in level0.get("coordinateTransformations", []) if t["type"] == "scale"),
-        [1.0] * len(axes),
-    )
-    array = json.loads(
-        stored.documents[
-            f"{level0['path']}/.zarray"
-            if stored.zarr_format == 2
-            else f"{level0['path']}/zarr.json"
-        ]
-    )
-    shape = dict(zip(axes, array["shape"], strict=True))
-    dtype = array["dtype"] if stored.zarr_format == 2 else array["data_type"]
-    pixel_type = _PIXEL_TYPES.get(_numpy_name(dtype), PixelType.UINT16)
-    labels = [
-        str(c.get("label", f"channel {i}"))
-        for i, c in enumerate((attrs.get("omero") or {}).get("channels", []))
-    ]
+    shape = dict(zip(image.axes, image.shape, strict=True))
     physical: dict[str, Any] = {}
-    for axis in "xyz":
-        if axis in axes and units.get(axis) == "micrometer":
-            physical[f"physical_size_{axis}"] = float(scale[axes.index(axis)])
-            physical[f"physical_size_{axis}_unit"] = "µm"
+    for axis, metres in image.pixel_size.items():
+        # 12 significant digits: the micrometres a person wrote, not 0.09999999999999999.
+        physical[f"physical_size_{axis}"] = float(f"{metres * 1e6:.12g}")
+        physical[f"physical_size_{axis}_unit"] = "µm"
     n_channels = shape.get("c", 1)
+    names = image.channel_names
     return Image(
         id=f"Image:{index}",
         name=image.name,
         pixels=Pixels(
             id=f"Pixels:{index}",
             dimension_order="XYZCT",
-            type=pixel_type,
+            type=_PIXEL_TYPES.get(_numpy_name(image.dtype), PixelType.UINT16),
             size_x=shape["x"],
             size_y=shape["y"],
             size_z=shape.get("z", 1),
@@ -217,7 +209,7 @@ def _ome_image(index: int, image: CollectionImage) -> Image:
             channels=[
                 Channel(
                     id=f"Channel:{index}:{c}",
-                    name=labels[c] if c < len(labels) else None,
+                    name=names[c] if c < len(names) else None,
                     samples_per_pixel=1,
                 )
                 for c in range(n_channels)
