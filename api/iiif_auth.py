@@ -182,7 +182,7 @@ def probe_result(probe_id: str, status: int) -> dict[str, object]:
             "Questa immagine è visibile solo ai membri del suo progetto.",
             "Ta slika je vidna samo članom njenega projekta.",
         )
-    elif status == 404:
+    elif status in (403, 404):
         result["heading"] = _text("Not available", "Non disponibile", "Ni na voljo")
         result["note"] = _text(
             "This account may not see this image, or it does not exist.",

@@ -30,7 +30,7 @@ from allmicro_data.api.viewing import viewing
 from allmicro_data.api.web.pages import render, session_csrf
 from allmicro_data.auth import resolve_token
 from allmicro_data.catalogue.models import TokenKind, utcnow
-from allmicro_data.errors import NotFound, Unauthorised
+from allmicro_data.errors import Forbidden, NotFound, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
@@ -52,15 +52,14 @@ def _origin(request: Request) -> str:
 @router.get("/probe/{image_id}", responses=PROBE_RESPONSES)
 async def probe(image_id: str, request: Request) -> Response:
     """The probe service of an image: HTTP 200 always, the status an image request with the
-    same credentials (the viewer's access token) would get in the body: 200, 401 or 404."""
+    same credentials (the viewer's access token) would get in the body: 200, 401, 403 or 404."""
     state = viewing(request)
     try:
         await state.image(await iiif_caller(state, request), image_id)
         status = 200
-    except Unauthorised:
-        status = 401
-    except NotFound:
-        status = 404
+    except (Unauthorised, Forbidden, NotFound) as refused:
+        # 401 no valid token, 403 a token whose scope reads nothing, 404 an image it may not see
+        status = refused.status
     probe_id = f"{_origin(request)}/iiif/auth/2/probe/{image_id}"
     return JSONResponse(
         iiif_auth.probe_result(probe_id, status), headers={"Cache-Control": "no-store"}
