@@ -610,6 +610,19 @@ def restore(
     return project_id
 
 
+def take_out_of_trash(session: Session, original: File) -> None:
+    """An original in the trash uploaded again into its dataset: it and the images read from
+    it are restored (what the uploader sends is what they want to see)."""
+    images = select(ImageFile.image_id).where(ImageFile.file_id == original.id)
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(images), Image.deleted_at.is_not(None))
+        .values(deleted_at=None, deleted_by_id=None)
+    )
+    original.deleted_at = None
+    log.info("original %s uploaded again: taken out of the trash with its images", original.id)
+
+
 # ---------------------------------------------------------------- purging
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from allmicro_data.catalogue.models import Dataset, File, Job, JobKind, new_id, utcnow
 from allmicro_data.errors import Conflict, Invalid
 from allmicro_data.jobs import enqueue
+from allmicro_data.lifecycle import take_out_of_trash
 from allmicro_data.names import unfit_character
 from allmicro_data.object_keys import original_key
 from allmicro_data.storage import ObjectStore, SupportsFileAdoption
@@ -108,6 +109,9 @@ def store_original(
     """
     existing = _existing(session, dataset.id, sha256)
     if existing is not None:
+        if existing.file.deleted_at is not None:
+            # Sent again after its images went to the trash: they come back with it.
+            take_out_of_trash(session, existing.file)
         return existing
     key = original_key(sha256)
     place_original(store, path, sha256, original_name)

@@ -314,9 +314,15 @@ def test_a_deleted_dataset_takes_its_images_along_and_comes_back_with_them(lab: 
         dataset = _created(m.post(f"/api/projects/{lab.project}/datasets", json={"name": "Gone"}))
     image = ingest(lab.server, dataset, "inside.tif", tiny_tiff(8))
     with client(lab, MANAGER) as m:
+        link = m.post(f"/api/datasets/{dataset}/share-links", json={})
+        assert link.status_code == 201, link.text
+        shared = f"/api/share/{link.json()['token']}"
+        assert httpx.get(f"{lab.server.url}{shared}").status_code == 200
         assert m.delete(f"/api/datasets/{dataset}").status_code == 204
         assert m.get(f"/api/datasets/{dataset}").status_code == 404
         assert m.get(f"/api/images/{image}").status_code == 404
+        # A share link to it answers as an unknown one.
+        assert httpx.get(f"{lab.server.url}{shared}").status_code == 404
         listed = m.get(f"/api/projects/{lab.project}/datasets").json()["items"]
         assert dataset not in [d["id"] for d in listed]
         trash = m.get("/api/trash", params={"project_id": lab.project}).json()
@@ -324,3 +330,16 @@ def test_a_deleted_dataset_takes_its_images_along_and_comes_back_with_them(lab: 
         assert image not in [e["id"] for e in trash]
         assert m.post(f"/api/trash/dataset/{dataset}/restore").status_code == 204
         assert m.get(f"/api/images/{image}").status_code == 200
+        assert httpx.get(f"{lab.server.url}{shared}").status_code == 200
+
+
+def test_uploading_a_trashed_original_again_brings_its_image_back(lab: Lab) -> None:
+    data = tiny_tiff(9)
+    image = ingest(lab.server, lab.dataset, "again.tif", data)
+    with client(lab, CONTRIBUTOR) as c:
+        assert c.delete(f"/api/images/{image}").status_code == 204
+        assert c.get(f"/api/images/{image}").status_code == 404
+        again = upload(c, lab.dataset, "again.tif", data)
+        assert again["already_present"] is True
+        assert c.get(f"/api/images/{image}").status_code == 200
+        assert c.get(f"/api/files/{again['file_id']}/download").content == data
