@@ -128,7 +128,8 @@ def uploaded(server: LiveServer, page: Any) -> Uploaded:
     )
     assert "error" not in result, result["error"]
     assert result["jobId"], "the job id header was not readable from the second origin"
-    job = wait_for_job(server.client(), result["jobId"], timeout=60)
+    with server.client() as client:
+        job = wait_for_job(client, result["jobId"], timeout=60)
     assert job["status"] == "succeeded", job["error"]
     (image_id,) = job["image_ids"]
     return Uploaded(dataset_id=dataset_id, upload_url=result["url"], image_id=str(image_id))
