@@ -312,3 +312,50 @@ def test_api_docs_render_offline(facility: Facility, context: Any) -> None:
     elsewhere_url = re.compile(r"'https?://(?!" + re.escape(server.url.split("://")[1]) + r")")
     assert all(elsewhere_url.search(m) for m in refused), refused
     page.close()
+
+
+def test_usage_counts_bytes_downloaded_per_project_and_client(facility: Facility) -> None:
+    """No browser: the figures behind /admin/usage, and who may read and change what."""
+    server = facility.server
+    admin = server.client()
+    company = admin.post("/api/organisations", json={"name": "Client D", "kind": "company"})
+    assert company.status_code == 201, company.text
+    pilot = admin.post(
+        "/api/projects",
+        json={"name": "D pilot", "kind": "pilot", "client_organisation_id": company.json()["id"]},
+    )
+    assert pilot.status_code == 201, pilot.text
+    file_id = admin.get(f"/api/jobs/{facility.failed_jobs[0]}").json()["file_id"]
+    size = admin.get(f"/api/files/{file_id}").json()["size"]
+    whole = admin.get(f"/api/files/{file_id}/download")
+    assert whole.status_code == 200 and len(whole.content) == size
+    part = admin.get(f"/api/files/{file_id}/download", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206
+
+    figures = admin.get("/api/admin/usage", params={"months": 2}).json()
+    this_month = figures["months"][-1]
+    projects = {p["name"]: p for p in figures["projects"]}
+    coatings = {m["month"]: m["bytes"] for m in projects["Coatings"]["downloaded"]}
+    assert coatings[this_month] == size + 100
+    assert projects["Coatings"]["stored_bytes"] >= 2 * 2048
+    assert all(m["bytes"] == 0 for m in projects["Someone else's"]["downloaded"])
+    (client,) = figures["organisations"]
+    assert (client["name"], client["projects"], client["stored_bytes"]) == ("Client D", 1, 0)
+
+    manager = server.client(MANAGER, USER_PASSWORD)
+    theirs = manager.get("/api/admin/usage").json()
+    assert [p["name"] for p in theirs["projects"]] == ["Coatings"]
+    assert theirs["organisations"] == []
+    jobs = manager.get("/api/jobs", params={"status": "failed"}).json()["items"]
+    assert {j["dataset_id"] for j in jobs} == {facility.dataset_id}
+    # Organisations and tokens stay the global admins'.
+    org_id = company.json()["id"]
+    assert manager.patch(f"/api/organisations/{org_id}", json={"name": "X"}).status_code in (
+        403,
+        404,
+    )
+    renamed = admin.patch(f"/api/organisations/{org_id}", json={"name": "Client D d.o.o."})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Client D d.o.o."
+    me = manager.get("/api/me").json()["id"]
+    assert manager.get(f"/api/users/{me}/tokens").status_code == 403
+    assert admin.get(f"/api/users/{me}/tokens").json() == []
