@@ -8,7 +8,6 @@ import csv
 import io
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,12 @@ from tests.conftest import (
     PostgresDatabases,
     module_server,
 )
-from tests.web.conftest import SCREENSHOTS, check_page_at_both_sizes
+from tests.web.conftest import check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS
 
 MANAGER = "mira@lab.example"
 CONTRIBUTOR = "tine@lab.example"
 VIEWER = "vera@lab.example"
-DOCS_SCREENSHOTS = SCREENSHOTS.parents[1] / "docs" / "screenshots"
 
 
 @dataclass
@@ -212,12 +210,6 @@ def test_an_admin_administers_the_facility_in_the_browser(facility: Facility, co
         check_page_at_both_sizes(page, name)
     expect(page.locator("#members")).to_contain_text(MANAGER)
     page.close()
-
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width in (1440, 390):
-        shutil.copyfile(
-            SCREENSHOTS / f"admin-jobs-{width}.png", DOCS_SCREENSHOTS / f"admin-{width}.png"
-        )
 
 
 def test_a_manager_sees_their_projects_part_and_a_viewer_none(
