@@ -15,9 +15,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
 from allmicro_data.access import Caller, get_visible, scoped
 from allmicro_data.api.viewing import DECISION_SECONDS, ImageView, TTLCache
@@ -86,6 +87,21 @@ class SeriesImage:
     pyramid_key: str
     version: str  # as ImageView's: changes when the image is re-ingested or renamed
     described: CollectionImage
+
+    COLUMNS: ClassVar[tuple[Any, ...]] = (
+        Image.id,
+        Image.name,
+        Image.pyramid_key,
+        Image.updated_at,
+        Image.ngff_version,
+        Image.axes,
+        Image.shape,
+        Image.dtype,
+        Image.pixel_size_x,
+        Image.pixel_size_y,
+        Image.pixel_size_z,
+        Image.channels,
+    )
 
     @classmethod
     def of(cls, image: Image) -> SeriesImage:
@@ -172,7 +188,9 @@ class ZarrDocuments:
                 scoped(
                     select(Image)
                     .where(Image.dataset_id == dataset_id, Image.pyramid_key.is_not(None))
-                    .order_by(Image.created_at, Image.id),
+                    .order_by(Image.created_at, Image.id)
+                    # Not the vendor metadata and search text: a collection needs none of it.
+                    .options(load_only(*SeriesImage.COLUMNS)),
                     Image,
                     caller,
                 )
