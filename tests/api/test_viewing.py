@@ -173,10 +173,11 @@ def test_iiif_info_json_and_http_caching(viewer: Viewer) -> None:
     assert info["id"].endswith(f"/iiif/3/{viewer.image}")
     fei = viewer.get(viewer.fei, "info.json").json()
     detail = viewer.client.get(f"/api/images/{viewer.fei}").json()
-    (service,) = fei["service"]
+    # Beside the IIIF auth probe (tests/api/test_iiif_services.py): millimetres per pixel.
+    (service,) = [s for s in fei["service"] if s["type"] == "Service"]
     assert service["profile"] == "http://iiif.io/api/annex/services/physdim"
-    assert service["physicalScale"] == pytest.approx(detail["pixel_size"]["x"])
-    assert service["physicalUnits"] == "m"
+    assert service["physicalScale"] == pytest.approx(detail["pixel_size"]["x"] * 1000)
+    assert service["physicalUnits"] == "mm"
     assert viewer.client.get(f"/iiif/3/{viewer.image}").status_code == 303
 
     first = viewer.get(viewer.image, "0,0,512,512/512,/0/default.jpg")
