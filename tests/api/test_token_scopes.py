@@ -477,6 +477,7 @@ decide(
     Case(READ, _fill(f"/iiif/3/{I}/physdim"), allowed_status=frozenset({404})),
 )
 
+
 # Uploads.
 def one_shot(w: World) -> dict[str, Any]:
     return {"files": {"file": (f"{secrets.token_hex(4)}.bin", secrets.token_bytes(32))}}
