@@ -305,7 +305,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins (scheme://host[:port], comma-separated or a JSON list) whose "
         "pages may call /zarr, /iiif and /api/uploads with a bearer token; none by default. "
-        "Capability URLs (/zarr/c/...) answer every origin.",
+        "Capability URLs (/zarr/c/..., /iiif/3/c/...) answer every origin; the IIIF auth token "
+        "page gives access tokens only to pages of these origins (and of this server).",
     )
     metrics_port: int = Field(
         default=0,
