@@ -25,7 +25,7 @@ from allmicro_data.api.schemas import DatasetPatch, ProjectPatch
 from allmicro_data.api.web.i18n import translations
 from allmicro_data.api.web.pages import html_errors, render, request_language, to_login
 from allmicro_data.catalogue.models import Dataset, Project, Role
-from allmicro_data.errors import Invalid, Unauthorised
+from allmicro_data.errors import Invalid, NotFound, Unauthorised
 from allmicro_data.lifecycle import Kind
 
 router = APIRouter(include_in_schema=False)
@@ -380,7 +380,12 @@ def trash_page(
     )
     shown_project = None
     if project:
-        shown_project = catalogue.get_project(project_id=project, caller=caller, session=session)
+        try:
+            shown_project = catalogue.get_project(
+                project_id=project, caller=caller, session=session
+            )
+        except NotFound:
+            shown_project = None  # the project itself is in the trash: list without its name
     notices = {
         "deleted": gettext("Moved to the trash. You can restore it from here."),
         "restored": gettext("Restored."),
