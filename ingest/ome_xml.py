@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ome_types
 from lxml import etree
-from ome_types import model as ome
 
 from allmicro_data.acquisition import ACQUISITION_FIELDS
-from allmicro_data.ingest.readers.base import Series
+
+if TYPE_CHECKING:
+    # Imported where documents are built: the server imports this module only to annotate a
+    # stored document (with_annotations, lxml alone), and ome-types would add a second of CPU
+    # to every server start.
+    from ome_types import model as ome
+
+    from allmicro_data.ingest.readers.base import Series
 
 ACQUISITION_NS = "https://allmicro-data.eu/ns/acquisition"
 VENDOR_NS = "https://allmicro-data.eu/ns/vendor"
@@ -54,6 +59,8 @@ def _flatten(value: Any, prefix: str, out: list[tuple[str, str]]) -> None:
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> ome.Map:
+    from ome_types import model as ome
+
     return ome.Map(ms=[ome.Map.M(k=k, value=v) for k, v in pairs])
 
 
@@ -66,6 +73,9 @@ def _pixel_type(dtype: np.dtype[Any]) -> str:
 
 def build_ome_xml(series: Series, name: str) -> str:
     """An OME-XML document (2016-06 schema) describing one series; validates against the schema."""
+    import ome_types
+    from ome_types import model as ome
+
     acq = series.acquisition
     sizes = dict(zip(series.axes, series.shape, strict=True))
     n_channels = sizes.get("c", 1)

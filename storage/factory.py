@@ -10,7 +10,6 @@ from allmicro_data.storage.base import ObjectStore, StorageError
 from allmicro_data.storage.checksums import ExpectedChecksums
 from allmicro_data.storage.local import LocalStore
 from allmicro_data.storage.replicated import PendingCopies, ReplicatedStore
-from allmicro_data.storage.s3 import S3Location, S3Store
 
 
 def open_store(
@@ -33,6 +32,9 @@ def open_store(
             raise StorageError(f"storage URL {url!r} names no directory")
         return LocalStore(Path(path))
     if parts.scheme == "s3":
+        # Loaded here: a server or command on local files does not pay for the S3 client.
+        from allmicro_data.storage.s3 import S3Location, S3Store
+
         return S3Store(S3Location.parse(url), access_key, secret_key, check=check)
     raise StorageError(
         f"unsupported storage URL scheme {parts.scheme!r} "

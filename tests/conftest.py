@@ -36,6 +36,11 @@ CHEAP_PASSWORD_HASHES = {
     "ALLMICRO_ARGON2_MEMORY_KIB": "1024",
     "ALLMICRO_ARGON2_PARALLELISM": "1",
 }
+# The suite starts hundreds of Python processes (servers, their job processes, CLI commands):
+# with bytecode caching off (PYTHONDONTWRITEBYTECODE, set in some CI images) each of them would
+# compile the project's modules again, a few tenths of a second of CPU every time.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 # The test files that take longest (about a minute of one process each on 2 cores), run first:
