@@ -276,7 +276,12 @@ class LiveServer:
             [ALLMICRO, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        wait_until(self._healthy, timeout=60, what=f"server at {self.url}")
+        try:
+            wait_until(self._healthy, timeout=60, what=f"server at {self.url}")
+        except BaseException:
+            # A server that never answered is no one's to stop: it would outlive the session.
+            self.stop(signal.SIGKILL)
+            raise
 
     def _healthy(self) -> bool:
         assert self.process is not None
