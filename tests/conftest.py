@@ -46,24 +46,32 @@ sys.dont_write_bytecode = False
 # The test files that take longest (about a minute of one process each on 2 cores), run first:
 # `make pytest` has pytest-xdist hand files out in collection order (--no-loadscope-reorder), so
 # a long file never starts last while the other processes sit idle. Keep it roughly in step
-# with the slowest tests CI prints; a missing or renamed file here only costs time.
+# with the slowest tests CI prints; a missing or renamed file here only costs time. The browser
+# tests are here too: collected last (tests/web), they would otherwise make the tail.
 LONG_FILES = (
     "tests/api/test_login.py",
     "tests/api/test_token_scopes.py",
     "tests/api/test_schemathesis.py",
-    "tests/api/test_revocation.py",
     "tests/api/test_uploads.py",
-    "tests/api/test_agent.py",
-    "tests/storage/test_s3_ingest.py",
     "tests/api/test_end_to_end.py",
     "tests/api/test_storage_full.py",
+    "tests/api/test_agent.py",
+    "tests/api/test_revocation.py",
     "tests/api/test_account_security.py",
     "tests/api/test_viewing.py",
     "tests/test_cli.py",
-    "tests/api/test_upload_limits.py",
-    "tests/api/test_hostile_input.py",
+    "tests/api/test_downloads.py",
+    "tests/storage/test_s3_ingest.py",
     "tests/test_scale_out.py",
+    "tests/api/test_upload_limits.py",
+    "tests/api/test_file_modes.py",
+    "tests/api/test_hostile_input.py",
     "tests/api/test_access_matrix.py",
+    "tests/api/test_iiif_conformance.py",
+    "tests/web/test_admin_pages.py",
+    "tests/web/test_pages.py",
+    "tests/web/test_layout.py",
+    "tests/web/test_second_origin.py",
 )
 
 
