@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,7 @@ def _postgres_unavailable(reason: str) -> None:
 
 class PostgresDatabases:
     """Throw-away databases on the test server, each emptied and handed out again once its test
-    is done, and dropped at the end of the session.
+    is done, and dropped after the session.
 
     DROP DATABASE makes PostgreSQL write a checkpoint (seconds on a busy server): dropping every
     database at the end kept one test process busy for half a minute after its last test. An
@@ -171,14 +170,27 @@ class PostgresDatabases:
         self.free.append(name)
 
     def drop_all(self) -> None:
-        # At once: a checkpoint written for one DROP DATABASE serves those waiting with it.
-        def drop(name: str) -> None:
-            with self.engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-        with ThreadPoolExecutor(max_workers=max(1, len(self.created))) as pool:
-            list(pool.map(drop, self.created))
+        """Drop every database, in a process of its own that the session does not wait for:
+        DROP DATABASE returns only after the checkpoint it asks for (up to ten seconds on a
+        busy server), and nothing in the session needs it done."""
         self.engine.dispose()
+        if not self.created:
+            return
+        script = (
+            "import sys\n"
+            "from sqlalchemy import create_engine, text\n"
+            "engine = create_engine(sys.argv[1], isolation_level='AUTOCOMMIT')\n"
+            "with engine.connect() as conn:\n"
+            "    for name in sys.argv[2:]:\n"
+            "        conn.execute(text(f'DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)'))\n"
+        )
+        server = self.server_url.render_as_string(hide_password=False)
+        subprocess.Popen(
+            [sys.executable, "-c", script, server, *self.created],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _database_name() -> str:
