@@ -16,18 +16,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
-from ome_types import OME
-from ome_types.model import Channel, Image, MetadataOnly, Pixels, PixelType
 from zarr.buffer import cpu
 from zarr.storage import MemoryStore
 
 from allmicro_data.ingest.ngff.layout import NgffVersion
 from allmicro_data.ingest.ngff.metadata import consolidate
 from allmicro_data.storage import ObjectNotFound, ObjectStore
+
+if TYPE_CHECKING:
+    # Imported where a collection's OME-XML is made: the server imports this module at start,
+    # and ome-types would add a second of CPU to every start.
+    from ome_types.model import Image
 
 BIOFORMATS2RAW_LAYOUT = 3
 OME_GROUP = "OME"
@@ -37,16 +40,17 @@ OME_XML = "OME/METADATA.ome.xml"
 # the root and each image by their own documents.
 MAX_CONSOLIDATED_IMAGES = 200
 _ROOT_DOCUMENTS = {2: (".zgroup", ".zattrs", ".zmetadata"), 3: ("zarr.json",)}
+# numpy's names to OME's PixelType values.
 _PIXEL_TYPES = {
-    "int8": PixelType.INT8,
-    "int16": PixelType.INT16,
-    "int32": PixelType.INT32,
-    "uint8": PixelType.UINT8,
-    "uint16": PixelType.UINT16,
-    "uint32": PixelType.UINT32,
-    "float32": PixelType.FLOAT,
-    "float64": PixelType.DOUBLE,
-    "bool": PixelType.BIT,
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "float32": "float",
+    "float64": "double",
+    "bool": "bit",
 }
 
 
@@ -178,6 +182,8 @@ def collection_documents(images: Sequence[CollectionImage]) -> dict[str, bytes]:
 def collection_ome_xml(images: Sequence[CollectionImage]) -> str:
     """The OME-XML of a collection: one Image per series, in series order, metadata only (each
     image's full OME-XML is its own `OME/METADATA.ome.xml`)."""
+    from ome_types import OME
+
     ome = OME(
         creator="AllMicro Data",
         images=[_ome_image(i, image) for i, image in enumerate(images)],
@@ -186,6 +192,8 @@ def collection_ome_xml(images: Sequence[CollectionImage]) -> str:
 
 
 def _ome_image(index: int, image: CollectionImage) -> Image:
+    from ome_types.model import Channel, Image, MetadataOnly, Pixels, PixelType
+
     shape = dict(zip(image.axes, image.shape, strict=True))
     physical: dict[str, Any] = {}
     for axis, metres in image.pixel_size.items():
@@ -200,7 +208,7 @@ def _ome_image(index: int, image: CollectionImage) -> Image:
         pixels=Pixels(
             id=f"Pixels:{index}",
             dimension_order="XYZCT",
-            type=_PIXEL_TYPES.get(_numpy_name(image.dtype), PixelType.UINT16),
+            type=PixelType(_PIXEL_TYPES.get(_numpy_name(image.dtype), "uint16")),
             size_x=shape["x"],
             size_y=shape["y"],
             size_z=shape.get("z", 1),
