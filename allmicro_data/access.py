@@ -205,9 +205,7 @@ def scoped(stmt: Select[Any], model: type[Any], caller: Caller, use: Use = Use.R
         projects = visible_project_ids(caller)
         if model is Project:
             return stmt.where(Project.id.in_(projects), Project.deleted_at.is_(None))
-        projects = select(Project.id).where(
-            Project.id.in_(projects), Project.deleted_at.is_(None)
-        )
+        projects = select(Project.id).where(Project.id.in_(projects), Project.deleted_at.is_(None))
         if model is Dataset:
             return stmt.where(Dataset.project_id.in_(projects), Dataset.deleted_at.is_(None))
     datasets = select(Dataset.id).where(
