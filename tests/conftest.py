@@ -74,9 +74,47 @@ LONG_FILES = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Where the catalogue's dialect matters (SQL, locking, counting, upserts, anything a schemathesis
+# run may reach), tests run on SQLite and on PostgreSQL; elsewhere on SQLite only, which keeps
+# `make test` within its time. ALLMICRO_TEST_EVERY_DIALECT=1 runs every variant.
+POSTGRESQL_FILES = (
+    "tests/catalogue/",
+    "tests/storage/test_fixity_catalogue.py",
+    "tests/test_acquisition_fields.py",
+    "tests/api/test_end_to_end.py",
+    "tests/api/test_access_matrix.py",
+    "tests/api/test_account_security.py",
+    "tests/api/test_schemathesis.py",
+    "tests/api/test_paging.py",
+    "tests/api/test_upload_races.py",
+    "tests/api/test_upload_limits.py",
+    "tests/api/test_uploads.py",
+)
+
+
+def _postgresql_variant_left_out(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "postgresql" not in callspec.params.values():
+        return False
+    return not item.nodeid.split("::")[0].startswith(POSTGRESQL_FILES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("ALLMICRO_TEST_EVERY_DIALECT"):
+        left_out = [item for item in items if _postgresql_variant_left_out(item)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not _postgresql_variant_left_out(item)]
     rank = {path: i for i, path in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test process (tests/web/conftest.py)."""
+    from tests.web.conftest import launch_browser
+
+    yield from launch_browser()
 
 
 def wait_until(

@@ -17,6 +17,8 @@ from allmicro_data.api.paging import Page, WindowDep
 from allmicro_data.api.streaming import content_disposition
 from allmicro_data.audit import AuditQuery, iter_csv, search_events
 from allmicro_data.catalogue.models import AuditEvent
+from allmicro_data.errors import Invalid
+from allmicro_data.names import unfit_character
 from allmicro_data.paging import Window
 
 router = APIRouter(prefix="/api", tags=["audit"])
@@ -67,6 +69,13 @@ def _query(
     window: Window = Window(),
     object_id: str | None = None,
 ) -> AuditQuery:
+    # Checked before anything is sent: the CSV streams, and PostgreSQL refuses a NUL only once
+    # the query runs, after the response has begun.
+    filters = {"project_id": project_id, "action": action, "actor": actor, "object_id": object_id}
+    for name, text in filters.items():
+        ch = unfit_character(text) if text else None
+        if ch is not None:
+            raise Invalid(f"{name} holds the control character U+{ord(ch):04X}")
     return AuditQuery(
         project_id=project_id,
         action=action,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -197,4 +198,7 @@ def test_render_budget_bounds_what_runs_at_once() -> None:
         assert order == ["first starts", "first ends", "second starts", "second ends"]
         assert waiting.used == 0 and not waiting._waiters
 
-    asyncio.run(scenario())
+    # In a thread of its own: a browser test of the same test process may have left Playwright's
+    # loop marked as running in this one (its sync API runs on greenlets of the main thread).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(timeout=60)

@@ -18,6 +18,7 @@ LISTINGS = {
     "/api/projects/{project_id}/datasets": 100,
     "/api/datasets/{dataset_id}/images": 100,
     "/api/datasets/{dataset_id}/jobs": 100,
+    "/api/jobs": 100,
     "/api/images": 100,
     "/api/audit": 100,
     "/api/admin/storage/scrubs": 20,

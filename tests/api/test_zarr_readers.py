@@ -29,7 +29,6 @@ from ome_zarr.reader import Reader
 from tests.api.test_end_to_end import upload, wait_for_job
 from tests.api.test_viewing import png, synthetic_tiff, windowed
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, _server_env
-from tests.web.conftest import browser  # noqa: F401 (the session's Chromium)
 
 
 def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> LiveServer:
@@ -351,7 +350,7 @@ def test_a_pyramid_stored_without_consolidated_metadata_is_served_with_it(
         np.testing.assert_array_equal(group["0"][:], tifffile.imread(io.BytesIO(small_tiff())))
 
 
-def test_the_viewer_shows_an_ngff_05_sharded_image(v05: Dataset, browser: Any) -> None:  # noqa: F811
+def test_the_viewer_shows_an_ngff_05_sharded_image(v05: Dataset, browser: Any) -> None:
     from playwright.sync_api import expect
 
     server = v05.server

@@ -45,8 +45,9 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'catalogue.sqlite3'}"
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def launch_browser() -> Iterator[Any]:
+    """The session's one Chromium: `browser` in tests/conftest.py, so that test files outside
+    tests/web share it (a second sync Playwright in one process fails)."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: `make pytest` installs Debian's chromium")

@@ -351,3 +351,17 @@ def test_usage_counts_bytes_downloaded_per_project_and_client(facility: Facility
     me = manager.get("/api/me").json()["id"]
     assert manager.get(f"/api/users/{me}/tokens").status_code == 403
     assert admin.get(f"/api/users/{me}/tokens").json() == []
+
+
+def test_audit_filters_with_control_characters_are_refused_before_anything_streams(
+    facility: Facility,
+) -> None:
+    """PostgreSQL refuses a NUL only when the query runs, after the CSV's response has begun:
+    schemathesis saw the connection cut mid-stream. Every filter is checked first."""
+    admin = facility.server.client()
+    for path in ("/api/audit", "/api/audit.csv"):
+        for name in ("action", "actor", "project_id", "object_id"):
+            response = admin.get(path, params={name: "a\x00b"})
+            assert response.status_code == 422, (path, name, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert "U+0000" in response.json()["detail"], response.text
