@@ -198,18 +198,31 @@ def html_errors(
             )
             caller: object = asked.caller if isinstance(asked, ImagePage) else kwargs.get("caller")
             assert isinstance(request, Request) and isinstance(services, Services)
-            if isinstance(exc, Unauthorised):
-                return to_login(request)
-            return render(
-                request,
-                services,
-                "error.html",
-                {"status": exc.status, "detail": str(exc)},
-                caller=caller if isinstance(caller, Caller) else None,
-                status=exc.status,
-            )
+            return error_page(request, services, caller, exc)
 
     return wrapper
+
+
+def error_page(
+    request: Request,
+    services: Services,
+    caller: object,
+    exc: DomainError,
+    *,
+    sign_in: bool = True,
+) -> Response:
+    """A domain error as the error page with its status; an unauthenticated caller is sent to
+    sign in first, unless sign_in is False (a share link's holder has no account)."""
+    if sign_in and isinstance(exc, Unauthorised):
+        return to_login(request)
+    return render(
+        request,
+        services,
+        "error.html",
+        {"status": exc.status, "detail": str(exc)},
+        caller=caller if isinstance(caller, Caller) else None,
+        status=exc.status,
+    )
 
 
 # ------------------------------------------------------------------ sign-in, language

@@ -41,6 +41,7 @@ from allmicro_data.api.web import formatting
 from allmicro_data.api.web.i18n import translations
 from allmicro_data.api.web.pages import (
     OPENSEADRAGON,
+    error_page,
     field_labels,
     render,
     request_language,
@@ -169,16 +170,8 @@ def share_errors(page: Callable[P, Response]) -> Callable[P, Response]:
             response.headers["Retry-After"] = str(exc.retry_after)
             return response
         except DomainError as exc:
-            caller = kwargs.get("caller")
-            if isinstance(exc, Unauthorised) and "token" not in kwargs:
-                return to_login(request)
-            return render(
-                request,
-                services,
-                "error.html",
-                {"status": exc.status, "detail": str(exc)},
-                caller=caller if isinstance(caller, Caller) else None,
-                status=exc.status,
+            return error_page(
+                request, services, kwargs.get("caller"), exc, sign_in="token" not in kwargs
             )
 
     return wrapper
