@@ -8,12 +8,11 @@ does what the API would refuse the same caller; forms post here and are redirect
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,6 +20,7 @@ from allmicro_data.access import Caller, administered, may_administer
 from allmicro_data.api.deps import OptionalCallerDep, ServicesDep, SessionDep
 from allmicro_data.api.routers import admin, audit, catalogue, files, storage_admin
 from allmicro_data.api.schemas import JobOut, MembershipIn, ProjectOut, ProjectPatch
+from allmicro_data.api.web.forms import checked, see_other, signed_in
 from allmicro_data.api.web.pages import html_errors, local_path, render, to_login
 from allmicro_data.catalogue.models import Dataset, Project
 from allmicro_data.errors import DomainError, Invalid, NotFound, Unauthorised
@@ -28,7 +28,6 @@ from allmicro_data.paging import Window
 from allmicro_data.services import Services
 
 router = APIRouter(include_in_schema=False)
-M = TypeVar("M", bound=BaseModel)
 EVERYTHING = Window(limit=1000)
 AUDIT_PAGE = 100
 # Sections of the area: (path, msgid, admins only).
@@ -44,21 +43,10 @@ SECTIONS = (
 GIB = 1024**3
 
 
-def _checked(model: type[M], **fields: Any) -> M:
-    """A request body built from a form, its validation errors as the API's 422."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise Invalid(f"{where}: {first['msg']}" if where else first["msg"]) from None
-
-
 def _caller(request: Request, session: Session, caller: Caller | None, *, admin: bool) -> Caller:
     """The caller if the area (or, with admin, its admins-only part) is theirs; 404 otherwise,
     as for a page that does not exist."""
-    if caller is None:
-        raise Unauthorised("sign in")
+    caller = signed_in(caller)
     if not may_administer(session, caller) or (admin and not caller.is_admin):
         raise NotFound("no such page")
     return caller
@@ -92,11 +80,6 @@ def _page(
         caller=caller,
         status=status,
     )
-
-
-def _back(path: str, done: str) -> RedirectResponse:
-    separator = "&" if "?" in path else "?"
-    return RedirectResponse(f"{path}{separator}{urlencode({'done': done})}", status_code=303)
 
 
 def _projects(session: Session, caller: Caller) -> list[ProjectOut]:
@@ -183,7 +166,7 @@ def organisation_create(
     who = _caller(request, session, caller, admin=True)
     try:
         made = admin.create_organisation(
-            body=_checked(admin.OrganisationIn, name=name, kind=kind, country=country or None),
+            body=checked(admin.OrganisationIn, name=name, kind=kind, country=country or None),
             request=request,
             caller=who,
             session=session,
@@ -194,7 +177,7 @@ def organisation_create(
         return _organisations_page(
             request, services, session, who, error=str(exc), form=form, status=exc.status
         )
-    return _back(f"/admin/organisations/{made.id}", "created")
+    return see_other(f"/admin/organisations/{made.id}", {"done": "created"})
 
 
 @router.get("/admin/organisations/{organisation_id}", response_class=HTMLResponse)
@@ -240,12 +223,12 @@ def organisation_update(
     who = _caller(request, session, caller, admin=True)
     admin.update_organisation(
         organisation_id=organisation_id,
-        body=_checked(admin.OrganisationPatch, name=name, kind=kind, country=country or None),
+        body=checked(admin.OrganisationPatch, name=name, kind=kind, country=country or None),
         request=request,
         caller=who,
         session=session,
     )
-    return _back(f"/admin/organisations/{organisation_id}", "saved")
+    return see_other(f"/admin/organisations/{organisation_id}", {"done": "saved"})
 
 
 # ------------------------------------------------------------------ users
@@ -303,7 +286,7 @@ def user_create(
     who = _caller(request, session, caller, admin=True)
     try:
         made = admin.create_user(
-            body=_checked(
+            body=checked(
                 admin.UserIn,
                 email=email,
                 organisation_id=organisation_id,
@@ -321,7 +304,7 @@ def user_create(
         return _users_page(
             request, services, session, who, error=str(exc), form=form, status=exc.status
         )
-    return _back(f"/admin/users/{made.id}", "created")
+    return see_other(f"/admin/users/{made.id}", {"done": "created"})
 
 
 def _user_page(
@@ -391,7 +374,7 @@ def user_update(
         caller=who,
         session=session,
     )
-    return _back(f"/admin/users/{user_id}", change)
+    return see_other(f"/admin/users/{user_id}", {"done": change})
 
 
 @router.post("/admin/users/{user_id}/password", response_class=HTMLResponse)
@@ -408,7 +391,7 @@ def user_password(
     try:
         admin.admin_reset_password(
             user_id=user_id,
-            body=_checked(admin.PasswordReset, new_password=new_password),
+            body=checked(admin.PasswordReset, new_password=new_password),
             request=request,
             caller=who,
             session=session,
@@ -420,7 +403,7 @@ def user_password(
         return _user_page(
             user_id, request, services, session, who, error=str(exc), status=exc.status
         )
-    return _back(f"/admin/users/{user_id}", "password")
+    return see_other(f"/admin/users/{user_id}", {"done": "password"})
 
 
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke", response_class=HTMLResponse)
@@ -437,7 +420,7 @@ def user_token_revoke(
     admin.revoke_user_token(
         user_id=user_id, token_id=token_id, request=request, caller=who, session=session
     )
-    return _back(f"/admin/users/{user_id}", "revoked")
+    return see_other(f"/admin/users/{user_id}", {"done": "revoked"})
 
 
 # ------------------------------------------------------------------ projects and members
@@ -536,7 +519,7 @@ def member_set(
         "organisation_id": organisation_id or None,
     }
     try:
-        body = _checked(MembershipIn, role=role, **member)
+        body = checked(MembershipIn, role=role, **member)
         answer = catalogue.add_member(
             project_id=project_id, body=body, request=request, caller=who, session=session
         )
@@ -555,7 +538,7 @@ def member_set(
             status=exc.status,
         )
     done = "invited" if isinstance(answer, Response) else "member"
-    return _back(f"/admin/projects/{project_id}", done)
+    return see_other(f"/admin/projects/{project_id}", {"done": done})
 
 
 @router.post(
@@ -578,7 +561,7 @@ def member_remove(
         caller=who,
         session=session,
     )
-    return _back(f"/admin/projects/{project_id}", "removed")
+    return see_other(f"/admin/projects/{project_id}", {"done": "removed"})
 
 
 @router.post(
@@ -602,7 +585,7 @@ def invitation_withdraw(
         caller=who,
         session=session,
     )
-    return _back(f"/admin/projects/{project_id}", "withdrawn")
+    return see_other(f"/admin/projects/{project_id}", {"done": "withdrawn"})
 
 
 @router.post("/admin/projects/{project_id}/quota", response_class=HTMLResponse)
@@ -624,12 +607,12 @@ def project_quota(
         raise Invalid(f"{quota_gib!r} is not a number of GiB") from None
     catalogue.update_project(
         project_id=project_id,
-        body=_checked(ProjectPatch, quota_bytes=quota),
+        body=checked(ProjectPatch, quota_bytes=quota),
         request=request,
         caller=who,
         session=session,
     )
-    return _back(f"/admin/projects/{project_id}", "quota")
+    return see_other(f"/admin/projects/{project_id}", {"done": "quota"})
 
 
 # ------------------------------------------------------------------ audit log
@@ -774,7 +757,7 @@ def job_rerun(
     catalogue.rerun_job(
         job_id=job_id, request=request, caller=caller, session=session, services=services
     )
-    return _back(local_path(next, "/projects"), "rerun")
+    return see_other(local_path(next, "/projects"), {"done": "rerun"})
 
 
 @router.post("/jobs/{job_id}/dismiss")
@@ -791,7 +774,7 @@ def job_dismiss(
     if caller is None:
         raise Unauthorised("sign in")
     catalogue.dismiss_job(job_id=job_id, request=request, caller=caller, session=session)
-    return _back(local_path(next, "/projects"), "dismissed")
+    return see_other(local_path(next, "/projects"), {"done": "dismissed"})
 
 
 # ------------------------------------------------------------------ storage
@@ -830,7 +813,7 @@ def storage_scrub(
     storage_admin.start_scrub(
         body=storage_admin.ScrubIn(repair=repair), caller=who, session=session, services=services
     )
-    return _back("/admin/storage", "scrub")
+    return see_other("/admin/storage", {"done": "scrub"})
 
 
 # ------------------------------------------------------------------ usage

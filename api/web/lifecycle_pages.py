@@ -7,13 +7,12 @@ do exactly what the API lets the same caller do; CSRF is checked by the caller d
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from babel.dates import format_datetime
 from fastapi import APIRouter, Form, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from allmicro_data.access import managed_project_ids, project_role, scoped
@@ -22,36 +21,17 @@ from allmicro_data.api.deps import OptionalCallerDep, ServicesDep, SessionDep, c
 from allmicro_data.api.routers import catalogue
 from allmicro_data.api.routers import lifecycle as api
 from allmicro_data.api.schemas import DatasetPatch, ProjectPatch
+from allmicro_data.api.web.forms import checked, see_other, signed_in
 from allmicro_data.api.web.i18n import translations
 from allmicro_data.api.web.pages import html_errors, render, request_language, to_login
 from allmicro_data.catalogue.models import Dataset, Project, Role
-from allmicro_data.errors import Invalid, NotFound, Unauthorised
+from allmicro_data.errors import Invalid, NotFound
 from allmicro_data.lifecycle import Kind
 
 router = APIRouter(include_in_schema=False)
-M = TypeVar("M", bound=BaseModel)
 
 Text = Annotated[str, Form(max_length=20000)]
 Line = Annotated[str, Form(max_length=1024)]
-
-
-def _signed_in(caller: Any) -> Any:
-    if caller is None:
-        raise Unauthorised("sign in first")
-    return caller
-
-
-def _valid(model: type[M], **values: Any) -> M:
-    """A form's values as the API's body model; what it refuses is a 422 page, not a 500."""
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]) for e in exc.errors())
-        raise Invalid(problems) from None
-
-
-def _see(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
 
 
 # ---------------------------------------------------------------- details and tags
@@ -71,17 +51,17 @@ def image_details(
     pairs: Text = "",
 ) -> Response:
     """The image page's edit form: name, description, tags and pairs in one go."""
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     wanted = normalised(parse_tags(tags), parse_pairs(pairs))
     api.update_image(
         image_id=image_id,
-        body=_valid(api.ImagePatch, name=name.strip() or None, description=description),
+        body=checked(api.ImagePatch, name=name.strip() or None, description=description),
         request=request,
         caller=caller,
         session=session,
     )
     api.set_image_annotations(session, caller, image_id, wanted, client_address(request))
-    return _see(f"/images/{image_id}")
+    return see_other(f"/images/{image_id}")
 
 
 @router.post("/datasets/{dataset_id}/details")
@@ -97,17 +77,17 @@ def dataset_details(
     tags: Text = "",
     pairs: Text = "",
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     wanted = normalised(parse_tags(tags), parse_pairs(pairs))
     catalogue.update_dataset(
         dataset_id=dataset_id,
-        body=_valid(DatasetPatch, name=name.strip() or None, description=description),
+        body=checked(DatasetPatch, name=name.strip() or None, description=description),
         request=request,
         caller=caller,
         session=session,
     )
     api.set_dataset_annotations(session, caller, dataset_id, wanted, client_address(request))
-    return _see(f"/datasets/{dataset_id}")
+    return see_other(f"/datasets/{dataset_id}")
 
 
 @router.post("/projects/{project_id}/details")
@@ -121,15 +101,15 @@ def project_details(
     name: Line = "",
     description: Text = "",
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     catalogue.update_project(
         project_id=project_id,
-        body=_valid(ProjectPatch, name=name.strip() or None, description=description),
+        body=checked(ProjectPatch, name=name.strip() or None, description=description),
         request=request,
         caller=caller,
         session=session,
     )
-    return _see(f"/projects/{project_id}")
+    return see_other(f"/projects/{project_id}")
 
 
 @router.post("/projects/{project_id}/legal-hold")
@@ -142,7 +122,7 @@ def project_legal_hold(
     services: ServicesDep,
     hold: Annotated[str, Form(max_length=5)] = "true",
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     catalogue.update_project(
         project_id=project_id,
         body=ProjectPatch(legal_hold=hold == "true"),
@@ -150,7 +130,7 @@ def project_legal_hold(
         caller=caller,
         session=session,
     )
-    return _see(f"/projects/{project_id}")
+    return see_other(f"/projects/{project_id}")
 
 
 # ---------------------------------------------------------------- moving
@@ -239,7 +219,7 @@ def image_move(
     services: ServicesDep,
     target: Annotated[str, Form(max_length=64)],
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     api.move_image(
         image_id=image_id,
         body=api.MoveImageIn(dataset_id=target),
@@ -247,7 +227,7 @@ def image_move(
         caller=caller,
         session=session,
     )
-    return _see(f"/images/{image_id}")
+    return see_other(f"/images/{image_id}")
 
 
 @router.get("/datasets/{dataset_id}/move", response_class=HTMLResponse)
@@ -293,7 +273,7 @@ def dataset_move(
     services: ServicesDep,
     target: Annotated[str, Form(max_length=64)],
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     api.move_dataset(
         dataset_id=dataset_id,
         body=api.MoveDatasetIn(project_id=target),
@@ -301,7 +281,7 @@ def dataset_move(
         caller=caller,
         session=session,
     )
-    return _see(f"/datasets/{dataset_id}")
+    return see_other(f"/datasets/{dataset_id}")
 
 
 # ---------------------------------------------------------------- deleting and the trash
@@ -311,8 +291,8 @@ def _after_delete(session: SessionDep, caller: Any, project_id: str, fallback: s
     """Managers land on the trash, where they can undo; others back where they were."""
     role = project_role(session, caller, project_id)
     if role is not None and role.allows(Role.MANAGER):
-        return _see(f"/trash?{urlencode({'project': project_id, 'done': 'deleted'})}")
-    return _see(fallback)
+        return see_other(f"/trash?{urlencode({'project': project_id, 'done': 'deleted'})}")
+    return see_other(fallback)
 
 
 @router.post("/images/{image_id}/delete")
@@ -324,7 +304,7 @@ def image_delete(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     image = catalogue.get_image(image_id=image_id, caller=caller, session=session)
     dataset = catalogue.get_dataset(dataset_id=image.dataset_id, caller=caller, session=session)
     api.delete_image(image_id=image_id, request=request, caller=caller, session=session)
@@ -340,7 +320,7 @@ def dataset_delete(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     dataset = catalogue.get_dataset(dataset_id=dataset_id, caller=caller, session=session)
     api.delete_dataset(dataset_id=dataset_id, request=request, caller=caller, session=session)
     return _after_delete(session, caller, dataset.project_id, f"/projects/{dataset.project_id}")
@@ -355,9 +335,9 @@ def project_delete(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     api.delete_project(project_id=project_id, request=request, caller=caller, session=session)
-    return _see(f"/trash?{urlencode({'done': 'deleted'})}")
+    return see_other(f"/trash?{urlencode({'done': 'deleted'})}")
 
 
 @router.get("/trash", response_class=HTMLResponse)
@@ -414,8 +394,7 @@ def trash_page(
 
 
 def _back_to_trash(project: str, done: str) -> Response:
-    query = {"project": project, "done": done} if project else {"done": done}
-    return _see(f"/trash?{urlencode(query)}")
+    return see_other("/trash", {"project": project, "done": done} if project else {"done": done})
 
 
 def _kind(kind: str) -> Kind:
@@ -436,7 +415,7 @@ def trash_restore(
     services: ServicesDep,
     project: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     api.restore_from_trash(
         kind=_kind(kind), object_id=object_id, request=request, caller=caller, session=session
     )
@@ -454,7 +433,7 @@ def trash_purge(
     services: ServicesDep,
     project: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    caller = _signed_in(caller)
+    caller = signed_in(caller)
     api.purge_from_trash(
         kind=_kind(kind),
         object_id=object_id,
