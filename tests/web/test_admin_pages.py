@@ -295,9 +295,10 @@ def test_api_docs_render_offline(facility: Facility, context: Any) -> None:
     page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
     page.goto(f"{server.url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("AllMicro Data")
-    expect(page.locator(".opblock").first).to_be_visible()
+    expect(page.locator(".opblock").first).to_be_visible(timeout=30_000)
     page.goto(f"{server.url}/redoc")
-    expect(page.locator("h1", has_text="AllMicro Data")).to_be_visible()
+    # ReDoc renders after parsing the whole document: seconds on a loaded machine.
+    expect(page.locator("h1", has_text="AllMicro Data")).to_be_visible(timeout=30_000)
     assert elsewhere == [], elsewhere
     # The policy may block what the explorers would fetch from elsewhere (ReDoc's logo from its
     # CDN), never their own scripts and styles from this server.
