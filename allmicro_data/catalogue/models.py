@@ -401,6 +401,9 @@ class Image(Base):
     vendor: Mapped[str | None] = mapped_column(String(100), index=True)
     instrument: Mapped[str | None] = mapped_column(String(200), index=True)
     acquired_at: Mapped[datetime | None] = mapped_column(index=True)
+    # True when the instrument wrote its local wall-clock time without a zone: acquired_at then
+    # holds that wall-clock time as if it were UTC (searchable by date, shown as local time).
+    acquired_at_local: Mapped[bool | None]
     operator: Mapped[str | None] = mapped_column(String(200))
     pixel_size_x: Mapped[float | None] = mapped_column(Float, index=True)
     pixel_size_y: Mapped[float | None] = mapped_column(Float)
@@ -431,6 +434,9 @@ class Image(Base):
     ngff_version: Mapped[str | None] = mapped_column(String(8))
     levels: Mapped[int | None] = mapped_column(Integer)
     ome_xml_key: Mapped[str | None] = mapped_column(String(300))
+    # The part of the frame that is the sample, [y0, y1, x0, x1] in full-resolution pixels, when
+    # the instrument burnt a data bar into the rest; null when the whole frame is the sample.
+    image_region: Mapped[list[Any] | None]
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -464,6 +470,41 @@ class Annotation(Base):
     value_lower: Mapped[str] = mapped_column(String(1000))
     created_by_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RenderingSetting(Base):
+    """How an image is displayed: the image's default (user_id None, set by contributors) or one
+    user's own choice. `settings` holds the viewer's display state (windows, gamma, LUT…)."""
+
+    __tablename__ = "rendering_setting"
+    __table_args__ = (UniqueConstraint("image_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    settings: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Roi(Base):
+    """A measurement or region drawn on an image, in full-resolution pixel coordinates; seen by
+    everyone who can see the image, served in OME-XML as an ROI."""
+
+    __tablename__ = "roi"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    # point, line, polyline, angle, rectangle, ellipse, polygon
+    kind: Mapped[str] = mapped_column(String(16))
+    # [[x, y], …] in full-resolution pixels; a rectangle or ellipse by two opposite corners.
+    points: Mapped[list[Any]]
+    z: Mapped[int] = mapped_column(Integer, default=0)
+    t: Mapped[int] = mapped_column(Integer, default=0)
+    c: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_by_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Job(Base):

@@ -51,6 +51,9 @@ def launch_browser() -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: `make pytest` installs Debian's chromium")
+    # Assertions wait as long as actions do: on a loaded 2-core CI machine a page that renders a
+    # large document (Swagger UI, ReDoc) can take well over Playwright's default 5 s.
+    playwright_api.expect.set_options(timeout=30_000)
     with playwright_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

@@ -223,6 +223,7 @@
   // picture never goes blank while a slider moves.
   function showRendering() {
     const query = tileQuery();
+    document.dispatchEvent(new CustomEvent("allmicro:rendering", { detail: { query: query } }));
     generation += 1;
     const mine = generation;
     root.dataset.state = "loading";
@@ -398,6 +399,18 @@
       buildChannelControls(display);
     }
     window.allmicroViewer = viewer;
+    // What the page's other scripts (measurements, figures) build on. They listen for
+    // "allmicro:viewer-ready" and "allmicro:rendering" (detail.query) on document.
+    window.allmicroImage = {
+      viewer: viewer,
+      config: config,
+      info: info,
+      display: display,
+      metresPerPixel: scale,
+      tileQuery: function () { return tileQuery(); },
+      state: function () { return state; },
+    };
+    document.dispatchEvent(new CustomEvent("allmicro:viewer-ready", { detail: window.allmicroImage }));
     showRendering();
   }
 
