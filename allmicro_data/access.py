@@ -20,6 +20,7 @@ from allmicro_data.catalogue.models import (
     Organisation,
     Project,
     ProjectMembership,
+    Roi,
     Role,
     Upload,
     User,
@@ -165,6 +166,7 @@ def _directory_scoped(stmt: Select[Any], model: type[Any], caller: Caller) -> Se
 # Every model a query may be scoped over; any other is refused, never returned unfiltered.
 _RULED: tuple[type[Any], ...] = (
     Project,
+    Roi,
     Dataset,
     Image,
     File,
@@ -184,6 +186,9 @@ def scoped(stmt: Select[Any], model: type[Any], caller: Caller, use: Use = Use.R
     if model not in _RULED:
         raise TypeError(f"no access rule for {model.__name__}")
     require(caller, use)
+    if model is Roi:
+        # Measurements and regions drawn on an image are seen by whoever sees the image.
+        return stmt.where(Roi.image_id.in_(scoped(select(Image.id), Image, caller, use)))
     if model is Upload:
         # An upload is its creator's alone, admins included: nobody else resumes or ends it.
         return stmt.where(Upload.created_by_id == caller.user_id)
