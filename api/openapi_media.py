@@ -25,6 +25,7 @@ CLIENT_CONTENT_TYPE_OVERRIDES: dict[str, str] = {
         "application/zip",
         "image/jpeg",
         "image/png",
+        "image/tiff",
         "image/webp",
     )
 }

@@ -44,6 +44,7 @@ BINARY_ROUTES = {
     ("get", "/api/share/{token}/images/{image_id}/tiles/{level}/{ty}/{tx}.png"): {"image/png"},
     ("get", "/api/images/{image_id}/tiles/{level}/{ty}/{tx}.png"): {"image/png"},
     ("get", "/api/images/{image_id}/thumbnail.jpg"): {"image/jpeg"},
+    ("get", "/api/images/{image_id}/figure"): {"image/png", "image/tiff"},
     ("get", "/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}"): {
         "image/jpeg",
         "image/png",

@@ -436,6 +436,10 @@ decide(
     Case(READ, _fill(f"/iiif/3/{I}/full/max/0/default.jpg")),
 )
 decide("GET HEAD", f"/zarr/{I}/{{path:path}}", Case(READ, _fill(f"/zarr/{I}/.zattrs")))
+# Figures for reports (tests/web/test_figures.py): a rendered picture, read like the tiles.
+decide(
+    "GET", f"/api/images/{I}/figure", Case(READ, _fill(f"/api/images/{I}/figure?region=0,0,8,8"))
+)
 decide(
     "POST",
     "/api/downloads/zip",

@@ -1,0 +1,263 @@
+"""Figures for reports, side-by-side comparison and the dataset table, on one server with three
+small calibrated images: an exported figure's scale bar is as long as its label says and its
+pixels are the tiles' pixels; the compare page's viewers follow each other; the table sorts,
+chooses columns, downloads and compares a selection. Pages are checked at both sizes."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image as PILImage
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from allmicro_data.catalogue.models import Roi
+from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
+from tests.conftest import LiveServer, PostgresDatabases, module_server
+
+OWNER = "irena@coatings.example"
+OUTSIDER = "oskar@company-c.example"
+UNITS = {"mm": 1e-3, "µm": 1e-6, "nm": 1e-9, "Å": 1e-10}
+# Pixel sizes of the three images, in metres.
+FINE, MEDIUM, COARSE = 2.5e-9, 4e-9, 10e-9
+# One IIIF picture (and so one figure) holds at most this many pixels on this server: the
+# largest image (1100 x 900) exported whole at native resolution is over it.
+MAX_AREA = 800_000
+
+
+def imagej_tiff(pixels: np.ndarray[Any, Any], metres_per_pixel: float) -> bytes:
+    """An ImageJ TIFF whose X/YResolution and unit say the pixel size (ingest reads them)."""
+    per_micrometre = 1e-6 / metres_per_pixel
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer,
+        pixels,
+        imagej=True,
+        resolution=(per_micrometre, per_micrometre),
+        metadata={"unit": "um"},
+    )
+    return buffer.getvalue()
+
+
+@dataclass
+class Lab:
+    server: LiveServer
+    dataset: str
+    # name -> image id
+    images: dict[str, str]
+    files: dict[str, str]  # image id -> its original's file id
+
+
+def _created(response: httpx.Response) -> str:
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def lab(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases | None,
+) -> Iterator[Lab]:
+    env = {"ALLMICRO_IIIF_MAX_AREA": str(MAX_AREA)}
+    with (
+        module_server(request, tmp_path_factory, postgres_databases, "figures", env) as server,
+        server.client() as admin,
+    ):
+        partner = _created(
+            admin.post("/api/organisations", json={"name": "Coatings lab", "kind": "partner"})
+        )
+        company = _created(
+            admin.post("/api/organisations", json={"name": "Company C", "kind": "company"})
+        )
+        for email, org in ((OWNER, partner), (OUTSIDER, company)):
+            body = {"email": email, "organisation_id": org, "password": USER_PASSWORD}
+            user = _created(admin.post("/api/users", json=body))
+            if email == OWNER:
+                owner = user
+        project = _created(admin.post("/api/projects", json={"name": "Hard coatings"}))
+        _created(
+            admin.post(
+                f"/api/projects/{project}/members", json={"user_id": owner, "role": "contributor"}
+            )
+        )
+        dataset = _created(
+            admin.post(f"/api/projects/{project}/datasets", json={"name": "TiN cross-sections"})
+        )
+        rng = np.random.default_rng(19)
+        samples = {
+            # Two pyramid levels: a figure narrower than its region reads the coarser one.
+            "beta-coating.tif": imagej_tiff(
+                rng.integers(0, 50_000, (900, 1100), dtype=np.uint16), FINE
+            ),
+            "alpha-film.tif": imagej_tiff(rng.integers(0, 255, (48, 64), dtype=np.uint8), COARSE),
+            "gamma-substrate.tif": imagej_tiff(
+                rng.integers(0, 255, (60, 80), dtype=np.uint8), MEDIUM
+            ),
+        }
+        with server.client(OWNER, USER_PASSWORD) as owner_client:
+            jobs = {
+                name: upload(owner_client, dataset, name, data)["job_id"]
+                for name, data in samples.items()
+            }
+            images, files = {}, {}
+            for name, job_id in jobs.items():
+                job = wait_for_job(owner_client, job_id)
+                assert job["status"] == "succeeded", job["error"]
+                (images[name],) = job["image_ids"]
+                files[images[name]] = job["file_id"]
+        yield Lab(server=server, dataset=dataset, images=images, files=files)
+
+
+def _owner(lab: Lab) -> httpx.Client:
+    return lab.server.client(OWNER, USER_PASSWORD)
+
+
+def _png(body: bytes) -> tuple[np.ndarray[Any, Any], dict[str, str]]:
+    picture = PILImage.open(io.BytesIO(body))
+    picture.load()
+    return np.asarray(picture), dict(picture.text)  # type: ignore[attr-defined]
+
+
+def _label_metres(label: str) -> float:
+    value, unit = label.split(" ")
+    return float(value) * UNITS[unit]
+
+
+def _bar_length(pixels: np.ndarray[Any, Any]) -> int:
+    """The longest run of white pixels, bounded by black, found in two or more rows in a row:
+    the scale bar (the label's strokes and the picture's own white pixels are shorter)."""
+    grey = pixels if pixels.ndim == 2 else pixels[..., 0]
+    white = (grey == 255) if pixels.ndim == 2 else np.all(pixels == 255, axis=2)
+    runs: list[set[int]] = []
+    for y in range(grey.shape[0]):
+        row = np.concatenate([[False], white[y], [False]]).astype(np.int8)
+        edges = np.flatnonzero(np.diff(row))
+        found = set()
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            if start > 0 and stop < grey.shape[1] and grey[y, start - 1] == 0 == grey[y, stop]:
+                found.add(int(stop - start))
+        runs.append(found)
+    repeated = [n for y in range(1, len(runs)) for n in runs[y] & runs[y - 1]]
+    assert repeated, "no scale bar in the figure"
+    return max(repeated)
+
+
+# ------------------------------------------------------------------ figures over the API
+
+
+def test_a_figure_has_a_scale_bar_as_long_as_its_label_says(lab: Lab) -> None:
+    image = lab.images["beta-coating.tif"]
+    with _owner(lab) as c:
+        for region, width in (("100,100,800,600", 400), ("0,0,1100,900", 700)):
+            response = c.get(
+                f"/api/images/{image}/figure",
+                params={"region": region, "width": width, "scalebar": 1},
+            )
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "image/png"
+            assert "attachment" in response.headers["content-disposition"]
+            assert "beta-coating_x" in response.headers["content-disposition"]
+            pixels, text = _png(response.content)
+            region_width = int(region.split(",")[2])
+            assert pixels.shape[1] == width
+            metres_per_pixel = FINE * region_width / width
+            bar = _bar_length(pixels)
+            label = text["Scale bar"]
+            assert re.fullmatch(r"[125]0* (nm|µm|Å)", label), label
+            assert abs(bar * metres_per_pixel - _label_metres(label)) <= metres_per_pixel, (
+                bar,
+                label,
+            )
+            # A bar of a fifth of the figure at most, never a speck.
+            assert width / 12 <= bar <= width / 5
+
+        # TIFF keeps the figure's physical pixel size in its resolution tags (per centimetre).
+        tiff = c.get(
+            f"/api/images/{image}/figure",
+            params={"region": "100,100,800,600", "width": 400, "format": "tiff", "scalebar": 1},
+        )
+        assert tiff.status_code == 200, tiff.text
+        assert tiff.headers["content-type"] == "image/tiff"
+        assert '.tif"' in tiff.headers["content-disposition"]
+        with tifffile.TiffFile(io.BytesIO(tiff.content)) as document:
+            page = document.pages[0]
+            assert page.tags["ResolutionUnit"].value == 3  # centimetre
+            for tag in ("XResolution", "YResolution"):
+                numerator, denominator = page.tags[tag].value
+                metres = 0.01 * denominator / numerator
+                assert metres == pytest.approx(FINE * 2, rel=1e-6), tag
+            from_tiff = page.asarray()
+        assert abs(_bar_length(from_tiff) * FINE * 2 - 2e-7) <= FINE * 2
+
+
+def test_figure_pixels_are_the_tiles_pixels(lab: Lab) -> None:
+    image = lab.images["beta-coating.tif"]
+    rendering = {"window": "1000,40000", "gamma": "1.5"}
+    with _owner(lab) as c:
+        for region, width, size in (
+            ("256,128,300,200", 150, "150,"),  # from the second level, resampled
+            ("700,500,90,70", None, "max"),  # native resolution
+        ):
+            params = {"region": region, **rendering}
+            if width:
+                params["width"] = str(width)
+            figure = c.get(f"/api/images/{image}/figure", params=params)
+            assert figure.status_code == 200, figure.text
+            tile = c.get(f"/iiif/3/{image}/{region}/{size}/0/default.png", params=rendering)
+            assert tile.status_code == 200, tile.text
+            from_figure, _ = _png(figure.content)
+            from_tile, _ = _png(tile.content)
+            assert from_figure.shape == from_tile.shape
+            assert np.array_equal(from_figure, from_tile), region
+
+
+def test_saved_rois_are_drawn_on_request(lab: Lab) -> None:
+    image = lab.images["beta-coating.tif"]
+    url = lab.server.env["ALLMICRO_DATABASE_URL"]
+    engine = create_engine(url)
+    with Session(engine) as session:
+        session.add(Roi(image_id=image, kind="rectangle", points=[[300, 300], [500, 400]]))
+        session.add(Roi(image_id=image, kind="line", points=[[10, 10], [20, 20]], z=1))
+        session.commit()
+    engine.dispose()
+    params = {"region": "200,200,400,400"}
+    with _owner(lab) as c:
+        plain, _ = _png(c.get(f"/api/images/{image}/figure", params=params).content)
+        drawn, _ = _png(c.get(f"/api/images/{image}/figure", params={**params, "rois": 1}).content)
+    assert plain.ndim == 2  # grey stays grey without annotations
+    gold = np.all(drawn == (255, 215, 0), axis=2)
+    # The rectangle's edges, from (100, 100) to (300, 200) in the figure; the other plane's
+    # line is not drawn.
+    assert gold[100, 150] and gold[200, 150] and gold[150, 100] and gold[150, 300]
+    assert not gold[150, 150] and not gold[:90, :90].any()
+
+
+def test_figures_are_refused_to_outsiders_and_beyond_the_limits(lab: Lab) -> None:
+    image = lab.images["beta-coating.tif"]
+    with lab.server.client(OUTSIDER, USER_PASSWORD) as outsider:
+        assert outsider.get(f"/api/images/{image}/figure").status_code == 404
+    with _owner(lab) as c:
+        too_large = c.get(f"/api/images/{image}/figure")
+        assert too_large.status_code == 413
+        assert too_large.headers["content-type"] == "application/problem+json"
+        assert "width=" in too_large.json()["detail"]
+        fits = c.get(f"/api/images/{image}/figure", params={"width": 900})
+        assert fits.status_code == 200
+        for params in (
+            {"width": 2000, "region": "0,0,1100,900"},  # figures never upscale
+            {"region": "5000,0,10,10"},
+            {"region": "0,0,10,10", "format": "gif"},
+            {"region": "0,0,10,10", "z": 3},
+        ):
+            refused = c.get(f"/api/images/{image}/figure", params=params)
+            assert 400 <= refused.status_code < 500, (params, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
