@@ -14,7 +14,7 @@ all use it without bending the api → ingest → storage direction.
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 _DESCRIPTOR = "allmicro_acquisition_field"
@@ -111,7 +111,8 @@ class Acquisition:
         default=None,
         metadata=about(str, N_("Instrument"), ome="Instrument/Microscope@Model", searchable=True),
     )
-    # Timezone-aware when the file says the zone; the catalogue keeps only those.
+    # Timezone-aware when the file says the zone; naive when the instrument wrote its local
+    # wall-clock time without one (the catalogue stores that with acquired_at_local=True).
     acquired_at: datetime | None = field(
         default=None, metadata=about(datetime, N_("Acquired"), ome="Image/AcquisitionDate")
     )
@@ -212,3 +213,24 @@ def _table() -> tuple[AcquisitionField, ...]:
 
 # Every normalised scalar field, in record order (channels are a list and travel on their own).
 ACQUISITION_FIELDS: tuple[AcquisitionField, ...] = _table()
+
+
+def catalogue_time(value: datetime | None) -> tuple[datetime | None, bool | None]:
+    """A reader's acquisition time as the catalogue stores it: (instant, acquired_at_local).
+
+    A zone-aware time is stored in UTC with the flag False; a wall-clock time whose zone the
+    file does not say is stored as if it were UTC, with the flag True, so that date searches
+    can compare its calendar date and pages can show it as the local time it is.
+    """
+    if value is None:
+        return None, None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC), True
+    return value.astimezone(UTC), False
+
+
+def wall_clock(stored: datetime | None, local: bool | None) -> datetime | None:
+    """The acquisition time to show: the instant, or the naive local wall-clock time when local."""
+    if stored is None or not local:
+        return stored
+    return stored.replace(tzinfo=None)

@@ -17,6 +17,7 @@ from allmicro_data.ingest.readers.base import (
 )
 from allmicro_data.ingest.readers.czi import CziReader
 from allmicro_data.ingest.readers.diffraction import DiffractionReader
+from allmicro_data.ingest.readers.facts import settle_facts
 from allmicro_data.ingest.readers.lif import LifReader
 from allmicro_data.ingest.readers.mrc import MrcReader
 from allmicro_data.ingest.readers.nd2 import Nd2Reader
@@ -72,6 +73,7 @@ def open_image_file(path: Path, companions: Sequence[Path] = ()) -> ImageFile:
     try:
         image_file = reader.open(path, companions)
         for series in image_file.series:
+            settle_facts(series, image_file.format)
             series.warnings.extend(sanity_warnings(series))
         return image_file
     except ReadError:

@@ -12,6 +12,7 @@ import pytest
 
 from allmicro_data.ingest.readers import Series, open_image_file
 from allmicro_data.ingest.readers.normalise import length_factor
+from allmicro_data.vendors import VENDOR_AS_WRITTEN, canonical_vendor
 from tests.ingest.conftest import SAMPLES, manifest
 
 PRIMARY = [f for f in manifest()["files"] if f.get("role") == "primary"]
@@ -152,7 +153,12 @@ def _check_fact(series: Series, fact: dict[str, Any]) -> None:
         assert str(wanted).lower() in text, (text, value)
     elif base == "camera_make_model":
         make, model = (p.strip() for p in str(value).split("/"))
-        assert acq.vendor == make and acq.instrument == model
+        # The vendor table's name for the maker; the file's spelling stays among the vendor keys.
+        assert acq.vendor == canonical_vendor(make) and acq.instrument == model
+        assert series.vendor.get(VENDOR_AS_WRITTEN, acq.vendor) == make
+    elif base in ("vendor", "modality"):
+        # Normalised facts search filters on (allmicro_data.vendors, allmicro_data.modalities).
+        assert getattr(acq, base) == value, (base, getattr(acq, base), value)
     elif base == "objective":
         ours = acq.objective or ""
         # Follows the image's InstrumentRef/ObjectiveSettings, which may name another

@@ -240,7 +240,7 @@ def test_zeiss_sem_magnification_and_dwell_time_are_read_in_every_spelling(
     )
     with open_image_file(tif) as image_file:
         acq = image_file.series[0].acquisition
-        assert acq.vendor == "Carl Zeiss"
+        assert acq.vendor == "Zeiss"
         assert acq.magnification == pytest.approx(magnification)
         assert acq.dwell_time == pytest.approx(100e-9)
 
