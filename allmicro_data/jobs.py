@@ -7,6 +7,7 @@ expired, any runner puts the job back in the queue (or fails it, after max_attem
 
 from __future__ import annotations
 
+import enum
 import importlib
 import json
 import logging
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import CursorResult, and_, case, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data import logs, metrics, notifications
@@ -188,22 +189,49 @@ def reap_expired(sessions: sessionmaker[Session], now: datetime | None = None) -
     return requeued + exhausted
 
 
+class Lane(enum.Enum):
+    """Which queued jobs a runner may take: a small file never waits behind a long job."""
+
+    ANY = "any"  # small files first, then large ones, each oldest first
+    SMALL = "small"  # only jobs of files up to the large-file size (and jobs without a file)
+
+
+DEFAULT_LARGE_FILE_BYTES = 1024**3
+
+
+def _is_large(large_file_bytes: int) -> Any:
+    """The SQL test for a job of a large file (a job without a file is small)."""
+    return and_(File.size.is_not(None), File.size > large_file_bytes)
+
+
+def size_first(large_file_bytes: int) -> tuple[Any, ...]:
+    """The order runners take queued jobs in: small files before large ones, each oldest first.
+    Within a lane jobs keep their arrival order, so no file is passed over for ever."""
+    return (case((_is_large(large_file_bytes), 1), else_=0), Job.created_at)
+
+
 def claim(
     sessions: sessionmaker[Session],
     owner: str,
     lease_seconds: float,
     *,
     job_id: str | None = None,
+    lane: Lane = Lane.ANY,
+    large_file_bytes: int = DEFAULT_LARGE_FILE_BYTES,
 ) -> str | None:
-    """Take the lease of one runnable job (the given one, or the oldest); its id, or None."""
+    """Take the lease of one runnable job (the given one, or the first in size_first order
+    within the lane); its id, or None."""
     now = utcnow()
     runnable = and_(
         Job.status == JobStatus.QUEUED, or_(Job.not_before.is_(None), Job.not_before <= now)
     )
     with sessions() as session:
         if job_id is None:
+            query = select(Job.id).outerjoin(File, File.id == Job.file_id).where(runnable)
+            if lane is Lane.SMALL:
+                query = query.where(~_is_large(large_file_bytes))
             candidates = session.scalars(
-                select(Job.id).where(runnable).order_by(Job.created_at).limit(8)
+                query.order_by(*size_first(large_file_bytes)).limit(8)
             ).all()
         else:
             candidates = [job_id]
@@ -227,6 +255,15 @@ def claim(
         if taken == 1:
             return candidate
     return None
+
+
+def job_is_large(sessions: sessionmaker[Session], job_id: str, large_file_bytes: int) -> bool:
+    """Whether the job is one of a file larger than large_file_bytes (the large lane)."""
+    with sessions() as session:
+        size = session.scalar(
+            select(File.size).join(Job, Job.file_id == File.id).where(Job.id == job_id)
+        )
+    return size is not None and size > large_file_bytes
 
 
 def renew(
@@ -545,6 +582,21 @@ def _run_handler(
     return "succeeded"
 
 
+def lower_priority(nice: int) -> None:
+    """Make this job process yield the CPU to request handling: ingest is batch work, and a
+    viewer waiting for a tile must not wait for a pyramid (its threads inherit the niceness)."""
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except OSError:
+            log.warning("could not lower the priority of job process %d", os.getpid())
+
+
+def _job_process_init(nice: int) -> None:
+    lower_priority(nice)
+    _exit_with_parent()
+
+
 def _exit_with_parent() -> None:
     """Job processes end when the process that started them dies: a job must not go on in an
     orphan while the restarted server, seeing its lease expire, runs it again."""
@@ -560,7 +612,11 @@ def _exit_with_parent() -> None:
 
 
 class EmbeddedRunner:
-    """The default runner: a thread that claims jobs and runs them in a local process pool."""
+    """The default runner: a thread that claims jobs and runs them in a local process pool.
+
+    Jobs of large files (settings.job_large_file_bytes) are taken after small ones and, with two
+    workers or more, never all at once: one worker stays for small files, which would otherwise
+    queue behind a tomogram. Job processes run niced (settings.job_nice)."""
 
     def __init__(
         self,
@@ -574,11 +630,15 @@ class EmbeddedRunner:
         self.config = config
         self.workers = max(1, workers)
         self.poll_seconds = poll_seconds
+        settings = config.settings()
+        self.large_file_bytes = settings.job_large_file_bytes
+        self.nice = settings.job_nice
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[Future[str], str] = {}
+        self._large: set[str] = set()
 
     def start(self) -> None:
         # Scratch directories of job processes a previous server left when it was killed.
@@ -603,7 +663,8 @@ class EmbeddedRunner:
         return ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with_parent,
+            initializer=_job_process_init,
+            initargs=(self.nice,),
         )
 
     def _loop(self) -> None:
@@ -619,6 +680,7 @@ class EmbeddedRunner:
     def _tick(self) -> None:
         for future in [f for f in self._running if f.done()]:
             job_id = self._running.pop(future)
+            self._large.discard(job_id)
             try:
                 future.result()
             except Exception as exc:
@@ -631,9 +693,20 @@ class EmbeddedRunner:
         reap_expired(self.sessions)
         while len(self._running) < self.workers and not self._stop.is_set():
             owner = new_owner()
-            claimed = claim(self.sessions, owner, self.config.lease_seconds)
+            # Large jobs hold at most all workers but one: that one stays for small files.
+            full = self.workers > 1 and len(self._large) >= self.workers - 1
+            lane = Lane.SMALL if full else Lane.ANY
+            claimed = claim(
+                self.sessions,
+                owner,
+                self.config.lease_seconds,
+                lane=lane,
+                large_file_bytes=self.large_file_bytes,
+            )
             if claimed is None:
                 return
+            if job_is_large(self.sessions, claimed, self.large_file_bytes):
+                self._large.add(claimed)
             assert self._pool is not None
             future = self._pool.submit(execute, self.config, claimed, owner)
             future.add_done_callback(lambda _f: self._wake.set())

@@ -178,6 +178,20 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(default=2, ge=0, description="Processes of the embedded job runner.")
     job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_large_file_bytes: int = Field(
+        default=1024**3,
+        gt=0,
+        description="Jobs of files larger than this run in the large lane: queued jobs of "
+        "smaller files are taken first, and the embedded runner (2 or more workers) never "
+        "gives every worker to large jobs, so a small file never waits behind a tomogram.",
+    )
+    job_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness added to job processes (embedded and Celery workers): ingest "
+        "yields the CPU to request handling, so viewers are served while files convert.",
+    )
     job_max_attempts: int = Field(default=3, ge=1)
     storage_full_retry_seconds: float = Field(
         default=180.0,

@@ -17,8 +17,17 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from allmicro_data.catalogue.models import Job, JobStatus, utcnow
-from allmicro_data.jobs import WorkerConfig, claim, execute, new_owner, reap_expired
+from allmicro_data.catalogue.models import File, Job, JobStatus, utcnow
+from allmicro_data.jobs import (
+    DEFAULT_LARGE_FILE_BYTES,
+    WorkerConfig,
+    claim,
+    execute,
+    lower_priority,
+    new_owner,
+    reap_expired,
+    size_first,
+)
 from allmicro_data.scratch import sweep_scratch
 from allmicro_data.settings import Settings
 
@@ -68,11 +77,17 @@ def run_queued_job(config: WorkerConfig, job_id: str) -> str:
 
 
 def dispatch_pending(
-    sessions: sessionmaker[Session], send: Any, redispatch_after: float, limit: int = 500
+    sessions: sessionmaker[Session],
+    send: Any,
+    redispatch_after: float,
+    limit: int = 500,
+    *,
+    large_file_bytes: int = DEFAULT_LARGE_FILE_BYTES,
 ) -> int:
     """Send the ids of runnable queued jobs that were never sent, or sent long ago; the number
     sent. Each id is marked in the same UPDATE that selects it: of several dispatchers (API
-    processes, workers) racing, one sends it."""
+    processes, workers) racing, one sends it. Jobs of small files are sent before those of
+    large ones (jobs.size_first), so a free worker takes a small file first."""
     now = utcnow()
     due = and_(
         Job.status == JobStatus.QUEUED,
@@ -84,7 +99,13 @@ def dispatch_pending(
     )
     with sessions.begin() as session:
         candidates = list(
-            session.scalars(select(Job.id).where(due).order_by(Job.created_at).limit(limit))
+            session.scalars(
+                select(Job.id)
+                .outerjoin(File, File.id == Job.file_id)
+                .where(due)
+                .order_by(*size_first(large_file_bytes))
+                .limit(limit)
+            )
         )
         if not candidates:
             return 0
@@ -96,8 +117,10 @@ def dispatch_pending(
                 .returning(Job.id)
             )
         )
+    # RETURNING keeps no order: send in the order selected.
+    taken = set(marked)
     sent = 0
-    for job_id in marked:
+    for job_id in [c for c in candidates if c in taken]:
         try:
             send(job_id)
             sent += 1
@@ -126,6 +149,7 @@ class CeleryDispatcher:
         self.queue = settings.celery_queue
         self.interval = settings.job_dispatch_seconds
         self.redispatch_after = settings.job_redispatch_seconds
+        self.large_file_bytes = settings.job_large_file_bytes
         self.reap = reap
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -150,7 +174,12 @@ class CeleryDispatcher:
     def tick(self) -> int:
         if self.reap:
             reap_expired(self.sessions)
-        return dispatch_pending(self.sessions, self.send, self.redispatch_after)
+        return dispatch_pending(
+            self.sessions,
+            self.send,
+            self.redispatch_after,
+            large_file_bytes=self.large_file_bytes,
+        )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -194,6 +223,7 @@ def run_worker(settings: Settings, concurrency: int, *, metrics_port: int = 0) -
     def child_init(**_: Any) -> None:
         # Connections opened by the main process are not the child's to use or close.
         services.engine.dispose(close=False)
+        lower_priority(settings.job_nice)
         _exit_with_worker()
 
     worker_process_init.connect(child_init, weak=False)

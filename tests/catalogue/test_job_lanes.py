@@ -1,0 +1,197 @@
+"""Scheduling by size: small files are taken before large ones and never wait behind a long job
+while a worker is free; job processes run niced, so that viewers are served during ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from allmicro_data import jobs
+from allmicro_data.catalogue import models
+from allmicro_data.directory import create_dataset, create_project
+from tests.conftest import wait_until
+
+LARGE = 1000  # bytes: the large-file threshold these tests give the scheduler
+GIB = 1024**3
+
+
+def _queue_files(services: Any, sizes: list[int]) -> list[str]:
+    """Queued ingest jobs of files of these sizes, created in this order; their ids."""
+    with services.session() as session:
+        project = create_project(session, name=f"lanes {uuid.uuid4().hex[:8]}")
+        dataset = create_dataset(session, project_id=project.id, name="d")
+        ids = []
+        for index, size in enumerate(sizes):
+            file = models.File(
+                dataset_id=dataset.id,
+                storage_key=f"raw/{index}",
+                size=size,
+                sha256=uuid.uuid4().hex,
+                original_name=f"f{index}",
+            )
+            session.add(file)
+            session.flush()
+            job = jobs.enqueue(
+                session, models.JobKind.INGEST, dataset_id=dataset.id, file_id=file.id
+            )
+            ids.append(job.id)
+        session.commit()
+    return ids
+
+
+def test_a_small_file_queued_after_a_large_one_is_taken_first(services: Any) -> None:
+    tomogram, small, later_small = _queue_files(services, [2 * GIB, 4096, 10])
+    claim = {"large_file_bytes": GIB}
+    assert jobs.claim(services.sessions, "w1", 30, **claim) == small
+    assert jobs.claim(services.sessions, "w2", 30, **claim) == later_small
+    # Nothing small is left: the large file is next, in any lane but the small one.
+    assert jobs.claim(services.sessions, "w3", 30, lane=jobs.Lane.SMALL, **claim) is None
+    assert jobs.claim(services.sessions, "w3", 30, **claim) == tomogram
+
+
+class HeldPool:
+    """A pool whose jobs never finish: what the runner gives its workers, and nothing else."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def submit(self, _fn: Any, _config: Any, job_id: str, _owner: str) -> Future[str]:
+        self.started.append(job_id)
+        return Future()
+
+
+def _runner(services: Any, workers: int) -> tuple[jobs.EmbeddedRunner, HeldPool]:
+    settings = services.settings.model_copy(update={"job_large_file_bytes": LARGE})
+    runner = jobs.EmbeddedRunner(
+        services.sessions, jobs.WorkerConfig.from_settings(settings), workers=workers
+    )
+    pool = HeldPool()
+    runner._pool = pool  # type: ignore[assignment]
+    return runner, pool
+
+
+def test_the_embedded_runner_keeps_a_worker_for_small_files(services: Any) -> None:
+    big_a, big_b = _queue_files(services, [LARGE + 1, LARGE + 2])
+    runner, pool = _runner(services, workers=2)
+    runner._tick()
+    # Two large jobs and two free workers: only one large job starts.
+    assert pool.started == [big_a]
+    (small,) = _queue_files(services, [LARGE])
+    runner._tick()
+    # The small file, queued after both, starts on the worker kept free; the second large
+    # job waits for the first.
+    assert pool.started == [big_a, small]
+    assert runner.large_file_bytes == LARGE
+    running = jobs.claim(services.sessions, "other", 30, job_id=big_b)
+    assert running == big_b  # still queued, so another runner could take it
+
+
+def test_one_worker_takes_large_jobs_too(services: Any) -> None:
+    (big,) = _queue_files(services, [LARGE + 1])
+    runner, pool = _runner(services, workers=1)
+    runner._tick()
+    assert pool.started == [big]
+
+
+def test_the_dispatcher_sends_small_files_first(services: Any) -> None:
+    from allmicro_data.taskqueue import dispatch_pending
+
+    tomogram, small = _queue_files(services, [2 * GIB, 100])
+    sent: list[str] = []
+    assert dispatch_pending(services.sessions, sent.append, 60, large_file_bytes=GIB) == 2
+    assert sent == [small, tomogram]
+
+
+def test_embedded_job_processes_run_niced(services: Any) -> None:
+    settings = services.settings.model_copy(update={"job_nice": 7})
+    runner = jobs.EmbeddedRunner(services.sessions, jobs.WorkerConfig.from_settings(settings))
+    pool = runner._new_pool()
+    try:
+        assert pool.submit(os.nice, 0).result(timeout=60) == os.nice(0) + 7
+    finally:
+        pool.shutdown()
+
+
+def _broker_url() -> str:
+    url = os.environ.get("ALLMICRO_TEST_BROKER_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("ALLMICRO_TEST_BROKER_URL (Redis) is required in CI")
+        pytest.skip("ALLMICRO_TEST_BROKER_URL is not set (redis://127.0.0.1:6379/0)")
+    return url
+
+
+def test_celery_sends_small_files_first_and_its_job_processes_run_niced(
+    services: Any, tmp_path: Path
+) -> None:
+    import redis
+
+    from allmicro_data.taskqueue import CeleryDispatcher, celery_app
+
+    broker = _broker_url()
+    queue = f"allmicro-test-lanes-{uuid.uuid4().hex[:8]}"
+    settings = services.settings.model_copy(
+        update={
+            "queue": "celery",
+            "broker_url": broker,
+            "celery_queue": queue,
+            "job_large_file_bytes": GIB,
+            "job_nice": 5,
+        }
+    )
+    tomogram, small = _queue_files(services, [2 * GIB, 100])
+    client = redis.Redis.from_url(broker)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        app = celery_app(settings)
+        assert CeleryDispatcher(services.sessions, app, settings, reap=False).tick() == 2
+        # kombu pushes on the left and workers pop on the right: reversed, this is take order.
+        messages = [json.loads(m) for m in reversed(client.lrange(queue, 0, -1))]
+        assert [m["headers"]["argsrepr"] for m in messages] == [
+            repr([small]),
+            repr([tomogram]),
+        ]
+        client.delete(queue)
+
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ALLMICRO_")},
+            "ALLMICRO_DATA_DIR": str(tmp_path / "worker"),
+            "ALLMICRO_DATABASE_URL": settings.resolved_database_url,
+            "ALLMICRO_QUEUE": "celery",
+            "ALLMICRO_BROKER_URL": broker,
+            "ALLMICRO_CELERY_QUEUE": queue,
+            "ALLMICRO_JOB_NICE": "5",
+            "ALLMICRO_UPGRADE_ON_START": "false",
+        }
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).with_name("allmicro")), "worker", "--concurrency", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        base = os.getpriority(os.PRIO_PROCESS, worker.pid)
+
+        def pool_niceness() -> list[int] | None:
+            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+            nices = [os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in children]
+            return nices if nices and all(n == base + 5 for n in nices) else None
+
+        assert wait_until(pool_niceness, timeout=60, what="a niced Celery pool process")
+        # The worker's own process (consuming, dispatching) keeps the normal priority.
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == base
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        for key in client.keys(f"*{queue}*"):
+            client.delete(key)
