@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from allmicro_data import metrics
-from allmicro_data.acquisition import ACQUISITION_FIELDS
+from allmicro_data.acquisition import ACQUISITION_FIELDS, catalogue_time
 from allmicro_data.catalogue.models import (
     File,
     Image,
@@ -268,18 +268,14 @@ def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, f
     image.dtype = info.dtype
     for field in ACQUISITION_FIELDS:
         setattr(image, field.name, getattr(acq, field.name))
-    # The catalogue holds instants: a time without a zone stays in the vendor metadata below.
-    image.acquired_at = acq.acquired_at if acq.acquired_at and acq.acquired_at.tzinfo else None
+    # A wall-clock time without a zone is kept as if UTC, flagged local (searchable by date).
+    image.acquired_at, image.acquired_at_local = catalogue_time(acq.acquired_at)
     image.pixel_size_x = series.pixel_size.x
     image.pixel_size_y = series.pixel_size.y
     image.pixel_size_z = series.pixel_size.z
     acquisition = acq.to_json()
     image.channels = acquisition["channels"]
-    # Timestamps without a zone are kept as the file wrote them, in the vendor metadata.
-    vendor: dict[str, Any] = dict(series.vendor)
-    if acq.acquired_at and not acq.acquired_at.tzinfo:
-        vendor.setdefault("_acquired_at_local", acq.acquired_at.isoformat())
-    image.vendor_metadata = jsonable(vendor)
+    image.vendor_metadata = jsonable(dict(series.vendor))
     image.warnings = list(series.warnings)
     image.pyramid_key = info.key
     image.ngff_version = info.ngff_version
