@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, distinct, func, or_, select
 from sqlalchemy.orm import Session, defer, object_session
 
 from allmicro_data.access import Caller, scoped
 from allmicro_data.acquisition import ACQUISITION_FIELDS
 from allmicro_data.annotations import of_image, paired, tagged
 from allmicro_data.catalogue.models import Dataset, Image
+from allmicro_data.modalities import family
 from allmicro_data.paging import Found, Window, fetch
+from allmicro_data.vendors import canonical_vendor, vendor_of
 
 SORTS: dict[str, Any] = {
     "name": Image.name,
@@ -57,17 +59,17 @@ def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
             Image.dataset_id.in_(select(Dataset.id).where(Dataset.project_id == query.project_id))
         )
     if query.modality:
-        stmt = stmt.where(func.lower(Image.modality) == query.modality.lower())
+        stmt = stmt.where(func.lower(Image.modality).in_(family(query.modality)))
     if query.vendor:
-        stmt = stmt.where(func.lower(Image.vendor).contains(query.vendor.lower(), autoescape=True))
+        stmt = stmt.where(vendor_matches(query.vendor))
     if query.instrument:
         stmt = stmt.where(
             func.lower(Image.instrument).contains(query.instrument.lower(), autoescape=True)
         )
     if query.acquired_from is not None:
-        stmt = stmt.where(Image.acquired_at >= query.acquired_from)
+        stmt = stmt.where(acquired_since(query.acquired_from))
     if query.acquired_to is not None:
-        stmt = stmt.where(Image.acquired_at <= query.acquired_to)
+        stmt = stmt.where(acquired_until(query.acquired_to))
     if query.pixel_size_min is not None:
         stmt = stmt.where(Image.pixel_size_x >= query.pixel_size_min)
     if query.pixel_size_max is not None:
@@ -81,6 +83,60 @@ def filtered(caller: Caller, query: ImageQuery) -> Select[Any]:
     for word in words:
         stmt = stmt.where(Image.search_text.like(f"%{_escape_like(word)}%", escape="\\"))
     return stmt
+
+
+def vendor_matches(text: str) -> ColumnElement[bool]:
+    """Images whose vendor contains the text, or is any spelling of the company it names (the
+    vendor table applies to rows stored before it too: "FEI Company" is Thermo Fisher)."""
+    column = func.lower(Image.vendor)
+    vendor = vendor_of(text)
+    words = vendor.keywords if vendor is not None else ()
+    return or_(*(column.contains(w, autoescape=True) for w in (text.lower().strip(), *words)))
+
+
+# A local time (zone unknown) is stored as if UTC; it is within a range when its wall-clock
+# calendar date is within the range's dates (in the zone the bound was given in).
+_LOCAL = Image.acquired_at_local.is_(True)
+_INSTANT = or_(Image.acquired_at_local.is_(None), Image.acquired_at_local.is_(False))
+
+
+def _midnight(day: datetime) -> datetime:
+    return datetime.combine(day.date(), time.min, tzinfo=UTC)
+
+
+def acquired_since(bound: datetime) -> ColumnElement[bool]:
+    """Images acquired at or after the bound (local times: on or after its date)."""
+    return or_(
+        _INSTANT & (Image.acquired_at >= bound),
+        _LOCAL & (Image.acquired_at >= _midnight(bound)),
+    )
+
+
+def acquired_until(bound: datetime) -> ColumnElement[bool]:
+    """Images acquired at or before the bound (local times: on or before its date)."""
+    return or_(
+        _INSTANT & (Image.acquired_at <= bound),
+        _LOCAL & (Image.acquired_at < _midnight(bound) + timedelta(days=1)),
+    )
+
+
+FACET_LIMIT = 200
+
+
+def _facet(session: Session, caller: Caller, column: Any) -> list[str]:
+    stmt = scoped(select(distinct(column)), Image, caller).where(column.is_not(None))
+    return [str(v) for v in session.scalars(stmt.limit(FACET_LIMIT)) if v]
+
+
+def vendor_facet(session: Session, caller: Caller) -> list[str]:
+    """The vendors of the images the caller may see, one entry per company (vendor table)."""
+    names = {canonical_vendor(v) for v in _facet(session, caller, Image.vendor)}
+    return sorted((n for n in names if n), key=str.lower)
+
+
+def modality_facet(session: Session, caller: Caller) -> list[str]:
+    """The modalities of the images the caller may see."""
+    return sorted(set(_facet(session, caller, Image.modality)), key=str.lower)
 
 
 TAG_PREFIX = "tag:"

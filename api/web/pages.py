@@ -67,6 +67,7 @@ from allmicro_data.catalogue.models import Dataset, Image, Role, User
 from allmicro_data.errors import DomainError, NotFound, Unauthorised
 from allmicro_data.oidc_login import OidcFailed, OidcProvider, PendingSignIn
 from allmicro_data.paging import Window
+from allmicro_data.search import modality_facet, vendor_facet
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
 
@@ -714,8 +715,9 @@ def search_page(
             "results": results,
             "page": page,
             "pages": max(1, math.ceil(results.total / PAGE_SIZE)),
-            "modalities": _facet(session, caller, Image.modality),
-            "vendors": _facet(session, caller, Image.vendor),
+            # One entry per company and per modality (allmicro_data.vendors, .modalities).
+            "modalities": modality_facet(session, caller),
+            "vendors": vendor_facet(session, caller),
             "instruments": _facet(session, caller, Image.instrument),
         },
         caller=caller,
