@@ -64,6 +64,7 @@ from allmicro_data.ingest.ome_xml import with_annotations
 from allmicro_data.jobs import rerun
 from allmicro_data.paging import fetch
 from allmicro_data.quotas import project_usage, set_project_quota
+from allmicro_data.rois import rows_of, with_rois
 from allmicro_data.search import ImageQuery, search_images
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
@@ -423,7 +424,7 @@ def get_image_ome_xml(
     """The image's OME-XML document, as a download: it comes from the uploaded file and may
     carry anything, scripts included (the web UI shows it as text at /images/{id}/ome-xml).
     The image's tags and key-value pairs, and its dataset's, are in it as Tag- and
-    MapAnnotations as they are now."""
+    MapAnnotations as they are now, and the ROIs drawn on it as OME ROIs."""
     image = get_visible(session, caller, Image, image_id)
     if not image.ome_xml_key:
         raise NotFound(f"image {image_id} has no OME-XML")
@@ -435,6 +436,7 @@ def get_image_ome_xml(
         dataset_tags=of_set.tags,
         dataset_pairs=of_set.pairs,
     )
+    data = with_rois(data, rows_of(session, image.id), image.series_index)
     return Response(
         data,
         media_type="application/xml",

@@ -802,6 +802,34 @@ decide(
 )
 for path in (f"/api/images/{I}/annotations", f"/api/datasets/{D}/annotations"):
     decide("PUT", path, Case(FULL, _fill(path), lambda w: {"json": {"tags": ["scoped"]}}))
+
+
+# Measurements (helper "measure"): everyone who reads the image measures it and lists its ROIs;
+# saving and removing ROIs are changes.
+def roi_body(w: World) -> dict[str, Any]:
+    return {"json": {"kind": "rectangle", "points": [[0, 0], [3, 3]]}}
+
+
+def new_roi(w: World) -> str:
+    return str(
+        _ok(w.admin.post(f"/api/images/{w.ids['image']}/rois", json=roi_body(w)["json"]))["id"]
+    )
+
+
+for path in (f"/api/images/{I}/rois", f"/api/images/{I}/rois.csv"):
+    decide("GET", path, Case(READ, _fill(path)))
+decide(
+    "GET",
+    f"/api/images/{I}/profile",
+    Case(READ, _fill(f"/api/images/{I}/profile?x0=0&y0=0&x1=3&y1=3")),
+)
+decide("POST", f"/api/images/{I}/measure", Case(READ, _fill(f"/api/images/{I}/measure"), roi_body))
+decide("POST", f"/api/images/{I}/rois", Case(FULL, _fill(f"/api/images/{I}/rois"), roi_body))
+decide(
+    "DELETE",
+    f"/api/images/{I}/rois/{{roi_id}}",
+    Case(FULL, lambda w: f"/api/images/{w.ids['image']}/rois/{new_roi(w)}"),
+)
 decide(
     "POST",
     f"/api/images/{I}/move",
