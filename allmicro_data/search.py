@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, distinct, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, defer, object_session
 
 from allmicro_data.access import Caller, scoped
@@ -124,7 +124,7 @@ FACET_LIMIT = 200
 
 
 def _facet(session: Session, caller: Caller, column: Any) -> list[str]:
-    stmt = scoped(select(distinct(column)), Image, caller).where(column.is_not(None))
+    stmt = scoped(select(column), Image, caller).where(column.is_not(None)).distinct()
     return [str(v) for v in session.scalars(stmt.limit(FACET_LIMIT)) if v]
 
 
