@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
-from allmicro_data.acquisition import ACQUISITION_FIELDS
+from allmicro_data.acquisition import ACQUISITION_FIELDS, wall_clock
 from allmicro_data.annotations import Annotations, of_images
 from allmicro_data.catalogue.models import Dataset, File, Image, ImageFile, ImageStatus
 from allmicro_data.csv_export import annotation_cell, spreadsheet_row
@@ -36,6 +36,8 @@ METADATA_COLUMNS = (
     "pixel_size_y",
     "pixel_size_z",
     *(field.name for field in ACQUISITION_FIELDS),
+    # True when acquired_at is the instrument's local wall-clock time (written without offset).
+    "acquired_at_local",
 )
 
 
@@ -88,6 +90,8 @@ def image_records(session: Session, dataset_ids: Sequence[str]) -> list[dict[str
         row: dict[str, Any] = {}
         for column in METADATA_COLUMNS:
             value = getattr(image, column)
+            if column == "acquired_at":
+                value = wall_clock(value, image.acquired_at_local)
             row[column] = value.isoformat() if isinstance(value, datetime) else value
         files = session.execute(
             select(File.original_name, File.sha256)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from sqlalchemy.orm import Session
 
-from allmicro_data.acquisition import ACQUISITION_FIELDS
+from allmicro_data.acquisition import ACQUISITION_FIELDS, wall_clock
 from allmicro_data.catalogue.models import (
     Dataset,
     File,
@@ -244,9 +244,18 @@ class ChannelOut(BaseModel):
 
 def _acquisition_out() -> type[BaseModel]:
     """The API's acquisition object: one field per entry of ACQUISITION_FIELDS, then channels."""
-    definitions: dict[str, Any] = {
-        f.name: (f.kind | None, Field(description=f.unit)) for f in ACQUISITION_FIELDS
-    }
+    definitions: dict[str, Any] = {}
+    for f in ACQUISITION_FIELDS:
+        definitions[f.name] = (f.kind | None, Field(description=f.unit))
+        if f.name == "acquired_at":
+            definitions["acquired_at_local"] = (
+                bool | None,
+                Field(
+                    default=None,
+                    description="true when the instrument wrote its local wall-clock time "
+                    "without a zone: acquired_at is then that time, with no offset",
+                ),
+            )
     definitions["channels"] = (list[ChannelOut], ...)
     return create_model(
         "AcquisitionOut",
@@ -309,7 +318,12 @@ def _image_fields(i: Image) -> dict[str, Any]:
         "dtype": i.dtype,
         "pixel_size": PixelSizeOut(x=i.pixel_size_x, y=i.pixel_size_y, z=i.pixel_size_z),
         "acquisition": AcquisitionOut(
-            **{f.name: getattr(i, f.name) for f in ACQUISITION_FIELDS},
+            **{
+                **{f.name: getattr(i, f.name) for f in ACQUISITION_FIELDS},
+                # A local time goes out as it was written, without an offset (zone unknown).
+                "acquired_at": wall_clock(i.acquired_at, i.acquired_at_local),
+                "acquired_at_local": i.acquired_at_local,
+            },
             channels=[ChannelOut(**c) for c in (i.channels or [])],
         ),
         "levels": i.levels,

@@ -11,8 +11,18 @@ from typing import Any
 from babel.dates import format_datetime
 from babel.numbers import format_decimal
 
-from allmicro_data.acquisition import ACQUISITION_FIELDS, LENGTHS, AcquisitionField, DisplayUnit
+from allmicro_data.acquisition import (
+    ACQUISITION_FIELDS,
+    LENGTHS,
+    N_,
+    AcquisitionField,
+    DisplayUnit,
+)
 from allmicro_data.api.schemas import AcquisitionOut, PixelSizeOut
+from allmicro_data.api.web.i18n import translations
+
+# After an acquisition time the instrument wrote as its local wall clock (acquired_at_local).
+LOCAL_TIME_NOTE = N_("(local time, zone not recorded)")
 
 
 def number(value: float, language: str, digits: int = 4) -> str:
@@ -106,5 +116,8 @@ def acquisition_fields(
         value = getattr(acquisition, key)
         if value is None or value == "":
             continue
-        rows.append(Field(key=key, label=labels.get(key, key), value=show(value, language)))
+        shown = show(value, language)
+        if key == "acquired_at" and getattr(acquisition, "acquired_at_local", None):
+            shown = f"{shown} {translations(language).gettext(LOCAL_TIME_NOTE)}"
+        rows.append(Field(key=key, label=labels.get(key, key), value=shown))
     return rows
