@@ -35,7 +35,14 @@ from allmicro_data.api.routers import (
 )
 from allmicro_data.api.security_headers import SecurityHeaders
 from allmicro_data.api.viewing import Viewing
-from allmicro_data.api.web import admin_pages, api_docs, lifecycle_pages, pages, share_pages
+from allmicro_data.api.web import (
+    admin_pages,
+    api_docs,
+    figure_pages,
+    lifecycle_pages,
+    pages,
+    share_pages,
+)
 from allmicro_data.bootstrap import ensure_admin
 from allmicro_data.catalogue.db import upgrade
 from allmicro_data.jobs import EmbeddedRunner, WorkerConfig
@@ -166,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifecycle_pages,
         admin_pages,
         share_pages,
+        figure_pages,
         pages,
     ):
         app.include_router(module.router)

@@ -440,6 +440,8 @@ decide("GET HEAD", f"/zarr/{I}/{{path:path}}", Case(READ, _fill(f"/zarr/{I}/.zat
 decide(
     "GET", f"/api/images/{I}/figure", Case(READ, _fill(f"/api/images/{I}/figure?region=0,0,8,8"))
 )
+decide("GET", f"/datasets/{D}/table", Case(READ, _fill(f"/datasets/{D}/table")))
+decide("GET", "/compare", Case(READ, _fill(f"/compare?images={I},{I}")))
 decide(
     "POST",
     "/api/downloads/zip",

@@ -5,8 +5,10 @@ chooses columns, downloads and compares a selection. Pages are checked at both s
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,8 @@ from sqlalchemy.orm import Session
 from allmicro_data.catalogue.models import Roi
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, module_server
+from tests.web.conftest import check_page_at_both_sizes
+from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
 OWNER = "irena@coatings.example"
 OUTSIDER = "oskar@company-c.example"
@@ -261,3 +265,155 @@ def test_figures_are_refused_to_outsiders_and_beyond_the_limits(lab: Lab) -> Non
             refused = c.get(f"/api/images/{image}/figure", params=params)
             assert 400 <= refused.status_code < 500, (params, refused.text)
             assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_compare_and_table_pages_are_404_to_outsiders(lab: Lab) -> None:
+    beta, alpha = lab.images["beta-coating.tif"], lab.images["alpha-film.tif"]
+    with lab.server.client(OUTSIDER, USER_PASSWORD) as outsider:
+        assert outsider.get("/compare", params={"images": f"{beta},{alpha}"}).status_code == 404
+        assert outsider.get(f"/datasets/{lab.dataset}/table").status_code == 404
+    with _owner(lab) as c:
+        # One image the caller may not see (or that does not exist) fails the whole page.
+        assert c.get("/compare", params={"images": f"{beta},nope"}).status_code == 404
+        assert c.get("/compare", params={"images": beta}).status_code == 422
+        assert c.get("/compare", params={"image": [beta, alpha]}).status_code == 200
+
+
+# ------------------------------------------------------------------ in Chromium
+
+
+def _signed_in(browser: Any, lab: Lab) -> tuple[Any, Any]:
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, locale="en-GB", accept_downloads=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sign_in(page, lab.server.url, OWNER)
+    return context, page
+
+
+def test_the_image_page_exports_the_current_view(
+    lab: Lab, browser: Any, viewer_files: None
+) -> None:
+    from playwright.sync_api import expect
+
+    image = lab.images["beta-coating.tif"]
+    context, page = _signed_in(browser, lab)
+    page.goto(f"{lab.server.url}/images/{image}")
+    expect(page.locator("#viewer")).to_have_attribute("data-state", "loaded")
+    page.evaluate(
+        "() => { const v = window.allmicroImage.viewer.viewport;"
+        " v.zoomTo(v.getHomeZoom() * 3, null, true); }"
+    )
+    with page.expect_download() as downloading:
+        page.click("#figure-export")
+    download = downloading.value
+    assert re.fullmatch(r"beta-coating_x\d+_y\d+_\d+x\d+_\d+px\.png", download.suggested_filename)
+    pixels, text = _png(download.path().read_bytes())
+    url = page.locator("#figure-form").get_attribute("data-last-url")
+    region = re.search(r"region=(\d+)%2C(\d+)%2C(\d+)%2C(\d+)", url or "")
+    assert region, url
+    x, y, w, h = (int(v) for v in region.groups())
+    shown = page.evaluate(
+        "() => { const v = window.allmicroImage.viewer;"
+        " const r = v.world.getItemAt(0).viewportToImageRectangle(v.viewport.getBounds(true));"
+        " return [r.x, r.y, r.width, r.height]; }"
+    )
+    # The part of the image in view, at native resolution, with its scale bar.
+    assert all(abs(a - b) <= 1 for a, b in zip((x, y, x + w, y + h), _corners(shown), strict=True))
+    assert w < 1100 and h < 900 and pixels.shape[:2] == (h, w)
+    assert abs(_bar_length(pixels) * FINE - _label_metres(text["Scale bar"])) <= FINE
+    context.close()
+
+
+def _corners(box: list[float]) -> tuple[float, ...]:
+    """A viewer's rectangle in image pixels, clipped to the 1100 x 900 image, as corners."""
+    x, y, w, h = box
+    return (max(0, x), max(0, y), min(1100, x + w), min(900, y + h))
+
+
+def _names(page: Any) -> list[str]:
+    return [
+        n.strip() for n in page.locator("#image-table tbody td[data-column=name]").all_inner_texts()
+    ]
+
+
+def test_the_table_sorts_chooses_columns_downloads_and_compares(
+    lab: Lab, browser: Any, viewer_files: None
+) -> None:
+    from playwright.sync_api import expect
+
+    context, page = _signed_in(browser, lab)
+    page.goto(f"{lab.server.url}/datasets/{lab.dataset}")
+    page.click("#table-view-link")
+    page.wait_for_url(f"{lab.server.url}/datasets/{lab.dataset}/table")
+    check_page_at_both_sizes(page, "dataset-table")
+    assert _names(page) == ["alpha-film.tif", "beta-coating.tif", "gamma-substrate.tif"]
+
+    # Sorting by pixel size: finest first, then coarsest first.
+    page.click("th[data-column=pixel_size] button")
+    assert _names(page) == ["beta-coating.tif", "gamma-substrate.tif", "alpha-film.tif"]
+    expect(page.locator("th[data-column=pixel_size]")).to_have_attribute("aria-sort", "ascending")
+    page.click("th[data-column=pixel_size] button")
+    assert _names(page) == ["alpha-film.tif", "gamma-substrate.tif", "beta-coating.tif"]
+
+    # Columns chosen stay chosen in this browser.
+    page.click("#column-chooser summary")
+    page.uncheck("#column-chooser input[data-column=magnification]")
+    page.check("#column-chooser input[data-column=format]")
+    expect(page.locator("th[data-column=magnification]")).to_be_hidden()
+    expect(page.locator("th[data-column=format]")).to_be_visible()
+    page.reload()
+    expect(page.locator("th[data-column=magnification]")).to_be_hidden()
+    expect(page.locator("th[data-column=format]")).to_be_visible()
+    expect(page.locator("tbody td[data-column=format]").first).to_be_visible()
+
+    # Two rows selected: the ZIP holds exactly their originals and a manifest of them.
+    chosen = ["alpha-film.tif", "gamma-substrate.tif"]
+    for name in chosen:
+        page.check(f"tr[data-image-id='{lab.images[name]}'] input[name=image]")
+    with page.expect_download() as downloading:
+        page.click("#download-selection")
+    with zipfile.ZipFile(downloading.value.path()) as archive:
+        names = archive.namelist()
+        originals = sorted(n for n in names if n.endswith(".tif"))
+        assert [n.rsplit("/", 1)[-1] for n in originals] == chosen
+        (manifest,) = [n for n in names if n.endswith("SHA256SUMS")]
+        sums = dict(
+            reversed(line.split(maxsplit=1))
+            for line in archive.read(manifest).decode().splitlines()
+            if line.strip()
+        )
+        for name in originals:
+            listed = [digest for path, digest in sums.items() if path.lstrip("*").endswith(name)]
+            assert listed == [hashlib.sha256(archive.read(name)).hexdigest()], name
+        assert not any(n.endswith("beta-coating.tif") for n in names)
+
+    # The same two, compared side by side: pan and zoom one, the other follows.
+    page.click("#compare-selection")
+    page.wait_for_url(re.compile(r".*/compare\?images=.*"))
+    for index in (0, 1):
+        expect(page.locator(f"#compare-viewer-{index}")).to_have_attribute("data-state", "loaded")
+    expect(page.locator("#compare-grid")).to_have_attribute("data-linked", "physical")
+    check_page_at_both_sizes(page, "compare")
+    before = page.evaluate("() => window.allmicroCompare.view(1)")
+    box = page.locator("#compare-viewer-0").bounding_box()
+    assert box
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 30, steps=5)
+    page.mouse.up()
+    # Settled: both show the same physical place at the same physical scale.
+    page.wait_for_function(
+        """() => {
+          const a = window.allmicroCompare.view(0), b = window.allmicroCompare.view(1);
+          const near = (p, q) => Math.abs(p - q) <= 1e-6 * Math.max(Math.abs(p), Math.abs(q));
+          return near(a.x, b.x) && near(a.y, b.y) && near(a.zoom, b.zoom)
+            && !window.allmicroCompare.panels[0].viewer.isAnimating?.();
+        }"""
+    )
+    after = page.evaluate("() => [window.allmicroCompare.view(0), window.allmicroCompare.view(1)]")
+    assert after[1]["zoom"] > before["zoom"] * 1.2, (before, after)
+    assert abs(after[1]["x"] - before["x"]) > 0 or abs(after[1]["y"] - before["y"]) > 0
+    context.close()

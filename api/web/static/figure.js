@@ -1,0 +1,101 @@
+// The image page's "Export figure" panel: the current view (or the whole image), rendered as the
+// tiles are (the viewer's rendering parameters), downloaded as PNG or TIFF from the figure API.
+(function () {
+  "use strict";
+
+  const form = document.getElementById("figure-form");
+  if (!form) return;
+  const note = document.getElementById("figure-note");
+  const button = document.getElementById("figure-export");
+  let image = window.allmicroImage || null;
+
+  document.addEventListener("allmicro:viewer-ready", function (event) {
+    image = event.detail;
+  });
+
+  // The part of the image the viewer shows, in full-resolution pixels, clipped to the image.
+  function viewRegion() {
+    const viewer = image && image.viewer;
+    const item = viewer && viewer.world.getItemAt(0);
+    if (!item) return null;
+    const size = item.getContentSize();
+    const box = item.viewportToImageRectangle(viewer.viewport.getBounds(true));
+    const x0 = Math.max(0, Math.floor(box.x));
+    const y0 = Math.max(0, Math.floor(box.y));
+    const x1 = Math.min(size.x, Math.ceil(box.x + box.width));
+    const y1 = Math.min(size.y, Math.ceil(box.y + box.height));
+    if (x1 <= x0 || y1 <= y0) return null;
+    return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+  }
+
+  // Native resolution, unless that is beyond the server's largest picture (info.json limits).
+  function widthFor(region) {
+    const info = (image && image.info) || {};
+    const maxWidth = info.maxWidth || Infinity;
+    const maxHeight = info.maxHeight || Infinity;
+    const maxArea = info.maxArea || Infinity;
+    const aspect = region.h / region.w;
+    const fits = Math.min(region.w, maxWidth, maxHeight / aspect, Math.sqrt(maxArea / aspect));
+    // One pixel less than the limit: the server rounds the height from the width.
+    return fits >= region.w ? region.w : Math.max(1, Math.floor(fits) - 1);
+  }
+
+  function figureUrl() {
+    const params = new URLSearchParams(image ? image.tileQuery().replace(/^\?/, "") : "");
+    const data = new FormData(form);
+    const area = data.get("area");
+    let region = null;
+    if (area === "view") region = viewRegion();
+    if (!region && image && image.info) region = { x: 0, y: 0, w: image.info.width, h: image.info.height };
+    if (region) {
+      params.set("region", [region.x, region.y, region.w, region.h].join(","));
+      params.set("width", String(widthFor(region)));
+    }
+    params.set("format", String(data.get("format") || "png"));
+    if (data.get("scalebar")) params.set("scalebar", "1");
+    if (data.get("rois")) params.set("rois", "1");
+    return form.action + "?" + params.toString();
+  }
+
+  function filenameOf(response) {
+    const header = response.headers.get("content-disposition") || "";
+    const exact = /filename\*=UTF-8''([^;]+)/i.exec(header);
+    if (exact) return decodeURIComponent(exact[1]);
+    const plain = /filename="([^"]+)"/i.exec(header);
+    return plain ? plain[1] : "figure";
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const url = figureUrl();
+    form.dataset.lastUrl = url;
+    button.disabled = true;
+    note.textContent = "…";
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) {
+        let detail = response.statusText;
+        try {
+          detail = (await response.json()).detail || detail;
+        } catch (error) {
+          // not a problem document; the status text says enough
+        }
+        note.textContent = detail;
+        return;
+      }
+      const blob = await response.blob();
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = filenameOf(response);
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(function () { URL.revokeObjectURL(link.href); }, 60000);
+      note.textContent = link.download;
+    } catch (error) {
+      note.textContent = String(error.message || error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();
