@@ -265,6 +265,20 @@ def db_upgrade() -> None:
     click.echo("catalogue schema is up to date")
 
 
+@db.command("refresh-search-facts")
+def db_refresh_search_facts() -> None:
+    """Give stored images today's search facts: local acquisition times, vendor names, light
+    modalities (what ingest records since; originals are not re-read)."""
+    from allmicro_data.search_facts import refresh_search_facts
+
+    with _services().session() as session:
+        counts = refresh_search_facts(session)
+    click.echo(
+        f"{counts.seen} images: {counts.local_times} local acquisition times kept, "
+        f"{counts.vendors} vendor names and {counts.modalities} modalities updated"
+    )
+
+
 @main.group()
 def admin() -> None:
     """Organisations, users, projects, datasets and memberships."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy import select
+
 from allmicro_data import directory
 from allmicro_data.access import Caller
 from allmicro_data.acquisition import catalogue_time
 from allmicro_data.catalogue.models import Image, ImageStatus
 from allmicro_data.search import ImageQuery, modality_facet, search_images, vendor_facet
+from allmicro_data.search_facts import refresh_search_facts
+from allmicro_data.vendors import VENDOR_AS_WRITTEN
 
 # name, modality, vendor as stored (old rows keep their spelling), acquired as the reader gave it
 # (naive: the instrument's wall clock, zone unknown).
@@ -147,3 +151,81 @@ def test_optical_finds_every_light_microscopy_modality(services: Any) -> None:
     assert _names(services, caller, modality="Optical") == light
     assert _names(services, caller, modality="fluorescence") == ["cells.czi"]
     assert _names(services, caller, modality="brightfield") == ["slide.tif"]
+
+
+def test_refresh_gives_rows_stored_before_the_rules_their_facts(services: Any) -> None:
+    """`allmicro db refresh-search-facts`: what older ingests stored, brought up to date once."""
+    with services.session() as session:
+        org = directory.create_organisation(session, name="Lab", kind="partner")
+        admin = directory.create_user(
+            session, email="a@lab.example", organisation_id=org.id, password=None, is_admin=True
+        )
+        project = directory.create_project(session, name="Facility")
+        dataset = directory.create_dataset(session, project_id=project.id, name="old")
+        rows = [
+            # An older ingest dropped the local time and kept it in the vendor metadata.
+            Image(
+                name="helios.tif",
+                modality="SEM",
+                vendor="Thermo Fisher Scientific (FEI)",
+                format="TIFF",
+                vendor_metadata={"_acquired_at_local": "2016-06-13T17:06:40"},
+            ),
+            Image(
+                name="cells.czi",
+                modality="optical",
+                vendor="Carl Zeiss",
+                format="Zeiss CZI",
+                channels=[{"name": "DAPI", "emission_wavelength": 4.65e-7}],
+            ),
+            Image(
+                name="axiocam.tif",
+                instrument="AxioCamERc5s",
+                format="TIFF",
+                axes="cyx",
+                shape=[3, 8, 8],
+                dtype="uint8",
+                acquired_at=datetime(2016, 6, 13, 15, 59, tzinfo=UTC),
+            ),
+            Image(name="plain.tif", format="TIFF", axes="cyx", shape=[3, 8, 8], dtype="uint8"),
+        ]
+        for image in rows:
+            image.dataset_id = dataset.id
+            image.status = ImageStatus.READY
+            session.add(image)
+        session.flush()
+        caller = Caller.for_user(admin)
+
+    with services.session() as session:
+        counts = refresh_search_facts(session)
+    assert (counts.seen, counts.local_times, counts.vendors, counts.modalities) == (4, 1, 3, 2)
+    with services.session() as session:
+        again = refresh_search_facts(session)
+    assert (again.local_times, again.vendors, again.modalities) == (0, 0, 0)
+
+    with services.session() as session:
+        stored = {i.name: i for i in session.scalars(select(Image))}
+        helios = stored["helios.tif"]
+        assert helios.acquired_at == datetime(2016, 6, 13, 17, 6, 40, tzinfo=UTC)
+        assert helios.acquired_at_local is True and helios.vendor == "Thermo Fisher Scientific"
+        assert helios.vendor_metadata[VENDOR_AS_WRITTEN] == "Thermo Fisher Scientific (FEI)"
+        assert "fei" in (helios.search_text or "")
+        assert (stored["cells.czi"].modality, stored["cells.czi"].vendor) == (
+            "fluorescence",
+            "Zeiss",
+        )
+        assert (stored["axiocam.tif"].modality, stored["axiocam.tif"].vendor) == (
+            "brightfield",
+            "Zeiss",
+        )
+        # A colour TIFF with nothing saying which instrument made it gets no guess.
+        assert (stored["plain.tif"].modality, stored["plain.tif"].vendor) == (None, None)
+    found = _names(
+        services,
+        caller,
+        acquired_from=datetime(2015, 1, 1, tzinfo=UTC),
+        acquired_to=datetime(2019, 12, 31, 23, 59, tzinfo=UTC),
+        modality="SEM",
+        vendor="FEI",
+    )
+    assert found == ["helios.tif"]
