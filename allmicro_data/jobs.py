@@ -199,15 +199,16 @@ class Lane(enum.Enum):
 DEFAULT_LARGE_FILE_BYTES = 1024**3
 
 
-def _is_large(large_file_bytes: int) -> Any:
-    """The SQL test for a job of a large file (a job without a file is small)."""
+def large_file(large_file_bytes: int) -> Any:
+    """The SQL test for a job of a large file (a job without a file is small); the query must
+    join File on Job.file_id (an outer join)."""
     return and_(File.size.is_not(None), File.size > large_file_bytes)
 
 
 def size_first(large_file_bytes: int) -> tuple[Any, ...]:
     """The order runners take queued jobs in: small files before large ones, each oldest first.
     Within a lane jobs keep their arrival order, so no file is passed over for ever."""
-    return (case((_is_large(large_file_bytes), 1), else_=0), Job.created_at)
+    return (case((large_file(large_file_bytes), 1), else_=0), Job.created_at)
 
 
 def claim(
@@ -229,7 +230,7 @@ def claim(
         if job_id is None:
             query = select(Job.id).outerjoin(File, File.id == Job.file_id).where(runnable)
             if lane is Lane.SMALL:
-                query = query.where(~_is_large(large_file_bytes))
+                query = query.where(~large_file(large_file_bytes))
             candidates = session.scalars(
                 query.order_by(*size_first(large_file_bytes)).limit(8)
             ).all()
@@ -257,7 +258,7 @@ def claim(
     return None
 
 
-def job_is_large(sessions: sessionmaker[Session], job_id: str, large_file_bytes: int) -> bool:
+def joblarge_file(sessions: sessionmaker[Session], job_id: str, large_file_bytes: int) -> bool:
     """Whether the job is one of a file larger than large_file_bytes (the large lane)."""
     with sessions() as session:
         size = session.scalar(
@@ -705,7 +706,7 @@ class EmbeddedRunner:
             )
             if claimed is None:
                 return
-            if job_is_large(self.sessions, claimed, self.large_file_bytes):
+            if joblarge_file(self.sessions, claimed, self.large_file_bytes):
                 self._large.add(claimed)
             assert self._pool is not None
             future = self._pool.submit(execute, self.config, claimed, owner)

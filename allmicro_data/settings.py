@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often workers put expired jobs back and send queued ids again.",
     )
+    celery_large_jobs: int = Field(
+        default=1,
+        ge=1,
+        description="With queue=celery: jobs of large files (job_large_file_bytes) sent to the "
+        "workers at once, all workers together; the others wait queued. Keep it below the "
+        "workers' total concurrency, so that small files always find a free process.",
+    )
     job_redispatch_seconds: float = Field(
         default=600.0,
         gt=0,

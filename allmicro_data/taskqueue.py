@@ -14,7 +14,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from allmicro_data.catalogue.models import File, Job, JobStatus, utcnow
@@ -23,6 +23,7 @@ from allmicro_data.jobs import (
     WorkerConfig,
     claim,
     execute,
+    large_file,
     lower_priority,
     new_owner,
     reap_expired,
@@ -83,11 +84,14 @@ def dispatch_pending(
     limit: int = 500,
     *,
     large_file_bytes: int = DEFAULT_LARGE_FILE_BYTES,
+    large_at_once: int | None = None,
 ) -> int:
     """Send the ids of runnable queued jobs that were never sent, or sent long ago; the number
     sent. Each id is marked in the same UPDATE that selects it: of several dispatchers (API
     processes, workers) racing, one sends it. Jobs of small files are sent before those of
-    large ones (jobs.size_first), so a free worker takes a small file first."""
+    large ones (jobs.size_first), so a free worker takes a small file first; with
+    large_at_once, jobs of large files are sent only while fewer are running or on their way,
+    so that the workers' other processes stay free for small files."""
     now = utcnow()
     due = and_(
         Job.status == JobStatus.QUEUED,
@@ -97,16 +101,33 @@ def dispatch_pending(
             Job.dispatched_at < now - timedelta(seconds=redispatch_after),
         ),
     )
+    large = large_file(large_file_bytes)
     with sessions.begin() as session:
-        candidates = list(
-            session.scalars(
-                select(Job.id)
-                .outerjoin(File, File.id == Job.file_id)
-                .where(due)
-                .order_by(*size_first(large_file_bytes))
-                .limit(limit)
+        rows = session.execute(
+            select(Job.id, case((large, True), else_=False))
+            .outerjoin(File, File.id == Job.file_id)
+            .where(due)
+            .order_by(*size_first(large_file_bytes))
+            .limit(limit)
+        ).all()
+        if large_at_once is not None and any(is_large for _, is_large in rows):
+            # Sent not long ago and not yet claimed counts too: it is on its way to a worker.
+            on_their_way = or_(
+                Job.status == JobStatus.RUNNING,
+                and_(
+                    Job.status == JobStatus.QUEUED,
+                    Job.dispatched_at >= now - timedelta(seconds=redispatch_after),
+                ),
             )
-        )
+            busy = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .outerjoin(File, File.id == Job.file_id)
+                .where(large, on_their_way)
+            )
+            room = max(0, large_at_once - int(busy or 0))
+            rows = [r for r in rows if not r[1]] + [r for r in rows if r[1]][:room]
+        candidates = [job_id for job_id, _ in rows]
         if not candidates:
             return 0
         marked = list(
@@ -150,6 +171,7 @@ class CeleryDispatcher:
         self.interval = settings.job_dispatch_seconds
         self.redispatch_after = settings.job_redispatch_seconds
         self.large_file_bytes = settings.job_large_file_bytes
+        self.large_at_once = settings.celery_large_jobs
         self.reap = reap
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -179,6 +201,7 @@ class CeleryDispatcher:
             self.send,
             self.redispatch_after,
             large_file_bytes=self.large_file_bytes,
+            large_at_once=self.large_at_once,
         )
 
     def _loop(self) -> None:

@@ -156,7 +156,7 @@ def build_mix(quick: bool) -> tuple[list[Acquisition], list[Path]]:
     # The viewers look at sem_16k.tif and sem_4k.tif; the day brings other pixels.
     sixteens = [sem16_strips, _sixteen_variant(sem16, out)]
     fours = _sem_crops(sem16, 4096, 13, out, "sem_4k")[1:]  # crop 0 is sem_4k.tif itself
-    optical = _optical(15, 1024, out)
+    optical = _optical(16, 1024, out)
     files: list[tuple[Path, str, int]] = [(tomo, "tomogram 2 GiB", 0)]
     files += [(p, "SEM 16k²", a) for p, a in zip(sixteens, (1, 2), strict=True)]
     files += [(p, "SEM 4k²", 1 + i % 3) for i, p in enumerate(fours)]

@@ -1,5 +1,6 @@
 """Scheduling by size: small files are taken before large ones and never wait behind a long job
-while a worker is free; job processes run niced, so that viewers are served during ingest."""
+while a worker is free (embedded runner and Celery dispatch); job processes run niced, so that
+viewers are served during ingest."""
 
 from __future__ import annotations
 
@@ -109,6 +110,28 @@ def test_the_dispatcher_sends_small_files_first(services: Any) -> None:
     sent: list[str] = []
     assert dispatch_pending(services.sessions, sent.append, 60, large_file_bytes=GIB) == 2
     assert sent == [small, tomogram]
+
+
+def test_the_dispatcher_holds_large_files_back_while_one_is_on_its_way(services: Any) -> None:
+    from allmicro_data.taskqueue import dispatch_pending
+
+    tomo_a, tomo_b, small = _queue_files(services, [2 * GIB, 3 * GIB, 100])
+    sent: list[str] = []
+
+    def dispatch() -> int:
+        return dispatch_pending(
+            services.sessions, sent.append, 60, large_file_bytes=GIB, large_at_once=1
+        )
+
+    assert dispatch() == 2
+    assert sent == [small, tomo_a]
+    # The first tomogram is on its way (sent, not yet claimed), then running: the second waits.
+    assert dispatch() == 0
+    assert jobs.claim(services.sessions, "w", 30, job_id=tomo_a) == tomo_a
+    assert dispatch() == 0
+    assert jobs.succeed(services.sessions, tomo_a, "w")
+    assert dispatch() == 1
+    assert sent == [small, tomo_a, tomo_b]
 
 
 def test_embedded_job_processes_run_niced(services: Any) -> None:
