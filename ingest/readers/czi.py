@@ -124,7 +124,7 @@ class CziSeries(Series):
 
 
 def _acquisition(metadata: ElementTree.Element, n_channels: int) -> Acquisition:
-    acq = Acquisition(modality="optical", vendor="Carl Zeiss")
+    acq = Acquisition(modality="optical", vendor="Zeiss")
     info = metadata.find("./Metadata/Information")
     acq.instrument = _text(info, "./Instrument/Microscopes/Microscope/System") or _text(
         info, "./Instrument/Microscopes/Microscope/Name"

@@ -342,7 +342,7 @@ def _apply_fei(series: MrcSeries, ext: Any, exttyp: str) -> None:
     record = {n: jsonable(first[n]) for n in ext.dtype.names}
     series.vendor["fei_extended_header"] = {"type": exttyp, "first": record, "records": len(ext)}
     acq = series.acquisition
-    acq.vendor = "Thermo Fisher Scientific (FEI)"
+    acq.vendor = "Thermo Fisher Scientific"
     acq.instrument = text_or_none(record.get("Microscope type"))
     acq.accelerating_voltage = positive(as_float(record.get("HT")))
     acq.magnification = positive(as_float(record.get("Magnification")))

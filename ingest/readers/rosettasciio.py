@@ -200,7 +200,7 @@ def _velox(acq: Acquisition, original: Mapping[str, Any]) -> None:
 def _tia(acq: Acquisition, original: Mapping[str, Any]) -> None:
     info = dig(original, "ObjectInfo") or {}
     desc = info.get("ExperimentalDescription") or {}
-    acq.vendor = "Thermo Fisher Scientific (FEI)"
+    acq.vendor = "Thermo Fisher Scientific"
     acq.instrument = text_or_none(desc.get("Microscope")) or acq.instrument
     kv = positive(as_float(desc.get("High tension_kV")))
     acq.accelerating_voltage = kv * 1e3 if kv else acq.accelerating_voltage
@@ -240,7 +240,7 @@ def _phenom_si(item: Any, base: str) -> float | None:
 
 
 def _phenom(acq: Acquisition, original: Mapping[str, Any], is_image: bool) -> None:
-    acq.vendor = "Thermo Fisher Scientific (Phenom)"
+    acq.vendor = "Thermo Fisher Scientific"
     acq.modality = "SEM"
     inst = original.get("instrument") or {}
     model = " ".join(filter(None, (text_or_none(inst.get(k)) for k in ("type", "edition"))))

@@ -93,7 +93,7 @@ def fei(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
     """Thermo Fisher / FEI xT and Helios/Quanta/Scios/Apreo metadata (tags 34680/34682)."""
     series, acq = ctx.series, ctx.series.acquisition
     series.vendor["fei"] = jsonable(meta)
-    acq.vendor = "Thermo Fisher Scientific (FEI)"
+    acq.vendor = "Thermo Fisher Scientific"
     acq.instrument = text_or_none(dig(meta, "System", "SystemType"))
     beam = text_or_none(dig(meta, "Beam", "Beam")) or ""
     beam_section = meta.get(beam) if beam else None
@@ -223,7 +223,7 @@ def zeiss_sem(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
     """Zeiss SmartSEM (CZ_SEM tag 34118): label/value/unit tuples keyed ap_*, dp_*, sv_*."""
     series, acq = ctx.series, ctx.series.acquisition
     series.vendor["zeiss_sem"] = jsonable(meta)
-    acq.vendor = "Carl Zeiss"
+    acq.vendor = "Zeiss"
     acq.modality = "SEM"
     acq.instrument = text_or_none(_zeiss_value(meta.get("sv_serial_number"))[0])
     acq.accelerating_voltage = positive(_zeiss_si(meta, "ap_actualkv", VOLTAGE_UNITS))
@@ -310,7 +310,7 @@ def jeol_sightx(ctx: TiffContext, xml_text: str) -> bool:
     series.vendor["jeol"] = jsonable(meta)
     if measurement is not None:
         series.vendor["jeol"]["Measurement"] = "<annotation drawing objects omitted>"
-    acq.vendor = text_or_none(meta.get("Manufacturer")) or "JEOL Ltd."
+    acq.vendor = text_or_none(meta.get("Manufacturer")) or "JEOL"
     acq.instrument = text_or_none(meta.get("Instruments")) or text_or_none(ctx.tag("Model"))
     acq.operator = text_or_none(meta.get("Operator"))
     stamp = text_or_none(meta.get("DateTime"))

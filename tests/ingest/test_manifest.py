@@ -156,6 +156,9 @@ def _check_fact(series: Series, fact: dict[str, Any]) -> None:
         # The vendor table's name for the maker; the file's spelling stays among the vendor keys.
         assert acq.vendor == canonical_vendor(make) and acq.instrument == model
         assert series.vendor.get(VENDOR_AS_WRITTEN, acq.vendor) == make
+    elif base == "acquired_at_local":
+        # Readers say whether a time is zone-aware: naive is the instrument's wall clock.
+        assert acq.acquired_at is not None and (acq.acquired_at.tzinfo is None) is value
     elif base in ("vendor", "modality"):
         # Normalised facts search filters on (allmicro_data.vendors, allmicro_data.modalities).
         assert getattr(acq, base) == value, (base, getattr(acq, base), value)
