@@ -258,7 +258,8 @@ def compose(
     """Draw the scale bar and ROIs on a rendered region and encode it with its pixel size."""
     px, py = pixel_size
     mpp_x = px * asked.scale if px else None
-    mpp_y = (py or px) * asked.region.h / asked.height if (py or px) else None
+    vertical = py or px
+    mpp_y = vertical * asked.region.h / asked.height if vertical else None
     bar = scale_bar(mpp_x or 0.0, asked.width) if with_scale_bar else None
     canvas = PILImage.fromarray(np.ascontiguousarray(pixels))
     if shapes:

@@ -126,14 +126,14 @@ def _cell(image: ImageOut, column: Column, language: str) -> Cell:
 def _file_ids(session: SessionDep, caller: Caller, image_ids: list[str]) -> dict[str, list[str]]:
     """The originals of each image that the caller may download."""
     stmt = (
-        select(ImageFile.image_id, File.id)
+        select(ImageFile)
         .join(File, File.id == ImageFile.file_id)
         .where(ImageFile.image_id.in_(image_ids))
         .order_by(File.uploaded_at, File.id)
     )
     found: dict[str, list[str]] = {i: [] for i in image_ids}
-    for image_id, file_id in session.execute(scoped(stmt, File, caller)):
-        found[image_id].append(file_id)
+    for link in session.scalars(scoped(stmt, File, caller)):
+        found[link.image_id].append(link.file_id)
     return found
 
 

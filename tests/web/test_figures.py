@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from allmicro_data.catalogue.models import Roi
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, module_server
-from tests.web.conftest import check_page_at_both_sizes
+from tests.web.conftest import SCREENSHOTS, check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
 OWNER = "irena@coatings.example"
@@ -309,6 +309,10 @@ def test_the_image_page_exports_the_current_view(
         page.click("#figure-export")
     download = downloading.value
     assert re.fullmatch(r"beta-coating_x\d+_y\d+_\d+x\d+_\d+px\.png", download.suggested_filename)
+    # For people to look at, beside the pages' screenshots.
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    download.save_as(SCREENSHOTS / "figure-export.png")
+    page.locator("#figure-panel").screenshot(path=str(SCREENSHOTS / "figure-panel.png"))
     pixels, text = _png(download.path().read_bytes())
     url = page.locator("#figure-form").get_attribute("data-last-url")
     region = re.search(r"region=(\d+)%2C(\d+)%2C(\d+)%2C(\d+)", url or "")
