@@ -7,8 +7,9 @@ replica, ALLMICRO_REPLICA_URLS; each SeaweedFS as bench/storage_s3.py starts it)
 `allmicro serve` as `make serve` does (uvicorn, the embedded job runner's 2 processes, SQLite),
 ingests the viewers' images (the 16k² and 4k² SEM), and then:
 
-1. idle: 16 viewers request random 256 px tiles of those images for --idle-seconds, each viewer
-   waiting --think seconds between its tiles (a person panning, ~10 tiles/s);
+1. idle: 16 viewers request random 256 px regions of those images (level 0, anywhere: each is
+   rendered) for --idle-seconds after a third as long to warm the caches, each viewer waiting
+   --think seconds between its tiles (a person panning, ~10 tiles/s);
 2. day: the same viewers go on while 4 `allmicro upload` agents (the real tus path, one process
    per instrument PC, each into its own dataset) upload the mix at once: a 2 GiB tomogram (MRC),
    two 16k² SEM TIFFs, twelve 4k² SEM TIFFs, Gatan DM4/DM3 stacks (the shared samples: no DM
@@ -225,7 +226,7 @@ class Viewers:
 
     def __init__(self, url: str, token: str, images: list[dict[str, Any]], think: float) -> None:
         self.url, self.token, self.images, self.think = url, token, images, think
-        self.phase = "idle"
+        self.phase = "warm-up"
         self.latencies: dict[str, list[float]] = {}
         self.errors: dict[str, int] = {}
         self._stop = threading.Event()
@@ -251,12 +252,12 @@ class Viewers:
         with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
             while not self._stop.is_set():
                 image = rng.choices(self.images, self._weights)[0]
-                tx = rng.randrange(image["width"] // TILE)
-                ty = rng.randrange(image["height"] // TILE)
-                path = (
-                    f"/iiif/3/{image['id']}/{tx * TILE},{ty * TILE},{TILE},{TILE}"
-                    f"/{TILE},/0/default.jpg"
-                )
+                # Anywhere, not on a tile grid: a tile is rendered for each request (the
+                # server's cache of encoded tiles would otherwise answer more and more of them
+                # as the phases go on), from chunks that are in its chunk cache or not.
+                x = rng.randrange(image["width"] - TILE)
+                y = rng.randrange(image["height"] - TILE)
+                path = f"/iiif/3/{image['id']}/{x},{y},{TILE},{TILE}/{TILE},/0/default.jpg"
                 phase = self.phase
                 started = time.perf_counter()
                 try:
@@ -366,6 +367,8 @@ def run_day(
         token = server.token()
         viewers = Viewers(server.url, token, images, args.think)
         viewers.start()
+        time.sleep(args.idle_seconds / 3)  # warm-up: the chunk cache fills, not measured
+        viewers.phase = "idle"
         time.sleep(args.idle_seconds)  # the idle phase: viewers alone, for a fixed time
 
         viewers.phase = "day"
