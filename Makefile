@@ -27,6 +27,7 @@ $(WEB_STAMP): package.json package-lock.json
 	mkdir -p $(WEB_VENDOR)/swagger-ui $(WEB_VENDOR)/redoc
 	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/favicon-32x32.png node_modules/swagger-ui-dist/LICENSE $(WEB_VENDOR)/swagger-ui/
 	cp node_modules/redoc/bundles/redoc.standalone.js node_modules/redoc/LICENSE $(WEB_VENDOR)/redoc/
+	mkdir -p $(WEB_VENDOR)/tus-js-client && cp node_modules/tus-js-client/dist/tus.min.js node_modules/tus-js-client/dist/tus.min.js.map node_modules/tus-js-client/LICENSE $(WEB_VENDOR)/tus-js-client/
 	touch $@
 
 web: $(WEB_STAMP)

@@ -22,6 +22,7 @@ from allmicro_data.access import Caller, Use, get_visible, require_upload_target
 from allmicro_data.audit import record
 from allmicro_data.catalogue.models import (
     Dataset,
+    File,
     Project,
     Upload,
     UploadStatus,
@@ -671,6 +672,16 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
         " (bytes already stored)" if result.already_present else "",
     )
     return upload
+
+
+def found_already_present(services: Services, upload: Upload) -> bool:
+    """Whether a completed upload's bytes were in its dataset before it began: its file is that
+    earlier one, and nothing new is processed (the dataset holds each sha256 once)."""
+    if upload.status is not UploadStatus.COMPLETE or upload.file_id is None:
+        return False
+    with services.session() as session:
+        uploaded_at = session.scalar(select(File.uploaded_at).where(File.id == upload.file_id))
+    return uploaded_at is not None and uploaded_at < upload.created_at
 
 
 def terminate_upload(services: Services, caller: Caller, upload_id: str) -> None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import hmac
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,14 +27,15 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from allmicro_data.access import Caller
-from allmicro_data.api.deps import ServicesDep, get_services, presented_token
+from allmicro_data.api.deps import CSRF_HEADER, ServicesDep, get_services, presented_token
 from allmicro_data.api.problems import problem
-from allmicro_data.auth import caller_for_token
+from allmicro_data.auth import caller_for_token, csrf_token
 from allmicro_data.catalogue.models import Upload, UploadStatus
 from allmicro_data.errors import DomainError, Invalid, Unauthorised
 from allmicro_data.ingest.grouping import acquisition_key
 from allmicro_data.names import unfit_character
 from allmicro_data.services import Services
+from allmicro_data.settings import secret_key
 from allmicro_data.storage import StorageError, StorageFull
 from allmicro_data.uploads import (
     ChecksumMismatch,
@@ -46,6 +48,7 @@ from allmicro_data.uploads import (
     complete_upload,
     create_upload,
     declare_sha256,
+    found_already_present,
     load_upload,
     open_receiver,
     terminate_upload,
@@ -62,6 +65,9 @@ OFFSET_STREAM = "application/offset+octet-stream"
 # while it sends and so knows the digest only by its last request. Declaring it at creation in
 # Upload-Metadata (`sha256`) works as before; either way completion refuses bytes that differ.
 WHOLE_FILE_SHA256 = "x-allmicro-sha256"
+# On a completed upload's answers: its bytes were in the dataset already (same sha256), so the
+# file is the one stored before and no new image is made.
+ALREADY_PRESENT = "X-Allmicro-Already-Present"
 CHECKSUMS: dict[str, HashFactory] = {
     "sha1": lambda: hashlib.sha1(usedforsecurity=False),
     "sha256": hashlib.sha256,
@@ -205,17 +211,27 @@ async def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def tus_caller(request: Request, services: Annotated[Services, Depends(get_services)]) -> Caller:
-    """The caller from a bearer or personal access token, looked up in a short transaction
-    of its own: a PATCH may stream for minutes and must hold no catalogue connection."""
+    """The caller from a bearer or personal access token, or from the browser's session cookie
+    sent with its CSRF token in X-CSRF-Token (the dataset page's uploader), looked up in a short
+    transaction of its own: a PATCH may stream for minutes and must hold no catalogue connection."""
     _require_tus(request)
-    # No session cookies: tus requests carry no CSRF token.
-    presented = presented_token(request, services.settings, cookies=False)
-    if presented is not None:
+    presented = presented_token(request, services.settings)
+    # A cookie alone proves nothing (another site's page can make the browser send it): every
+    # tus request of a session, HEAD included, names the session's CSRF token.
+    if presented is not None and (
+        not presented.from_cookie or _session_csrf_ok(request, services, presented.plaintext)
+    ):
         with services.session() as session:
             caller = caller_for_token(session, presented.plaintext, presented.kinds)
         if caller is not None:
             return caller
-    raise Unauthorised("send a valid bearer or personal access token")
+    raise Unauthorised("send a valid bearer or personal access token, or a session's CSRF token")
+
+
+def _session_csrf_ok(request: Request, services: Services, session_token: str) -> bool:
+    presented = request.headers.get(CSRF_HEADER)
+    expected = csrf_token(session_token, secret_key(services.settings))
+    return presented is not None and hmac.compare_digest(presented, expected)
 
 
 TusCallerDep = Annotated[Caller, Depends(tus_caller)]
@@ -332,6 +348,15 @@ def _upload_headers(upload: Upload) -> dict[str, str]:
             headers["X-Allmicro-Sha256"] = upload.sha256
     else:
         headers["Upload-Expires"] = _http_date(upload.expires_at)
+    return headers
+
+
+async def _outcome_headers(services: Services, upload: Upload) -> dict[str, str]:
+    """_upload_headers, and for a completed upload whose bytes the dataset already held,
+    X-Allmicro-Already-Present: the client says so instead of "processing starts"."""
+    headers = _upload_headers(upload)
+    if await _run(found_already_present, services, upload):
+        headers[ALREADY_PRESENT] = "true"
     return headers
 
 
@@ -499,7 +524,7 @@ async def create(request: Request, caller: TusCallerDep, services: ServicesDep) 
             # The upload exists; the client learns its offset and goes on with PATCH.
             log.info("upload %s: first bytes refused: %s", upload.id, exc)
             upload = await _run(load_upload, services, caller, upload.id)
-    headers.update(_upload_headers(upload))
+    headers.update(await _outcome_headers(services, upload))
     return Response(status_code=201, headers=headers)
 
 
@@ -516,7 +541,7 @@ async def status(upload_id: str, caller: TusCallerDep, services: ServicesDep) ->
     headers = {
         "Upload-Length": str(upload.length),
         "Cache-Control": "no-store",
-        **_upload_headers(upload),
+        **(await _outcome_headers(services, upload)),
     }
     if upload.upload_metadata:
         headers["Upload-Metadata"] = upload.upload_metadata
@@ -545,7 +570,7 @@ async def append(
         # Everything had arrived already (a retried last request): answer with the outcome.
         async with _writer_lock(upload.id):
             upload = await _run(complete_upload, services, upload.id)
-        return Response(status_code=204, headers=_upload_headers(upload))
+        return Response(status_code=204, headers=await _outcome_headers(services, upload))
     if offset != upload.upload_offset:
         raise_conflict(upload)
     try:
@@ -559,10 +584,10 @@ async def append(
             raise
         async with _writer_lock(current.id):
             current = await _run(complete_upload, services, current.id)
-        return Response(status_code=204, headers=_upload_headers(current))
+        return Response(status_code=204, headers=await _outcome_headers(services, current))
     if result is None:
         return Response(status_code=204)
-    return Response(status_code=204, headers=_upload_headers(result))
+    return Response(status_code=204, headers=await _outcome_headers(services, result))
 
 
 def raise_conflict(upload: Upload) -> None:

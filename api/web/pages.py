@@ -55,6 +55,7 @@ from allmicro_data.api.web.i18n import (
     language_name,
     translations,
 )
+from allmicro_data.api.web.uploader import uploader_config
 from allmicro_data.auth import (
     LoginRefused,
     LoginThrottled,
@@ -581,6 +582,9 @@ def dataset_page(
         window=Window(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE),
     )
     delivered_at = session.scalar(select(Dataset.delivered_at).where(Dataset.id == dataset.id))
+    # A delivered dataset takes no more uploads (allmicro_data.delivery).
+    can_upload = _can_contribute(caller, project) and delivered_at is None
+    language = request_language(request)
     return render(
         request,
         services,
@@ -592,10 +596,18 @@ def dataset_page(
             "page": page,
             "pages": max(1, math.ceil(images.total / PAGE_SIZE)),
             "jobs": _pending_jobs(caller, session, dataset.id),
-            # A delivered dataset takes no more uploads (allmicro_data.delivery).
             "delivered_at": delivered_at,
-            "can_upload": _can_contribute(caller, project) and delivered_at is None,
+            "can_upload": can_upload,
             "uploaded": request.query_params.get("uploaded"),
+            "already_present": request.query_params.get("present"),
+            "uploader_config": uploader_config(
+                dataset.id,
+                session_csrf(request, services),
+                language,
+                translations(language).gettext,
+            )
+            if can_upload
+            else None,
         },
         caller=caller,
     )
@@ -611,14 +623,15 @@ def upload_page(
     services: ServicesDep,
     upload: Annotated[list[UploadFile], File()],
 ) -> Response:
-    """The upload form: each file through the API's one-shot upload, then back to the dataset."""
+    """The upload form, the uploader's fallback without JavaScript: each file through the API's
+    one-shot upload, then back to the dataset, which says how many it held already."""
     if caller is None:
         raise Unauthorised("sign in to upload")
-    count = 0
+    count = present = 0
     for original in upload:
         if not original.filename:
             continue
-        files.upload_file(
+        result = files.upload_file(
             dataset_id=dataset_id,
             file=original,
             caller=caller,
@@ -626,7 +639,9 @@ def upload_page(
             services=services,
         )
         count += 1
-    return RedirectResponse(f"/datasets/{dataset_id}?uploaded={count}", status_code=303)
+        present += int(result.already_present)
+    query = urlencode({"uploaded": count, **({"present": present} if present else {})})
+    return RedirectResponse(f"/datasets/{dataset_id}?{query}", status_code=303)
 
 
 # ------------------------------------------------------------------ search

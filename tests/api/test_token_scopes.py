@@ -41,9 +41,10 @@ READ = {"session": True, "password": True, "read": True, "upload": False}
 UPLOAD = {"session": True, "password": True, "read": False, "upload": True}
 FULL = {"session": True, "password": True, "read": False, "upload": False}
 ADMIN = {"session": False, "password": False, "read": False, "upload": False}
-# tus takes bearer tokens only (its requests carry no CSRF token): a session cookie gets 401.
-TUS = {"session": None, "password": True, "read": False, "upload": True}
-TUS_STATE = {"session": None, "password": True, "read": True, "upload": True}
+# tus takes a session only with its CSRF token in X-CSRF-Token, as the dataset page's uploader
+# and the session credential here send it; a cookie alone gets 401 (test_browser_upload.py).
+TUS = {"session": True, "password": True, "read": False, "upload": True}
+TUS_STATE = {"session": True, "password": True, "read": True, "upload": True}
 PUBLIC: dict[str, bool | None] = {}  # the answer does not depend on the credential at all
 
 

@@ -1,0 +1,264 @@
+"""The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
+become one image, a file the dataset holds already says so, a refused file says why, and a
+300 MB upload goes on from where it stopped after its server was killed and started again."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mrcfile
+import pytest
+
+from allmicro_data.ingest.grouping import member
+from tests.api.test_end_to_end import upload
+from tests.api.test_lifecycle import _created, tiny_tiff
+from tests.api.test_uploads import new_project
+from tests.conftest import SAMPLES, LiveServer, PostgresDatabases, module_server, wait_until
+from tests.web.conftest import USER_PASSWORD, check_page_at_both_sizes
+from tests.web.test_viewer import TIMEOUT_MS, sign_in
+
+CONTRIBUTOR = "tina@lab.example"
+TIA = SAMPLES / "tia"
+EMI = TIA / "64x64_TEM_images_acquire.emi"
+SER = TIA / "64x64_TEM_images_acquire_1.ser"
+# The module's server refuses uploads above this (ALLMICRO_MAX_UPLOAD_BYTES): a refusal to show.
+LIMIT = 4 * 1024 * 1024
+
+
+@dataclass
+class Site:
+    server: LiveServer
+    dataset: str
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def site(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases | None,
+) -> Iterator[Site]:
+    env = {"ALLMICRO_MAX_UPLOAD_BYTES": str(LIMIT)}
+    with (
+        module_server(
+            request, tmp_path_factory, postgres_databases, "browser-upload", env
+        ) as server,
+        server.client() as admin,
+    ):
+        org = _created(admin.post("/api/organisations", json={"name": "Lab", "kind": "partner"}))
+        project = _created(admin.post("/api/projects", json={"name": "Lamellae"}))
+        body = {"email": CONTRIBUTOR, "organisation_id": org, "password": USER_PASSWORD}
+        user = _created(admin.post("/api/users", json=body))
+        member_body = {"user_id": user, "role": "contributor"}
+        _created(admin.post(f"/api/projects/{project}/members", json=member_body))
+        dataset = _created(admin.post(f"/api/projects/{project}/datasets", json={"name": "TEM"}))
+        yield Site(server=server, dataset=dataset)
+
+
+def _dataset_page(browser: Any, server: LiveServer, dataset: str) -> tuple[Any, Any]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sign_in(page, server.url, CONTRIBUTOR)
+    page.goto(f"{server.url}/datasets/{dataset}")
+    return context, page
+
+
+def _settled_jobs(client: httpx.Client, dataset: str, count: int) -> list[dict[str, Any]]:
+    """The dataset's jobs once there are `count` of them and none is queued or running."""
+
+    def settled() -> list[dict[str, Any]] | None:
+        jobs: list[dict[str, Any]] = (
+            client.get(f"/api/datasets/{dataset}/jobs").raise_for_status().json()["items"]
+        )
+        pending = any(job["status"] in ("queued", "running") for job in jobs)
+        return jobs if len(jobs) >= count and not pending else None
+
+    found: list[dict[str, Any]] = wait_until(
+        settled, timeout=180, interval=0.25, what="the dataset's jobs"
+    )
+    return found
+
+
+def test_an_emi_and_its_ser_chosen_together_become_one_image(site: Site, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    context, page = _dataset_page(browser, site.server, site.dataset)
+    # The page applies grouping.py's table: each group it forms is one acquisition there.
+    names = [
+        "scan_movie.mrc",
+        "scan_info.txt",
+        "run.mib",
+        "run.hdr",
+        "tilt.mrc",
+        "tilt.mrc.mdoc",
+        "grid.tif",
+        "grid.txt",
+        "a.tif",
+        "a.jpg",
+        "alone.dm4",
+    ]
+    groups = page.evaluate("names => window.AllMicroUploader.groups(names)", names)
+    joined = [g for g in groups if g["group"] is not None]
+    for group in joined:
+        keys = {found.key for found in (member(n) for n in group["names"]) if found is not None}
+        assert keys == {group["group"]}, group
+    assert sorted(sorted(g["names"]) for g in joined) == [
+        ["grid.tif", "grid.txt"],
+        ["run.hdr", "run.mib"],
+        ["scan_info.txt", "scan_movie.mrc"],
+        ["tilt.mrc", "tilt.mrc.mdoc"],
+    ]
+
+    page.set_input_files("#upload-files", [str(EMI), str(SER)])
+    item = page.locator("#upload-items > li")
+    expect(item).to_have_count(1)
+    expect(item).to_have_attribute("data-group", "FEI TIA:64x64_tem_images_acquire")
+    expect(item.locator(".upload-file")).to_have_count(2)
+    check_page_at_both_sizes(page, "dataset-uploader")
+    page.click("#upload-start")
+    # Everything new arrived: the page shows the processing, as after the plain form.
+    page.wait_for_url(re.compile(r"\?uploaded=2$"))
+    context.close()
+
+    with site.server.client(CONTRIBUTOR, USER_PASSWORD) as client:
+        jobs = _settled_jobs(client, site.dataset, 2)
+        images = client.get(f"/api/datasets/{site.dataset}/images").raise_for_status().json()
+    # One image, read from the .emi's metadata and the .ser's frames (the .emi alone has none).
+    assert images["total"] == 1, images
+    assert images["items"][0]["shape"][-2:] == [64, 64]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+
+
+def test_a_present_file_says_so_and_a_refused_file_says_why(
+    site: Site, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    present = tmp_path / "film.tif"
+    present.write_bytes(tiny_tiff(31))
+    with site.server.client(CONTRIBUTOR, USER_PASSWORD) as client:
+        upload(client, site.dataset, "film.tif", present.read_bytes())
+    too_big = tmp_path / "too-big.raw"
+    with too_big.open("wb") as handle:
+        handle.truncate(LIMIT + 1)  # refused when the upload is created: never read
+
+    context, page = _dataset_page(browser, site.server, site.dataset)
+    page.set_input_files("#upload-files", [str(present), str(too_big)])
+    page.click("#upload-start")
+    rows = page.locator("#upload-items .upload-file")
+    expect(rows.nth(0).locator(".upload-status")).to_have_text(
+        "Already in this dataset: not processed again."
+    )
+    refusal = rows.nth(1).locator(".upload-status")
+    expect(refusal).to_contain_text("Refused: the upload declares 4194305 bytes")
+    expect(refusal).to_contain_text(f"the largest upload accepted is {LIMIT} bytes")
+    # The page stays to show both; the button comes back for another try.
+    expect(page.locator("#upload-start")).to_be_enabled()
+    assert "uploaded=" not in page.url
+
+    # The session's cookie alone does not open the tus endpoint: its CSRF token must come too.
+    cookies = {c["name"]: c["value"] for c in context.cookies()}
+    headers = {"Tus-Resumable": "1.0.0", "Upload-Length": "1"}
+    metadata = "filename Zi50aWY=,dataset_id " + _b64(site.dataset)
+    created = httpx.post(
+        f"{site.server.url}/api/uploads/",
+        headers={**headers, "Upload-Metadata": metadata},
+        cookies=cookies,
+    )
+    assert created.status_code == 401, created.text
+    context.close()
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+# ------------------------------------------------------------------ a server killed mid-way
+
+BIG_SIDE = 17736  # an int8 plane of 300 MiB (and the MRC header)
+
+
+def _big_mrc(path: Path) -> str:
+    """A valid 300 MiB MRC made in a moment (a memory map: mostly zeros, a line every 64
+    rows), and its sha256."""
+    with mrcfile.new_mmap(path, shape=(BIG_SIDE, BIG_SIDE), mrc_mode=0, overwrite=True) as mrc:
+        mrc.data[::64, :] = 50
+        mrc.voxel_size = 1.5
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(16 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _acknowledged(catalogue: Path) -> int:
+    with sqlite3.connect(catalogue, timeout=10) as db:
+        row = db.execute("SELECT max(upload_offset) FROM upload").fetchone()
+    return int(row[0] or 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_300_mb_upload_resumes_after_its_server_is_killed(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    _, dataset = new_project(live_server, CONTRIBUTOR, "Lab")
+    big = tmp_path / "lamella.mrc"
+    sha256 = _big_mrc(big)
+    size = big.stat().st_size
+    catalogue = Path(live_server.env["ALLMICRO_DATABASE_URL"].removeprefix("sqlite:///"))
+
+    context, page = _dataset_page(browser, live_server, dataset)
+    # The PATCHes sent and those cut, in order (Playwright hands the events over late, but in
+    # the order they happened).
+    patches: list[tuple[str, int]] = []
+
+    def note(event: str) -> Any:
+        def noted(request: Any) -> None:
+            if request.method == "PATCH":
+                patches.append((event, int(request.headers["upload-offset"])))
+
+        return noted
+
+    page.on("request", note("sent"))
+    page.on("requestfailed", note("cut"))
+    page.set_input_files("#upload-files", str(big))
+    page.click("#upload-start")
+    expect(page.locator("#upload-start")).to_be_disabled()
+    acked = wait_until(
+        lambda: (o := _acknowledged(catalogue)) >= size * 0.3 and o,
+        timeout=120,
+        interval=0.02,
+        what="30 % of the upload",
+    )
+    assert acked < size, "the upload finished before the server could be killed"
+    live_server.stop(signal.SIGKILL)
+    live_server.start()
+    page.wait_for_url(re.compile(r"\?uploaded=1$"), timeout=240_000)
+    context.close()
+
+    cut = patches.index(next(p for p in patches if p[0] == "cut"))
+    resumed = [offset for event, offset in patches[cut:] if event == "sent"]
+    assert resumed, patches
+    # It went on from what the server had kept, not from the start.
+    assert resumed[0] >= acked > 0, patches
+    assert [offset for event, offset in patches if event == "sent"].count(0) == 1, patches
+    with live_server.client(CONTRIBUTOR, USER_PASSWORD) as client:
+        (job,) = _settled_jobs(client, dataset, 1)
+        assert job["status"] == "succeeded", job
+        stored = client.get(f"/api/files/{job['file_id']}").raise_for_status().json()
+        assert (stored["sha256"], stored["size"]) == (sha256, size)
+        images = client.get(f"/api/datasets/{dataset}/images").raise_for_status().json()
+        assert images["total"] == 1
+        assert images["items"][0]["shape"][-2:] == [BIG_SIDE, BIG_SIDE]
