@@ -194,6 +194,7 @@ class Lane(enum.Enum):
 
     ANY = "any"  # small files first, then large ones, each oldest first
     SMALL = "small"  # only jobs of files up to the large-file size (and jobs without a file)
+    LARGE = "large"  # only jobs of larger files, oldest first
 
 
 DEFAULT_LARGE_FILE_BYTES = 1024**3
@@ -231,6 +232,8 @@ def claim(
             query = select(Job.id).outerjoin(File, File.id == Job.file_id).where(runnable)
             if lane is Lane.SMALL:
                 query = query.where(~large_file(large_file_bytes))
+            elif lane is Lane.LARGE:
+                query = query.where(large_file(large_file_bytes))
             candidates = session.scalars(
                 query.order_by(*size_first(large_file_bytes)).limit(8)
             ).all()
@@ -258,7 +261,7 @@ def claim(
     return None
 
 
-def joblarge_file(sessions: sessionmaker[Session], job_id: str, large_file_bytes: int) -> bool:
+def job_is_large(sessions: sessionmaker[Session], job_id: str, large_file_bytes: int) -> bool:
     """Whether the job is one of a file larger than large_file_bytes (the large lane)."""
     with sessions() as session:
         size = session.scalar(
@@ -615,9 +618,10 @@ def _exit_with_parent() -> None:
 class EmbeddedRunner:
     """The default runner: a thread that claims jobs and runs them in a local process pool.
 
-    Jobs of large files (settings.job_large_file_bytes) are taken after small ones and, with two
-    workers or more, never all at once: one worker stays for small files, which would otherwise
-    queue behind a tomogram. Job processes run niced (settings.job_nice)."""
+    Jobs of large files (settings.job_large_file_bytes) never hold all of two workers or more:
+    one stays for small files, which would otherwise queue behind a tomogram. A free worker
+    takes small files first, unless another is free too: then one of them starts a large job.
+    Job processes run niced (settings.job_nice)."""
 
     def __init__(
         self,
@@ -696,17 +700,28 @@ class EmbeddedRunner:
             owner = new_owner()
             # Large jobs hold at most all workers but one: that one stays for small files.
             full = self.workers > 1 and len(self._large) >= self.workers - 1
-            lane = Lane.SMALL if full else Lane.ANY
-            claimed = claim(
-                self.sessions,
-                owner,
-                self.config.lease_seconds,
-                lane=lane,
-                large_file_bytes=self.large_file_bytes,
-            )
+            free = self.workers - len(self._running)
+            lanes = [Lane.SMALL] if full else [Lane.ANY]
+            if not full and free >= 2:
+                # Of two free workers or more, one starts a large job at once: small files
+                # keep the others, and the longest job does not end the day last.
+                lanes = [Lane.LARGE, Lane.ANY]
+            claimed = None
+            for lane in lanes:
+                claimed = claim(
+                    self.sessions,
+                    owner,
+                    self.config.lease_seconds,
+                    lane=lane,
+                    large_file_bytes=self.large_file_bytes,
+                )
+                if claimed is not None:
+                    break
             if claimed is None:
                 return
-            if joblarge_file(self.sessions, claimed, self.large_file_bytes):
+            if lane is Lane.LARGE or (
+                lane is Lane.ANY and job_is_large(self.sessions, claimed, self.large_file_bytes)
+            ):
                 self._large.add(claimed)
             assert self._pool is not None
             future = self._pool.submit(execute, self.config, claimed, owner)

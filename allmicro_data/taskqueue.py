@@ -90,8 +90,8 @@ def dispatch_pending(
     sent. Each id is marked in the same UPDATE that selects it: of several dispatchers (API
     processes, workers) racing, one sends it. Jobs of small files are sent before those of
     large ones (jobs.size_first), so a free worker takes a small file first; with
-    large_at_once, jobs of large files are sent only while fewer are running or on their way,
-    so that the workers' other processes stay free for small files."""
+    large_at_once, jobs of large files are sent only while fewer are running or on their way
+    (and then first), so that the workers' other processes stay free for small files."""
     now = utcnow()
     due = and_(
         Job.status == JobStatus.QUEUED,
@@ -126,7 +126,9 @@ def dispatch_pending(
                 .where(large, on_their_way)
             )
             room = max(0, large_at_once - int(busy or 0))
-            rows = [r for r in rows if not r[1]] + [r for r in rows if r[1]][:room]
+            # The few large jobs let through go first: the workers' other processes are left
+            # to small files, and the longest job does not start last.
+            rows = [r for r in rows if r[1]][:room] + [r for r in rows if not r[1]]
         candidates = [job_id for job_id, _ in rows]
         if not candidates:
             return 0

@@ -96,6 +96,22 @@ def test_the_embedded_runner_keeps_a_worker_for_small_files(services: Any) -> No
     assert running == big_b  # still queued, so another runner could take it
 
 
+def test_of_two_free_workers_one_starts_a_large_job_at_once(services: Any) -> None:
+    tomogram, small_a, _small_b = _queue_files(services, [LARGE + 1, 10, 20])
+    runner, pool = _runner(services, workers=2)
+    runner._tick()
+    assert pool.started == [tomogram, small_a]
+
+
+def test_one_free_worker_takes_the_small_file_queued_after_a_large_one(services: Any) -> None:
+    (first,) = _queue_files(services, [10])
+    runner, pool = _runner(services, workers=2)
+    runner._tick()
+    _tomogram, small = _queue_files(services, [LARGE + 1, 20])
+    runner._tick()
+    assert pool.started == [first, small]
+
+
 def test_one_worker_takes_large_jobs_too(services: Any) -> None:
     (big,) = _queue_files(services, [LARGE + 1])
     runner, pool = _runner(services, workers=1)
@@ -124,14 +140,15 @@ def test_the_dispatcher_holds_large_files_back_while_one_is_on_its_way(services:
         )
 
     assert dispatch() == 2
-    assert sent == [small, tomo_a]
+    # The large job let through goes first: the other processes are left to small files.
+    assert sent == [tomo_a, small]
     # The first tomogram is on its way (sent, not yet claimed), then running: the second waits.
     assert dispatch() == 0
     assert jobs.claim(services.sessions, "w", 30, job_id=tomo_a) == tomo_a
     assert dispatch() == 0
     assert jobs.succeed(services.sessions, tomo_a, "w")
     assert dispatch() == 1
-    assert sent == [small, tomo_a, tomo_b]
+    assert sent == [tomo_a, small, tomo_b]
 
 
 def test_embedded_job_processes_run_niced(services: Any) -> None:
@@ -153,7 +170,7 @@ def _broker_url() -> str:
     return url
 
 
-def test_celery_sends_small_files_first_and_its_job_processes_run_niced(
+def test_celery_never_queues_a_small_file_behind_two_large_ones_and_runs_jobs_niced(
     services: Any, tmp_path: Path
 ) -> None:
     import redis
@@ -171,17 +188,19 @@ def test_celery_sends_small_files_first_and_its_job_processes_run_niced(
             "job_nice": 5,
         }
     )
-    tomogram, small = _queue_files(services, [2 * GIB, 100])
+    tomogram, _second_tomogram, small = _queue_files(services, [2 * GIB, 2 * GIB, 100])
     client = redis.Redis.from_url(broker)
     worker: subprocess.Popen[bytes] | None = None
     try:
         app = celery_app(settings)
         assert CeleryDispatcher(services.sessions, app, settings, reap=False).tick() == 2
         # kombu pushes on the left and workers pop on the right: reversed, this is take order.
+        # One large job at a time (celery_large_jobs): the second waits in the catalogue, not
+        # in the broker ahead of the small file.
         messages = [json.loads(m) for m in reversed(client.lrange(queue, 0, -1))]
         assert [m["headers"]["argsrepr"] for m in messages] == [
-            repr([small]),
             repr([tomogram]),
+            repr([small]),
         ]
         client.delete(queue)
 
