@@ -217,7 +217,7 @@ def region_mask(shape: Shape, ys: tuple[int, int], xs: tuple[int, int]) -> np.nd
     rows = np.array([p[1] for p in shape.points]) - 0.5 - ys[0]
     cols = np.array([p[0] for p in shape.points]) - 0.5 - xs[0]
     mask = np.zeros((ys[1] - ys[0], xs[1] - xs[0]), dtype=bool)
-    rr, cc = polygon(rows, cols, shape=mask.shape)
+    rr, cc = polygon(rows, cols, shape=mask.shape)  # type: ignore[no-untyped-call]
     mask[rr, cc] = True
     return mask
 

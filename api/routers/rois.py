@@ -123,7 +123,7 @@ def _reader(request: Request, image: Image, z: int, t: int, c: int | None) -> ro
 
     def read(ys: tuple[int, int], xs: tuple[int, int]) -> np.ndarray[Any, Any]:
         data = pyramid.read(state.services.store, state.chunks, 0, {"z": z, "t": t}, ys, xs)
-        return data[c or 0] if channelled else data
+        return np.asarray(data[c or 0] if channelled else data)
 
     return read
 
