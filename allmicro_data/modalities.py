@@ -6,8 +6,8 @@ with an emission wavelength are fluorescence; a colour (RGB) camera image from a
 microscope is brightfield; other light-microscope images are "optical" (contrast not stated).
 Searching for "optical" finds all three, as a facility asks for "the light microscopes' images".
 
-Evidence that an image is from a light microscope: a light-microscopy format (CZI, LIF, ND2,
-NDPI…), a reader that already said "optical" (OME objectives, excitation wavelengths), or an
+Evidence that an image is from a light microscope: a light-microscopy format (CZI, LIF, ND2), a
+reader that already said "optical" (OME objectives, excitation wavelengths), or an
 instrument of a light-microscope product line. Without evidence the modality stays None: a plain
 TIFF may be from any instrument.
 
@@ -23,8 +23,6 @@ from typing import Any
 OPTICAL = "optical"
 FLUORESCENCE = "fluorescence"
 BRIGHTFIELD = "brightfield"
-# Every modality readers and inference write, the electron ones as the instruments name them.
-MODALITIES = ("SEM", "TEM", "STEM", "FIB", OPTICAL, FLUORESCENCE, BRIGHTFIELD)
 # A search for a family finds its members too (lower case, as the filter compares).
 FAMILIES: dict[str, tuple[str, ...]] = {
     OPTICAL: (OPTICAL, FLUORESCENCE, BRIGHTFIELD),
@@ -32,14 +30,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 # Formats only light microscopes write (the `format` readers report, lower case, prefix).
-_LIGHT_FORMATS = (
-    "zeiss czi",
-    "leica lif",
-    "nikon nd2",
-    "hamamatsu ndpi",
-    "olympus oir",
-    "olympus vsi",
-)
+_LIGHT_FORMATS = ("zeiss czi", "leica lif", "nikon nd2")
 # Light-microscope product lines as instruments name themselves (cameras and stands).
 _LIGHT_INSTRUMENTS = re.compile(
     r"\b(axio\w*|lsm ?\d{3}|eclipse|ti2? microscope|nikon a1\w*|dmi\d+\w*|dm\d{4}\w*|"
@@ -81,10 +72,8 @@ def inferred_modality(
 ) -> str | None:
     """The modality to record: the reader's for electron images, else the light one the evidence
     shows (fluorescence, brightfield or optical), else None."""
-    if modality is not None and modality.lower() not in FAMILIES[OPTICAL]:
-        return modality
     if modality is not None and modality.lower() != OPTICAL:
-        return modality  # a reader that knew fluorescence or brightfield already said so
+        return modality  # electron modalities, or a light one a reader already knew
     if not is_light_microscope(modality, fmt, instrument):
         return modality
     if any(_emission(c) for c in channels):
