@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +22,10 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from allmicro_data.api.figures import FigureRequest, ScaleBar, compose, scale_bar
+from allmicro_data.api.iiif import Region
 from allmicro_data.catalogue.models import Roi
+from allmicro_data.errors import Invalid
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, module_server
 from tests.web.conftest import SCREENSHOTS, check_page_at_both_sizes
@@ -153,6 +157,41 @@ def _bar_length(pixels: np.ndarray[Any, Any]) -> int:
     repeated = [n for y in range(1, len(runs)) for n in runs[y] & runs[y - 1]]
     assert repeated, "no scale bar in the figure"
     return max(repeated)
+
+
+# ------------------------------------------------------------------ scale bars, without a server
+
+
+def test_scale_bars_are_round_lengths_labelled_in_the_unit_that_reads_best() -> None:
+    assert scale_bar(2.5e-9, 640) == ScaleBar(2e-7, 80, "200 nm")
+    assert scale_bar(3.37e-6, 512) == ScaleBar(2e-4, 59, "200 µm")
+    assert scale_bar(1e-11, 300) == ScaleBar(5e-10, 50, "5 Å")
+    assert scale_bar(1.7e-4, 2000).label == "50 mm"
+    with pytest.raises(Invalid):
+        scale_bar(0.0, 100)
+
+
+def test_a_tiff_figure_keeps_a_micrometre_label_and_a_name_in_any_script() -> None:
+    asked = FigureRequest(Region(0, 0, 400, 300), 200, 150)
+    pixels = np.full((150, 200), 90, dtype=np.uint8)
+    figure = compose(
+        pixels,
+        asked,
+        pixel_size=(1e-7, 1e-7),
+        with_scale_bar=True,
+        shapes=[],
+        fmt="tiff",
+        description={"image": "Žiga µ-section"},
+    )
+    assert figure.scale_bar == ScaleBar(5e-6, 25, "5 µm")
+    with tifffile.TiffFile(io.BytesIO(figure.body)) as document:
+        page = document.pages[0]
+        about = json.loads(page.description)
+        numerator, denominator = page.tags["XResolution"].value
+        drawn = page.asarray()
+    assert about["image"] == "Žiga µ-section" and about["scale_bar"]["label"] == "5 µm"
+    assert 0.01 * denominator / numerator == pytest.approx(2e-7, rel=1e-6)
+    assert _bar_length(drawn) == 25
 
 
 # ------------------------------------------------------------------ figures over the API
