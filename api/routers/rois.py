@@ -26,8 +26,14 @@ PointIn = Annotated[list[float], Field(min_length=2, max_length=2, description="
 Plane = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
+Kind = Literal["point", "line", "polyline", "angle", "rectangle", "ellipse", "polygon"]
+
+
 class ShapeIn(BaseModel):
-    kind: str = Field(description="point, line, polyline, angle, rectangle, ellipse or polygon")
+    kind: Kind = Field(
+        description="how many points: point 1, line 2, angle 3, rectangle and "
+        "ellipse 2 (opposite corners of the box), polyline 2 and polygon 3 up to 1000"
+    )
     points: list[PointIn] = Field(
         min_length=1,
         max_length=rois.MAX_POINTS * 2,
