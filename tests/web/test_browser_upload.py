@@ -137,13 +137,14 @@ def test_an_emi_and_its_ser_chosen_together_become_one_image(site: Site, browser
     assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
 
 
-def test_a_present_file_says_so_and_a_refused_file_says_why(
+def test_a_present_file_says_so_a_refused_file_says_why_and_files_join_by_hand(
     site: Site, browser: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    present = tmp_path / "film.tif"
+    present, fresh = tmp_path / "film.tif", tmp_path / "film-notes.tif"
     present.write_bytes(tiny_tiff(31))
+    fresh.write_bytes(tiny_tiff(32))
     with site.server.client(CONTRIBUTOR, USER_PASSWORD) as client:
         upload(client, site.dataset, "film.tif", present.read_bytes())
     too_big = tmp_path / "too-big.raw"
@@ -151,18 +152,39 @@ def test_a_present_file_says_so_and_a_refused_file_says_why(
         handle.truncate(LIMIT + 1)  # refused when the upload is created: never read
 
     context, page = _dataset_page(browser, site.server, site.dataset)
-    page.set_input_files("#upload-files", [str(present), str(too_big)])
+    page.set_input_files("#upload-files", [str(present), str(fresh), str(too_big)])
+    items = page.locator("#upload-items > li")
+    expect(items).to_have_count(3)
+    # "These files belong together": the two ticked become one item, one group.
+    page.check("#upload-items input[type=checkbox] >> nth=0")
+    page.check("#upload-items input[type=checkbox] >> nth=1")
+    page.click("#upload-together")
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_have_attribute("data-group", re.compile(r"^manual:"))
+    group = items.nth(0).get_attribute("data-group")
     page.click("#upload-start")
     rows = page.locator("#upload-items .upload-file")
     expect(rows.nth(0).locator(".upload-status")).to_have_text(
         "Already in this dataset: not processed again."
     )
-    refusal = rows.nth(1).locator(".upload-status")
+    expect(rows.nth(1).locator(".upload-status")).to_have_text(
+        "Received and verified. Processing starts now."
+    )
+    refusal = rows.nth(2).locator(".upload-status")
     expect(refusal).to_contain_text("Refused: the upload declares 4194305 bytes")
     expect(refusal).to_contain_text(f"the largest upload accepted is {LIMIT} bytes")
-    # The page stays to show both; the button comes back for another try.
+    # The page stays to show all three; the button comes back for another try.
     expect(page.locator("#upload-start")).to_be_enabled()
     assert "uploaded=" not in page.url
+    check_page_at_both_sizes(page, "dataset-uploader-outcomes")
+    with site.server.client(CONTRIBUTOR, USER_PASSWORD) as client:
+        jobs = client.get(f"/api/datasets/{site.dataset}/jobs").raise_for_status().json()
+        stored = [
+            client.get(f"/api/files/{job['file_id']}").raise_for_status().json()
+            for job in jobs["items"]
+        ]
+    (joined,) = [f for f in stored if f["original_name"] == fresh.name]
+    assert joined["group_key"] == group
 
     # The session's cookie alone does not open the tus endpoint: its CSRF token must come too.
     cookies = {c["name"]: c["value"] for c in context.cookies()}
@@ -223,11 +245,13 @@ def test_a_300_mb_upload_resumes_after_its_server_is_killed(
     # The PATCHes sent and those cut, in order (Playwright hands the events over late, but in
     # the order they happened).
     patches: list[tuple[str, int]] = []
+    checksums: list[str] = []
 
     def note(event: str) -> Any:
         def noted(request: Any) -> None:
             if request.method == "PATCH":
                 patches.append((event, int(request.headers["upload-offset"])))
+                checksums.append(request.headers.get("upload-checksum", ""))
 
         return noted
 
@@ -254,6 +278,8 @@ def test_a_300_mb_upload_resumes_after_its_server_is_killed(
     # It went on from what the server had kept, not from the start.
     assert resumed[0] >= acked > 0, patches
     assert [offset for event, offset in patches if event == "sent"].count(0) == 1, patches
+    # Every request carried its bytes' sha256 (tus checksum extension), which the server checked.
+    assert all(c.startswith("sha256 ") for c in checksums), checksums
     with live_server.client(CONTRIBUTOR, USER_PASSWORD) as client:
         (job,) = _settled_jobs(client, dataset, 1)
         assert job["status"] == "succeeded", job

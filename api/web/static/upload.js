@@ -238,7 +238,8 @@
   }
 
   function updateTotal() {
-    const entries = allEntries();
+    // A refused file is not part of what there is to send.
+    const entries = allEntries().filter(function (e) { return e.state !== "refused"; });
     const total = entries.reduce(function (sum, e) { return sum + e.file.size; }, 0);
     const sent = entries.reduce(function (sum, e) { return sum + e.sent; }, 0);
     totalBar.value = total ? (100 * sent) / total : 0;
@@ -373,6 +374,7 @@
           entry.state = "refused";
           entry.reason = problemDetail(error.originalResponse) || String(status);
           show(entry);
+          updateTotal();
           entry.finish();
         },
         onSuccess: function (payload) {
@@ -445,6 +447,11 @@
     }
     current = null;
     setSending(false);
+    // What was sent stays listed with its outcome; joining files is for the next choice.
+    togetherButton.hidden = true;
+    list.querySelectorAll("input.upload-pick, button.upload-split").forEach(function (node) {
+      node.hidden = true;
+    });
     const entries = allEntries();
     const fresh = entries.filter(function (e) { return e.state === "done"; }).length;
     if (fresh === entries.length) {
