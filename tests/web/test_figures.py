@@ -340,6 +340,7 @@ def test_the_image_page_exports_the_current_view(
     context, page = _signed_in(browser, lab)
     page.goto(f"{lab.server.url}/images/{image}")
     expect(page.locator("#viewer")).to_have_attribute("data-state", "loaded")
+    check_page_at_both_sizes(page, "image-figure-panel")
     page.evaluate(
         "() => { const v = window.allmicroImage.viewer.viewport;"
         " v.zoomTo(v.getHomeZoom() * 3, null, true); }"
