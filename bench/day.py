@@ -22,8 +22,9 @@ one by one, no server.
 Printed per store: aggregate ingest throughput (bytes of the mix / first byte to last image
 ready) against the floor; tile p50/p99 idle and during the day; each file's wait from upload
 done to its job's start (and the files that waited while a job worker was free); CPU seconds
-per GB of our processes (server + job processes), the S3 servers' and the agents' separately,
-and our CPU per byte on S3 against the local store's;
+per GB of our processes (job processes, and the server process less its tiles at the idle
+phase's CPU per tile), the S3 servers' and the agents' separately, and our CPU per byte on S3
+against the local store's;
 the load average beside every figure. --quick: a scaled-down mix of 10 small files (a 64 MB tomogram) and short
 phases, for development on a busy machine.
 """
@@ -205,12 +206,13 @@ def group_cpu(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int) -> float:
+def process_cpu(pid: int, children: bool = True) -> float:
+    """CPU seconds of a process, with (or without) those of its waited-for children."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -369,10 +371,16 @@ def run_day(
         viewers.start()
         time.sleep(args.idle_seconds / 3)  # warm-up: the chunk cache fills, not measured
         viewers.phase = "idle"
+        server_cpu = process_cpu(server.pid, children=False)
         time.sleep(args.idle_seconds)  # the idle phase: viewers alone, for a fixed time
+        # The server's CPU per tile, to take the viewers' share out of its CPU during the day.
+        tile_cpu = (process_cpu(server.pid, children=False) - server_cpu) / max(
+            1, len(viewers.latencies.get("idle", []))
+        )
 
         viewers.phase = "day"
-        our_cpu, s3_cpu = group_cpu(server.pid), sum(process_cpu(s.process.pid) for s in s3_servers)
+        group, server_cpu = group_cpu(server.pid), process_cpu(server.pid, children=False)
+        s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers)
         load_before = loadavg()
         agents = []
         sum_children_cpu()  # from here on, the children waited for are the agents
@@ -415,7 +423,11 @@ def run_day(
                 raise SystemExit(f"{name}: jobs not done after {args.timeout} s: {rows}")
             time.sleep(0.2)
         viewers.phase = "after"
-        our_cpu = group_cpu(server.pid) - our_cpu
+        server_cpu = process_cpu(server.pid, children=False) - server_cpu
+        job_cpu = group_cpu(server.pid) - group - server_cpu
+        # The server process: uploads, originals into the store, the job runner; less the
+        # viewers' tiles at the idle phase's CPU per tile.
+        server_ingest_cpu = server_cpu - tile_cpu * len(viewers.latencies.get("day", []))
         s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers) - s3_cpu
         agent_cpu = sum_children_cpu()
         load_day = loadavg()
@@ -453,7 +465,11 @@ def run_day(
             "waits": waits,
             "timeline": timeline,
             "free_waits": free_worker_waits(rows, int(settings.get("ALLMICRO_JOB_WORKERS", "2"))),
-            "our_cpu": our_cpu,
+            "our_cpu": job_cpu + server_ingest_cpu,
+            "job_cpu": job_cpu,
+            "server_cpu": server_cpu,
+            "server_ingest_cpu": server_ingest_cpu,
+            "tile_cpu": tile_cpu,
             "s3_cpu": s3_cpu,
             "agent_cpu": agent_cpu,
             "load_before": load_before,
@@ -499,7 +515,10 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
         )
     print(f"  day p99 / idle p99 = {day99 / idle99:.2f}x (goal ≤ 3x)")
     print(
-        f"  CPU per GB ingested: ours (server + job processes) {figures['our_cpu'] / gb:.1f} s,"
+        f"  CPU per GB ingested: ours {figures['our_cpu'] / gb:.1f} s = job processes"
+        f" {figures['job_cpu'] / gb:.1f} s + server {figures['server_ingest_cpu'] / gb:.1f} s"
+        f" (its {figures['server_cpu']:.1f} s less {figures['tile_cpu'] * 1000:.1f} ms per"
+        " tile served);"
         f" S3 servers {figures['s3_cpu'] / gb:.1f} s, agents {figures['agent_cpu'] / gb:.1f} s"
     )
     waits = figures["waits"]
@@ -535,7 +554,7 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true", help="print each file's times")
     args = parser.parse_args()
     if args.idle_seconds is None:
-        args.idle_seconds = 4.0 if args.quick else 15.0
+        args.idle_seconds = 4.0 if args.quick else 10.0
     stores = args.stores.split(",")
 
     mix, viewing = build_mix(args.quick)
