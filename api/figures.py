@@ -158,7 +158,12 @@ def scale_bar(metres_per_pixel: float, figure_width: int) -> ScaleBar:
     # step x 10^(power - exponent), written exactly: 500 nm, 2 µm, 0.5 Å.
     shift = power - exponent
     value = str(step * 10**shift) if shift >= 0 else f"{step / 10 ** (-shift):g}"
-    return ScaleBar(metres, round(metres / metres_per_pixel), f"{value} {unit}")
+    pixels = round(metres / metres_per_pixel)
+    if pixels < 1:
+        raise Invalid(
+            f"a figure {figure_width} px wide has no room for a scale bar; ask for a wider one"
+        )
+    return ScaleBar(metres, pixels, f"{value} {unit}")
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -300,6 +300,7 @@ def test_figures_are_refused_to_outsiders_and_beyond_the_limits(lab: Lab) -> Non
             {"region": "5000,0,10,10"},
             {"region": "0,0,10,10", "format": "gif"},
             {"region": "0,0,10,10", "z": 3},
+            {"region": "0,0,10,10", "width": 1, "scalebar": 1},  # no room for a bar
         ):
             refused = c.get(f"/api/images/{image}/figure", params=params)
             assert 400 <= refused.status_code < 500, (params, refused.text)
