@@ -408,6 +408,10 @@ def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
             # Short, so a killed job runs again within seconds; long enough that a job process
             # starved of CPU for a while (4 test processes on 2 cores) keeps its lease.
             "ALLMICRO_JOB_LEASE_SECONDS": "10",
+            # Test servers' jobs keep an even share of the CPU against the test processes, and
+            # the lint and mypy that `make test` runs beside them, as before job processes were
+            # niced (tests/catalogue/test_job_lanes.py checks the niceness itself).
+            "ALLMICRO_JOB_NICE": "0",
             # A lone member of a multi-file acquisition (a .mib without its .hdr) waits this
             # long for the rest before its image is built: seconds here, not minutes.
             "ALLMICRO_COMPANION_WAIT_SECONDS": "4",
