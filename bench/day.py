@@ -478,6 +478,9 @@ def run_day(
         }
     finally:
         server.stop()
+        if not args.keep:
+            # Several GB of originals and pyramids per day: the next day needs the disk.
+            shutil.rmtree(work / name, ignore_errors=True)
 
 
 _children_seen = 0.0
@@ -588,6 +591,8 @@ def main() -> None:
             # Fresh S3 servers for each day, so that neither starts with the other's objects.
             for server in servers:
                 server.stop()
+                if not args.keep:
+                    shutil.rmtree(server.root, ignore_errors=True)
             servers = [Seaweed(work / f"seaweed-{store}")]
             s3 = {
                 **base,
