@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -255,8 +255,15 @@ class PyramidCache:
         with self._lock:
             return self._items.get(f"{tag}:{key}")
 
-    def get(self, store: ObjectStore, key: str, tag: str = "") -> OpenPyramid:
-        """The pyramid at key; tag (the image's version) tells a rewritten pyramid apart."""
+    def get(
+        self,
+        store: ObjectStore,
+        key: str,
+        tag: str = "",
+        prepare: Callable[[OpenPyramid], None] | None = None,
+    ) -> OpenPyramid:
+        """The pyramid at key; tag (the image's version) tells a rewritten pyramid apart.
+        `prepare` adjusts a newly opened pyramid before anyone else can see it."""
         cache_key = f"{tag}:{key}"
         with self._lock:
             found = self._items.get(cache_key)
@@ -264,6 +271,8 @@ class PyramidCache:
                 self._items.move_to_end(cache_key)
                 return found
         opened = open_pyramid(store, key, tag)
+        if prepare is not None:
+            prepare(opened)
         with self._lock:
             self._items[cache_key] = opened
             while len(self._items) > self._size:

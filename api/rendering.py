@@ -47,6 +47,8 @@ class RenderSettings:
     raw: bool = False
     z: int = 0
     t: int = 0
+    invert: bool = False  # dark for bright, after gamma (before a colour map)
+    log: bool = False  # logarithmic intensities within the window (diffraction patterns)
 
     @property
     def key(self) -> str:
@@ -54,7 +56,9 @@ class RenderSettings:
         windows = ";".join("" if w is None else f"{w.start:g},{w.end:g}" for w in self.windows)
         colours = ",".join(c or "" for c in self.colours)
         chans = "" if self.channels is None else ",".join(map(str, self.channels))
-        return f"z{self.z}t{self.t}c{chans}w{windows}k{colours}g{self.gamma:g}m{self.colour_map}r{int(self.raw)}"
+        key = f"z{self.z}t{self.t}c{chans}w{windows}k{colours}g{self.gamma:g}m{self.colour_map}r{int(self.raw)}"
+        # Only when set, so the tiles cached and ETags given before these existed stay valid.
+        return key + ("i" if self.invert else "") + ("l" if self.log else "")
 
 
 def _hex_rgb(colour: str) -> tuple[int, int, int]:
@@ -78,6 +82,8 @@ def parse_settings(
     gamma: float | None = None,
     cmap: str | None = None,
     raw: bool = False,
+    invert: bool = False,
+    log: bool = False,
 ) -> RenderSettings:
     """Settings from the query parameters viewers may pass (see the IIIF router)."""
     channels = None
@@ -116,18 +122,40 @@ def parse_settings(
         raw=raw,
         z=z,
         t=t,
+        invert=invert,
+        log=log,
     )
 
 
-def to_uint8(plane: np.ndarray[Any, Any], window: Window) -> np.ndarray[Any, Any]:
-    """Map a plane of any dtype through a window onto uint8 (NaN becomes 0)."""
+def to_uint8(
+    plane: np.ndarray[Any, Any], window: Window, log: bool = False
+) -> np.ndarray[Any, Any]:
+    """Map a plane of any dtype through a window onto uint8 (NaN becomes 0); with `log`, on a
+    logarithmic scale (see log_scale)."""
     if plane.dtype in (np.uint8, np.uint16, np.int8, np.int16):
-        return _window_lut(plane.dtype.str, window.start, window.end)[_lut_index(plane)]
+        return _window_lut(plane.dtype.str, window.start, window.end, log)[_lut_index(plane)]
     lo, hi = float(window.start), float(window.end)
     span = hi - lo if hi > lo else 1.0
+    if log:
+        scaled = (plane.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / span)
+        scaled = np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(scaled, 0, 1, out=scaled)
+        scaled = log_scale(scaled, span) * np.float32(255.0)
+        return np.rint(scaled).astype(np.uint8)
     scaled = (plane.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
     scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def log_scale(fraction: np.ndarray[Any, Any], span: float) -> np.ndarray[Any, Any]:
+    """Positions 0..1 within a window to 0..1 on a log scale: log(1 + k·x) / log(1 + k) with
+    k the window's width in data units (at least 1000, three decades): one count above the
+    window's start is visible in a diffraction pattern, and data scaled to 0..1 still gets
+    three decades."""
+    k = max(float(span), 1000.0)
+    if fraction.dtype == np.float32:  # the tile path's planes: no float64 copy
+        return np.log1p(fraction * np.float32(k)) / np.float32(np.log1p(k))
+    return np.log1p(fraction * k) / np.log1p(k)
 
 
 def _lut_index(plane: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -140,7 +168,7 @@ def _lut_index(plane: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 @lru_cache(maxsize=256)
-def _window_lut(dtype: str, start: float, end: float) -> np.ndarray[Any, Any]:
+def _window_lut(dtype: str, start: float, end: float, log: bool = False) -> np.ndarray[Any, Any]:
     """uint8 output for every possible input value of a small integer dtype."""
     kind = np.dtype(dtype)
     bits = kind.itemsize * 8
@@ -148,14 +176,18 @@ def _window_lut(dtype: str, start: float, end: float) -> np.ndarray[Any, Any]:
     if kind.kind == "i":
         values = np.where(values >= 2 ** (bits - 1), values - 2**bits, values)
     span = end - start if end > start else 1.0
+    if log:
+        fraction = np.clip((values.astype(np.float64) - start) / span, 0.0, 1.0)
+        return np.rint(255.0 * log_scale(fraction, span)).astype(np.uint8)
     scaled = (values.astype(np.float64) - start) * (255.0 / span)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=32)
-def _gamma_lut(gamma: float) -> np.ndarray[Any, Any]:
+def _tone_lut(gamma: float, invert: bool = False) -> np.ndarray[Any, Any]:
     x = np.arange(256, dtype=np.float64) / 255.0
-    return np.clip(np.rint(255.0 * x ** (1.0 / gamma)), 0, 255).astype(np.uint8)
+    lut = np.clip(np.rint(255.0 * x ** (1.0 / gamma)), 0, 255).astype(np.uint8)
+    return 255 - lut if invert else lut
 
 
 @lru_cache(maxsize=16)
@@ -201,7 +233,7 @@ def render(
         raise Invalid(f"channels run from 0 to {n - 1}")
     if defaults.rgb and settings.channels is None and not settings.windows and not settings.colours:
         picture = np.moveaxis(planes[:3], 0, -1).astype(np.uint8)
-        return _apply_gamma(picture, settings.gamma)
+        return _apply_tone(picture, settings)
 
     def window_of(c: int) -> Window:
         if c < len(settings.windows) and settings.windows[c] is not None:
@@ -213,14 +245,14 @@ def render(
 
     if len(visible) == 1:
         c = visible[0]
-        grey = _apply_gamma(to_uint8(planes[c], window_of(c)), settings.gamma)
+        grey = _apply_tone(to_uint8(planes[c], window_of(c), settings.log), settings)
         if settings.colour_map and settings.colour_map != "gray":
             return colour_map_lut(settings.colour_map)[grey]
         colour = _colour_of(c, n, defaults, settings)
         return grey if colour == "FFFFFF" else _tint(grey, colour)
     picture = np.zeros((*planes.shape[1:], 3), dtype=np.uint16)
     for c in visible:
-        grey = _apply_gamma(to_uint8(planes[c], window_of(c)), settings.gamma)
+        grey = _apply_tone(to_uint8(planes[c], window_of(c), settings.log), settings)
         picture += _tint(grey, _colour_of(c, n, defaults, settings))
     return np.minimum(picture, 255).astype(np.uint8)
 
@@ -256,7 +288,7 @@ def render_bytes(
     else:
         per_source = 2  # the 8-bit plane, and its gamma-corrected copy
     if dtype.kind == "f":
-        per_source += 12  # a channel's float32 windowing temporaries
+        per_source += 16 if settings.log else 12  # a channel's float32 windowing temporaries
     # Resized, as an array, rotated, Pillow's copy, encoded; measured about 3 and 7 bytes.
     per_output = 10 if rgb or quality == "color" else 4
     if fmt == "webp":
@@ -293,8 +325,11 @@ def _tint(grey: np.ndarray[Any, Any], colour: str) -> np.ndarray[Any, Any]:
     return ((grey[..., np.newaxis].astype(np.uint16) * scale) // 255).astype(np.uint8)
 
 
-def _apply_gamma(pixels: np.ndarray[Any, Any], gamma: float) -> np.ndarray[Any, Any]:
-    return pixels if gamma == 1.0 else _gamma_lut(gamma)[pixels]
+def _apply_tone(pixels: np.ndarray[Any, Any], settings: RenderSettings) -> np.ndarray[Any, Any]:
+    """Gamma and inversion of 8-bit pixels, as one table look-up (none when neither is set)."""
+    if settings.gamma == 1.0 and not settings.invert:
+        return pixels
+    return _tone_lut(settings.gamma, settings.invert)[pixels]
 
 
 def apply_quality(pixels: np.ndarray[Any, Any], quality: str) -> np.ndarray[Any, Any]:

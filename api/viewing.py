@@ -3,19 +3,24 @@ caches of decoded chunks and encoded tiles that make repeat requests cheap."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import select
+from lxml import etree
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from allmicro_data import capabilities
 from allmicro_data.access import Caller, get_visible
 from allmicro_data.api.deps import presented_token
+from allmicro_data.api.plane_statistics import sample_defaults
 from allmicro_data.api.pyramids import ChunkCache, OpenPyramid, PyramidCache
 from allmicro_data.api.render_budget import RenderBudget
 from allmicro_data.audit import record
@@ -25,6 +30,7 @@ from allmicro_data.catalogue.models import AuditEvent, Image, TokenKind
 from allmicro_data.errors import NotFound, Unauthorised
 from allmicro_data.services import Services
 from allmicro_data.settings import secret_key
+from allmicro_data.storage import ObjectNotFound, ObjectStore
 
 # How long a decision about a credential, a capability or an image is reused without asking the
 # catalogue: revoking a token, a session or a membership, changing a password or disabling a user
@@ -115,6 +121,8 @@ class ImageView:
     pixel_size_x: float | None
     pixel_size_y: float | None
     pixel_size_z: float | None
+    # The part of the frame that is the sample, (y0, y1, x0, x1), when a data bar is burnt in.
+    image_region: tuple[int, int, int, int] | None = None
 
     @classmethod
     def of(cls, image: Image) -> ImageView:
@@ -129,7 +137,18 @@ class ImageView:
             pixel_size_x=image.pixel_size_x,
             pixel_size_y=image.pixel_size_y,
             pixel_size_z=image.pixel_size_z,
+            image_region=_region(image.image_region),
         )
+
+
+def _region(value: Any) -> tuple[int, int, int, int] | None:
+    if isinstance(value, list | tuple) and len(value) == 4:
+        try:
+            y0, y1, x0, x1 = (int(v) for v in value)
+        except (TypeError, ValueError):
+            return None
+        return y0, y1, x0, x1
+    return None
 
 
 class Viewing:
@@ -147,7 +166,17 @@ class Viewing:
         self._seen_capabilities: set[str] = set()
 
     def pyramid(self, view: ImageView) -> OpenPyramid:
-        return self.pyramids.get(self.services.store, view.pyramid_key, view.version)
+        return self.pyramids.get(
+            self.services.store, view.pyramid_key, view.version, partial(self._prepare, view)
+        )
+
+    def _prepare(self, view: ImageView, pyramid: OpenPyramid) -> None:
+        # The default windows of an image with a data bar come from the sample alone; computed
+        # once when its pyramid opens (milliseconds, and only for such images).
+        if view.image_region is not None:
+            pyramid.defaults = sample_defaults(
+                self.services.store, self.chunks, pyramid, view.image_region
+            )
 
     async def open_pyramid(self, view: ImageView) -> OpenPyramid:
         """The image's pyramid, opened in a worker thread only the first time."""
@@ -227,7 +256,45 @@ class Viewing:
 
     def _visible_image(self, caller: Caller, image_id: str) -> ImageView:
         with self.services.session() as session:
-            return ImageView.of(get_visible(session, caller, Image, image_id))
+            image = get_visible(session, caller, Image, image_id)
+            if image.image_region is None and _has_data_bar(image):
+                recorded_image_region(session, self.services.store, image)
+            return ImageView.of(image)
+
+
+def _has_data_bar(image: Image) -> bool:
+    # The readers that find a data bar say so among the image's warnings.
+    return any(str(w).startswith("data bar:") for w in image.warnings or ())
+
+
+def recorded_image_region(session: Session, store: ObjectStore, image: Image) -> None:
+    """Fill the catalogue's image region of an image ingested before the catalogue had one,
+    from its OME-XML (the acquisition map annotation's "image_region"). Its version (updated_at)
+    stays as it is: tiles and their ETags are still valid."""
+    if image.ome_xml_key is None:
+        return
+    try:
+        document = etree.fromstring(
+            store.get_bytes(image.ome_xml_key), etree.XMLParser(resolve_entities=False)
+        )
+    except (ObjectNotFound, etree.XMLSyntaxError):
+        return
+    for element in document.iter("{*}M"):
+        if element.get("K") == "image_region":
+            try:
+                region = _region(json.loads(element.text or ""))
+            except ValueError:
+                region = None
+            if region is not None:
+                session.execute(
+                    update(Image)
+                    .where(Image.id == image.id)
+                    .values(image_region=list(region), updated_at=Image.updated_at)
+                    .execution_options(synchronize_session=False)
+                )
+                session.commit()
+                session.refresh(image)
+            return
 
 
 def viewing(request: Request) -> Viewing:

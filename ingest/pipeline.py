@@ -281,6 +281,9 @@ def _record(image: Image, series: Series, info: PyramidInfo, ome_xml_key: str, f
     image.ngff_version = info.ngff_version
     image.levels = len(info.level_shapes)
     image.ome_xml_key = ome_xml_key
+    # The viewer shows only this part by default; histograms and default windows leave the
+    # rest (an instrument's data bar) out.
+    image.image_region = list(series.image_region) if series.image_region else None
     image.search_text = search_text(image)
 
 

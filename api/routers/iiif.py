@@ -164,10 +164,21 @@ def render_settings(
     gamma: Annotated[float | None, Query(description="display gamma, 0.05..20")] = None,
     cmap: Annotated[str | None, Query(max_length=20, description="colour map")] = None,
     raw: Annotated[bool, Query(description="stored values as PNG-16 (one channel)")] = False,
+    invert: Annotated[bool, Query(description="dark for bright")] = False,
+    log: Annotated[bool, Query(description="logarithmic intensities in the window")] = False,
 ) -> RenderSettings:
     """The EM-aware rendering parameters every image request of ours takes beside IIIF's own."""
     return parse_settings(
-        z=z, t=t, c=c, window=window, colors=colors, gamma=gamma, cmap=cmap, raw=raw
+        z=z,
+        t=t,
+        c=c,
+        window=window,
+        colors=colors,
+        gamma=gamma,
+        cmap=cmap,
+        raw=raw,
+        invert=invert,
+        log=log,
     )
 
 

@@ -6,9 +6,10 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from allmicro_data.api import plane_statistics
 from allmicro_data.api.iiif import ImageRequest, Region
 from allmicro_data.api.openapi_media import binary
 from allmicro_data.api.rendering import RenderSettings, Window, encode_png, render, render_bytes
@@ -141,12 +142,23 @@ class DisplayOut(BaseModel):
     t_size: int
     pixel_size: dict[str, float | None]
     channels: list[DisplayChannel]
+    image_region: list[int] | None = Field(
+        default=None,
+        description="[y0, y1, x0, x1]: the part of the frame that is the sample, in "
+        "full-resolution pixels, when the instrument burnt a data bar into the rest",
+    )
 
 
 @router.get("/images/{image_id}/display", response_model=DisplayOut)
 async def display(image_id: str, request: Request) -> DisplayOut:
+    """The image's planes, channels and default windows (without the data bar's pixels)."""
     state = viewing(request)
     view = await state.image(await state.caller(request), image_id)
+    return await display_of(state, view)
+
+
+async def display_of(state: Viewing, view: ImageView) -> DisplayOut:
+    """The display controls' facts of an image, for members and share links alike."""
     pyramid = await state.open_pyramid(view)
     defaults = pyramid.defaults
     level0: Any = pyramid.levels[0]
@@ -176,4 +188,86 @@ async def display(image_id: str, request: Request) -> DisplayOut:
         t_size=pyramid.size("t"),
         pixel_size={"x": view.pixel_size_x, "y": view.pixel_size_y, "z": view.pixel_size_z},
         channels=channels,
+        image_region=list(view.image_region) if view.image_region else None,
+    )
+
+
+class HistogramOut(BaseModel):
+    """A channel's intensities in one plane, without the data bar, for the contrast controls."""
+
+    channel: int
+    z: int
+    t: int
+    start: float = Field(description="the lowest value found; the first bin starts here")
+    end: float = Field(description="where the last bin ends (the highest value is below it)")
+    counts: list[int] = Field(description="pixels per bin; the bins are equally wide")
+    min: float
+    max: float
+    percentiles: dict[str, float] = Field(
+        description="values at these percentiles, e.g. 0.1 and 99.9 (auto-contrast)"
+    )
+    auto: list[float] = Field(
+        description="[lo, hi]: the window auto-contrast picks (the 0.1 and 99.9 percentiles), "
+        "as the server's default window does for images with a data bar"
+    )
+    pixels: int = Field(description="how many pixels were counted")
+    level: int = Field(description="the pyramid level read (0 is full resolution)")
+    image_region: list[int] | None = Field(
+        description="[y0, y1, x0, x1] counted; null: the whole frame"
+    )
+
+
+@router.get("/images/{image_id}/histogram", response_model=HistogramOut)
+async def histogram(
+    image_id: str,
+    request: Request,
+    z: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    t: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    c: Annotated[int, Query(ge=0, le=1_000_000, description="channel")] = 0,
+    bins: Annotated[int, Query(ge=2, le=4096)] = 256,
+) -> HistogramOut:
+    """The histogram of one channel of one plane, counted on a pyramid level of about a
+    megapixel, inside the image region (an instrument's data bar is left out)."""
+    state = viewing(request)
+    view = await state.image(await state.caller(request), image_id)
+    return await histogram_of(state, view, z=z, t=t, c=c, bins=bins)
+
+
+async def histogram_of(
+    state: Viewing, view: ImageView, *, z: int, t: int, c: int, bins: int
+) -> HistogramOut:
+    pyramid = await state.open_pyramid(view)
+    for axis, value in (("z", z), ("t", t), ("c", c)):
+        if value >= pyramid.size(axis):
+            raise Invalid(f"{axis}={value} is outside 0..{pyramid.size(axis) - 1}")
+
+    def count() -> plane_statistics.Histogram:
+        values = plane_statistics.plane_values(
+            state.services.store, state.chunks, pyramid, view.image_region, z=z, t=t
+        )
+        return plane_statistics.histogram(
+            values[c], bins, plane_statistics.statistics_level(pyramid)
+        )
+
+    level = plane_statistics.statistics_level(pyramid)
+    pixels = pyramid.size("y", level) * pyramid.size("x", level) * pyramid.size("c", level)
+    # Reading the level, a channel's copy and np.histogram's float temporaries.
+    async with state.renders.hold(pixels * (pyramid.levels[level].dtype.itemsize + 16)):
+        found = await run_in_threadpool(count)
+    region = plane_statistics.sample_region(view.image_region, pyramid)
+    whole = region == (0, pyramid.size("y"), 0, pyramid.size("x"))
+    return HistogramOut(
+        channel=c,
+        z=z,
+        t=t,
+        start=found.start,
+        end=found.end,
+        counts=found.counts,
+        min=found.start,
+        max=found.highest,
+        percentiles=found.percentiles,
+        auto=[found.auto.start, found.auto.end],
+        pixels=found.pixels,
+        level=found.level,
+        image_region=None if whole else list(region),
     )

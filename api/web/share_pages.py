@@ -32,7 +32,7 @@ from allmicro_data.api.deps import (
     SessionDep,
     client_address,
 )
-from allmicro_data.api.rendering import RenderSettings, Window
+from allmicro_data.api.rendering import RenderSettings
 from allmicro_data.api.routers import iiif, shares, tiles
 from allmicro_data.api.schemas import ImageOut
 from allmicro_data.api.streaming import content_disposition
@@ -336,6 +336,7 @@ def share_image_page(
         "imageId": image.id,
         "infoUrl": f"{base}/iiif/{image.id}/info.json",
         "displayUrl": f"{base}/images/{image.id}/display",
+        "histogramUrl": f"{base}/images/{image.id}/histogram",
         "osdImages": "/static/vendor/openseadragon/images/",
         "language": language,
         "strings": viewer_strings(gettext),
@@ -416,37 +417,24 @@ async def share_iiif_image(
 async def share_display(token: str, image_id: str, request: Request) -> tiles.DisplayOut:
     """The viewer's controls for a shared image: planes, channels, default windows (as
     /api/images/{id}/display gives them to members)."""
-    state = viewing(request)
     view = await _shared_view(request, token, image_id)
-    pyramid = await state.open_pyramid(view)
-    defaults = pyramid.defaults
-    channels: list[tiles.DisplayChannel] = []
-    for i in range(pyramid.size("c")):
-        window = defaults.windows[i] if i < len(defaults.windows) else Window(0.0, 255.0)
-        extent = defaults.ranges[i] if i < len(defaults.ranges) else window
-        channels.append(
-            tiles.DisplayChannel(
-                label=defaults.labels[i] if i < len(defaults.labels) else f"channel {i}",
-                color=defaults.colours[i] if i < len(defaults.colours) else "FFFFFF",
-                window={
-                    "start": window.start,
-                    "end": window.end,
-                    "min": extent.start,
-                    "max": extent.end,
-                },
-            )
-        )
-    return tiles.DisplayOut(
-        axes=pyramid.axes,
-        shape=list(pyramid.shape(0)),
-        levels=len(pyramid.levels),
-        dtype=str(pyramid.levels[0].dtype),
-        rgb=defaults.rgb,
-        z_size=pyramid.size("z"),
-        t_size=pyramid.size("t"),
-        pixel_size={"x": view.pixel_size_x, "y": view.pixel_size_y, "z": view.pixel_size_z},
-        channels=channels,
-    )
+    return await tiles.display_of(viewing(request), view)
+
+
+@router.get("/share/{token}/images/{image_id}/histogram")
+async def share_histogram(
+    token: str,
+    image_id: str,
+    request: Request,
+    z: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    t: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    c: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    bins: Annotated[int, Query(ge=2, le=4096)] = 256,
+) -> tiles.HistogramOut:
+    """A shared image's histogram for the viewer's contrast controls (as
+    /api/images/{id}/histogram gives it to members)."""
+    view = await _shared_view(request, token, image_id)
+    return await tiles.histogram_of(viewing(request), view, z=z, t=t, c=c, bins=bins)
 
 
 @router.get("/share/{token}/images/{image_id}/thumbnail.jpg")

@@ -726,6 +726,7 @@ for path, url in (
         f"/share/{{share}}/iiif/{I}/full/64,/0/default.jpg",
     ),
     (f"/share/{{token}}/images/{I}/display", f"/share/{{share}}/images/{I}/display"),
+    (f"/share/{{token}}/images/{I}/histogram", f"/share/{{share}}/images/{I}/histogram"),
     (f"/share/{{token}}/images/{I}/thumbnail.jpg", f"/share/{{share}}/images/{I}/thumbnail.jpg"),
     (f"/share/{{token}}/files/{F}", f"/share/{{share}}/files/{F}"),
     ("/share/{token}/download.zip", "/share/{share}/download.zip"),
@@ -901,6 +902,14 @@ decide(
 decide(
     "POST", f"/projects/{P}/delete", Case(FULL, lambda w: f"/projects/{lc_new_project(w)}/delete")
 )
+
+# Display: the histogram reads the image; saved renderings are read by readers and written
+# (the image's default by contributors, one's own by anyone who sees it) with full rights.
+decide("GET", f"/api/images/{I}/histogram", Case(READ, _fill(f"/api/images/{I}/histogram")))
+for path in (f"/api/images/{I}/rendering", f"/api/images/{I}/rendering/mine"):
+    decide("GET", path, Case(READ, _fill(path)))
+    decide("PUT", path, Case(FULL, _fill(path), lambda w: {"json": {"gamma": 1.5}}))
+    decide("DELETE", path, Case(FULL, _fill(path)))
 
 
 def test_every_route_has_a_scope_decision(tmp_path: Path) -> None:
