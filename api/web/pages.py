@@ -767,6 +767,19 @@ def viewer_strings(gettext: Callable[[str], str]) -> dict[str, str]:
         "expires": gettext("Expires"),
         "copy": gettext("Copy"),
         "copied": gettext("Copied"),
+        "histogram": gettext("Histogram of intensities"),
+        "auto": gettext("Auto"),
+        "autoAll": gettext("Auto contrast, all channels"),
+        "invert": gettext("Invert"),
+        "log": gettext("Logarithmic"),
+        "dataBar": gettext("Show the instrument's data bar"),
+        "saveMine": gettext("Save as my view"),
+        "forgetMine": gettext("Forget my view"),
+        "saveDefault": gettext("Save as the image's default"),
+        "removeDefault": gettext("Remove the image's default"),
+        "saved": gettext("Saved."),
+        "removed": gettext("Removed."),
+        "saveFailed": gettext("Could not save."),
     }
 
 
@@ -824,6 +837,8 @@ def image_page(page: ImagePageDep) -> Response:
         "imageId": image.id,
         "infoUrl": f"/iiif/3/{image.id}/info.json",
         "displayUrl": f"/api/images/{image.id}/display",
+        "histogramUrl": f"/api/images/{image.id}/histogram",
+        "renderingUrl": f"/api/images/{image.id}/rendering",
         "capabilitiesUrl": f"/api/images/{image.id}/capabilities",
         "osdImages": "/static/vendor/openseadragon/images/",
         "language": language,
