@@ -47,6 +47,7 @@ MAX_NAME_CHARS = 200
 MAX_REGION_PIXELS = 64 * 1024 * 1024
 BAND_PIXELS = 4 * 1024 * 1024
 MAX_PROFILE_SAMPLES = 20_000
+POLYGON_ROWS = 256  # rows whose edge crossings are computed at once
 PROFILE_SEGMENT = 512  # samples read per box: a long diagonal never reads its whole bounding box
 
 # Rows y0..y1 and columns x0..x1 (half-open) of the current plane and channel, as a 2-D array.
@@ -211,14 +212,30 @@ def region_mask(shape: Shape, ys: tuple[int, int], xs: tuple[int, int]) -> np.nd
         rx, ry = abs(bx - ax) / 2, abs(by - ay) / 2
         ex, ey = (ax + bx) / 2, (ay + by) / 2
         return np.asarray(((cx - ex) / rx) ** 2 + ((cy - ey) / ry) ** 2 <= 1.0)
-    # Polygons: scanline fill of the vertices in pixel-centre coordinates (skimage's C code).
-    from skimage.draw import polygon
+    return _polygon_mask(shape.points, ys, xs)
 
-    rows = np.array([p[1] for p in shape.points]) - 0.5 - ys[0]
-    cols = np.array([p[0] for p in shape.points]) - 0.5 - xs[0]
+
+def _polygon_mask(
+    vertices: Sequence[Point], ys: tuple[int, int], xs: tuple[int, int]
+) -> np.ndarray[Any, Any]:
+    """Scanline even-odd fill: a pixel is in when an odd number of the polygon's edges cross its
+    row's centre line to the right of its centre. Work per row is its crossings, not the polygon's
+    whole bounding box, so a band of a huge polygon costs only that band."""
+    px = np.array([p[0] for p in vertices], dtype=np.float64)
+    py = np.array([p[1] for p in vertices], dtype=np.float64)
+    qx, qy = np.roll(px, -1), np.roll(py, -1)
+    cx = np.arange(xs[0], xs[1], dtype=np.float64) + 0.5
     mask = np.zeros((ys[1] - ys[0], xs[1] - xs[0]), dtype=bool)
-    rr, cc = polygon(rows, cols, shape=mask.shape)  # type: ignore[no-untyped-call]
-    mask[rr, cc] = True
+    for top in range(ys[0], ys[1], POLYGON_ROWS):
+        cy = np.arange(top, min(ys[1], top + POLYGON_ROWS), dtype=np.float64)[:, None] + 0.5
+        crosses = (py > cy) != (qy > cy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = px + (cy - py) * (qx - px) / (qy - py)
+        for i in range(cy.shape[0]):
+            hits = np.sort(at[i, crosses[i]])
+            if hits.size:
+                right = hits.size - np.searchsorted(hits, cx, side="right")
+                mask[top - ys[0] + i] = right % 2 == 1
     return mask
 
 
