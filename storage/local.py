@@ -41,7 +41,7 @@ class LocalStore:
     A crash at any point leaves either the complete object under its key or nothing: bytes go to a
     temporary file in the same filesystem, are flushed with fsync, and only then renamed into
     place. `durable=False` skips the fsync, for scratch stores whose contents can be rebuilt.
-    `checksums=False` skips the sha256 of whole-object writes (`put_bytes` then reports an empty
+    `checksums=False` skips the sha256 of every write (`put` and `put_bytes` then report an empty
     sha256), for output nobody records a manifest of: `allmicro convert`'s directory.
     `atomic=False` writes objects straight under their keys, without a temporary file and a
     rename each, for a store in a staging directory that becomes visible whole, by one rename,
@@ -82,6 +82,11 @@ class LocalStore:
         return self.root / key
 
     def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+        if not self.checksums:
+            # A pyramid shard (tens of MB) would otherwise be hashed for nobody.
+            return StoredObject(
+                key=key, size=self._write_object(key, iter_stream(stream)), sha256=""
+            )
         digest = hashlib.sha256()
         size = self._write_object(key, iter_stream(stream), digest.update)
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())

@@ -46,6 +46,12 @@ def test_put_bytes_records_sha256_unless_checksums_are_off(tmp_path: Path) -> No
     unrecorded = scratch.put_bytes("0/0", data)
     assert (unrecorded.size, unrecorded.sha256) == (len(data), "")
     assert scratch.get_bytes("0/0") == data
+    # A shard goes out as its parts, through put: not hashed either.
+    parts = [data[:1000], data[1000:]]
+    assert LocalStore(tmp_path / "server").put("s/0", iter(parts)).sha256 == recorded.sha256
+    streamed = scratch.put("0/1", iter(parts))
+    assert (streamed.size, streamed.sha256) == (len(data), "")
+    assert scratch.get_bytes("0/1") == data
 
 
 def test_unsynced_writes_wait_for_the_disk_only_at_the_one_sync(
