@@ -40,6 +40,8 @@ class Measure:
     size_mb: float = 0.0
     objects: int = 0
     inner: float | None = None  # seconds reported by the process itself, without start-up
+    inner_cpu: float | None = None  # CPU seconds (all threads) reported likewise
+    load: float = 0.0  # 1-minute load average when the process ended
 
 
 # ---- inputs -----------------------------------------------------------------------------------
@@ -118,11 +120,20 @@ def run_measured(cmd: list[str], out: Path | None) -> Measure:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    inner = None
+    inner = inner_cpu = None
     for line in stdout.splitlines():
         if line.startswith("inner-seconds "):
             inner = float(line.split()[1])
-    measure = Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, inner=inner)
+        elif line.startswith("inner-cpu "):
+            inner_cpu = float(line.split()[1])
+    measure = Measure(
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        inner=inner,
+        inner_cpu=inner_cpu,
+        load=os.getloadavg()[0],
+    )
     if out is not None and out.exists():
         sizes = [p.stat().st_size for p in out.rglob("*") if p.is_file()]
         measure.size_mb, measure.objects = sum(sizes) / 1e6, len(sizes)
@@ -169,6 +180,7 @@ def floor(args: argparse.Namespace) -> None:
     # Like the engine, recycle band buffers when the series can read into one.
     ring: list[tuple[np.ndarray[Any, Any] | None, list[Any]]] = [(None, []) for _ in range(3)]
     started = time.perf_counter()
+    started_cpu = time.process_time()
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for band_index, a0 in enumerate(range(0, series.shape[0], chunk)):
             region = [slice(a0, min(series.shape[0], a0 + chunk))]
@@ -195,6 +207,7 @@ def floor(args: argparse.Namespace) -> None:
             for f in futures:
                 f.result()
     print(f"inner-seconds {time.perf_counter() - started:.3f}")
+    print(f"inner-cpu {time.process_time() - started_cpu:.3f}")
 
 
 def _compress_pieces(encoder: Any, view: np.ndarray[Any, Any], chunk: int) -> int:
@@ -270,59 +283,88 @@ def prefault_memory(gib: int) -> None:
 def compare(
     label: str,
     src: Path,
-    tools: dict[str, Callable[[Path], list[str]]],
+    tools: dict[str, tuple[Callable[[Path], list[str]], str]],
     runs: int,
-    floor_cmd: list[str] | None,
+    floor_cmds: dict[str, list[str]],
 ) -> None:
+    """Run every tool and the floor of every codec runs times, interleaved, and print the table.
+
+    tools maps a name to its command and the codec it compresses with; each tool is compared to
+    the floor of that codec (the peers compress with PEER_CODEC). Walls are inflated on a loaded
+    machine: the CPU columns (user + sys of the whole process tree) are what stays comparable,
+    and every figure comes with the 1-minute load average it was measured at.
+    """
     out_root = DATA / "out"
     out_root.mkdir(exist_ok=True)
     results: dict[str, list[Measure]] = {name: [] for name in tools}
-    floors: list[Measure] = []
+    floors: dict[str, list[Measure]] = {codec: [] for codec in floor_cmds}
     startups: list[Measure] = []
     for run in range(runs):
         # Interpreter start and imports of `allmicro convert`, to tell engine time from wall.
         startups.append(run_measured([PYTHON, "-c", STARTUP_IMPORTS], None))
         # Interleaved, so background load hits every tool alike.
-        for name, command in tools.items():
+        for name, (command, _codec) in tools.items():
             out = out_root / f"{name}.zarr"
             measure = run_measured(command(out), out)
             results[name].append(measure)
-            print(f"  run {run + 1} {name:28s} {measure.wall:6.2f} s", flush=True)
+            print(
+                f"  run {run + 1} {name:36s} {measure.wall:6.2f} s  CPU {measure.cpu:5.1f} s"
+                f"  load {measure.load:.1f}",
+                flush=True,
+            )
             shutil.rmtree(out, ignore_errors=True)
-        if floor_cmd:
-            floors.append(run_measured(floor_cmd, None))
-            print(f"  run {run + 1} {'floor':28s} {floors[-1].inner:6.2f} s (in-process)")
+        for codec, floor_cmd in floor_cmds.items():
+            m = run_measured(floor_cmd, None)
+            floors[codec].append(m)
+            print(
+                f"  run {run + 1} {'floor ' + codec:36s} {m.inner or 0:6.2f} s  CPU"
+                f" {m.inner_cpu or 0:5.1f} s (in-process)  load {m.load:.1f}",
+                flush=True,
+            )
+    med = statistics.median
     peers = [n for n in tools if n in ("ngff-zarr", "ome-zarr-py")]
-    best_peer = min((statistics.median(m.wall for m in results[p]) for p in peers), default=None)
-    floor_s = statistics.median(m.inner or m.wall for m in floors) if floors else None
-    startup_s = statistics.median(m.wall for m in startups)
-    print(f"\n{label}: {src.name} ({src.stat().st_size / MIB:.0f} MiB), median of {runs}")
+    best_peer = min((med(m.wall for m in results[p]) for p in peers), default=None)
+    best_peer_cpu = min((med(m.cpu for m in results[p]) for p in peers), default=None)
+    floor_s = {c: med(m.inner or m.wall for m in ms) for c, ms in floors.items() if ms}
+    floor_cpu = {c: med(m.inner_cpu or m.cpu for m in ms) for c, ms in floors.items() if ms}
+    startup_s = med(m.wall for m in startups)
+    startup_cpu = med(m.cpu for m in startups)
+    loads = [m.load for ms in results.values() for m in ms]
     print(
-        f"| tool | wall s | engine s | CPU s | peak RSS MB | output MB | objects | best peer / tool"
-        f" | tool / floor |\n|{' --- |' * 9}"
+        f"\n{label}: {src.name} ({src.stat().st_size / MIB:.0f} MiB), median of {runs};"
+        f" load average {min(loads):.1f}-{max(loads):.1f} (1 min), start-up + imports"
+        f" {startup_s:.2f} s wall, {startup_cpu:.2f} s CPU"
+    )
+    print(
+        "| tool | wall s | engine s | CPU s | peak RSS MB | output MB | objects"
+        " | best peer / tool (wall; CPU) | tool / floor of its codec (engine wall; engine CPU) |"
+        f"\n|{' --- |' * 9}"
     )
     for name, ms in results.items():
-        wall = statistics.median(m.wall for m in ms)
+        codec = tools[name][1]
+        wall = med(m.wall for m in ms)
+        cpu = med(m.cpu for m in ms)
         inner = [m.inner for m in ms if m.inner is not None]
-        inner_s = statistics.median(inner) if inner else None
+        inner_s = med(inner) if inner else None
         if inner_s is None and name.startswith("allmicro"):
             inner_s = wall - startup_s
-        speedup = f"{best_peer / wall:.2f}x" if best_peer and name not in peers else ""
+        speedup = ""
+        if best_peer and best_peer_cpu and name not in peers:
+            speedup = f"{best_peer / wall:.2f}x; {best_peer_cpu / cpu:.2f}x"
         vs_floor = ""
-        if floor_s and name not in peers:
-            vs_floor = f"{wall / floor_s:.2f}"
-            if inner_s:
-                vs_floor += f" (engine {inner_s / floor_s:.2f})"
+        if codec in floor_s and name not in peers and inner_s:
+            engine_cpu = cpu - startup_cpu
+            vs_floor = f"{inner_s / floor_s[codec]:.2f}; {engine_cpu / floor_cpu[codec]:.2f}"
         print(
             f"| {name} | {wall:.2f} ({min(m.wall for m in ms):.2f}-{max(m.wall for m in ms):.2f})"
-            f" | {f'{inner_s:.2f}' if inner_s else ''}"
-            f" | {statistics.median(m.cpu for m in ms):.1f}"
+            f" | {f'{inner_s:.2f}' if inner_s else ''} | {cpu:.1f}"
             f" | {max(m.rss_mb for m in ms):.0f} | {ms[0].size_mb:.0f} | {ms[0].objects}"
             f" | {speedup} | {vs_floor} |"
         )
-    if floors:
+    for codec in floors:
         print(
-            f"| floor (read once + compress all chunks, 2 threads) | | {floor_s:.2f} | | | | | | |"
+            f"| floor {codec} (read once + compress all chunks, 2 threads) | |"
+            f" {floor_s[codec]:.2f} | {floor_cpu[codec]:.1f} | | | | | |"
         )
     print(flush=True)
 
@@ -352,30 +394,45 @@ def main() -> None:
     for key, (label, src, peer_chunk) in inputs.items():
         if key not in selected:
             continue
-        tools: dict[str, Callable[[Path], list[str]]] = {
+        default_codec = "blosc-zstd:1"  # the server's default (settings.pyramid_codec)
+        tools: dict[str, tuple[Callable[[Path], list[str]], str]] = {
             # Same NGFF version, chunk shape and codec as the peers (sharded: one object per
             # chunk row, same chunks inside).
-            "allmicro 0.5 zstd:3": lambda out, s=src, c=peer_chunk: ours_command(
-                s, out, PEER_NGFF, PEER_CODEC, c
+            "allmicro 0.5 zstd:3": (
+                lambda out, s=src, c=peer_chunk: ours_command(s, out, PEER_NGFF, PEER_CODEC, c),
+                PEER_CODEC,
             ),
-            "allmicro 0.4 zstd:3": lambda out, s=src, c=peer_chunk: ours_command(
-                s, out, "0.4", PEER_CODEC, c
+            "allmicro 0.4 zstd:3": (
+                lambda out, s=src, c=peer_chunk: ours_command(s, out, "0.4", PEER_CODEC, c),
+                PEER_CODEC,
             ),
-            "allmicro default (0.4 blosc-zstd:1)": lambda out, s=src: ours_command(
-                s, out, "0.4", None, None
+            # The server's defaults, and its recommended layout for S3 (0.5, sharded).
+            "allmicro default (0.4 blosc-zstd:1)": (
+                lambda out, s=src: ours_command(s, out, "0.4", None, None),
+                default_codec,
+            ),
+            "allmicro 0.5 sharded blosc-zstd:1": (
+                lambda out, s=src: ours_command(s, out, "0.5", None, None),
+                default_codec,
             ),
         }
         if key == "big":
-            tools = {"allmicro default (0.4 blosc-zstd:1)": tools.popitem()[1]}
+            tools = {
+                "allmicro default (0.4 blosc-zstd:1)": tools["allmicro default (0.4 blosc-zstd:1)"]
+            }
         elif not args.no_peers:
-            tools["ngff-zarr"] = lambda out, s=src: peer_command("ngff-zarr", s, out)
-            tools["ome-zarr-py"] = lambda out, s=src: peer_command("ome-zarr-py", s, out)
-        floor_cmd = None
+            tools["ngff-zarr"] = (lambda out, s=src: peer_command("ngff-zarr", s, out), PEER_CODEC)
+            tools["ome-zarr-py"] = (
+                lambda out, s=src: peer_command("ome-zarr-py", s, out),
+                PEER_CODEC,
+            )
+        floor_cmds: dict[str, list[str]] = {}
         if key != "big":
-            floor_cmd = [PYTHON, __file__, "_floor", str(src), "--codec", PEER_CODEC]
-            if peer_chunk:
-                floor_cmd += ["--chunk", str(peer_chunk)]
-        compare(label, src, tools, 1 if key == "big" else args.runs, floor_cmd)
+            for codec in (PEER_CODEC, default_codec):
+                floor_cmds[codec] = [PYTHON, __file__, "_floor", str(src), "--codec", codec]
+                if peer_chunk:
+                    floor_cmds[codec] += ["--chunk", str(peer_chunk)]
+        compare(label, src, tools, 1 if key == "big" else args.runs, floor_cmds)
 
 
 if __name__ == "__main__":

