@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.api.test_end_to_end import USER_PASSWORD
+from tests.api.test_end_to_end import FEI, USER_PASSWORD
 from tests.api.test_lifecycle import _created, ingest
 from tests.conftest import LiveServer, PostgresDatabases, module_server
 
@@ -316,3 +316,28 @@ def test_bad_shapes_are_refused_with_problem_json(measured: Measured) -> None:
             422,
         )
         assert c.get(url).json() == []
+
+
+def test_the_instruments_data_bar_is_left_out_of_measurements(measured: Measured) -> None:
+    # The FEI sample's data bar is found by ingest (xT's ResolutionY), the Zeiss one's is not.
+    dataset = measured.server.client().get(f"/api/images/{measured.image}").json()["dataset_id"]
+    image = ingest(measured.server, dataset, FEI.name, FEI.read_bytes(), CONTRIBUTOR)
+    pixels = _level0(measured.server, image)
+    with client(measured, VIEWER) as c:
+        y0, y1, x0, x1 = c.get(f"/api/images/{image}/display").json()["image_region"]
+        height, width = pixels.shape
+        assert (y0, x0, x1) == (0, 0, width) and y1 < height  # the bar is at the bottom
+        whole = c.post(
+            f"/api/images/{image}/measure",
+            json={"kind": "rectangle", "points": [[0, 0], [width, height]]},
+        ).json()
+        profile = c.get(
+            f"/api/images/{image}/profile",
+            params={"x0": 10.5, "y0": 0.5, "x1": 10.5, "y1": height - 0.5},
+        ).json()["samples"]
+    sample = pixels[y0:y1, x0:x1].astype(np.float64)
+    assert whole["pixels"] == sample.size
+    assert whole["mean"] == pytest.approx(sample.mean())
+    assert (whole["min"], whole["max"]) == (sample.min(), sample.max())
+    assert [s["value"] for s in profile[:y1]] == pixels[:y1, 10].tolist()
+    assert all(s["value"] is None for s in profile[y1:])
