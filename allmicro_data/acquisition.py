@@ -69,6 +69,8 @@ LENGTHS = (
     DisplayUnit("mm", 1e-3),
     DisplayUnit("µm", 1e-6),
     DisplayUnit("nm", 1e-9),
+    # TEM pixel sizes and lattice spacings are read in ångström.
+    DisplayUnit("Å", 1e-10),
     DisplayUnit("pm", 1e-12),
 )
 MILLIMETRES = (DisplayUnit("mm", 1e-3),)

@@ -31,6 +31,7 @@ def test_lengths_take_the_unit_that_reads_best() -> None:
     assert length(3.3724e-6, "it") == "3,372 µm"
     assert length(0.00403466, "sl") == "4,035 mm"
     assert length(1.14e-9, "en") == "1.14 nm"
+    assert length(5.2e-10, "en") == "5.2 Å"  # a TEM pixel size
     assert length(2.5e-13, "en") == "0.25 pm"
     assert pixel_size(PixelSizeOut(x=3.3724e-6, y=3.3724e-6, z=None), "en") == "3.372 µm"
     assert pixel_size(PixelSizeOut(x=None, y=None, z=None), "en") is None
