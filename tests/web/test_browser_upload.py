@@ -1,6 +1,7 @@
 """The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
-become one image, a file the dataset holds already says so, a refused file says why, and a
-300 MB upload goes on from where it stopped after its server was killed and started again."""
+become one image, files joined by hand share a group, a file the dataset holds already says so,
+a refused file says why, and a 300 MB upload goes on from where it stopped after its server was
+killed and started again, and again after the page was reloaded and the file chosen anew."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import pytest
 from allmicro_data.ingest.grouping import member
 from tests.api.test_end_to_end import upload
 from tests.api.test_lifecycle import _created, tiny_tiff
-from tests.api.test_uploads import new_project
 from tests.conftest import SAMPLES, LiveServer, PostgresDatabases, module_server, wait_until
 from tests.web.conftest import USER_PASSWORD, check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
@@ -29,14 +29,15 @@ CONTRIBUTOR = "tina@lab.example"
 TIA = SAMPLES / "tia"
 EMI = TIA / "64x64_TEM_images_acquire.emi"
 SER = TIA / "64x64_TEM_images_acquire_1.ser"
-# The module's server refuses uploads above this (ALLMICRO_MAX_UPLOAD_BYTES): a refusal to show.
-LIMIT = 4 * 1024 * 1024
+# The first project's storage quota: a refusal to show.
+QUOTA = 4 * 1024 * 1024
 
 
 @dataclass
 class Site:
     server: LiveServer
-    dataset: str
+    dataset: str  # in a project with a quota of QUOTA bytes
+    roomy: str  # in a project without one
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
@@ -45,21 +46,24 @@ def site(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_databases: PostgresDatabases | None,
 ) -> Iterator[Site]:
-    env = {"ALLMICRO_MAX_UPLOAD_BYTES": str(LIMIT)}
+    """One server for the file; the last test kills it and starts it again."""
     with (
-        module_server(
-            request, tmp_path_factory, postgres_databases, "browser-upload", env
-        ) as server,
+        module_server(request, tmp_path_factory, postgres_databases, "browser-upload") as server,
         server.client() as admin,
     ):
         org = _created(admin.post("/api/organisations", json={"name": "Lab", "kind": "partner"}))
-        project = _created(admin.post("/api/projects", json={"name": "Lamellae"}))
         body = {"email": CONTRIBUTOR, "organisation_id": org, "password": USER_PASSWORD}
         user = _created(admin.post("/api/users", json=body))
-        member_body = {"user_id": user, "role": "contributor"}
-        _created(admin.post(f"/api/projects/{project}/members", json=member_body))
-        dataset = _created(admin.post(f"/api/projects/{project}/datasets", json={"name": "TEM"}))
-        yield Site(server=server, dataset=dataset)
+        datasets = []
+        for name, quota in (("Lamellae", QUOTA), ("Tomography", None)):
+            project = _created(admin.post("/api/projects", json={"name": name}))
+            if quota is not None:
+                admin.patch(f"/api/projects/{project}", json={"quota_bytes": quota})
+            member_body = {"user_id": user, "role": "contributor"}
+            _created(admin.post(f"/api/projects/{project}/members", json=member_body))
+            new = admin.post(f"/api/projects/{project}/datasets", json={"name": "TEM"})
+            datasets.append(_created(new))
+        yield Site(server=server, dataset=datasets[0], roomy=datasets[1])
 
 
 def _dataset_page(browser: Any, server: LiveServer, dataset: str) -> tuple[Any, Any]:
@@ -122,7 +126,6 @@ def test_an_emi_and_its_ser_chosen_together_become_one_image(site: Site, browser
     expect(item).to_have_count(1)
     expect(item).to_have_attribute("data-group", "FEI TIA:64x64_tem_images_acquire")
     expect(item.locator(".upload-file")).to_have_count(2)
-    check_page_at_both_sizes(page, "dataset-uploader")
     page.click("#upload-start")
     # Everything new arrived: the page shows the processing, as after the plain form.
     page.wait_for_url(re.compile(r"\?uploaded=2$"))
@@ -149,7 +152,7 @@ def test_a_present_file_says_so_a_refused_file_says_why_and_files_join_by_hand(
         upload(client, site.dataset, "film.tif", present.read_bytes())
     too_big = tmp_path / "too-big.raw"
     with too_big.open("wb") as handle:
-        handle.truncate(LIMIT + 1)  # refused when the upload is created: never read
+        handle.truncate(QUOTA + 1)  # refused when the upload is created: never read
 
     context, page = _dataset_page(browser, site.server, site.dataset)
     page.set_input_files("#upload-files", [str(present), str(fresh), str(too_big)])
@@ -171,8 +174,10 @@ def test_a_present_file_says_so_a_refused_file_says_why_and_files_join_by_hand(
         "Received and verified. Processing starts now."
     )
     refusal = rows.nth(2).locator(".upload-status")
-    expect(refusal).to_contain_text("Refused: the upload declares 4194305 bytes")
-    expect(refusal).to_contain_text(f"the largest upload accepted is {LIMIT} bytes")
+    expect(refusal).to_contain_text(
+        f"Refused: project 'Lamellae' has a storage quota of {QUOTA} bytes"
+    )
+    expect(refusal).to_contain_text("ask an admin to raise the quota")
     # The page stays to show all three; the button comes back for another try.
     expect(page.locator("#upload-start")).to_be_enabled()
     assert "uploaded=" not in page.url
@@ -229,13 +234,13 @@ def _acknowledged(catalogue: Path) -> int:
     return int(row[0] or 0)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_300_mb_upload_resumes_after_its_server_is_killed(
-    live_server: LiveServer, browser: Any, tmp_path: Path
+def test_a_300_mb_upload_resumes_after_a_killed_server_and_a_reload(
+    site: Site, browser: Any, tmp_path: Path
 ) -> None:
+    """Last in the file: it kills the module's server (and starts it again)."""
     from playwright.sync_api import expect
 
-    _, dataset = new_project(live_server, CONTRIBUTOR, "Lab")
+    live_server, dataset = site.server, site.roomy
     big = tmp_path / "lamella.mrc"
     sha256 = _big_mrc(big)
     size = big.stat().st_size
@@ -269,14 +274,32 @@ def test_a_300_mb_upload_resumes_after_its_server_is_killed(
     assert acked < size, "the upload finished before the server could be killed"
     live_server.stop(signal.SIGKILL)
     live_server.start()
+
+    # Then the page is reloaded: choosing the same file again goes on where it stopped.
+    acked_again = wait_until(
+        lambda: (o := _acknowledged(catalogue)) >= size * 0.6 and o,
+        timeout=180,
+        interval=0.02,
+        what="60 % of the upload",
+    )
+    assert acked_again < size, "the upload finished before the page could be reloaded"
+    page.evaluate("0")  # every event so far is in `patches`
+    patches.append(("reload", acked_again))
+    page.reload()
+    expect(page.locator("#upload-unfinished")).to_contain_text(big.name)
+    page.set_input_files("#upload-files", str(big))
+    page.click("#upload-start")
     page.wait_for_url(re.compile(r"\?uploaded=1$"), timeout=240_000)
     context.close()
 
+    # Each time it went on from what the server had kept, not from the start.
     cut = patches.index(next(p for p in patches if p[0] == "cut"))
-    resumed = [offset for event, offset in patches[cut:] if event == "sent"]
-    assert resumed, patches
-    # It went on from what the server had kept, not from the start.
+    reload = patches.index(("reload", acked_again))
+    resumed = [offset for event, offset in patches[cut:reload] if event == "sent"]
+    reloaded = [offset for event, offset in patches[reload:] if event == "sent"]
+    assert resumed and reloaded, patches
     assert resumed[0] >= acked > 0, patches
+    assert reloaded[0] >= acked_again > acked, patches
     assert [offset for event, offset in patches if event == "sent"].count(0) == 1, patches
     # Every request carried its bytes' sha256 (tus checksum extension), which the server checked.
     assert all(c.startswith("sha256 ") for c in checksums), checksums

@@ -315,8 +315,11 @@
   function retryable(status) {
     // No answer (cut, server restarting), a server error, or a state the next try clears:
     // another request still writing (423), an offset to look up again (409), a chunk
-    // damaged on the way (460), too many requests (429).
-    return status === 0 || status >= 500 || [409, 423, 429, 460].indexOf(status) >= 0;
+    // damaged on the way (460). No room (507: a quota, a full disk) and too many uploads
+    // unfinished (429) are said at once, with the server's reason: the person choosing files
+    // decides what to do, where the unattended agent would wait.
+    if (status === 507) return false;
+    return status === 0 || status >= 500 || [409, 423, 460].indexOf(status) >= 0;
   }
 
   function fingerprint(entry, group) {
