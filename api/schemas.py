@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 from sqlalchemy.orm import Session
 
 from allmicro_data.acquisition import ACQUISITION_FIELDS, wall_clock
@@ -242,12 +250,27 @@ class ChannelOut(BaseModel):
     )
 
 
+# An instant (RFC 3339, with its offset), or the instrument's wall-clock time without one when
+# acquired_at_local is true: JSON Schema's date-time format requires an offset, so say both.
+_ACQUIRED_AT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$"},
+            {"type": "null"},
+        ],
+        "description": "when the image was acquired; without an offset when acquired_at_local",
+    }
+)
+
+
 def _acquisition_out() -> type[BaseModel]:
     """The API's acquisition object: one field per entry of ACQUISITION_FIELDS, then channels."""
     definitions: dict[str, Any] = {}
     for f in ACQUISITION_FIELDS:
         definitions[f.name] = (f.kind | None, Field(description=f.unit))
         if f.name == "acquired_at":
+            definitions[f.name] = (Annotated[datetime | None, _ACQUIRED_AT_SCHEMA], ...)
             definitions["acquired_at_local"] = (
                 bool | None,
                 Field(
