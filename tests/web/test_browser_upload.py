@@ -1,7 +1,8 @@
 """The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
 become one image, files joined by hand share a group, a file the dataset holds already says so,
 a refused file says why, and a 300 MB upload goes on from where it stopped after its server was
-killed and started again, and again after the page was reloaded and the file chosen anew."""
+killed and started again, by itself once a dropped network is back, and after the page was
+reloaded and the file chosen anew."""
 
 from __future__ import annotations
 
@@ -234,7 +235,7 @@ def _acknowledged(catalogue: Path) -> int:
     return int(row[0] or 0)
 
 
-def test_a_300_mb_upload_resumes_after_a_killed_server_and_a_reload(
+def test_a_300_mb_upload_resumes_after_a_killed_server_a_network_drop_and_a_reload(
     site: Site, browser: Any, tmp_path: Path
 ) -> None:
     """Last in the file: it kills the module's server (and starts it again)."""
@@ -275,12 +276,20 @@ def test_a_300_mb_upload_resumes_after_a_killed_server_and_a_reload(
     live_server.stop(signal.SIGKILL)
     live_server.start()
 
+    # Then the network drops: the upload waits for it and goes on by itself once it is back.
+    wait_until(lambda: _acknowledged(catalogue) >= size * 0.45, timeout=180, interval=0.02)
+    status = page.locator("#upload-items .upload-status")
+    context.set_offline(True)
+    expect(status).to_have_text("Connection lost: the upload goes on when the network is back.")
+    context.set_offline(False)
+    expect(status).to_have_text("Sending")
+
     # Then the page is reloaded: choosing the same file again goes on where it stopped.
     acked_again = wait_until(
-        lambda: (o := _acknowledged(catalogue)) >= size * 0.6 and o,
+        lambda: (o := _acknowledged(catalogue)) >= size * 0.65 and o,
         timeout=180,
         interval=0.02,
-        what="60 % of the upload",
+        what="65 % of the upload",
     )
     assert acked_again < size, "the upload finished before the page could be reloaded"
     page.evaluate("0")  # every event so far is in `patches`
