@@ -46,6 +46,8 @@ MAX_NAME_CHARS = 200
 # chunk rows: memory stays bounded by a band whatever the region.
 MAX_REGION_PIXELS = 64 * 1024 * 1024
 BAND_PIXELS = 4 * 1024 * 1024
+# A CSV export reads at most this many pixels for all its regions; the rest go without statistics.
+EXPORT_PIXELS = 4 * MAX_REGION_PIXELS
 MAX_PROFILE_SAMPLES = 20_000
 POLYGON_ROWS = 256  # rows whose edge crossings are computed at once
 PROFILE_SEGMENT = 512  # samples read per box: a long diagonal never reads its whole bounding box
@@ -237,6 +239,12 @@ def _polygon_mask(
                 right = hits.size - np.searchsorted(hits, cx, side="right")
                 mask[top - ys[0] + i] = right % 2 == 1
     return mask
+
+
+def region_pixels(shape: Shape, frame: Frame) -> int:
+    """How many pixels measuring a region reads: its bounding box within the sample."""
+    bounds = _bounds(shape, frame)
+    return 0 if bounds is None else (bounds[1] - bounds[0]) * (bounds[3] - bounds[2])
 
 
 def statistics(shape: Shape, frame: Frame, read: PixelReader) -> Statistics:
@@ -484,6 +492,25 @@ class Measurement:
 def measure(shape: Shape, frame: Frame, read: PixelReader | None) -> Measurement:
     stats = statistics(shape, frame, read) if read and shape.kind in REGION_KINDS else None
     return Measurement(length(shape, frame), angle_deg(shape, frame), area(shape, frame), stats)
+
+
+def measured_for_export(
+    rows: Sequence[Roi], frame: Frame, reader_for: Callable[[Roi], PixelReader]
+) -> list[tuple[Roi, Measurement]]:
+    """Each ROI with its measurement; a region too large for one measurement, or past the
+    export's pixel budget, goes without statistics so that an export stays bounded."""
+    budget = EXPORT_PIXELS
+    out = []
+    for roi in rows:
+        shape = shape_of(roi)
+        read = None
+        if roi.kind in REGION_KINDS:
+            cost = region_pixels(shape, frame)
+            if cost <= min(budget, MAX_REGION_PIXELS):
+                budget -= cost
+                read = reader_for(roi)
+        out.append((roi, measure(shape, frame, read)))
+    return out
 
 
 def rois_csv(rows: Iterable[tuple[Roi, Measurement]], frame: Frame) -> str:

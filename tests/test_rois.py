@@ -117,3 +117,30 @@ def test_ome_rois_follow_the_documents_namespace_and_the_schemas_order() -> None
     assert rectangle is not None
     assert [rectangle.get(k) for k in ("X", "Y", "Width", "Height")] == ["1.0", "2.0", "4.0", "6.0"]
     assert rois.with_rois(document, []) == document
+
+
+def test_an_export_reads_a_bounded_number_of_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rois, "MAX_REGION_PIXELS", 400)
+    monkeypatch.setattr(rois, "EXPORT_PIXELS", 500)
+    rows = [
+        Roi(id=name, kind=kind, points=points, z=0, t=0, c=None, name=name)
+        for name, kind, points in (
+            ("small", "rectangle", [[0, 0], [10, 10]]),  # 100 pixels
+            ("too large alone", "rectangle", [[0, 0], [30, 20]]),  # 600
+            ("within", "rectangle", [[0, 0], [20, 15]]),  # 300: 400 read so far
+            ("past the budget", "rectangle", [[0, 0], [15, 10]]),  # 150
+            ("a line", "line", [[0, 0], [10, 0]]),
+        )
+    ]
+    reads: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    found = rois.measured_for_export(rows, FRAME, lambda roi: reader(reads))
+    stats = {roi.id: m.statistics for roi, m in found}
+    assert stats["small"] is not None and stats["small"].pixels == 100
+    assert stats["within"] is not None and stats["within"].pixels == 300
+    assert stats["too large alone"] is None and stats["past the budget"] is None
+    assert stats["a line"] is None
+    assert dict(found)[rows[4]].length == pytest.approx(10 * 2e-9)
+    assert sum((ys[1] - ys[0]) * (xs[1] - xs[0]) for ys, xs in reads) == 400
+    text = rois.rois_csv(found, FRAME)
+    assert text.splitlines()[0].startswith("id,name,kind,z,t,c,points,length_nm")
+    assert len(text.splitlines()) == 6

@@ -181,7 +181,12 @@ def create_roi(
     )
     image = session.get_one(Image, roi.image_id)
     frame = rois.Frame.of(image)
-    measured = _measured(request, image, roi, frame, stats=roi.kind in rois.REGION_KINDS)
+    # A region too large to measure at once is still saved, without its statistics.
+    stats = (
+        roi.kind in rois.REGION_KINDS
+        and rois.region_pixels(rois.shape_of(roi), frame) <= rois.MAX_REGION_PIXELS
+    )
+    measured = _measured(request, image, roi, frame, stats=stats)
     session.commit()
     return RoiOut.of(roi, measured)
 
@@ -203,15 +208,14 @@ def export_rois(
     image_id: str, request: Request, caller: CallerDep, session: SessionDep
 ) -> Response:
     """The image's ROIs as CSV with their measurements: lengths and areas in the unit that suits
-    the image's pixel size (named in the header), region statistics of the raw pixel values."""
+    the image's pixel size (named in the header), region statistics of the raw pixel values
+    (left empty for regions over 64 Mpixel, and once the export has read 256 Mpixel)."""
     found = rois.of_image(session, caller, image_id)
     image = _visible(session, caller, image_id)
     frame = rois.Frame.of(image)
-    rows = []
-    for roi in found:
-        wants_stats = roi.kind in rois.REGION_KINDS
-        read = _reader(request, image, roi.z, roi.t, roi.c) if wants_stats else None
-        rows.append((roi, rois.measure(rois.shape_of(roi), frame, read)))
+    rows = rois.measured_for_export(
+        found, frame, lambda roi: _reader(request, image, roi.z, roi.t, roi.c)
+    )
     return Response(
         rois.rois_csv(rows, frame),
         media_type="text/csv; charset=utf-8",
