@@ -213,6 +213,9 @@ def compare_page(
             "name": i.name,
             "infoUrl": f"/iiif/3/{i.id}/info.json",
             "pixelSize": formatting.pixel_size(i.pixel_size, language),
+            # The catalogue's x pixel size: the viewers link by it even where the IIIF
+            # physical dimensions service is left out (pixels not quite square).
+            "metresPerPixel": i.pixel_size.x,
         }
         for i in shown
     ]

@@ -28,14 +28,17 @@ from allmicro_data.catalogue.models import Roi
 from allmicro_data.errors import Invalid
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, module_server
-from tests.web.conftest import SCREENSHOTS, check_page_at_both_sizes
+from tests.web.conftest import FEI, SCREENSHOTS, check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
 OWNER = "irena@coatings.example"
 OUTSIDER = "oskar@company-c.example"
 UNITS = {"mm": 1e-3, "µm": 1e-6, "nm": 1e-9, "Å": 1e-10}
 # Pixel sizes of the three images, in metres.
-FINE, MEDIUM, COARSE = 2.5e-9, 4e-9, 10e-9
+FINE, MEDIUM = 2.5e-9, 4e-9
+# An FEI Helios SEM image with the instrument's data bar under the sample (shared/samples).
+HELIOS_NAME = "alpha-helios.tif"
+HELIOS_PIXEL = 3.3724e-06  # metres, as MANIFEST.json measured it
 # One IIIF picture (and so one figure) holds at most this many pixels on this server: the
 # largest image (1100 x 900) exported whole at native resolution is over it.
 MAX_AREA = 800_000
@@ -106,7 +109,7 @@ def lab(
             "beta-coating.tif": imagej_tiff(
                 rng.integers(0, 50_000, (900, 1100), dtype=np.uint16), FINE
             ),
-            "alpha-film.tif": imagej_tiff(rng.integers(0, 255, (48, 64), dtype=np.uint8), COARSE),
+            HELIOS_NAME: FEI.read_bytes(),
             "gamma-substrate.tif": imagej_tiff(
                 rng.integers(0, 255, (60, 80), dtype=np.uint8), MEDIUM
             ),
@@ -308,7 +311,7 @@ def test_figures_are_refused_to_outsiders_and_beyond_the_limits(lab: Lab) -> Non
 
 
 def test_compare_and_table_pages_are_404_to_outsiders(lab: Lab) -> None:
-    beta, alpha = lab.images["beta-coating.tif"], lab.images["alpha-film.tif"]
+    beta, alpha = lab.images["beta-coating.tif"], lab.images[HELIOS_NAME]
     with lab.server.client(OUTSIDER, USER_PASSWORD) as outsider:
         assert outsider.get("/compare", params={"images": f"{beta},{alpha}"}).status_code == 404
         assert outsider.get(f"/datasets/{lab.dataset}/table").status_code == 404
@@ -374,6 +377,34 @@ def test_the_image_page_exports_the_current_view(
     context.close()
 
 
+def test_a_whole_image_figure_leaves_out_the_hidden_data_bar(
+    lab: Lab, browser: Any, viewer_files: None
+) -> None:
+    from playwright.sync_api import expect
+
+    image = lab.images[HELIOS_NAME]
+    context, page = _signed_in(browser, lab)
+    page.goto(f"{lab.server.url}/images/{image}")
+    expect(page.locator("#viewer")).to_have_attribute("data-state", "loaded")
+    expect(page.locator("#viewer")).to_have_attribute("data-data-bar", "hidden")
+    sample = page.evaluate("() => window.allmicroImage.imageRegion")
+    assert sample["height"] < 470  # the data bar is below the sample
+    page.check("#figure-form input[name=area][value=full]")
+    page.select_option("#figure-format", "tiff")
+    with page.expect_download() as downloading:
+        page.click("#figure-export")
+    assert downloading.value.suggested_filename.endswith(".tif")
+    with tifffile.TiffFile(downloading.value.path()) as document:
+        pixels = document.pages[0].asarray()
+        about = json.loads(document.pages[0].description)
+    assert pixels.shape[:2] == (sample["height"], sample["width"])
+    assert about["region"] == [sample["x"], sample["y"], sample["width"], sample["height"]]
+    assert abs(_bar_length(pixels) * HELIOS_PIXEL - _label_metres(about["scale_bar"]["label"])) <= (
+        HELIOS_PIXEL
+    )
+    context.close()
+
+
 def _corners(box: list[float]) -> tuple[float, ...]:
     """A viewer's rectangle in image pixels, clipped to the 1100 x 900 image, as corners."""
     x, y, w, h = box
@@ -396,14 +427,14 @@ def test_the_table_sorts_chooses_columns_downloads_and_compares(
     page.click("#table-view-link")
     page.wait_for_url(f"{lab.server.url}/datasets/{lab.dataset}/table")
     check_page_at_both_sizes(page, "dataset-table")
-    assert _names(page) == ["alpha-film.tif", "beta-coating.tif", "gamma-substrate.tif"]
+    assert _names(page) == [HELIOS_NAME, "beta-coating.tif", "gamma-substrate.tif"]
 
     # Sorting by pixel size: finest first, then coarsest first.
     page.click("th[data-column=pixel_size] button")
-    assert _names(page) == ["beta-coating.tif", "gamma-substrate.tif", "alpha-film.tif"]
+    assert _names(page) == ["beta-coating.tif", "gamma-substrate.tif", HELIOS_NAME]
     expect(page.locator("th[data-column=pixel_size]")).to_have_attribute("aria-sort", "ascending")
     page.click("th[data-column=pixel_size] button")
-    assert _names(page) == ["alpha-film.tif", "gamma-substrate.tif", "beta-coating.tif"]
+    assert _names(page) == [HELIOS_NAME, "gamma-substrate.tif", "beta-coating.tif"]
 
     # Columns chosen stay chosen in this browser.
     page.click("#column-chooser summary")
@@ -417,7 +448,7 @@ def test_the_table_sorts_chooses_columns_downloads_and_compares(
     expect(page.locator("tbody td[data-column=format]").first).to_be_visible()
 
     # Two rows selected: the ZIP holds exactly their originals and a manifest of them.
-    chosen = ["alpha-film.tif", "gamma-substrate.tif"]
+    chosen = ["beta-coating.tif", "gamma-substrate.tif"]
     for name in chosen:
         page.check(f"tr[data-image-id='{lab.images[name]}'] input[name=image]")
     with page.expect_download() as downloading:
@@ -435,7 +466,7 @@ def test_the_table_sorts_chooses_columns_downloads_and_compares(
         for name in originals:
             listed = [digest for path, digest in sums.items() if path.lstrip("*").endswith(name)]
             assert listed == [hashlib.sha256(archive.read(name)).hexdigest()], name
-        assert not any(n.endswith("beta-coating.tif") for n in names)
+        assert not any(n.endswith(HELIOS_NAME) for n in names)
 
     # The same two, compared side by side: pan and zoom one, the other follows.
     page.click("#compare-selection")
@@ -456,8 +487,10 @@ def test_the_table_sorts_chooses_columns_downloads_and_compares(
     page.wait_for_function(
         """() => {
           const a = window.allmicroCompare.view(0), b = window.allmicroCompare.view(1);
-          const near = (p, q) => Math.abs(p - q) <= 1e-6 * Math.max(Math.abs(p), Math.abs(q));
-          return near(a.x, b.x) && near(a.y, b.y) && near(a.zoom, b.zoom)
+          // Places within a thousandth of a screen pixel, scales within a millionth.
+          const place = (p, q) => Math.abs(p - q) * a.zoom <= 1e-3;
+          const scale = (p, q) => Math.abs(p - q) <= 1e-6 * Math.max(p, q);
+          return place(a.x, b.x) && place(a.y, b.y) && scale(a.zoom, b.zoom)
             && !window.allmicroCompare.panels[0].viewer.isAnimating?.();
         }"""
     )

@@ -1,7 +1,8 @@
 // The compare page: one OpenSeadragon viewer per image, each with its calibrated scale bar, and
 // linked pan and zoom. When every image has a pixel size the viewers show the same physical
-// place at the same physical scale (a micrometre is as long on screen in each); otherwise the
-// same relative place (a fraction of each image's width and height) at the same relative zoom.
+// offset from each image's centre at the same physical scale (a micrometre is as long on screen
+// in each); otherwise the same relative place (a fraction of each image's width and height) at
+// the same relative zoom.
 (function () {
   "use strict";
 
@@ -53,7 +54,12 @@
     const zoom = item.viewportToImageZoom(viewport.getZoom(true));
     const size = item.getContentSize();
     if (physical()) {
-      return { x: centre.x * panel.scale, y: centre.y * panel.scale, zoom: zoom / panel.scale };
+      // Metres from the image's centre: images of different fields line up at their middles.
+      return {
+        x: (centre.x - size.x / 2) * panel.scale,
+        y: (centre.y - size.y / 2) * panel.scale,
+        zoom: zoom / panel.scale,
+      };
     }
     return { x: centre.x / size.x, y: centre.y / size.y, zoom: viewport.getZoom(true) };
   }
@@ -65,7 +71,8 @@
     let centre;
     let zoom;
     if (physical()) {
-      centre = item.imageToViewportCoordinates(view.x / panel.scale, view.y / panel.scale);
+      centre = item.imageToViewportCoordinates(
+        view.x / panel.scale + size.x / 2, view.y / panel.scale + size.y / 2);
       zoom = item.imageToViewportZoom(view.zoom * panel.scale);
     } else {
       centre = item.imageToViewportCoordinates(view.x * size.x, view.y * size.y);
@@ -127,7 +134,7 @@
       element.textContent = config.strings.viewerFailed;
       return;
     }
-    panel.scale = metresPerPixel(info);
+    panel.scale = entry.metresPerPixel || metresPerPixel(info);
     const viewer = OpenSeadragon({
       element: element,
       prefixUrl: config.osdImages,

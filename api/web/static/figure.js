@@ -13,17 +13,26 @@
     image = event.detail;
   });
 
-  // The part of the image the viewer shows, in full-resolution pixels, clipped to the image.
-  function viewRegion() {
+  // What a figure may show, in full-resolution pixels: the sample's part of the frame while the
+  // viewer hides the instrument's data bar, else the whole frame.
+  function frame() {
+    const region = image && image.imageRegion;
+    const barShown = image && image.dataBarShown ? image.dataBarShown() : true;
+    if (region && !barShown) return { x0: region.x0, y0: region.y0, x1: region.x1, y1: region.y1 };
+    const info = (image && image.info) || {};
+    return info.width ? { x0: 0, y0: 0, x1: info.width, y1: info.height } : null;
+  }
+
+  // The part of the frame the viewer shows, in full-resolution pixels.
+  function viewRegion(bounds) {
     const viewer = image && image.viewer;
     const item = viewer && viewer.world.getItemAt(0);
-    if (!item) return null;
-    const size = item.getContentSize();
+    if (!item || !bounds) return null;
     const box = item.viewportToImageRectangle(viewer.viewport.getBounds(true));
-    const x0 = Math.max(0, Math.floor(box.x));
-    const y0 = Math.max(0, Math.floor(box.y));
-    const x1 = Math.min(size.x, Math.ceil(box.x + box.width));
-    const y1 = Math.min(size.y, Math.ceil(box.y + box.height));
+    const x0 = Math.max(bounds.x0, Math.floor(box.x));
+    const y0 = Math.max(bounds.y0, Math.floor(box.y));
+    const x1 = Math.min(bounds.x1, Math.ceil(box.x + box.width));
+    const y1 = Math.min(bounds.y1, Math.ceil(box.y + box.height));
     if (x1 <= x0 || y1 <= y0) return null;
     return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
   }
@@ -44,9 +53,11 @@
     const params = new URLSearchParams(image ? image.tileQuery().replace(/^\?/, "") : "");
     const data = new FormData(form);
     const area = data.get("area");
-    let region = null;
-    if (area === "view") region = viewRegion();
-    if (!region && image && image.info) region = { x: 0, y: 0, w: image.info.width, h: image.info.height };
+    const bounds = frame();
+    let region = area === "view" ? viewRegion(bounds) : null;
+    if (!region && bounds) {
+      region = { x: bounds.x0, y: bounds.y0, w: bounds.x1 - bounds.x0, h: bounds.y1 - bounds.y0 };
+    }
     if (region) {
       params.set("region", [region.x, region.y, region.w, region.h].join(","));
       params.set("width", String(widthFor(region)));
