@@ -220,3 +220,35 @@ def test_a_phone_measures_by_tapping(browser: Any, sample: Sample) -> None:
     # A tap lands on a whole CSS pixel: at this zoom, within a pixel or two of the image.
     assert abs(metres - 200 * sample.sx) < 3 * sample.sx, metres / sample.sx
     context.close()
+
+
+def shown(page: Any, label: str) -> str:
+    """The value the measurement panel shows under a label."""
+    result = page.locator("#measure-result")
+    for dt, dd in zip(result.locator("dt").all(), result.locator("dd").all(), strict=True):
+        if dt.text_content() == label:
+            return dd.text_content() or ""
+    raise AssertionError(f"no {label!r} in {result.text_content()!r}")
+
+
+def test_polygons_end_on_finish_and_angles_read_in_degrees(browser: Any, sample: Sample) -> None:
+    from playwright.sync_api import expect
+
+    page = open_image(browser, sample, VIEWER)
+    result = page.locator("#measure-result")
+    page.click("button[data-tool=angle]")
+    click_image(page, (300, 50), (100, 50), (100, 250))
+    expect(result).to_contain_text("°")
+    assert abs(float(shown(page, "Angle").rstrip("°")) - 90) < 1
+    page.click("button[data-tool=polygon]")
+    finish = page.locator("#measure-finish")
+    expect(finish).to_be_visible()
+    click_image(page, (50, 50), (150, 50), (150, 150), (50, 150))
+    # A polygon goes on until it is finished: still being drawn after four points.
+    expect(page.locator(".measure-overlay g.drawing")).to_have_count(1)
+    finish.click()
+    expect(page.locator(".measure-overlay g.drawing")).to_have_count(0)
+    expect(result).to_contain_text("Mean")
+    # A square of 100 by 100 pixels, its corners placed within a screen pixel.
+    assert abs(int(shown(page, "Pixels").replace(",", "")) - 10_000) < 400
+    page.context.close()
