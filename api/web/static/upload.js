@@ -171,7 +171,8 @@
     for (const item of items) {
       const box = element("input", { type: "checkbox", id: item.id, className: "upload-pick" });
       box.checked = false;
-      box.disabled = sending || items.length < 2;
+      box.disabled = sending;
+      box.hidden = items.length < 2;
       const rows = item.entries.map(function (entry) {
         entry.bar = element("progress", { max: "100", value: "0", "aria-label": entry.file.name });
         entry.status = element("span", { className: "upload-status" });
@@ -436,7 +437,7 @@
     pauseButton.hidden = !on;
     pauseButton.textContent = text.pause;
     list.querySelectorAll("input.upload-pick, button.upload-split").forEach(function (node) {
-      node.disabled = on || items.length < 2;
+      node.disabled = on;
     });
   }
 
@@ -488,19 +489,41 @@
 
   // ------------------------------------------------------------ after a reload
 
+  // Uploads of this dataset that a reload (or a closed tab) left unfinished, as the server
+  // still has them: named with how far they got. Those it no longer has are forgotten.
   async function showUnfinished() {
+    const storage = window.tus.defaultOptions.urlStorage;
     let stored = [];
     try {
-      stored = await window.tus.defaultOptions.urlStorage.findAllUploads();
+      stored = await storage.findAllUploads();
     } catch (error) {
       return;
     }
-    const names = stored
-      .filter(function (upload) { return upload.metadata && upload.metadata.dataset_id === config.datasetId; })
-      .map(function (upload) { return upload.metadata.filename; })
-      .filter(function (name, index, all) { return name && all.indexOf(name) === index; });
-    unfinished.hidden = names.length === 0;
-    unfinished.textContent = names.length ? text.unfinished + " " + names.join(", ") : "";
+    const lines = [];
+    for (const upload of stored) {
+      if (!upload.metadata || upload.metadata.dataset_id !== config.datasetId) continue;
+      let response;
+      try {
+        response = await fetch(upload.uploadUrl, {
+          method: "HEAD",
+          credentials: "same-origin",
+          headers: { "Tus-Resumable": "1.0.0", "X-CSRF-Token": config.csrf || "" },
+        });
+      } catch (error) {
+        continue; // no answer now: keep it for the next visit
+      }
+      const offset = Number(response.headers.get("Upload-Offset"));
+      const length = Number(response.headers.get("Upload-Length"));
+      if (response.status === 404 || response.status === 410 || (response.ok && offset === length)) {
+        storage.removeUpload(upload.urlStorageKey);
+        continue;
+      }
+      if (!response.ok) continue;
+      const share = length ? Math.floor((100 * offset) / length) : 0;
+      lines.push(upload.metadata.filename + " (" + share + " %)");
+    }
+    unfinished.hidden = lines.length === 0;
+    unfinished.textContent = lines.length ? text.unfinished + " " + lines.join(", ") : "";
   }
 
   if (input.files && input.files.length) choose(input.files); // a form restored by the browser
