@@ -581,12 +581,23 @@ def with_rois(document: bytes, rows: Sequence[Roi], series_index: int = 0) -> by
         after = roi
     image = images[series_index] if series_index < len(images) else images[0]
     # Schema order within an Image: … Pixels, ROIRef*, MicrobeamManipulationRef*, AnnotationRef*
-    refs = image.findall("{*}ROIRef") or image.findall("{*}Pixels")
-    after = refs[-1]
-    for roi in new_rois:
-        ref = etree.Element(f"{{{ns}}}ROIRef" if ns else "ROIRef", {"ID": roi.get("ID")})
-        after.addnext(ref)
-        after = ref
+    refs = [
+        etree.Element(f"{{{ns}}}ROIRef" if ns else "ROIRef", {"ID": roi.get("ID")})
+        for roi in new_rois
+    ]
+    anchors = image.findall("{*}ROIRef") or image.findall("{*}Pixels")
+    if anchors:
+        after = anchors[-1]
+        for ref in refs:
+            after.addnext(ref)
+            after = ref
+    else:  # no Pixels (not schema-valid to begin with): before any later reference
+        later = image.findall("{*}MicrobeamManipulationRef") + image.findall("{*}AnnotationRef")
+        for ref in refs:
+            if later:
+                later[0].addprevious(ref)
+            else:
+                image.append(ref)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 

@@ -144,3 +144,13 @@ def test_an_export_reads_a_bounded_number_of_pixels(monkeypatch: pytest.MonkeyPa
     text = rois.rois_csv(found, FRAME)
     assert text.splitlines()[0].startswith("id,name,kind,z,t,c,points,length_nm")
     assert len(text.splitlines()) == 6
+
+
+def test_ome_rois_go_into_a_document_without_pixels_too() -> None:
+    from lxml import etree
+
+    document = b'<OME><Image ID="Image:0"><AnnotationRef ID="Annotation:0"/></Image></OME>'
+    row = Roi(id="r2", kind="point", points=[[3, 4]], z=0, t=0, c=None, name="")
+    served = etree.fromstring(rois.with_rois(document, [row]))
+    assert [e.tag for e in served] == ["Image", "ROI"]
+    assert [e.tag for e in served[0]] == ["ROIRef", "AnnotationRef"]
