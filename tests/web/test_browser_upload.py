@@ -1,6 +1,6 @@
 """The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
-become one image, files joined by hand share a group, a file the dataset holds already says so,
-a refused file says why, and a 300 MB upload goes on from where it stopped after its server was
+become one image, files joined by hand share a group, a file the dataset holds already says so
+(also through the plain form without JavaScript), a refused file says why, and a 300 MB upload goes on from where it stopped after its server was
 killed and started again, by itself once a dropped network is back, and after the page was
 reloaded and the file chosen anew."""
 
@@ -67,8 +67,12 @@ def site(
         yield Site(server=server, dataset=datasets[0], roomy=datasets[1])
 
 
-def _dataset_page(browser: Any, server: LiveServer, dataset: str) -> tuple[Any, Any]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-GB")
+def _dataset_page(
+    browser: Any, server: LiveServer, dataset: str, *, scripts: bool = True
+) -> tuple[Any, Any]:
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, locale="en-GB", java_script_enabled=scripts
+    )
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     sign_in(page, server.url, CONTRIBUTOR)
@@ -202,6 +206,17 @@ def test_a_present_file_says_so_a_refused_file_says_why_and_files_join_by_hand(
         cookies=cookies,
     )
     assert created.status_code == 401, created.text
+    context.close()
+
+    # Without JavaScript the plain form sends the file, and the page says it was there already.
+    context, page = _dataset_page(browser, site.server, site.dataset, scripts=False)
+    expect(page.locator("#upload-queue")).to_be_hidden()
+    page.set_input_files("#upload-files", str(present))
+    page.click("#upload-start")
+    page.wait_for_url(re.compile(r"\?uploaded=1&present=1$"))
+    expect(page.locator("p.notice[role=status]")).to_have_text(
+        "Already in this dataset: not processed again."
+    )
     context.close()
 
 
