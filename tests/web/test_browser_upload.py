@@ -1,8 +1,8 @@
 """The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
 become one image, files joined by hand share a group, a file the dataset holds already says so
-(also through the plain form without JavaScript), a refused file says why, and a 300 MB upload goes on from where it stopped after its server was
-killed and started again, by itself once a dropped network is back, and after the page was
-reloaded and the file chosen anew."""
+(also through the plain form without JavaScript), a refused file says why, and a 300 MB upload
+goes on from where it stopped after its server was killed and started again, by itself once a
+dropped network is back, and after the page was reloaded and the file chosen anew."""
 
 from __future__ import annotations
 
