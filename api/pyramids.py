@@ -249,6 +249,11 @@ class PyramidCache:
         self._size = size
         self._items: OrderedDict[str, OpenPyramid] = OrderedDict()
         self._lock = threading.Lock()
+        # One lock per pyramid being opened: the first tiles of a viewer arrive together, and
+        # all but one of them wait for its opening instead of each reading the metadata again
+        # (from S3, sixteen concurrent openings made the first tiles of a cold server the
+        # slowest by a second).
+        self._opening: dict[str, threading.Lock] = {}
 
     def peek(self, key: str, tag: str = "") -> OpenPyramid | None:
         """The pyramid if it is already open (no I/O: safe on the event loop)."""
@@ -270,11 +275,22 @@ class PyramidCache:
             if found is not None:
                 self._items.move_to_end(cache_key)
                 return found
-        opened = open_pyramid(store, key, tag)
-        if prepare is not None:
-            prepare(opened)
-        with self._lock:
-            self._items[cache_key] = opened
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            opening = self._opening.setdefault(cache_key, threading.Lock())
+        with opening:
+            with self._lock:
+                found = self._items.get(cache_key)
+            if found is not None:
+                return found
+            try:
+                opened = open_pyramid(store, key, tag)
+                if prepare is not None:
+                    prepare(opened)
+                with self._lock:
+                    self._items[cache_key] = opened
+                    while len(self._items) > self._size:
+                        self._items.popitem(last=False)
+            finally:
+                # A failed opening is not remembered: the next request tries again.
+                with self._lock:
+                    self._opening.pop(cache_key, None)
         return opened

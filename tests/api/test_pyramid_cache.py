@@ -1,0 +1,68 @@
+"""The viewers' pyramid cache opens each pyramid once, however many tiles ask for it at once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allmicro_data.api.pyramids import PyramidCache
+from allmicro_data.ingest.pyramid import write_pyramid
+from allmicro_data.ingest.readers.array import ArraySeries
+from allmicro_data.storage.local import LocalStore
+
+
+class CountingStore(LocalStore):
+    """A local store that counts whole-object reads and can hold them until released."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads = 0
+        self.release = threading.Event()
+        self.release.set()
+        self._count = threading.Lock()
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        with self._count:
+            self.reads += 1
+        self.release.wait(timeout=30)
+        return super().get_bytes(key, start, end)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    data = np.arange(1024 * 1024, dtype=np.uint16).reshape(1024, 1024)
+    counting = CountingStore(tmp_path / "objects")
+    write_pyramid(ArraySeries(data, "yx"), counting, "images/a")
+    return counting
+
+
+def test_concurrent_first_tiles_open_the_pyramid_once(store: CountingStore) -> None:
+    single = PyramidCache()
+    single.get(store, "images/a", "1")
+    reads_of_one_opening = store.reads
+    assert reads_of_one_opening > 0
+
+    store.reads = 0
+    store.release.clear()  # the opening's reads wait, so every caller arrives during it
+    cache = PyramidCache()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(cache.get, store, "images/a", "1") for _ in range(8)]
+        while store.reads == 0:
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.2)
+        store.release.set()
+        opened = {id(f.result(timeout=30)) for f in futures}
+    assert len(opened) == 1
+    assert store.reads == reads_of_one_opening
+
+
+def test_a_failed_opening_is_tried_again(store: CountingStore) -> None:
+    cache = PyramidCache()
+    with pytest.raises(Exception):  # noqa: B017 - whatever the metadata reader raises
+        cache.get(store, "images/missing", "1")
+    assert cache.peek("images/missing", "1") is None
+    assert cache.get(store, "images/a", "1") is cache.get(store, "images/a", "1")
