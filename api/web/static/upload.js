@@ -197,7 +197,7 @@
         split.addEventListener("click", function () { separate(item); });
         head = element("div", { className: "upload-group" }, [
           box,
-          element("label", { for: item.id, text: text.acquisition }),
+          element("label", { for: item.id, text: text.acquisition + ": " + baseName(item.entries[0].file.name) }),
           split,
         ]);
       }
