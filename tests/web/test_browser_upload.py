@@ -2,7 +2,8 @@
 become one image, files joined by hand share a group, a file the dataset holds already says so
 (also through the plain form without JavaScript), a refused file says why, and a 300 MB upload
 goes on from where it stopped after its server was killed and started again, by itself once a
-dropped network is back, and after the page was reloaded and the file chosen anew."""
+dropped network is back, and after the page was reloaded, the file chosen anew and the
+upload paused and resumed."""
 
 from __future__ import annotations
 
@@ -316,6 +317,11 @@ def test_a_300_mb_upload_resumes_after_a_killed_server_a_network_drop_and_a_relo
     )
     page.set_input_files("#upload-files", str(big))
     page.click("#upload-start")
+    # Paused at once, it waits for Resume.
+    page.click("#upload-pause")
+    expect(status).to_have_text("Paused")
+    expect(page.locator("#upload-start")).to_be_disabled()
+    page.click("#upload-pause")
     page.wait_for_url(re.compile(r"\?uploaded=1$"), timeout=240_000)
     context.close()
 

@@ -396,7 +396,7 @@
       current = entry;
       entry.upload.findPreviousUploads().then(function (previous) {
         if (previous.length) entry.upload.resumeFromPreviousUpload(previous[0]);
-        entry.upload.start();
+        if (entry.state !== "paused") entry.upload.start(); // else Resume starts it
       });
     });
   }
