@@ -264,12 +264,70 @@ def zeiss_sem(ctx: TiffContext, meta: Mapping[str, Any]) -> None:
             "pixel size derived from the Zeiss reference-scan pixel size (1024 px wide); "
             "field width missing"
         )
+    if series.image_region is None:
+        # The field height covers every row: the data zone, if shown, was drawn over the scan.
+        zone = _drawn_data_zone(ctx)
+        if zone is not None:
+            series.image_region = (0, zone, 0, ctx.width)
+            series.warnings.append(
+                f"data bar: the bottom {ctx.height - zone} rows are the SmartSEM data zone"
+            )
     if tagged is not None and px is not None and abs(tagged - px) > 0.01 * px:
         series.warnings.append(
             f"vendor pixel size {tagged:.4g} m refers to a different scan resolution than the "
             f"stored {ctx.width} px; using field width / width = {px:.4g} m"
         )
     series.pixel_size = PixelSize(x=px, y=py)
+
+
+# Frames larger than this are not read to look for a drawn data zone (SmartSEM frames are at
+# most a few tens of megabytes; a bigger one is not a SmartSEM screen capture).
+_DATA_ZONE_SCAN_BYTES = 256 * 1024 * 1024
+
+
+def _drawn_data_zone(ctx: TiffContext) -> int | None:
+    """The first row of a data zone SmartSEM drew over the bottom of the scan, or None.
+
+    SmartSEM frames its data zone with a one-pixel line in one colour across the whole width,
+    and fills it with a flat panel colour behind the text: a band, in the bottom quarter, of rows
+    most of whose pixels share one value, under a full-width line. A scanned image has no such
+    rows (its grey levels vary from pixel to pixel), so nothing is cut from a frame without one.
+    """
+    import numpy as np
+
+    page = ctx.page
+    if ctx.series.axes not in ("YX", "yx") or getattr(page, "samplesperpixel", 1) != 1:
+        return None
+    if int(page.shape[0]) * int(page.shape[1]) * page.dtype.itemsize > _DATA_ZONE_SCAN_BYTES:
+        return None
+    try:
+        pixels = np.asarray(page.asarray())
+    except Exception:  # unreadable pixels fail the conversion later, with its own message
+        return None
+    height = pixels.shape[0]
+    flat = np.zeros(height, dtype=bool)
+    full_line = np.zeros(height, dtype=bool)
+    colour = np.zeros(height, dtype=pixels.dtype)
+    for row in range(height * 3 // 4, height):
+        values, counts = np.unique(pixels[row], return_counts=True)
+        share = counts.max() / pixels.shape[1]
+        colour[row] = values[counts.argmax()]
+        flat[row] = share >= 0.6
+        full_line[row] = share >= 0.99
+    # The zone's top line: the highest full-width line in the bottom quarter, in another colour
+    # than the flat panel rows under it down to (nearly) the bottom of the frame, which carry
+    # text (not every row of the panel is one colour).
+    for top in range(height * 3 // 4, height - 4):
+        if not full_line[top] or colour[top] == colour[top + 1]:
+            continue
+        below = slice(top + 1, height)
+        if (
+            flat[below].mean() >= 0.9
+            and flat[top + 1 : top + 4].all()
+            and not full_line[below].all()
+        ):
+            return top
+    return None
 
 
 def _xml_to_dict(element: ElementTree.Element, depth: int = 0) -> Any:
