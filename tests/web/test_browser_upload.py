@@ -20,11 +20,12 @@ import httpx
 import mrcfile
 import pytest
 
+from allmicro_data.api.web.pages import STATIC_DIR
 from allmicro_data.ingest.grouping import member
 from tests.api.test_end_to_end import upload
 from tests.api.test_lifecycle import _created, tiny_tiff
 from tests.conftest import SAMPLES, LiveServer, PostgresDatabases, module_server, wait_until
-from tests.web.conftest import USER_PASSWORD, check_page_at_both_sizes
+from tests.web.conftest import USER_PASSWORD, _unavailable, check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
 CONTRIBUTOR = "tina@lab.example"
@@ -42,6 +43,9 @@ class Site:
     roomy: str  # in a project without one
 
 
+TUS_BUNDLE = STATIC_DIR / "vendor" / "tus-js-client" / "tus.min.js"
+
+
 @pytest.fixture(scope="module", params=["sqlite"])
 def site(
     request: pytest.FixtureRequest,
@@ -49,6 +53,8 @@ def site(
     postgres_databases: PostgresDatabases | None,
 ) -> Iterator[Site]:
     """One server for the file; the last test kills it and starts it again."""
+    if not TUS_BUNDLE.is_file():
+        _unavailable(f"{TUS_BUNDLE} is missing: `make web` copies it from npm")
     with (
         module_server(request, tmp_path_factory, postgres_databases, "browser-upload") as server,
         server.client() as admin,
