@@ -100,6 +100,19 @@ def own(session: Session, caller: Caller, image_id: str) -> SavedRendering:
     return _out(_row(session, image.id, caller.user_id), caller.may(Use.WRITE))
 
 
+def _fits(image: Image, settings: DisplaySettings) -> None:
+    """Invalid unless the settings name only channels the image has."""
+    axes, shape = image.axes or "", image.shape or []
+    channels = int(shape[axes.index("c")]) if "c" in axes and len(shape) == len(axes) else 1
+    parsed = parse_settings(c=settings.c, window=settings.window, colors=settings.colors)
+    if (
+        any(c >= channels for c in parsed.channels or ())
+        or len(parsed.windows) > channels
+        or len(parsed.colours) > channels
+    ):
+        raise Invalid(f"this image has {channels} channel(s), numbered from 0")
+
+
 def _save(session: Session, image_id: str, user_id: str | None, settings: dict[str, Any]) -> None:
     # Every key, unset ones as null: saved settings are a whole view, never laid over another.
     row = _row(session, image_id, user_id)
@@ -117,6 +130,7 @@ def set_image_default(
     require(caller, Use.WRITE)
     image, project_id = _image(session, caller, image_id)
     require_role(session, caller, project_id, Role.CONTRIBUTOR)
+    _fits(image, settings)
     _save(session, image.id, None, settings.model_dump())
     return _out(_row(session, image.id, None), True)
 
@@ -127,6 +141,7 @@ def set_own(
     """The caller's own display of an image (anyone who may see it, with a full credential)."""
     require(caller, Use.WRITE)
     image, _ = _image(session, caller, image_id)
+    _fits(image, settings)
     _save(session, image.id, caller.user_id, settings.model_dump())
     return _out(_row(session, image.id, caller.user_id), True)
 

@@ -134,6 +134,8 @@ def test_saved_renderings_follow_the_access_rules(lab: Lab) -> None:
         assert bad.status_code == 422, bad.text
         assert owner.put(url, json={"cmap": "nope"}).status_code == 422
         assert owner.put(url, json={"what": 1}).status_code == 422
+        assert owner.put(url, json={"c": "0,1"}).status_code == 422  # one channel only
+        assert owner.put(url, json={"window": "0,1;0,2"}).status_code == 422
 
         mine = viewer.put(f"{url}/mine", json={"window": "0,100", "log": True})
         assert mine.status_code == 200, mine.text
