@@ -68,6 +68,8 @@ EXPOSE_HEADERS = ", ".join(
         "Retry-After",
         "X-Allmicro-File-Id",
         "X-Allmicro-Job-Id",
+        # A finished upload whose file the dataset already held (not processed again).
+        "X-Allmicro-Already-Present",
     )
 )
 MAX_AGE = "86400"

@@ -106,7 +106,13 @@ def test_an_upload_preflight_allows_the_tus_headers(server: LiveServer) -> None:
     exposed = {
         h.strip().lower() for h in created.headers["access-control-expose-headers"].split(",")
     }
-    assert {"location", "upload-offset", "tus-resumable", "x-allmicro-file-id"} <= exposed
+    assert {
+        "location",
+        "upload-offset",
+        "tus-resumable",
+        "x-allmicro-file-id",
+        "x-allmicro-already-present",
+    } <= exposed
 
 
 def test_a_viewer_preflight_answers_204(server: LiveServer) -> None:
