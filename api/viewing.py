@@ -270,7 +270,8 @@ def _has_data_bar(image: Image) -> bool:
 def recorded_image_region(session: Session, store: ObjectStore, image: Image) -> None:
     """Fill the catalogue's image region of an image ingested before the catalogue had one,
     from its OME-XML (the acquisition map annotation's "image_region"). Its version (updated_at)
-    stays as it is: tiles and their ETags are still valid."""
+    moves on: every process then opens its pyramid again, with default windows from the sample
+    alone, and its default tiles get new ETags."""
     if image.ome_xml_key is None:
         return
     try:
@@ -289,7 +290,7 @@ def recorded_image_region(session: Session, store: ObjectStore, image: Image) ->
                 session.execute(
                     update(Image)
                     .where(Image.id == image.id)
-                    .values(image_region=list(region), updated_at=Image.updated_at)
+                    .values(image_region=list(region))
                     .execution_options(synchronize_session=False)
                 )
                 session.commit()

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image as PILImage
+from sqlalchemy import create_engine, null, select, update
 
+from allmicro_data.catalogue.models import Image
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import LiveServer, PostgresDatabases, module_server
 from tests.web.conftest import FEI, check_page_at_both_sizes
@@ -104,6 +106,26 @@ def test_histogram_and_default_window_leave_the_data_bar_out(lab: Lab) -> None:
             refused = viewer.get(f"/api/images/{lab.image}/histogram", params=bad)
             assert refused.status_code in (400, 422), (bad, refused.text)
             assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_image_read_before_regions_were_recorded_gets_its_region_from_its_ome_xml(
+    lab: Lab,
+) -> None:
+    engine = create_engine(lab.server.env["ALLMICRO_DATABASE_URL"])
+    row = select(Image.image_region, Image.updated_at).where(Image.id == lab.image)
+    with engine.begin() as connection:
+        connection.execute(update(Image).where(Image.id == lab.image).values(image_region=null()))
+        before = connection.execute(row).one()
+    assert before.image_region is None
+    # The admin: a caller whose view of the image the server does not remember yet.
+    with lab.server.client() as admin:
+        display = admin.get(f"/api/images/{lab.image}/display").json()
+    assert display["image_region"] == REGION
+    with engine.connect() as connection:
+        after = connection.execute(row).one()
+    engine.dispose()
+    assert after.image_region == REGION
+    assert after.updated_at > before.updated_at  # a new version: caches and ETags move on
 
 
 def test_invert_and_log_are_rendering_parameters(lab: Lab) -> None:
