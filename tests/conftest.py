@@ -42,34 +42,51 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
 
-# The test files that take longest (about a minute of one process each on 2 cores), run first:
-# `make pytest` has pytest-xdist hand files out in collection order (--no-loadscope-reorder), so
-# a long file never starts last while the other processes sit idle. Keep it roughly in step
-# with the slowest tests CI prints; a missing or renamed file here only costs time. The browser
-# tests are here too: collected last (tests/web), they would otherwise make the tail.
+# The test files that take longest, longest first, run first: `make pytest` has pytest-xdist hand
+# files out in collection order (--no-loadscope-reorder), so a long file never starts last while
+# the other processes sit idle. Ordered by each file's wall time run alone on a loaded 2-core
+# machine (2026-12-06; new files of that day by their authors' figures). A missing or renamed
+# file here only costs time. Browser tests are here too: collected last (tests/web), they would
+# otherwise make the tail.
 LONG_FILES = (
-    "tests/api/test_login.py",
     "tests/api/test_token_scopes.py",
     "tests/api/test_schemathesis.py",
-    "tests/api/test_uploads.py",
-    "tests/api/test_end_to_end.py",
-    "tests/api/test_storage_full.py",
-    "tests/api/test_agent.py",
-    "tests/api/test_revocation.py",
-    "tests/api/test_account_security.py",
     "tests/api/test_viewing.py",
-    "tests/test_cli.py",
-    "tests/api/test_downloads.py",
-    "tests/storage/test_s3_ingest.py",
+    "tests/api/test_shares_pages.py",
+    "tests/api/test_uploads.py",
+    "tests/web/test_browser_upload.py",
+    "tests/web/test_admin_pages.py",
+    "tests/api/test_lifecycle.py",
+    "tests/api/test_login.py",
     "tests/test_scale_out.py",
+    "tests/api/test_job_recovery.py",
     "tests/api/test_upload_limits.py",
+    "tests/api/test_uploads_scale_out.py",
+    "tests/api/test_openapi.py",
+    "tests/web/test_lifecycle_pages.py",
+    "tests/web/test_mirador.py",
+    "tests/api/test_zarr_readers.py",
+    "tests/api/test_paging.py",
+    "tests/web/test_pages.py",
+    "tests/api/test_revocation.py",
+    "tests/web/test_layout.py",
+    "tests/api/test_end_to_end.py",
+    "tests/web/test_measure.py",
+    "tests/api/test_rois.py",
+    "tests/web/test_figures.py",
+    "tests/api/test_iiif_limits.py",
+    "tests/api/test_agent.py",
+    "tests/api/test_upload_races.py",
+    "tests/web/test_display_settings.py",
+    "tests/api/test_storage_full.py",
+    "tests/test_acquisition_fields.py",
+    "tests/test_cli.py",
+    "tests/api/test_iiif_conformance.py",
+    "tests/api/test_ldap_login.py",
+    "tests/api/test_iiif_services.py",
     "tests/api/test_file_modes.py",
     "tests/api/test_hostile_input.py",
     "tests/api/test_access_matrix.py",
-    "tests/api/test_iiif_conformance.py",
-    "tests/web/test_admin_pages.py",
-    "tests/web/test_pages.py",
-    "tests/web/test_layout.py",
     "tests/web/test_second_origin.py",
 )
 
