@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import threading
@@ -46,49 +45,6 @@ WINDOW_PERCENTILES = (0.1, 99.9)
 # Level-0 blocks alive at once (read, queued or being compressed): two, so that reading the next
 # overlaps compressing the last, and never more, so memory is bounded by the image width.
 MIN_IN_FLIGHT_BYTES = 32 << 20
-
-
-# glibc's malloc gives blocks of more than 128 KiB back to the kernel when they are freed (its
-# threshold only grows to the largest block freed so far, and a thread's heap is trimmed once
-# 128 KiB of it are free): every encoded chunk (up to 8 MiB for a float32 128³ one) and every
-# shard waiting for its last chunk then comes from pages the kernel must fault in anew, which
-# on a VM costs about 1 s per GiB. Keeping blocks up to 64 MiB in the heaps, and up to 256 MiB
-# free there before trimming, reuses the same pages chunk after chunk; once the pyramid is
-# written, malloc_trim gives what is free back, so a worker process does not keep it between
-# jobs. (Measured on the 2 GiB tomogram, NGFF 0.5 sharded: 290-350 k page faults down to 60 k,
-# the process's CPU 6.4-8.9 s down to 5.7-6.1 s, peak RSS within 5 %.)
-_MALLOC_MMAP_THRESHOLD = 64 << 20
-_MALLOC_TRIM_THRESHOLD = 256 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_malloc_tuned = False
-
-
-def _glibc() -> Any:
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):
-        return None  # not glibc: its own allocator, left as it is
-    return libc
-
-
-def _tune_malloc() -> None:
-    """Once per process (glibc only): keep freed blocks for the next chunks."""
-    global _malloc_tuned
-    if _malloc_tuned:
-        return
-    _malloc_tuned = True
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _MALLOC_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _MALLOC_TRIM_THRESHOLD)
-
-
-def _give_back_memory() -> None:
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 @dataclass
@@ -162,7 +118,6 @@ def write_pyramid(
     if workers is not None and workers < 1:
         raise ValueError("workers must be at least 1")
     version: NgffVersion = "0.4" if ngff == "0.4" else "0.5"
-    _tune_malloc()
     writer = _PyramidWriter(
         series,
         store,
@@ -175,10 +130,7 @@ def write_pyramid(
         method=method,  # type: ignore[arg-type]
         progress=progress,
     )
-    try:
-        return writer.run(ome_xml)
-    finally:
-        _give_back_memory()
+    return writer.run(ome_xml)
 
 
 @dataclass
