@@ -1,4 +1,4 @@
-"""The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser chosen together
+"""The dataset page's resumable uploader in Chromium: a TIA .emi and its .ser dropped together
 become one image, files joined by hand share a group, a file the dataset holds already says so
 (also through the plain form without JavaScript), a refused file says why, and a 300 MB upload
 goes on from where it stopped after its server was killed and started again, by itself once a
@@ -7,6 +7,7 @@ upload paused and resumed."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import signal
@@ -103,7 +104,7 @@ def _settled_jobs(client: httpx.Client, dataset: str, count: int) -> list[dict[s
     return found
 
 
-def test_an_emi_and_its_ser_chosen_together_become_one_image(site: Site, browser: Any) -> None:
+def test_an_emi_and_its_ser_dropped_together_become_one_image(site: Site, browser: Any) -> None:
     from playwright.sync_api import expect
 
     context, page = _dataset_page(browser, site.server, site.dataset)
@@ -133,7 +134,24 @@ def test_an_emi_and_its_ser_chosen_together_become_one_image(site: Site, browser
         ["tilt.mrc", "tilt.mrc.mdoc"],
     ]
 
-    page.set_input_files("#upload-files", [str(EMI), str(SER)])
+    # Dropped together on the upload section, as from a file manager.
+    dropped = page.evaluate_handle(
+        """files => {
+            const transfer = new DataTransfer();
+            for (const [name, b64] of files) {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], name));
+            }
+            return transfer;
+        }""",
+        [[path.name, base64.b64encode(path.read_bytes()).decode()] for path in (EMI, SER)],
+    )
+    page.dispatch_event("#upload", "dragover", {"dataTransfer": dropped})
+    expect(page.locator("#upload")).to_have_class(re.compile(r"\bdropping\b"))
+    page.dispatch_event("#upload-queue", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#upload")).not_to_have_class(re.compile(r"\bdropping\b"))
+    # The picker holds the dropped files too.
+    assert page.evaluate("() => document.getElementById('upload-files').files.length") == 2
     item = page.locator("#upload-items > li")
     expect(item).to_have_count(1)
     expect(item).to_have_attribute("data-group", "FEI TIA:64x64_tem_images_acquire")

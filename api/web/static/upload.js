@@ -474,6 +474,33 @@
     if (!sending) choose(input.files);
   });
 
+  // Files dropped anywhere on the upload section are chosen together, as if picked in the
+  // dialogue: an .emi dropped with its .ser files is one acquisition. The picker then holds
+  // them too, so the form (and its "required") sees what is queued.
+  const dropZone = document.getElementById("upload");
+  form.noValidate = true; // the submit handler says when nothing is chosen
+  dropZone.addEventListener("dragover", function (event) {
+    if (!event.dataTransfer || Array.from(event.dataTransfer.types).indexOf("Files") < 0) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = sending ? "none" : "copy";
+    dropZone.classList.add("dropping");
+  });
+  dropZone.addEventListener("dragleave", function (event) {
+    if (!dropZone.contains(event.relatedTarget)) dropZone.classList.remove("dropping");
+  });
+  dropZone.addEventListener("drop", function (event) {
+    if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    dropZone.classList.remove("dropping");
+    if (sending) return;
+    try {
+      input.files = event.dataTransfer.files;
+    } catch (error) {
+      // Older browsers cannot set a picker's files; the queue below is what is sent anyway.
+    }
+    choose(event.dataTransfer.files);
+  });
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     if (sending) return;
