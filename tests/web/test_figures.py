@@ -377,6 +377,33 @@ def test_the_image_page_exports_the_current_view(
     context.close()
 
 
+def test_the_image_page_exports_a_saved_roi_with_a_margin(
+    lab: Lab, browser: Any, viewer_files: None
+) -> None:
+    from playwright.sync_api import expect
+
+    image = lab.images["beta-coating.tif"]
+    with _owner(lab) as c:
+        rois = c.get(f"/api/images/{image}/rois").raise_for_status().json()
+    (rectangle,) = [r for r in rois if r["kind"] == "rectangle"]  # test_saved_rois_… saved it
+    context, page = _signed_in(browser, lab)
+    page.goto(f"{lab.server.url}/images/{image}")
+    expect(page.locator("#viewer")).to_have_attribute("data-state", "loaded")
+    page.check("#figure-area-roi")
+    expect(page.locator("#figure-roi")).to_be_visible()
+    page.select_option("#figure-roi", rectangle["id"])
+    with page.expect_download() as downloading:
+        page.click("#figure-export")
+    pixels, _ = _png(downloading.value.path().read_bytes())
+    url = page.locator("#figure-form").get_attribute("data-last-url") or ""
+    region = re.search(r"region=(\d+)%2C(\d+)%2C(\d+)%2C(\d+)", url)
+    assert region, url
+    # The rectangle (300, 300)-(500, 400) with a margin of a tenth of its larger side, 20 px.
+    assert [int(v) for v in region.groups()] == [280, 280, 240, 140]
+    assert pixels.shape[:2] == (140, 240)
+    context.close()
+
+
 def test_a_whole_image_figure_leaves_out_the_hidden_data_bar(
     lab: Lab, browser: Any, viewer_files: None
 ) -> None:

@@ -1,5 +1,6 @@
-// The image page's "Export figure" panel: the current view (or the whole image), rendered as the
-// tiles are (the viewer's rendering parameters), downloaded as PNG or TIFF from the figure API.
+// The image page's "Export figure" panel: the current view, the whole image or a saved ROI with a
+// margin, rendered as the tiles are (the viewer's rendering parameters), downloaded as PNG or
+// TIFF from the figure API.
 (function () {
   "use strict";
 
@@ -37,6 +38,57 @@
     return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
   }
 
+  // Saved ROIs, as the measurement panel lists them: a figure may show one of them, framed.
+  const roiChoice = document.getElementById("figure-area-roi");
+  const roiSelect = document.getElementById("figure-roi");
+  const roiNone = document.getElementById("figure-roi-none");
+  const roisUrl = form.action.replace(/\/figure$/, "/rois");
+  let rois = [];
+
+  async function loadRois() {
+    let found = [];
+    try {
+      const response = await fetch(roisUrl, { credentials: "same-origin" });
+      if (response.ok) found = await response.json();
+    } catch (error) {
+      found = [];
+    }
+    rois = Array.isArray(found) ? found : [];
+    const chosen = roiSelect.value;
+    roiSelect.textContent = "";
+    for (const roi of rois) {
+      const option = document.createElement("option");
+      option.value = roi.id;
+      option.textContent = (roi.name || roi.kind) + (roi.name ? " (" + roi.kind + ")" : "");
+      roiSelect.appendChild(option);
+    }
+    if (chosen) roiSelect.value = chosen;
+    const wanted = roiChoice.checked;
+    roiSelect.hidden = !wanted || rois.length === 0;
+    roiNone.hidden = !wanted || rois.length > 0;
+  }
+
+  form.addEventListener("change", function (event) {
+    if (event.target.name === "area") loadRois();
+  });
+
+  // A saved ROI's bounding box in full-resolution pixels, with a margin of a tenth of its size
+  // (at least 8 px) so a line or a small region has some surroundings, kept within bounds.
+  function roiRegion(bounds) {
+    const roi = rois.find(function (r) { return r.id === roiSelect.value; });
+    if (!roi || !bounds || !roi.points || !roi.points.length) return null;
+    const xs = roi.points.map(function (p) { return p[0]; });
+    const ys = roi.points.map(function (p) { return p[1]; });
+    const margin = Math.max(8, 0.1 * Math.max(Math.max.apply(null, xs) - Math.min.apply(null, xs),
+      Math.max.apply(null, ys) - Math.min.apply(null, ys)));
+    const x0 = Math.max(bounds.x0, Math.floor(Math.min.apply(null, xs) - margin));
+    const y0 = Math.max(bounds.y0, Math.floor(Math.min.apply(null, ys) - margin));
+    const x1 = Math.min(bounds.x1, Math.ceil(Math.max.apply(null, xs) + margin));
+    const y1 = Math.min(bounds.y1, Math.ceil(Math.max.apply(null, ys) + margin));
+    if (x1 <= x0 || y1 <= y0) return null;
+    return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+  }
+
   // Native resolution, unless that is beyond the server's largest picture (info.json limits).
   function widthFor(region) {
     const info = (image && image.info) || {};
@@ -54,7 +106,7 @@
     const data = new FormData(form);
     const area = data.get("area");
     const bounds = frame();
-    let region = area === "view" ? viewRegion(bounds) : null;
+    let region = area === "view" ? viewRegion(bounds) : area === "roi" ? roiRegion(bounds) : null;
     if (!region && bounds) {
       region = { x: bounds.x0, y: bounds.y0, w: bounds.x1 - bounds.x0, h: bounds.y1 - bounds.y0 };
     }
