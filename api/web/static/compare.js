@@ -8,37 +8,15 @@
 
   const config = JSON.parse(document.getElementById("compare-config").textContent);
   const numberFormat = new Intl.NumberFormat(config.language, { maximumSignificantDigits: 4 });
-  const TO_METRES = { m: 1, mm: 1e-3, um: 1e-6, "µm": 1e-6, nm: 1e-9, in: 0.0254, cm: 1e-2 };
-  const UNITS = [["mm", 1e-3], ["µm", 1e-6], ["nm", 1e-9], ["Å", 1e-10]];
+  const calibration = window.AllMicroCalibration;
   const panels = [];
   let leader = 0;
   let following = false;
 
-  function metresPerPixel(info) {
-    for (const service of [].concat(info.service || [])) {
-      if (String(service.profile || "").indexOf("physdim") >= 0 && service.physicalScale > 0) {
-        const factor = TO_METRES[service.physicalUnits];
-        if (factor) return service.physicalScale * factor;
-      }
-    }
-    return null;
-  }
-
+  const metresPerPixel = calibration.metresPerPixel;
+  const roundLength = calibration.roundLength;
   function formatLength(metres) {
-    for (const [unit, size] of UNITS) {
-      if (metres >= size * 0.9999) {
-        return numberFormat.format(Number((metres / size).toPrecision(6))) + " " + unit;
-      }
-    }
-    return numberFormat.format(metres / 1e-10) + " Å";
-  }
-
-  function roundLength(limit) {
-    const power = Math.pow(10, Math.floor(Math.log10(limit)));
-    for (const step of [5, 2, 1]) {
-      if (step * power <= limit) return step * power;
-    }
-    return power;
+    return calibration.formatLength(metres, numberFormat);
   }
 
   function physical() {

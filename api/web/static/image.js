@@ -29,40 +29,15 @@
     return response.json();
   }
 
-  // Lengths in the unit that gives a number of at least 1: below a nanometre in ångström, as
-  // TEM people read their pixel sizes and lattice spacings. Exported for the page's other
-  // scripts (allmicroImage.formatLength).
-  const UNITS = [["m", 1], ["mm", 1e-3], ["µm", 1e-6], ["nm", 1e-9], ["Å", 1e-10], ["pm", 1e-12]];
+  // Lengths in the unit that reads best, scale-bar lengths and the physdim calibration, from
+  // calibration.js; formatLength is exported for the page's other scripts
+  // (allmicroImage.formatLength).
+  const calibration = window.AllMicroCalibration;
   function formatLength(metres) {
-    for (const [unit, size] of UNITS) {
-      if (Math.abs(metres) >= size * 0.9999) {
-        return numberFormat.format(Number((metres / size).toPrecision(6))) + " " + unit;
-      }
-    }
-    return numberFormat.format(metres / 1e-12) + " pm";
+    return calibration.formatLength(metres, numberFormat);
   }
-
-  // The largest 1, 2 or 5 × 10^n not above `limit`: scale bars read best at round lengths.
-  function roundLength(limit) {
-    const power = Math.pow(10, Math.floor(Math.log10(limit)));
-    for (const step of [5, 2, 1]) {
-      if (step * power <= limit) return step * power;
-    }
-    return power;
-  }
-
-  const TO_METRES = { m: 1, mm: 1e-3, um: 1e-6, "µm": 1e-6, nm: 1e-9, in: 0.0254, cm: 1e-2 };
-  function metresPerPixel(info) {
-    const services = [].concat(info.service || []);
-    for (const service of services) {
-      const profile = String(service.profile || "");
-      if (profile.indexOf("physdim") >= 0 && service.physicalScale > 0) {
-        const factor = TO_METRES[service.physicalUnits] || null;
-        if (factor) return service.physicalScale * factor;
-      }
-    }
-    return null;
-  }
+  const roundLength = calibration.roundLength;
+  const metresPerPixel = calibration.metresPerPixel;
 
   // ---------------------------------------------------------------- metadata filter
 

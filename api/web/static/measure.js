@@ -35,17 +35,11 @@
 
   // ---------------------------------------------------------------- units
 
-  // Lengths in nm, µm or Å chosen by magnitude (image.js's formatLength when it offers one).
-  const UNITS = [["m", 1], ["mm", 1e-3], ["µm", 1e-6], ["nm", 1e-9], ["Å", 1e-10]];
-  function unitFor(metres) {
-    for (const unit of UNITS) if (Math.abs(metres) >= unit[1] * 0.9999) return unit;
-    return UNITS[UNITS.length - 1];
-  }
+  // Lengths in nm, µm or Å chosen by magnitude (calibration.js).
+  const unitFor = window.AllMicroCalibration.unitFor;
   function formatLength(value, calibrated) {
     if (!calibrated) return numbers.format(value) + " px";
-    if (image && typeof image.formatLength === "function") return image.formatLength(value);
-    const unit = unitFor(value);
-    return numbers.format(value / unit[1]) + " " + unit[0];
+    return window.AllMicroCalibration.formatLength(value, numbers);
   }
   function formatArea(value, calibrated) {
     if (!calibrated) return numbers.format(value) + " px²";
