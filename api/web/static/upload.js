@@ -349,9 +349,6 @@
           if (sum) request.setHeader("Upload-Checksum", "sha256 " + sum);
         },
         onProgress: function (sent) {
-          // Aborting a request (Pause) fires one last progress event on its way out: a paused
-          // upload stays paused.
-          if (entry.state === "paused") return;
           entry.sent = sent;
           if (entry.state !== "sending") {
             entry.state = "sending";
