@@ -619,8 +619,9 @@ class EmbeddedRunner:
     """The default runner: a thread that claims jobs and runs them in a local process pool.
 
     Jobs of large files (settings.job_large_file_bytes) never hold all of two workers or more:
-    one stays for small files, which would otherwise queue behind a tomogram. A free worker
-    takes small files first, unless another is free too: then one of them starts a large job.
+    one stays for small files, which would otherwise queue behind a tomogram. Within that
+    bound a free worker starts a waiting large job first (it would otherwise start last, when
+    the small files run out, and end the day alone); a single worker takes small files first.
     Job processes run niced (settings.job_nice)."""
 
     def __init__(
@@ -700,12 +701,14 @@ class EmbeddedRunner:
             owner = new_owner()
             # Large jobs hold at most all workers but one: that one stays for small files.
             full = self.workers > 1 and len(self._large) >= self.workers - 1
-            free = self.workers - len(self._running)
-            lanes = [Lane.SMALL] if full else [Lane.ANY]
-            if not full and free >= 2:
-                # Of two free workers or more, one starts a large job at once: small files
-                # keep the others, and the longest job does not end the day last.
+            if full:
+                lanes = [Lane.SMALL]
+            elif self.workers > 1:
+                # A free worker starts a waiting large job at once while another is left for
+                # small files: the longest job does not start last and end the day alone.
                 lanes = [Lane.LARGE, Lane.ANY]
+            else:
+                lanes = [Lane.ANY]
             claimed = None
             for lane in lanes:
                 claimed = claim(

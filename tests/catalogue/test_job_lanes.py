@@ -103,13 +103,25 @@ def test_of_two_free_workers_one_starts_a_large_job_at_once(services: Any) -> No
     assert pool.started == [tomogram, small_a]
 
 
-def test_one_free_worker_takes_the_small_file_queued_after_a_large_one(services: Any) -> None:
+def test_a_free_worker_starts_a_waiting_large_job_while_the_other_runs_a_small_one(
+    services: Any,
+) -> None:
     (first,) = _queue_files(services, [10])
     runner, pool = _runner(services, workers=2)
     runner._tick()
-    _tomogram, small = _queue_files(services, [LARGE + 1, 20])
+    tomogram, small = _queue_files(services, [LARGE + 1, 20])
     runner._tick()
-    assert pool.started == [first, small]
+    # The large job does not wait for the small files to run out (it would end the day alone);
+    # the small one waits for the worker running a small job, never for the large one.
+    assert pool.started == [first, tomogram]
+    assert jobs.claim(services.sessions, "other", 30, job_id=small) == small
+
+
+def test_a_single_worker_takes_the_small_file_queued_after_a_large_one(services: Any) -> None:
+    _tomogram, small = _queue_files(services, [LARGE + 1, 20])
+    runner, pool = _runner(services, workers=1)
+    runner._tick()
+    assert pool.started == [small]
 
 
 def test_one_worker_takes_large_jobs_too(services: Any) -> None:
