@@ -17,9 +17,6 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
-from ome_zarr_models.v04.image import ImageAttrs as ImageAttrsV04
-from ome_zarr_models.v04.omero import Omero
-from ome_zarr_models.v05.image import ImageAttrs as ImageAttrsV05
 from zarr.abc.store import Store
 from zarr.buffer import cpu
 from zarr.codecs import (
@@ -262,6 +259,11 @@ def read_pyramid_metadata(store: ObjectStore, key: str) -> StoredPyramid:
     Raises ObjectNotFound when key holds no pyramid and ValueError when its metadata is not
     valid NGFF 0.4 or 0.5.
     """
+    # The NGFF models cost half a second of imports that writing a pyramid never needs
+    # (`allmicro convert`, job processes): they are loaded by the first reader.
+    from ome_zarr_models.v04.image import ImageAttrs as ImageAttrsV04
+    from ome_zarr_models.v05.image import ImageAttrs as ImageAttrsV05
+
     version: NgffVersion
     try:
         attrs: dict[str, Any] = json.loads(store.get_bytes(f"{key}/.zattrs"))
@@ -385,6 +387,8 @@ def _plain_shard_index(codec: Any) -> bool:
 
 
 def _display(omero_doc: Any) -> tuple[list[ChannelDisplay], str]:
+    from ome_zarr_models.v04.omero import Omero
+
     if not omero_doc:
         return [], "greyscale"
     # NGFF 0.5 has no omero model of its own; the block is the same as in 0.4.
