@@ -9,6 +9,11 @@ floor their sum sets on a machine whose cores they share. --ngff 0.4,0.5 measure
 through zarr over each client, the measurement behind the choice of ZarrObjectStore over S3Store
 (docs in deploy/README.md). --replicated adds a second SeaweedFS and writes through
 ReplicatedStore(primary, [replica]).
+--originals SIZE_MB measures what the server does with a finished upload instead: an original of
+SIZE_MB random bytes is received into a spool file (originals.spool: copied and hashed, as the
+upload's PATCHes are) and stored (originals.place_original: adopted by rename on the local store,
+streamed to S3), and it prints this process's CPU per GB for each step and store, the ratio to the
+local store, and the S3 server's CPU per GB separately (issue 20: ours <= 1.15x the local store's).
 
 The SeaweedFS server is `weed server -filer -s3`: master, volume server, filer and S3 gateway in
 one process, as the tests start it, with no replication, encryption or debug logging (see
@@ -17,6 +22,7 @@ converter: the ratio then measures SeaweedFS as much as our client; production r
 of its own.
 
     flock /tmp/bench.lock python bench/storage_s3.py [--ngff 0.4,0.5] [--repeat 3]
+    flock /tmp/bench.lock python bench/storage_s3.py --originals 1024 [--repeat 3]
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ MAKE_INPUTS = REPO.parent / "shared" / "bench" / "make_inputs.py"
 WEED = Path(sys.executable).with_name("weed")
 ACCESS_KEY, SECRET_KEY = "bench-access-key", "bench-secret-key"
 TARGET_RATIO = 1.3
+# Our CPU per byte of originals stored to S3 against the local store's (issue 20, point 4).
+ORIGINALS_TARGET_RATIO = 1.15
 
 
 # ---- a SeaweedFS server of our own -------------------------------------------------------------
@@ -283,18 +291,23 @@ def main() -> None:
     parser.add_argument(
         "--s3-workers", type=int, default=0, help="also S3 with this many pyramid threads"
     )
+    parser.add_argument(
+        "--originals",
+        type=int,
+        metavar="SIZE_MB",
+        help="store an original of SIZE_MB as the server does, instead of the pyramid",
+    )
     args = parser.parse_args()
     versions = args.ngff.split(",")
     if any(v not in ("0.4", "0.5") for v in versions):
         parser.error("--ngff takes 0.4, 0.5 or 0.4,0.5")
 
-    if not args.input.exists():
+    if not args.originals and not args.input.exists():
         print(f"making the inputs with {MAKE_INPUTS} (a few minutes, once)")
         subprocess.run([sys.executable, str(MAKE_INPUTS), "--only", "sem"], check=True)
     from allmicro_data.ingest.readers import open_image_file
     from allmicro_data.storage import LocalStore, ReplicatedStore, S3Store
 
-    series = open_image_file(args.input).series[0]
     scratch = Path(tempfile.mkdtemp(prefix="allmicro-bench-s3-"))
     servers: list[Seaweed] = []
     try:
@@ -321,11 +334,18 @@ def main() -> None:
                 lambda run: ReplicatedStore(s3(run), [replica.store(run)]),
                 None,
             )
+        if args.originals:
+            print(f"load average before: {_loadavg()}")
+            stores = {name: make for name, (make, _) in variants.items()}
+            measure_originals(args.originals, scratch, servers, stores, args.repeat)
+            print(f"load average after: {_loadavg()}")
+            return
         if args.alternatives:
             variants["s3fs"] = (lambda run: FsspecObjects(endpoint, "bench", run), None)
             if importlib.util.find_spec("obstore"):
                 variants["obstore"] = (lambda run: ObstoreObjects(endpoint, "bench", run), None)
 
+        series = open_image_file(args.input).series[0]
         print(f"{args.input.name}: {series.shape} {series.dtype}; {args.repeat} runs per store")
         print(f"load average before: {_loadavg()}")
         if servers:
@@ -402,6 +422,69 @@ def measure(
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
     print(f"{layout}: S3 / local = {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
     return {"local": base, "s3": statistics.median(seconds["s3"])}, last_run
+
+
+def measure_originals(
+    size_mb: int,
+    scratch: Path,
+    servers: list[Seaweed],
+    stores: dict[str, Callable[[str], Any]],
+    repeat: int,
+) -> None:
+    """Receive and store an original of size_mb repeat times per store, alternating; print our
+    CPU per GB for each step, the ratio of the total to the local store's, and the S3 servers'."""
+    from allmicro_data.originals import place_original, spool
+
+    source = scratch / "original.bin"
+    digest = hashlib.sha256()
+    with source.open("wb") as handle:
+        left = size_mb << 20
+        while left:
+            block = random.randbytes(min(left, 16 << 20))
+            digest.update(block)
+            handle.write(block)
+            left -= len(block)
+    sha256, gb = digest.hexdigest(), (size_mb << 20) / 1e9
+    spool_dir = scratch / "spool"
+    print(f"original: {size_mb} MB of random bytes; {repeat} runs per store")
+    steps = ("receive", "store", "S3 server")
+    cpu: dict[str, dict[str, list[float]]] = {n: {s: [] for s in steps} for n in stores}
+    walls: dict[str, list[float]] = {name: [] for name in stores}
+    for index in range(repeat):
+        for name, make in stores.items():
+            shutil.rmtree(scratch / "local", ignore_errors=True)
+            store = make(f"originals-{index}-{uuid.uuid4().hex[:6]}")
+            # What the upload's PATCHes do to the bytes, the same for every store.
+            started = _process_cpu()
+            with source.open("rb") as stream:
+                path, received, _ = spool(stream, spool_dir, 1 << 50)
+            assert received == sha256
+            before, server_before = _process_cpu(), _server_cpu(servers)
+            wall = time.perf_counter()
+            assert place_original(store, path, sha256, source.name)
+            walls[name].append(time.perf_counter() - wall)
+            cpu[name]["store"].append(_process_cpu() - before)
+            cpu[name]["receive"].append(before - started)
+            cpu[name]["S3 server"].append(_server_cpu(servers) - server_before)
+            path.unlink(missing_ok=True)
+            print(
+                f"  {name:<11} run {index + 1}: store {walls[name][-1]:5.2f} s wall, CPU per GB "
+                + ", ".join(f"{s} {cpu[name][s][-1] / gb:.2f} s" for s in steps)
+            )
+    print("CPU s/GB (medians)  receive   store   ours   ours/local   S3 server   store wall")
+    base = statistics.median(cpu["local"]["receive"]) + statistics.median(cpu["local"]["store"])
+    for name in stores:
+        receive, store_cpu, server = (statistics.median(cpu[name][s]) / gb for s in steps)
+        ours = receive + store_cpu
+        print(
+            f"{name:<18} {receive:7.2f} {store_cpu:7.2f} {ours:6.2f}   {ours / (base / gb):8.2f}x"
+            f"   {server:9.2f}   {statistics.median(walls[name]):6.2f} s"
+        )
+    s3_ratio = (
+        statistics.median(cpu["s3"]["receive"]) + statistics.median(cpu["s3"]["store"])
+    ) / base
+    verdict = "meets" if s3_ratio <= ORIGINALS_TARGET_RATIO else "misses"
+    print(f"originals: our CPU on S3 / local = {s3_ratio:.2f}x ({verdict} the {ORIGINALS_TARGET_RATIO}x target)")
 
 
 def _loadavg() -> str:
