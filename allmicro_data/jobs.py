@@ -42,7 +42,7 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.scratch import sweep_scratch
-from allmicro_data.settings import Settings
+from allmicro_data.settings import DEFAULT_JOB_LARGE_FILE_BYTES, Settings
 from allmicro_data.storage import is_storage_full
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class Lane(enum.Enum):
     LARGE = "large"  # only jobs of larger files, oldest first
 
 
-DEFAULT_LARGE_FILE_BYTES = 1024**3
+DEFAULT_LARGE_FILE_BYTES = DEFAULT_JOB_LARGE_FILE_BYTES
 
 
 def large_file(large_file_bytes: int) -> Any:

@@ -61,6 +61,10 @@ def _url_list(value: object) -> object:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
+# Jobs of larger files are "large" (allmicro_data/jobs.py lanes): a 16k² SEM, a tomogram.
+DEFAULT_JOB_LARGE_FILE_BYTES = 256 * 1024**2
+
+
 class OrganisationRule(BaseModel):
     """Which organisation an institutional account belongs to: the first rule whose conditions
     all hold (none: everyone) names it by its name."""
@@ -186,11 +190,12 @@ class Settings(BaseSettings):
     job_workers: int = Field(default=2, ge=0, description="Processes of the embedded job runner.")
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_large_file_bytes: int = Field(
-        default=1024**3,
+        default=DEFAULT_JOB_LARGE_FILE_BYTES,
         gt=0,
-        description="Jobs of files larger than this run in the large lane: queued jobs of "
-        "smaller files are taken first, and the embedded runner (2 or more workers) never "
-        "gives every worker to large jobs, so a small file never waits behind a tomogram.",
+        description="Jobs of files larger than this (minutes of work on a busy day: a 16k² "
+        "SEM, a tomogram) run in the large lane: the embedded runner (2 or more workers) "
+        "never gives every worker to large jobs, so a small file never waits behind one, and "
+        "a free worker starts a waiting large job at once, so it does not end the day alone.",
     )
     job_nice: int = Field(
         default=10,
