@@ -7,6 +7,7 @@ import inspect
 import io
 import os
 import queue
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,12 @@ PARALLEL_PARTS = 3
 # A part is hashed this much at a time by both its own digest and the object's, so the second
 # pass finds the bytes in the CPU's cache (L2 is 1.25 MiB a core on the machines we measure).
 HASH_SLICE = 256 * 1024
+# A file up to this size goes up in one PUT signed with its whole sha256, read twice but hashed
+# once (S3 takes at most 5 GiB in one PUT); a multipart upload hashes every byte twice, once for
+# its part's signature and once for the object.
+SINGLE_PUT_LIMIT = 5 * 1024**3
+# Bytes read from a file per system call, to hash it and to send it.
+FILE_BLOCK = 1024 * 1024
 # Connections kept per endpoint: the pyramid writer and the tile server use many threads.
 POOL_SIZE = 32
 # The signed hash of a request's body (AWS signature V4).
@@ -192,12 +199,11 @@ class _Client(Minio):
             return super()._build_headers(host, headers, cast(bytes | None, body), creds)
         # Without a body minio hashes nothing; the length and our hash are put back after.
         built, date = super()._build_headers(host, headers, None, creds)
-        if body is not None:
-            if isinstance(body, list):
-                length = sum(len(block) for block in body)
-            else:
-                length = memoryview(body).nbytes
-            built["Content-Length"] = str(length)
+        if isinstance(body, list):
+            built["Content-Length"] = str(sum(len(block) for block in body))
+        elif body is not None and not hasattr(body, "read"):
+            built["Content-Length"] = str(memoryview(body).nbytes)
+        # A file body keeps the Content-Length its caller set: urllib3 cannot know it.
         built[PAYLOAD_HASH] = declared
         return built, date
 
@@ -207,6 +213,8 @@ def _client(endpoint: str, access: str | None, secret: str | None, region: str |
     http = urllib3.PoolManager(
         num_pools=4,
         maxsize=POOL_SIZE,
+        # File bodies are sent in blocks this large (urllib3's default is 16 KiB).
+        blocksize=FILE_BLOCK,
         # Connection refused answers at once; a silent host must not hang a request for minutes.
         timeout=Timeout(connect=5.0, read=120.0),
         retries=Retry(
@@ -349,6 +357,9 @@ class S3Store:
         self._ensure_ready()
         source = _PartSource(stream)
         try:
+            size = _file_size(stream)
+            if size is not None and PART_SIZE < size <= SINGLE_PUT_LIMIT:
+                return self._put_file(key, cast(io.BufferedIOBase, stream), size, source)
             return self._put_parts(key, source)
         except BaseException:
             if source.error is not None:
@@ -430,6 +441,46 @@ class S3Store:
                 # Best effort: a server that lost the upload has nothing to keep.
                 client._abort_multipart_upload(self.bucket, name, upload_id)
             raise
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    def _put_file(
+        self, key: str, handle: io.BufferedIOBase, size: int, source: _PartSource
+    ) -> StoredObject:
+        """The rest of a regular file in one PUT, signed with its sha256: one pass hashes it,
+        a second sends it, so every byte is hashed once (a spooled upload is in the page cache:
+        reading it again costs a copy, hashing it again as a multipart upload would costs a
+        sha256, seven times as much).
+
+        The file must not change in between: a file whose size, times or position differ after
+        the PUT is taken out of the store again and refused. A server that checks the payload
+        hash (MinIO, AWS) refuses bytes that differ from the signed hash by itself.
+        """
+        name = self._name(key)
+        start = handle.tell()
+        before = _file_identity(handle)
+        digest = hashlib.sha256()
+        block = bytearray(FILE_BLOCK)
+        view = memoryview(block)
+        left = size
+        while left:
+            got = source.read_into(view[: min(left, FILE_BLOCK)])
+            if not got:
+                raise StorageError(f"{key!r}: the file shrank while it was read")
+            digest.update(view[:got])
+            left -= got
+        handle.seek(start)
+        headers: dict[str, str | list[str] | tuple[str]] = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            PAYLOAD_HASH: digest.hexdigest(),
+        }
+        with self._errors("write", key):
+            cast(_Client, self._client)._put_object(
+                self.bucket, name, cast(bytes, _FileBody(handle, source)), headers
+            )
+        if handle.tell() != start + size or _file_identity(handle) != before:
+            self.delete(key)
+            raise StorageError(f"{key!r}: the file changed while it was stored; nothing stored")
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def _send_part(
@@ -620,13 +671,34 @@ class _PartSource:
     iterable (one copy), and keeps the error the stream itself raised."""
 
     def __init__(self, stream: BinaryIO | Iterable[bytes]) -> None:
-        self._readinto = None
+        self._file: io.BufferedIOBase | io.FileIO | None = None
         # Other raw streams may implement read() alone; io's buffered readers all read into.
         if isinstance(stream, io.BufferedIOBase | io.FileIO):
-            self._readinto = stream.readinto
-        self._blocks = None if self._readinto else iter_stream(stream)
+            self._file = stream
+        self._blocks = None if self._file else iter_stream(stream)
         self._pending = memoryview(b"")
         self.error: BaseException | None = None
+
+    def read_into(self, view: memoryview) -> int:
+        """One read of a file into view (fewer bytes than asked is not the end); 0 at the end."""
+        assert self._file is not None
+        try:
+            got = self._file.readinto(view)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        if got is None:
+            raise OSError("the stream has no bytes ready (non-blocking)")
+        return got
+
+    def read(self, n: int) -> bytes:
+        """What urllib3 sends a file body from, keeping the file's error as fill does."""
+        assert self._file is not None
+        try:
+            return self._file.read(n)
+        except BaseException as exc:
+            self.error = exc
+            raise
 
     def fill(self, buffer: bytearray) -> int:
         """Bytes put at the start of buffer: all of it, or fewer only at the end of the stream."""
@@ -634,8 +706,8 @@ class _PartSource:
         filled = 0
         try:
             while filled < len(view):
-                if self._readinto is not None:
-                    got = self._readinto(view[filled:])
+                if self._file is not None:
+                    got = self._file.readinto(view[filled:])
                     if got is None:
                         raise OSError("the stream has no bytes ready (non-blocking)")
                     if not got:
@@ -655,6 +727,42 @@ class _PartSource:
             self.error = exc
             raise
         return filled
+
+
+def _file_size(stream: object) -> int | None:
+    """The bytes left in a regular file from where it stands, or None for any other stream."""
+    if not isinstance(stream, io.BufferedReader | io.FileIO):
+        return None
+    try:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return max(status.st_size - stream.tell(), 0)
+    except (OSError, ValueError):
+        return None
+
+
+def _file_identity(handle: io.BufferedIOBase) -> tuple[int, int, int, int]:
+    status = os.fstat(handle.fileno())
+    return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+class _FileBody:
+    """A file as a request body: urllib3 reads it in blocks and rewinds it for a retry; an error
+    of the file is kept as the caller's (see _PartSource)."""
+
+    def __init__(self, handle: io.BufferedIOBase, source: _PartSource) -> None:
+        self._handle = handle
+        self._source = source
+
+    def read(self, n: int = -1) -> bytes:
+        return self._source.read(n)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
 
 
 class _HashingReader:

@@ -90,7 +90,7 @@ def test_each_part_is_signed_with_its_own_sha256_and_the_object_gets_the_whole_o
     assert not _open_uploads(store)
 
 
-def test_a_file_goes_up_from_its_own_reads_with_the_same_result(
+def test_a_file_goes_up_in_one_put_signed_with_its_sha256(
     store: S3Store, signed: list[tuple[str, str | None]], tmp_path: Path
 ) -> None:
     data = os.urandom(2 * PART_SIZE + 12345)
@@ -102,8 +102,48 @@ def test_a_file_goes_up_from_its_own_reads_with_the_same_result(
     assert stored.size == len(data) - 5
     assert stored.sha256 == hashlib.sha256(data[5:]).hexdigest()
     assert store.get_bytes("raw/file") == data[5:]
-    assert signed and all(declared == sent for declared, sent in signed if sent is not None)
-    assert ("minio", None) not in signed
+    # Hashed once: the one request is signed with the object's sha256 (streamed from the file).
+    assert signed == [(stored.sha256, None)]
+
+
+def test_a_file_beyond_the_single_put_limit_goes_up_in_parts_read_from_the_file(
+    store: S3Store,
+    signed: list[tuple[str, str | None]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(s3_module, "SINGLE_PUT_LIMIT", 2 * PART_SIZE)
+    data = os.urandom(2 * PART_SIZE + 1)
+    path = tmp_path / "original"
+    path.write_bytes(data)
+    with path.open("rb") as handle:
+        stored = store.put("raw/file", handle)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert store.get_bytes("raw/file") == data
+    assert len(signed) == 3 and all(declared == sent for declared, sent in signed)
+    assert not _open_uploads(store)
+
+
+def test_a_file_that_changes_while_it_is_stored_is_refused_and_not_kept(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from allmicro_data.storage import StorageError
+
+    path = tmp_path / "original"
+    path.write_bytes(os.urandom(PART_SIZE + 100))
+    build = s3_module._Client._build_headers
+
+    def writing_meanwhile(self: Any, host: str, headers: Any = None, *rest: Any) -> Any:
+        # Between the pass that hashes the file and the one that sends it.
+        if PAYLOAD_HASH in (headers or {}):
+            with path.open("r+b") as other:
+                other.write(b"changed")
+        return build(self, host, headers, *rest)
+
+    monkeypatch.setattr(s3_module._Client, "_build_headers", writing_meanwhile)
+    with path.open("rb") as handle, pytest.raises(StorageError, match="changed while"):
+        store.put("raw/changing", handle)
+    assert not store.exists("raw/changing")
 
 
 def test_bytes_larger_than_a_part_go_up_in_parts(store: S3Store) -> None:
