@@ -14,14 +14,15 @@ import logging
 import math
 import ssl
 from dataclasses import dataclass
-
-from ldap3 import BASE, FIRST, NONE, SUBTREE, Connection, Server, ServerPool, Tls
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from typing import TYPE_CHECKING
 
 from allmicro_data.institutional import InstitutionalAccount
 from allmicro_data.settings import OrganisationRule, Settings
+
+# ldap3 (with pyasn1) is imported by the methods that talk to a directory: most servers have
+# none configured, and every server, CLI command and job process imports this module.
+if TYPE_CHECKING:
+    from ldap3 import Connection, ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class LdapDirectory:
         return f"ldap:{self.search_base or self.bind_dn_template}"
 
     def _pool(self) -> ServerPool:
+        from ldap3 import FIRST, NONE, Server, ServerPool, Tls
+
         tls = Tls(
             validate=ssl.CERT_REQUIRED,
             version=ssl.PROTOCOL_TLS_CLIENT,
@@ -103,6 +106,9 @@ class LdapDirectory:
 
     def _bind(self, user: str | None, password: str | None) -> Connection | None:
         """A bound connection, or None when the directory refused the credentials."""
+        from ldap3 import Connection
+        from ldap3.core.exceptions import LDAPException
+
         connection = Connection(
             self._pool(),
             user=user,
@@ -139,6 +145,10 @@ class LdapDirectory:
         username = username.strip()
         if not username or not password or len(username) > 320:
             return None
+        from ldap3 import BASE, SUBTREE
+        from ldap3.utils.conv import escape_filter_chars
+        from ldap3.utils.dn import escape_rdn
+
         attributes = [self.email_attribute, self.name_attribute, self.group_attribute]
         searcher: Connection | None = None
         try:
@@ -190,6 +200,9 @@ class LdapDirectory:
     def _search(
         self, connection: Connection, username: str, attributes: list[str]
     ) -> tuple[str, dict[str, object]] | None:
+        from ldap3 import SUBTREE
+        from ldap3.utils.conv import escape_filter_chars
+
         assert self.search_base is not None
         query = self.search_filter.replace("{u}", escape_filter_chars(username))
         connection.search(self.search_base, query, SUBTREE, attributes=attributes, size_limit=2)
@@ -202,6 +215,8 @@ class LdapDirectory:
 
 def _close(connection: Connection) -> None:
     """Unbind, whatever state the connection is in (a failed TLS handshake leaves it broken)."""
+    from ldap3.core.exceptions import LDAPException
+
     with contextlib.suppress(LDAPException, OSError):
         connection.unbind()
 

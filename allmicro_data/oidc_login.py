@@ -12,17 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, cast
-
-import requests
-from authlib.common.security import generate_token
-from authlib.integrations.requests_client import OAuth2Session
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any, cast
 
 from allmicro_data.institutional import InstitutionalAccount
 from allmicro_data.settings import OrganisationRule, Settings
+
+# requests, authlib and joserfc (with cryptography) are imported by the methods of a sign-in:
+# most servers have no provider configured, and every server imports this module.
+if TYPE_CHECKING:
+    from authlib.integrations.requests_client import OAuth2Session
+    from joserfc.jwk import KeySet
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 METADATA_SECONDS = 3600.0  # discovery and keys are fetched again after an hour (key rotation)
@@ -91,6 +90,8 @@ class OidcProvider:
         return document
 
     def _keys(self, refresh: bool = False) -> KeySet:
+        from joserfc.jwk import KeySet
+
         uri = str(self.metadata()["jwks_uri"])
         if refresh:
             _forget(("jwks", uri))
@@ -100,6 +101,8 @@ class OidcProvider:
         return keys
 
     def _client(self, redirect_uri: str) -> OAuth2Session:
+        from authlib.integrations.requests_client import OAuth2Session
+
         return OAuth2Session(
             client_id=self.client_id,
             client_secret=self.client_secret,
@@ -116,6 +119,8 @@ class OidcProvider:
 
     def begin(self, redirect_uri: str, next_path: str) -> tuple[str, PendingSignIn]:
         """The provider's authorization URL to send the browser to, and what to keep."""
+        from authlib.common.security import generate_token
+
         pending = PendingSignIn(
             state=generate_token(32),
             nonce=generate_token(32),
@@ -134,6 +139,8 @@ class OidcProvider:
 
     def finish(self, redirect_uri: str, pending: PendingSignIn, code: str) -> InstitutionalAccount:
         """Redeem the code (with the PKCE verifier) and check the ID token; the account."""
+        import requests
+
         metadata = self.metadata()
         try:
             with self._client(redirect_uri) as client:
@@ -165,6 +172,9 @@ class OidcProvider:
         )
 
     def _id_token_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         if not id_token:
             raise OidcFailed("the provider sent no ID token")
         try:
@@ -218,6 +228,8 @@ def _forget(key: tuple[str, str]) -> None:
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    import requests
+
     try:
         response = requests.get(url, timeout=timeout, headers={"Accept": "application/json"})
         response.raise_for_status()
