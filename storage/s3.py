@@ -358,7 +358,8 @@ class S3Store:
         source = _PartSource(stream)
         try:
             size = _file_size(stream)
-            if size is not None and PART_SIZE < size <= SINGLE_PUT_LIMIT:
+            # Unsigned requests get minio's MD5 of the body instead, which needs it in memory.
+            if size is not None and PART_SIZE < size <= SINGLE_PUT_LIMIT and not self._anonymous:
                 return self._put_file(key, cast(io.BufferedIOBase, stream), size, source)
             return self._put_parts(key, source)
         except BaseException:
