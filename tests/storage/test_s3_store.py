@@ -92,7 +92,8 @@ def test_minio_still_has_the_private_calls_that_sign_with_our_hash() -> None:
     assert not missing, (
         f"minio {minio.__version__} lacks or changed {missing} (storage/s3.py MINIO_PRIVATE_API): "
         "S3Store now falls back to minio's public put_object, which hashes every body again "
-        "(about 8 % more converter CPU, bench/storage_s3.py). Adapt storage/s3.py's _Client to "
+        "(about 8 % more converter CPU, bench/storage_s3.py) and copies and hashes large "
+        "originals again (1.5 to 3.7 s/GB, --originals). Adapt storage/s3.py's _Client to "
         "the new minio, or drop it, and move the minio pin in pyproject.toml."
     )
 
