@@ -145,6 +145,15 @@ PRELOAD = (
     "multiprocessing.synchronize",
     "multiprocessing.spawn",
     "multiprocessing.resource_tracker",
+    # Imported by a server when it first needs them (the NGFF models half a CPU-second when it
+    # first opens a pyramid, the job pool's start method when it first runs a job).
+    "ome_zarr_models.v04.image",
+    "ome_zarr_models.v05.image",
+    "ome_zarr_models.v04.omero",
+    "multiprocessing.popen_spawn_posix",
+    "numpy.ma",
+    "jinja2.ext",
+    "_strptime",
 )
 # Imported by the child only: see the module docstring.
 NOT_BEFORE_FORK = "prometheus_client"
