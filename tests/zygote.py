@@ -5,9 +5,9 @@ spent importing the same modules and building the same FastAPI routes. The zygot
 once (every module a server imports that does not import prometheus_client: `allmicro serve`
 must set PROMETHEUS_MULTIPROC_DIR before that client is imported) and forks a child for each
 server a test starts. The child then becomes what `allmicro serve` would have been: the
-caller's argv, environment, working directory and stdin/stdout/stderr, the console script run as
-`__main__` (so the job pool's spawned processes start as a real server's do), and an exit code
-or signal reported back as Popen's returncode. `ForkedProcess` is the caller's Popen-like handle.
+caller's argv, environment, working directory, umask and stdin/stdout/stderr, the console script
+run as `__main__` (so the job pool's spawned processes start as a real server's do), and an exit
+code or signal reported back as Popen's returncode. `ForkedProcess` is the caller's Popen-like handle.
 
 What a forked child shares with its zygote, and why it does not matter:
 - no threads: the zygote checks it has exactly one before each fork (OpenBLAS would start one
@@ -257,6 +257,7 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
         if fd > 2:
             os.close(fd)
     os.chdir(request["cwd"])
+    os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()
@@ -405,7 +406,11 @@ class Zygote:
                 self._start()
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             conn.connect(self._socket_path)
-        request = json.dumps({"argv": list(argv), "env": env, "cwd": os.getcwd()}).encode()
+        umask = os.umask(0o022)
+        os.umask(umask)
+        request = json.dumps(
+            {"argv": list(argv), "env": env, "cwd": os.getcwd(), "umask": umask}
+        ).encode()
         message = _HEADER.pack(len(request)) + request
         # fd 0 itself: pytest's sys.stdin stands in for it and has no descriptor.
         sent = socket.send_fds(conn, [message], [0, stdout, stderr])
