@@ -241,9 +241,11 @@ def _client(endpoint: str, access: str | None, secret: str | None, region: str |
 class S3Store:
     """An ObjectStore in one bucket (below an optional prefix) of an S3-compatible server.
 
-    Every PUT is atomic on S3: readers see the old object or the whole new one. Large streams
-    go up as multipart uploads and their sha256 is computed on the way. The client and its
-    connection pool are shared by all threads.
+    Every PUT is atomic on S3: readers see the old object or the whole new one. A file of up to
+    5 GiB (a spooled upload) goes up in one PUT, hashed once before it is sent; other large
+    streams as multipart uploads from reused part buffers, their sha256 computed on the way.
+    Every request is signed with the sha256 of its body. The client and its connection pool
+    are shared by all threads.
     """
 
     def __init__(
