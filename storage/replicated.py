@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import queue
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -169,6 +172,24 @@ class ReplicatedStore:
             # A list of blocks can be read by every store at once.
             blocks = list(stream)
             return self._write(key, lambda store: store.put(key, blocks))
+        handles = _handles_of_their_own(stream, len(self.replicas))
+        if handles is not None:
+            # A file (a spooled upload) is read by every store through a handle of its own:
+            # each sends it its own way (S3: one PUT signed with one hash pass) instead of
+            # every store taking blocks from one reader, which costs each a second hash.
+            own = {
+                id(replica): handle for replica, handle in zip(self.replicas, handles, strict=True)
+            }
+            try:
+                return self._write(
+                    key,
+                    lambda store: store.put(
+                        key, stream if store is self.primary else own[id(store)]
+                    ),
+                )
+            finally:
+                for handle in handles:
+                    handle.close()
         return self._write_stream(key, iter_stream(stream))
 
     def _write(self, key: str, write: Callable[[ObjectStore], StoredObject]) -> StoredObject:
@@ -560,6 +581,33 @@ def _holds(store: ObjectStore, obj: StoredObject) -> bool:
     except ObjectNotFound:
         return False
     return digest.hexdigest() == obj.sha256
+
+
+def _handles_of_their_own(stream: object, count: int) -> list[BinaryIO] | None:
+    """count new handles on the regular file stream reads (the same file, whatever its name
+    now), each at stream's position with an offset of its own; None for any other stream."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        status = os.fstat(fd)
+        position = stream.tell()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(status.st_mode) or not isinstance(position, int):
+        return None
+    handles: list[BinaryIO] = []
+    try:
+        for _ in range(count):
+            # /proc/self/fd opens the inode behind fd anew: its own offset (dup shares one).
+            handle = open(f"/proc/self/fd/{fd}", "rb")  # noqa: SIM115 (closed by the caller)
+            handles.append(handle)
+            if os.fstat(handle.fileno()).st_ino != status.st_ino:
+                raise OSError("not the same file")
+            handle.seek(position)
+    except OSError:
+        for opened in handles:
+            opened.close()
+        return None
+    return handles
 
 
 class _Feed:

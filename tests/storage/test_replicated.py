@@ -312,3 +312,29 @@ def test_many_streamed_writes_at_once_do_not_wait_for_each_other(
     assert [o.sha256 for o in stored] == [hashlib.sha256(v).hexdigest() for v in payloads.values()]
     for s in stores:
         assert all(s.get_bytes(k) == v for k, v in payloads.items())
+
+
+def test_a_file_is_read_by_every_store_through_a_handle_of_its_own(tmp_path: Path) -> None:
+    """A spooled upload goes to each store as a file it reads itself (S3 then sends it in one
+    signed PUT), from the caller's position, not as blocks every store takes from one reader."""
+    given: dict[str, object] = {}
+
+    class Recording(Switchable):
+        def put(self, key: str, stream: BinaryIO | Iterable[bytes]) -> StoredObject:
+            given[self.url] = stream
+            return super().put(key, stream)
+
+    stores = [Recording(tmp_path / name) for name in ("primary", "site-b", "site-c")]
+    source = tmp_path / "spooled"
+    data = os.urandom(3 << 20)
+    source.write_bytes(b"header" + data)
+    store = ReplicatedStore(stores[0], stores[1:], quorum=2, pending=ToDoList())
+    with source.open("rb") as handle:
+        handle.seek(len(b"header"))
+        stored = store.put("raw/file", handle)
+        assert given[stores[0].url] is handle
+    handles = [given[s.url] for s in stores]
+    assert len({id(h) for h in handles}) == 3
+    assert all(isinstance(h, io.BufferedReader) and h.closed for h in handles[1:])
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert all(s.get_bytes("raw/file") == data for s in stores)
