@@ -71,7 +71,9 @@ typecheck: $(STAMP)
 
 # Test files run in PYTEST_WORKERS processes (a file stays in one, so its module-scoped live
 # server starts once), handed out in collection order: tests/conftest.py puts the longest first.
-# Most tests wait on servers, so there are more workers than cores.
+# Most tests wait on servers, so there are more workers than cores. Each process forks its live
+# servers from one that has imported them already (tests/zygote.py; ALLMICRO_TEST_NO_ZYGOTE=1
+# starts them as plain subprocesses).
 # The 15 slowest tests are printed at the end of every run.
 PYTEST_WORKERS ?= 4
 pytest: $(STAMP) $(WEB_STAMP) debian-tools
