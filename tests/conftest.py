@@ -42,6 +42,10 @@ CHEAP_PASSWORD_HASHES = {
 # compile the project's modules again, a few tenths of a second of CPU every time.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+# httpx builds an SSL context (loading the CA bundle, ~30 ms of CPU) for every Client and every
+# httpx.get it is not given one: waiting for a server polls its /healthz every 0.1 s, and tests
+# open many clients. The ones made here share this one.
+TLS = httpx.create_ssl_context()
 # Live servers are forked from a process that has imported them already (tests/zygote.py):
 # about two CPU-seconds less for each of the suite's server starts.
 ZYGOTE = None if os.environ.get("ALLMICRO_TEST_NO_ZYGOTE") else Zygote()
@@ -376,7 +380,7 @@ class LiveServer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
-        return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{self.url}/healthz", timeout=2, verify=TLS).status_code == 200
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -397,6 +401,7 @@ class LiveServer:
         if email not in self.tokens:
             response = httpx.post(
                 f"{self.url}/api/auth/token",
+                verify=TLS,
                 data={"username": email, "password": password},
                 timeout=30,
             )
@@ -409,6 +414,7 @@ class LiveServer:
             base_url=self.url,
             headers={"Authorization": f"Bearer {self.token(email, password)}"},
             timeout=60,
+            verify=TLS,
         )
 
     def allmicro(
