@@ -484,7 +484,9 @@ def measure_originals(
         statistics.median(cpu["s3"]["receive"]) + statistics.median(cpu["s3"]["store"])
     ) / base
     verdict = "meets" if s3_ratio <= ORIGINALS_TARGET_RATIO else "misses"
-    print(f"originals: our CPU on S3 / local = {s3_ratio:.2f}x ({verdict} the {ORIGINALS_TARGET_RATIO}x target)")
+    print(
+        f"originals: our CPU on S3 / local = {s3_ratio:.2f}x ({verdict} the {ORIGINALS_TARGET_RATIO}x target)"
+    )
 
 
 def _loadavg() -> str:
