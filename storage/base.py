@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +87,20 @@ def validate_prefix(prefix: str) -> str:
     stripped = prefix[:-1] if prefix.endswith("/") else prefix
     validate_key(stripped)
     return prefix
+
+
+def regular_file_left(stream: object) -> int | None:
+    """The bytes left in a regular file from where it stands, or None for any other stream
+    (stores that can read a file their own way, or give each replica a handle, ask this)."""
+    if not isinstance(stream, io.BufferedReader | io.FileIO):
+        return None
+    try:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return max(status.st_size - stream.tell(), 0)
+    except (OSError, ValueError):
+        return None
 
 
 def iter_stream(

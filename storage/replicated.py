@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import queue
-import stat
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from allmicro_data.storage.base import (
     StoredObject,
     SupportsPresignedGet,
     iter_stream,
+    regular_file_left,
     validate_key,
     validate_prefix,
 )
@@ -583,24 +583,21 @@ def _holds(store: ObjectStore, obj: StoredObject) -> bool:
     return digest.hexdigest() == obj.sha256
 
 
-def _handles_of_their_own(stream: object, count: int) -> list[BinaryIO] | None:
+def _handles_of_their_own(stream: BinaryIO | Iterable[bytes], count: int) -> list[BinaryIO] | None:
     """count new handles on the regular file stream reads (the same file, whatever its name
     now), each at stream's position with an offset of its own; None for any other stream."""
-    try:
-        fd = stream.fileno()  # type: ignore[attr-defined]
-        status = os.fstat(fd)
-        position = stream.tell()  # type: ignore[attr-defined]
-    except (AttributeError, OSError, io.UnsupportedOperation):
+    if regular_file_left(stream) is None:
         return None
-    if not stat.S_ISREG(status.st_mode) or not isinstance(position, int):
-        return None
+    assert isinstance(stream, io.BufferedReader | io.FileIO)
+    fd, position = stream.fileno(), stream.tell()
+    inode = os.fstat(fd).st_ino
     handles: list[BinaryIO] = []
     try:
         for _ in range(count):
             # /proc/self/fd opens the inode behind fd anew: its own offset (dup shares one).
             handle = open(f"/proc/self/fd/{fd}", "rb")  # noqa: SIM115 (closed by the caller)
             handles.append(handle)
-            if os.fstat(handle.fileno()).st_ino != status.st_ino:
+            if os.fstat(handle.fileno()).st_ino != inode:
                 raise OSError("not the same file")
             handle.seek(position)
     except OSError:

@@ -7,7 +7,6 @@ import inspect
 import io
 import os
 import queue
-import stat
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +29,7 @@ from allmicro_data.storage.base import (
     StorageFull,
     StoredObject,
     iter_stream,
+    regular_file_left,
     validate_key,
     validate_prefix,
 )
@@ -364,7 +364,7 @@ class S3Store:
         self._ensure_ready()
         source = _PartSource(stream)
         try:
-            size = _file_size(stream)
+            size = regular_file_left(stream)
             # Unsigned requests get minio's MD5 of the body instead, which needs it in memory.
             if size is not None and PART_SIZE < size <= SINGLE_PUT_LIMIT and not self._anonymous:
                 return self._put_file(key, cast(io.BufferedIOBase, stream), size, source)
@@ -735,19 +735,6 @@ class _PartSource:
             self.error = exc
             raise
         return filled
-
-
-def _file_size(stream: object) -> int | None:
-    """The bytes left in a regular file from where it stands, or None for any other stream."""
-    if not isinstance(stream, io.BufferedReader | io.FileIO):
-        return None
-    try:
-        status = os.fstat(stream.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            return None
-        return max(status.st_size - stream.tell(), 0)
-    except (OSError, ValueError):
-        return None
 
 
 def _file_identity(handle: io.BufferedIOBase) -> tuple[int, int, int, int]:
