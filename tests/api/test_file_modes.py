@@ -81,7 +81,12 @@ def test_scratch_left_by_killed_jobs_is_swept_at_server_and_job_start(tmp_path: 
             done = patch(client, location, 0, data)
             assert wait_for_job(client, done.headers["x-allmicro-job-id"])["status"] == "succeeded"
         assert not before_job.exists()
-        # The job's own scratch directory went with it.
-        assert list(scratch.glob(f"{INGEST_PREFIX}*")) == []
+        # The job's own scratch directory goes with it: its success commits with its images,
+        # inside the block that then removes the directory, so a reader may see it a moment.
+        wait_until(
+            lambda: list(scratch.glob(f"{INGEST_PREFIX}*")) == [],
+            timeout=30,
+            what="the job's scratch directory removed",
+        )
     finally:
         server.stop()
