@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 # httpx builds an SSL context (loading the CA bundle, ~30 ms of CPU) for every Client and every
 # httpx.get it is not given one: waiting for a server polls its /healthz every 0.1 s, and tests
-# open many clients. The ones made here share this one.
+# open many clients. Every test's clients share this one (verify=TLS).
 TLS = httpx.create_ssl_context()
 # Live servers are forked from a process that has imported them already (tests/zygote.py):
 # about two CPU-seconds less for each of the suite's server starts.
@@ -54,6 +55,37 @@ ZYGOTE = None if os.environ.get("ALLMICRO_TEST_NO_ZYGOTE") else Zygote()
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if ZYGOTE is not None:
         ZYGOTE.close()
+
+
+def run_allmicro(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`allmicro args…` as subprocess.run(capture_output=True, text=True) runs it, in a process
+    forked from the zygote: each command otherwise spends one to two CPU-s importing what it needs."""
+    argv = [ALLMICRO, *args]
+    if ZYGOTE is None:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = ZYGOTE.popen(
+            argv,
+            env=dict(os.environ) if env is None else env,
+            stdout=out.fileno(),
+            stderr=err.fileno(),
+        )
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            argv,
+            returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 # The test files that take longest, longest first, run first: `make pytest` has pytest-xdist hand

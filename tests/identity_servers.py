@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import REPO, TLS, free_port, wait_until
 
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
@@ -301,7 +301,9 @@ def running_oidc_provider(
             raise AssertionError(log_path.read_text(errors="replace"))
         try:
             return (
-                httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=2).status_code
+                httpx.get(
+                    f"{issuer}/.well-known/openid-configuration", timeout=2, verify=TLS
+                ).status_code
                 == 200
             )
         except httpx.TransportError:

@@ -14,13 +14,13 @@ from ome_zarr.reader import Reader
 from ome_zarr_models.v04 import Image as NgffImage
 from sqlalchemy import create_engine, inspect
 
-from tests.conftest import ALLMICRO, SAMPLES
+from tests.conftest import SAMPLES, run_allmicro
 
 FEI = SAMPLES / "fei" / "FEI-Helios-Ebeam-16bits.tif"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ALLMICRO, *args], capture_output=True, text=True, timeout=300, env=env)
+    return run_allmicro(*args, env=env)
 
 
 def test_convert_writes_valid_ome_zarr_identical_at_level_0(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     ALLMICRO,
+    TLS,
     LiveServer,
     PostgresDatabases,
     free_port,
@@ -282,7 +283,7 @@ def test_two_apis_two_workers_a_killed_worker_loses_nothing_and_runs_nothing_twi
         # requests by route template; the surviving worker ran all 20 successful attempts.
         for server in servers:
             # On the app's port, metrics are for admins.
-            assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+            assert httpx.get(f"{server.url}/metrics", timeout=10, verify=TLS).status_code == 401
             scraped = server.client().get("/metrics", timeout=10)
             assert scraped.status_code == 200
             figures = metric_values(scraped.text)
@@ -300,7 +301,9 @@ def test_two_apis_two_workers_a_killed_worker_loses_nothing_and_runs_nothing_twi
             # The large file and frames 0, 2, … 18 went to the first; frames 1, 3, … 17 to the second.
             assert sum(uploads) == (11 if server is servers[0] else 9)
         worker_figures = metric_values(
-            httpx.get(f"http://127.0.0.1:{survivor.metrics_port}/metrics", timeout=10).text
+            httpx.get(
+                f"http://127.0.0.1:{survivor.metrics_port}/metrics", timeout=10, verify=TLS
+            ).text
         )
         succeeded = 'allmicro_job_duration_seconds_count{kind="ingest",outcome="succeeded"}'
         assert worker_figures[succeeded] == 20

@@ -26,6 +26,7 @@ zygote out when a server misbehaves).
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -244,8 +245,10 @@ def _serve(listener: socket.socket) -> tuple[dict[str, Any], list[int]]:
             raise RuntimeError(f"the zygote has {_threads()} threads: it must not fork")
         sys.stdout.flush()
         sys.stderr.flush()
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
+            gc.enable()
             listener.close()
             conn.close()
             for pidfd, (_, other) in children.items():
@@ -290,7 +293,13 @@ def main() -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sys.argv[1])
     listener.listen(64)
+    # The zygote's objects are frozen out of the collector (gc.freeze, as CPython's docs advise
+    # for a process that forks without exec): a child's collections and its exit would otherwise
+    # walk every imported module's objects, touching each page they sit on and so copying it;
+    # a forked `allmicro --help` took 0.9 s to exit, 0.1 s with them frozen.
+    gc.disable()
     _preload()
+    gc.freeze()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     request, fds = _serve(listener)

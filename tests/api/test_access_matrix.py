@@ -18,7 +18,7 @@ import pytest
 import tifffile
 
 from tests.api.test_end_to_end import upload, wait_for_job
-from tests.conftest import LiveServer
+from tests.conftest import TLS, LiveServer
 
 PASSWORD = "matrix password 123"
 
@@ -217,7 +217,7 @@ def test_company_a_learns_nothing_about_company_b(world: World) -> None:
 def test_share_links_reach_only_their_dataset(world: World) -> None:
     ids = world.ids
     token = ids["link-b-token"]
-    anonymous = httpx.Client(base_url=world.server.url, timeout=30)
+    anonymous = httpx.Client(base_url=world.server.url, timeout=30, verify=TLS)
     view = anonymous.get(f"/api/share/{token}")
     assert view.status_code == 200
     assert [d["id"] for d in view.json()["datasets"]] == [ids["ds-b"]]
@@ -292,6 +292,7 @@ def test_roles_allow_exactly_their_actions(world: World) -> None:
             base_url=world.server.url,
             headers={"Authorization": f"Bearer {made.json()['token']}"},
             timeout=30,
+            verify=TLS,
         )
 
     read_only, uploader = pat("read"), pat("upload")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import (
+    TLS,
     LiveServer,
     PostgresDatabases,
     free_port,
@@ -47,11 +48,13 @@ def server(
 def via_proxy(server: LiveServer, **headers: str) -> httpx.Client:
     """A client whose connections come from the trusted proxy's address."""
     transport = httpx.HTTPTransport(local_address=PROXY_ADDRESS)
-    return httpx.Client(base_url=server.url, transport=transport, headers=headers, timeout=30)
+    return httpx.Client(
+        base_url=server.url, transport=transport, headers=headers, timeout=30, verify=TLS
+    )
 
 
 def direct(server: LiveServer, **headers: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+    return httpx.Client(base_url=server.url, headers=headers, timeout=30, verify=TLS)
 
 
 def sign_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
@@ -249,7 +252,7 @@ def test_expiries_and_date_filters_without_a_time_zone_answer_422(server: LiveSe
 
 
 def test_metrics_need_an_admin_on_the_app_port(server: LiveServer) -> None:
-    assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+    assert httpx.get(f"{server.url}/metrics", timeout=10, verify=TLS).status_code == 401
     email = new_user(server, "metrics")
     with server.client(email, PASSWORD) as user:
         assert user.get("/metrics").status_code == 403
@@ -264,7 +267,7 @@ def test_metrics_need_an_admin_on_the_app_port(server: LiveServer) -> None:
     assert scraped.status_code == 200 and "allmicro_jobs" in scraped.text
     # Or the separate port, for a private network.
     port = server.env["ALLMICRO_METRICS_PORT"]
-    separate = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    separate = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10, verify=TLS)
     assert separate.status_code == 200 and "allmicro_stored_originals" in separate.text
 
 

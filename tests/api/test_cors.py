@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, PostgresDatabases, module_server
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server
 
 ALLOWED = "https://viewer.example.org"
 OTHER = "https://evil.example.net"
@@ -30,7 +30,7 @@ def _get(server: LiveServer, path: str, origin: str, token: bool = False) -> htt
     headers = {"Origin": origin}
     if token:
         headers["Authorization"] = f"Bearer {server.token()}"
-    return httpx.get(f"{server.url}{path}", headers=headers, timeout=30)
+    return httpx.get(f"{server.url}{path}", headers=headers, timeout=30, verify=TLS)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_errors_of_bearer_routes_carry_the_allowed_origin(server: LiveServer, pa
         assert "origin" in response.headers["vary"].lower()
         assert "access-control-allow-credentials" not in response.headers
     # A redirect too (the IIIF base URI sends the client on to info.json).
-    redirect = httpx.get(f"{server.url}/iiif/3/{MISSING}", headers={"Origin": ALLOWED})
+    redirect = httpx.get(f"{server.url}/iiif/3/{MISSING}", headers={"Origin": ALLOWED}, verify=TLS)
     assert redirect.status_code == 303
     assert redirect.headers["access-control-allow-origin"] == ALLOWED
 
@@ -59,6 +59,7 @@ def test_a_disallowed_origin_gets_no_cors_headers(server: LiveServer) -> None:
     preflight = httpx.options(
         f"{server.url}/api/uploads/",
         headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"},
+        verify=TLS,
     )
     assert "access-control-allow-origin" not in preflight.headers
 
@@ -80,6 +81,7 @@ def test_an_upload_preflight_allows_the_tus_headers(server: LiveServer) -> None:
                 "Access-Control-Request-Method": "PATCH",
                 "Access-Control-Request-Headers": requested,
             },
+            verify=TLS,
         )
         assert response.status_code == 204
         assert response.headers["access-control-allow-origin"] == ALLOWED
@@ -98,7 +100,7 @@ def test_an_upload_preflight_allows_the_tus_headers(server: LiveServer) -> None:
         } <= allowed
         assert int(response.headers["access-control-max-age"]) > 0
     # tus discovery (an OPTIONS that is no preflight) still reaches the router.
-    discovery = httpx.options(f"{server.url}/api/uploads/", headers={"Origin": ALLOWED})
+    discovery = httpx.options(f"{server.url}/api/uploads/", headers={"Origin": ALLOWED}, verify=TLS)
     assert discovery.headers["tus-version"]
     assert discovery.headers["access-control-allow-origin"] == ALLOWED
     # A tus request's answer exposes what the client must read.
@@ -120,6 +122,7 @@ def test_a_viewer_preflight_answers_204(server: LiveServer) -> None:
         response = httpx.options(
             f"{server.url}{path}",
             headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET"},
+            verify=TLS,
         )
         assert response.status_code == 204, path
         assert response.headers["access-control-allow-origin"] in (ALLOWED, "*")

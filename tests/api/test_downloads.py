@@ -12,7 +12,7 @@ import httpx
 
 from tests.api.test_access_matrix import tiny_tiff
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
-from tests.conftest import LiveServer
+from tests.conftest import TLS, LiveServer
 
 
 def _dataset(admin: httpx.Client, name: str) -> str:
@@ -117,7 +117,7 @@ def test_share_link_password_expiry_and_limits(shared_server: LiveServer) -> Non
     ).json()
     token = made["token"]
     assert made["has_password"] and made["url"].endswith(f"/api/share/{token}")
-    anonymous = httpx.Client(base_url=shared_server.url, timeout=30)
+    anonymous = httpx.Client(base_url=shared_server.url, timeout=30, verify=TLS)
     assert anonymous.get(f"/api/share/{token}").status_code == 401
     assert (
         anonymous.get(f"/api/share/{token}", headers={"X-Share-Password": "wrong"}).status_code

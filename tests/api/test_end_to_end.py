@@ -17,7 +17,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from allmicro_data.api.rendering import Window, to_uint8
-from tests.conftest import SAMPLES, LiveServer, wait_until
+from tests.conftest import SAMPLES, TLS, LiveServer, wait_until
 
 FEI = SAMPLES / "fei" / "FEI-Helios-Ebeam-16bits.tif"
 USER_PASSWORD = "a long enough password"
@@ -160,7 +160,7 @@ def test_other_organisation_sees_nothing(shared_server: LiveServer) -> None:
         f"/api/datasets/{dataset_id}/files", files={"file": ("x.tif", b"II*\x00", "image/tiff")}
     )
     assert upload_attempt.status_code == 404
-    assert httpx.get(f"{shared_server.url}/api/images/{image_id}").status_code == 401
+    assert httpx.get(f"{shared_server.url}/api/images/{image_id}", verify=TLS).status_code == 401
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from allmicro_data.api.streaming import content_disposition
 from tests.api.test_access_matrix import tiny_tiff
 from tests.api.test_end_to_end import upload, wait_for_job
 from tests.api.test_uploads import create as tus_create
-from tests.conftest import LiveServer
+from tests.conftest import TLS, LiveServer
 from tests.web.test_uploaded_content import assert_served_as_data
 
 DATASET_NAME = 'Jožef "Stefan" 東京 µm'
@@ -150,7 +150,9 @@ def test_csv_exports_keep_formulas_as_text(shared_server: LiveServer) -> None:
     typed = ["@SUM(1+1)*cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "+1+cmd"]
     for username in typed:
         refused = httpx.post(
-            f"{shared_server.url}/api/auth/token", data={"username": username, "password": "x"}
+            f"{shared_server.url}/api/auth/token",
+            data={"username": username, "password": "x"},
+            verify=TLS,
         )
         assert refused.status_code == 401
     export = admin.get("/api/audit.csv", params={"action": "login.failure"})

@@ -28,7 +28,7 @@ from allmicro_data.api.http_server import (
 )
 from tests.api.test_end_to_end import FEI, USER_PASSWORD
 from tests.api.test_uploads import create, new_project, patch
-from tests.conftest import _running_server, _server_env, free_port, wait_until
+from tests.conftest import TLS, _running_server, _server_env, free_port, wait_until
 
 # uvloop reads at most this much from a socket at once.
 ONE_READ = 256 * 1024
@@ -105,7 +105,7 @@ def test_large_bodies_arrive_byte_for_byte_as_the_socket_gave_them(
 ) -> None:
     address, received = server
     body = os.urandom(96 << 20)
-    answer = httpx.post(f"http://{address}/", content=body, timeout=60)
+    answer = httpx.post(f"http://{address}/", content=body, timeout=60, verify=TLS)
     assert answer.text == hashlib.sha256(body).hexdigest()
     sizes = received.sizes[0]
     assert sum(sizes) == len(body)
@@ -124,7 +124,7 @@ def test_chunked_and_pipelined_bodies_stay_whole(server: tuple[str, Received]) -
         for start in range(0, len(data), 100_000):
             yield data[start : start + 100_000]
 
-    with httpx.Client(base_url=f"http://{address}", timeout=60) as client:
+    with httpx.Client(base_url=f"http://{address}", timeout=60, verify=TLS) as client:
         # One connection, kept alive: each body ends where it should.
         for body in bodies:
             assert client.post("/", content=body).text == hashlib.sha256(body).hexdigest()
@@ -152,7 +152,7 @@ def test_requests_without_a_body_method_keep_uvicorns_own_receive(
     server: tuple[str, Received],
 ) -> None:
     address, received = server
-    with httpx.Client(base_url=f"http://{address}", timeout=60) as client:
+    with httpx.Client(base_url=f"http://{address}", timeout=60, verify=TLS) as client:
         assert client.get("/").text == hashlib.sha256(b"").hexdigest()
         assert client.post("/", content=b"x").text == hashlib.sha256(b"x").hexdigest()
     assert received.receivers == [RequestResponseCycle.receive, receive_pieces]

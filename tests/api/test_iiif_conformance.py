@@ -16,7 +16,7 @@ from iiif_validator import validator
 from PIL import Image as PILImage
 
 from tests.api.test_end_to_end import upload, wait_for_job
-from tests.conftest import LiveServer, PostgresDatabases, module_server
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server
 
 LEVEL = 2
 VERSION = "3.0"
@@ -111,12 +111,14 @@ def test_sizes_beyond_the_image_need_the_caret(service: Service) -> None:
     """What the validator's size_noup test means to check, per Image API 3.0 §4.2."""
     base = f"http://{service.server}/{service.prefix}/{service.identifier}/full"
     for size in ("1500,1500", ",1500", "1500,", "pct:200"):
-        response = httpx.get(f"{base}/{size}/0/default.png", timeout=30)
+        response = httpx.get(f"{base}/{size}/0/default.png", timeout=30, verify=TLS)
         assert response.status_code == 400, (size, response.status_code)
-        assert httpx.get(f"{base}/^{size}/0/default.png", timeout=30).status_code == 200, size
+        assert (
+            httpx.get(f"{base}/^{size}/0/default.png", timeout=30, verify=TLS).status_code == 200
+        ), size
     # !w,h: the largest picture within w x h, but never larger than the region without ^.
-    confined = httpx.get(f"{base}/!2000,3000/0/default.png", timeout=30)
+    confined = httpx.get(f"{base}/!2000,3000/0/default.png", timeout=30, verify=TLS)
     assert confined.status_code == 200
     assert PILImage.open(io.BytesIO(confined.content)).size == (1000, 1000)
-    upscaled = httpx.get(f"{base}/^!2000,3000/0/default.png", timeout=30)
+    upscaled = httpx.get(f"{base}/^!2000,3000/0/default.png", timeout=30, verify=TLS)
     assert PILImage.open(io.BytesIO(upscaled.content)).size == (2000, 2000)

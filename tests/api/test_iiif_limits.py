@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from allmicro_data.api.iiif import IIIFError, Region, SizeLimits, parse_size
 from allmicro_data.api.render_budget import RenderBudget, RenderBusy
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
-from tests.conftest import LiveServer, _running_server, _server_env
+from tests.conftest import TLS, LiveServer, _running_server, _server_env
 
 # FEI-Helios-Ebeam-16bits.tif is 512 x 471: narrower limits than the image in one direction,
 # and room for an upscaled strip of ~7 million pixels (a render of a few tenths of a second).
@@ -137,7 +137,7 @@ def test_renders_beyond_the_budget_answer_503_with_retry_after(limited: Limited)
     responses: dict[str, httpx.Response] = {}
 
     def fetch(path: str) -> None:
-        with httpx.Client(headers=dict(limited.client.headers), timeout=60) as client:
+        with httpx.Client(headers=dict(limited.client.headers), timeout=60, verify=TLS) as client:
             start.wait()
             responses[path] = client.get(f"{limited.client.base_url}/iiif/3/{limited.image}/{path}")
 

@@ -18,7 +18,7 @@ import pytest
 from iiif_prezi3 import Manifest
 
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
-from tests.conftest import SAMPLES, LiveServer, PostgresDatabases, module_server
+from tests.conftest import SAMPLES, TLS, LiveServer, PostgresDatabases, module_server
 
 VIEWER = "http://viewer.example.org:8080"
 EVIL = "https://evil.example.net"
@@ -40,7 +40,9 @@ class World:
 
     def browser(self, email: str) -> httpx.Client:
         """A browser session (cookies) of a user, as our sign-in page leaves it."""
-        client = httpx.Client(base_url=self.server.url, timeout=30, follow_redirects=False)
+        client = httpx.Client(
+            base_url=self.server.url, timeout=30, follow_redirects=False, verify=TLS
+        )
         signed_in = client.post("/api/auth/login", data={"username": email, "password": PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
         client.headers["X-CSRF-Token"] = signed_in.json()["csrf_token"]
@@ -145,7 +147,7 @@ def test_the_physical_dimensions_service_gives_millimetres_per_pixel(world: Worl
 
 def test_a_viewer_without_credentials_finds_the_authorization_services(world: World) -> None:
     url = f"{world.server.url}/iiif/3/{world.calibrated}/info.json"
-    anonymous = httpx.get(url, headers={"Origin": VIEWER})
+    anonymous = httpx.get(url, headers={"Origin": VIEWER}, verify=TLS)
     assert anonymous.status_code == 401
     assert anonymous.headers["access-control-allow-origin"] == VIEWER
     stub = anonymous.json()
@@ -165,7 +167,7 @@ def test_a_viewer_without_credentials_finds_the_authorization_services(world: Wo
         "AuthLogoutService2": f"{world.server.url}/iiif/auth/2/logout",
     }
     # An id nobody has gets the very same answer: a 401 tells nothing about what exists.
-    missing = httpx.get(f"{world.server.url}/iiif/3/{secrets.token_hex(8)}/info.json")
+    missing = httpx.get(f"{world.server.url}/iiif/3/{secrets.token_hex(8)}/info.json", verify=TLS)
     assert missing.status_code == 401
     assert missing.json()["service"][0]["type"] == "AuthProbeService2"
     # The description of a signed-in member declares the same services.
@@ -181,7 +183,7 @@ def test_sign_in_token_probe_and_logout_over_http(world: World) -> None:
         headers = {"Origin": origin}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        answer = httpx.get(probe_url, headers=headers, timeout=30)
+        answer = httpx.get(probe_url, headers=headers, timeout=30, verify=TLS)
         assert answer.status_code == 200  # the status is in the body
         assert answer.headers["access-control-allow-origin"] == "*"
         result: dict[str, Any] = answer.json()
@@ -197,12 +199,13 @@ def test_sign_in_token_probe_and_logout_over_http(world: World) -> None:
             "Access-Control-Request-Method": "GET",
             "Access-Control-Request-Headers": "authorization",
         },
+        verify=TLS,
     )
     assert preflight.status_code == 204
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
 
     # The access service: our sign-in page, which comes back to it and then closes itself.
-    anonymous = httpx.Client(base_url=base, timeout=30)
+    anonymous = httpx.Client(base_url=base, timeout=30, verify=TLS)
     to_login = anonymous.get(f"/iiif/auth/2/access?origin={VIEWER}")
     assert to_login.status_code == 303
     assert to_login.headers["location"].startswith("/login?next=%2Fiiif%2Fauth%2F2%2Faccess")
@@ -228,14 +231,16 @@ def test_sign_in_token_probe_and_logout_over_http(world: World) -> None:
     assert probe(token)["status"] == 200
     # The token opens the image service and its tiles, from the viewer's origin.
     bearer = {"Authorization": f"Bearer {token}", "Origin": VIEWER}
-    info = httpx.get(f"{base}/iiif/3/{world.calibrated}/info.json", headers=bearer)
+    info = httpx.get(f"{base}/iiif/3/{world.calibrated}/info.json", headers=bearer, verify=TLS)
     assert info.status_code == 200
     assert info.headers["access-control-allow-origin"] == VIEWER
-    tile = httpx.get(f"{base}/iiif/3/{world.calibrated}/full/128,/0/default.jpg", headers=bearer)
+    tile = httpx.get(
+        f"{base}/iiif/3/{world.calibrated}/full/128,/0/default.jpg", headers=bearer, verify=TLS
+    )
     assert tile.status_code == 200
     assert tile.headers["content-type"] == "image/jpeg"
     # ... but nothing else: it is no API credential.
-    assert httpx.get(f"{base}/api/me", headers=bearer).status_code == 401
+    assert httpx.get(f"{base}/api/me", headers=bearer, verify=TLS).status_code == 401
     # A token is good for what its user may see only.
     outsider = world.browser(world.outsider)
     theirs = _token_page_message(
@@ -277,6 +282,7 @@ def test_sign_in_token_probe_and_logout_over_http(world: World) -> None:
         httpx.get(
             f"{base}/iiif/3/{world.calibrated}/info.json",
             headers={"Authorization": f"Bearer {unused}"},
+            verify=TLS,
         ).status_code
         == 401
     )
@@ -333,7 +339,7 @@ def test_a_dataset_manifest_lists_its_images_in_order_with_their_metadata(world:
 
 def test_a_manifest_is_as_private_as_its_dataset(world: World) -> None:
     path = f"/iiif/3/manifests/{world.dataset}"
-    assert httpx.get(f"{world.server.url}{path}").status_code == 401
+    assert httpx.get(f"{world.server.url}{path}", verify=TLS).status_code == 401
     assert world.browser(world.outsider).get(path).status_code == 404
     assert world.browser(world.member).get(path).status_code == 200
 
@@ -351,7 +357,7 @@ def test_a_dataset_capability_opens_its_manifest_and_images_anywhere(world: Worl
     assert capability["manifest"] == f"{prefix}/manifest"
 
     anywhere = {"Origin": EVIL}  # no credentials at all
-    manifest = httpx.get(capability["manifest"], headers=anywhere)
+    manifest = httpx.get(capability["manifest"], headers=anywhere, verify=TLS)
     assert manifest.status_code == 200, manifest.text
     assert manifest.headers["access-control-allow-origin"] == "*"
     document = manifest.json()
@@ -361,12 +367,12 @@ def test_a_dataset_capability_opens_its_manifest_and_images_anywhere(world: Worl
         service = canvas["items"][0]["items"][0]["body"]["service"][0]
         assert service["id"].startswith(f"{prefix}/")
         assert "service" not in service  # the URL is the credential: no sign-in needed
-        info = httpx.get(f"{service['id']}/info.json", headers=anywhere)
+        info = httpx.get(f"{service['id']}/info.json", headers=anywhere, verify=TLS)
         assert info.status_code == 200
         assert info.headers["access-control-allow-origin"] == "*"
         assert info.json()["id"] == service["id"]
         assert "AuthProbeService2" not in info.text
-        tile = httpx.get(f"{service['id']}/full/max/0/default.jpg", headers=anywhere)
+        tile = httpx.get(f"{service['id']}/full/max/0/default.jpg", headers=anywhere, verify=TLS)
         assert tile.status_code == 200
         assert tile.headers["content-type"] == "image/jpeg"
 
@@ -383,10 +389,10 @@ def test_a_dataset_capability_opens_its_manifest_and_images_anywhere(world: Worl
         f"{world.server.url}/iiif/3/c/c2.bad.token/manifest",
         f"{world.server.url}/iiif/3/c/c2.bad.token/info.json",
     ):
-        missing = httpx.get(url, headers=anywhere)
+        missing = httpx.get(url, headers=anywhere, verify=TLS)
         assert missing.status_code == 404, url
         assert missing.headers["access-control-allow-origin"] == "*"
-    redirect = httpx.get(image_capability["iiif"], headers=anywhere)
+    redirect = httpx.get(image_capability["iiif"], headers=anywhere, verify=TLS)
     assert redirect.status_code == 303
     assert redirect.headers["location"] == f"{image_capability['iiif']}/info.json"
     assert redirect.headers["access-control-allow-origin"] == "*"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, PostgresDatabases, module_server
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server
 from tests.identity_servers import LdapPerson, Slapd, running_slapd
 
 STAFF = "staff"
@@ -43,12 +43,13 @@ def _token(server: LiveServer, username: str, password: str) -> httpx.Response:
         f"{server.url}/api/auth/token",
         data={"username": username, "password": password},
         timeout=30,
+        verify=TLS,
     )
 
 
 def _me(server: LiveServer, token: str) -> dict[str, Any]:
     response = httpx.get(
-        f"{server.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        f"{server.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=TLS
     )
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -168,7 +169,7 @@ def test_local_passwords_keep_working_beside_the_directory(directory: Directory)
 
 def test_the_sign_in_form_takes_a_directory_user_name(directory: Directory) -> None:
     filip = BY_UID["filip"]
-    with httpx.Client(base_url=directory.server.url, timeout=30) as browser:
+    with httpx.Client(base_url=directory.server.url, timeout=30, verify=TLS) as browser:
         form = browser.get("/login")
         assert form.status_code == 200
         # The field takes a user name, not only an e-mail address.

@@ -17,7 +17,7 @@ import pytest
 import tifffile
 
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
-from tests.conftest import LiveServer, PostgresDatabases, module_server
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server
 
 MANAGER = "mara@lab.example"
 CONTRIBUTOR = "carl@lab.example"
@@ -317,12 +317,12 @@ def test_a_deleted_dataset_takes_its_images_along_and_comes_back_with_them(lab: 
         link = m.post(f"/api/datasets/{dataset}/share-links", json={})
         assert link.status_code == 201, link.text
         shared = f"/api/share/{link.json()['token']}"
-        assert httpx.get(f"{lab.server.url}{shared}").status_code == 200
+        assert httpx.get(f"{lab.server.url}{shared}", verify=TLS).status_code == 200
         assert m.delete(f"/api/datasets/{dataset}").status_code == 204
         assert m.get(f"/api/datasets/{dataset}").status_code == 404
         assert m.get(f"/api/images/{image}").status_code == 404
         # A share link to it answers as an unknown one.
-        assert httpx.get(f"{lab.server.url}{shared}").status_code == 404
+        assert httpx.get(f"{lab.server.url}{shared}", verify=TLS).status_code == 404
         listed = m.get(f"/api/projects/{lab.project}/datasets").json()["items"]
         assert dataset not in [d["id"] for d in listed]
         trash = m.get("/api/trash", params={"project_id": lab.project}).json()
@@ -330,7 +330,7 @@ def test_a_deleted_dataset_takes_its_images_along_and_comes_back_with_them(lab: 
         assert image not in [e["id"] for e in trash]
         assert m.post(f"/api/trash/dataset/{dataset}/restore").status_code == 204
         assert m.get(f"/api/images/{image}").status_code == 200
-        assert httpx.get(f"{lab.server.url}{shared}").status_code == 200
+        assert httpx.get(f"{lab.server.url}{shared}", verify=TLS).status_code == 200
 
 
 def test_uploading_a_trashed_original_again_brings_its_image_back(lab: Lab) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    TLS,
     LiveServer,
     PostgresDatabases,
     module_server,
@@ -55,7 +56,10 @@ def make_user(server: LiveServer, email: str) -> None:
 
 def attempt(server: LiveServer, email: str, password: str) -> httpx.Response:
     return httpx.post(
-        f"{server.url}/api/auth/token", data={"username": email, "password": password}, timeout=30
+        f"{server.url}/api/auth/token",
+        data={"username": email, "password": password},
+        timeout=30,
+        verify=TLS,
     )
 
 
@@ -132,14 +136,16 @@ def test_failures_from_one_address_are_throttled(
         assert throttled.status_code == 429
         assert int(throttled.headers["retry-after"]) > 0
         # Signed-in users are not affected.
-        me = httpx.get(f"{server.url}/api/me", headers={"Authorization": f"Bearer {token}"})
+        me = httpx.get(
+            f"{server.url}/api/me", headers={"Authorization": f"Bearer {token}"}, verify=TLS
+        )
         assert me.status_code == 200
     finally:
         server.stop()
 
 
 def test_browser_session_cookie_needs_csrf_for_writes(login_server: LiveServer) -> None:
-    browser = httpx.Client(base_url=login_server.url, timeout=30)
+    browser = httpx.Client(base_url=login_server.url, timeout=30, verify=TLS)
     signed_in = browser.post(
         "/api/auth/login", data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     )
@@ -160,7 +166,7 @@ def test_browser_session_cookie_needs_csrf_for_writes(login_server: LiveServer) 
     )
 
     # A tampered cookie is no session at all.
-    tampered = httpx.Client(base_url=login_server.url, timeout=30)
+    tampered = httpx.Client(base_url=login_server.url, timeout=30, verify=TLS)
     value = browser.cookies["allmicro_session"]
     tampered.cookies.set("allmicro_session", value[:-1] + ("0" if value[-1] != "0" else "1"))
     assert tampered.get("/api/me").status_code == 401
@@ -178,6 +184,7 @@ def test_password_change_signs_out_other_sessions(login_server: LiveServer) -> N
         headers={
             "Authorization": f"Bearer {attempt(login_server, email, PASSWORD).json()['access_token']}"
         },
+        verify=TLS,
     )
     wrong = first.post(
         "/api/me/password",

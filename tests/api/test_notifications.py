@@ -17,7 +17,7 @@ import pytest
 from allmicro_data.notifications import MailServer, Notice
 from allmicro_data.notifications import _deliver as deliver
 from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
-from tests.conftest import LiveServer, PostgresDatabases, free_port, module_server, wait_until
+from tests.conftest import TLS, LiveServer, PostgresDatabases, free_port, module_server, wait_until
 from tests.identity_servers import MailSink, running_smtp_server
 
 MANAGER = "mara.manager@lab.example"
@@ -42,7 +42,7 @@ def _web_sign_in(server: LiveServer, email: str, language: str | None) -> None:
     """Sign in at the /login form, with the language switch set (or not): the language the
     user's e-mails speak."""
     cookies = {"allmicro_lang": language} if language else {}
-    with httpx.Client(base_url=server.url, cookies=cookies, timeout=30) as browser:
+    with httpx.Client(base_url=server.url, cookies=cookies, timeout=30, verify=TLS) as browser:
         form = browser.get("/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert csrf is not None, form.text
@@ -170,6 +170,7 @@ def test_a_share_links_first_use_and_a_delivery_are_told_in_each_recipients_lang
                     "Accept": "application/json",
                 },
                 timeout=30,
+                verify=TLS,
             )
             assert opened.status_code == 200, opened.text
         delivered = manager.post(

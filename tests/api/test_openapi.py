@@ -25,7 +25,7 @@ from openapi_spec_validator import validate
 from allmicro_data.api.app import create_app
 from allmicro_data.api.openapi_media import BINARY_SCHEMA, CLIENT_CONTENT_TYPE_OVERRIDES
 from allmicro_data.settings import Settings
-from tests.conftest import LiveServer, PostgresDatabases, module_server, wait_until
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server, wait_until
 
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 # The generated package's import name (unique, so it cannot shadow anything of ours).
@@ -132,7 +132,9 @@ def generated(
     imported: (package, its directory, what the generator printed)."""
     directory = tmp_path_factory.mktemp("generated")
     document = directory / "openapi.json"
-    document.write_bytes(httpx.get(f"{server.url}/openapi.json").raise_for_status().content)
+    document.write_bytes(
+        httpx.get(f"{server.url}/openapi.json", verify=TLS).raise_for_status().content
+    )
     config = directory / "config.json"
     config.write_text(
         json.dumps(
@@ -188,7 +190,7 @@ def test_the_generated_client_has_every_operation_and_imports(
         for path in (directory / "api").rglob("*.py")
         for method, url in request.findall(path.read_text())
     }
-    document = httpx.get(f"{server.url}/openapi.json").json()
+    document = httpx.get(f"{server.url}/openapi.json", verify=TLS).json()
     assert generated_operations == set(_operations(document))
 
 

@@ -22,7 +22,7 @@ import tifffile
 from allmicro_data.api.viewing import DECISION_SECONDS
 from allmicro_data.sharing import PASSWORD_FAILURE_LIMIT
 from tests.api.test_end_to_end import upload, wait_for_job
-from tests.conftest import LiveServer, wait_until
+from tests.conftest import TLS, LiveServer, wait_until
 
 PASSWORD = "revocation test password 31"
 # Time for a request to reach the server and come back, over the stated bound.
@@ -59,7 +59,7 @@ class World:
 
     def browser(self, email: str) -> httpx.Client:
         """A browser session: the cookie, and the CSRF token in the header writes need."""
-        client = httpx.Client(base_url=self.server.url, timeout=60)
+        client = httpx.Client(base_url=self.server.url, timeout=60, verify=TLS)
         signed_in = client.post("/api/auth/login", data={"username": email, "password": PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
         client.headers["X-CSRF-Token"] = signed_in.json()["csrf_token"]
@@ -71,6 +71,7 @@ class World:
             base_url=self.server.url,
             headers={"Authorization": f"Bearer {made['token']}"},
             timeout=60,
+            verify=TLS,
         )
         return client, made["id"]
 
@@ -159,7 +160,7 @@ def test_capabilities_and_cached_viewing_decisions_end_within_the_stated_bound(
     revocations["logout session"] = lambda: browser.post("/api/auth/logout")
 
     def status(url: str, headers: dict[str, str]) -> int:
-        return httpx.get(url, headers=headers, timeout=30).status_code
+        return httpx.get(url, headers=headers, timeout=30, verify=TLS).status_code
 
     # Everything works, and each process has remembered its decisions.
     for what, (url, headers) in watched.items():
@@ -215,7 +216,7 @@ def test_share_links_end_when_their_creator_is_disabled_or_no_longer_manages(
     world: World,
 ) -> None:
     ids = world.ids
-    anonymous = httpx.Client(base_url=world.server.url, timeout=30)
+    anonymous = httpx.Client(base_url=world.server.url, timeout=30, verify=TLS)
     links: dict[str, str] = {}
     people: dict[str, tuple[str, str]] = {}
     for who in ("disabled-sharer", "demoted-sharer"):
@@ -240,6 +241,7 @@ def _from(server: LiveServer, address: str) -> httpx.Client:
         base_url=server.url,
         transport=httpx.HTTPTransport(local_address=address),
         timeout=120,
+        verify=TLS,
     )
 
 

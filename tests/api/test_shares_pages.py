@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.api.test_end_to_end import USER_PASSWORD, upload
-from tests.conftest import LiveServer, PostgresDatabases, module_server, wait_until
+from tests.conftest import TLS, LiveServer, PostgresDatabases, module_server, wait_until
 
 MANAGER = "marko@facility.example"
 VIEWER = "vesna@facility.example"
@@ -80,7 +80,7 @@ def test_browsers_get_the_page_and_api_clients_json_from_one_link(world: World) 
     made = world.link()
     token = str(made["token"])
     assert made["page_url"] == f"{world.server.url}/share/{token}"
-    with httpx.Client(base_url=world.server.url) as anonymous:
+    with httpx.Client(base_url=world.server.url, verify=TLS) as anonymous:
         redirected = anonymous.get(str(made["url"]), headers=HTML)
         assert redirected.status_code == 303
         assert redirected.headers["location"] == f"/share/{token}"
@@ -98,7 +98,7 @@ def test_the_password_cookie_opens_its_own_link_only(world: World) -> None:
     second = world.link(password=PASSWORD)
     token, other = str(first["token"]), str(second["token"])
     file_id = world.file_ids[0]
-    with httpx.Client(base_url=world.server.url) as browser:
+    with httpx.Client(base_url=world.server.url, verify=TLS) as browser:
         form = browser.get(f"/share/{token}", headers=HTML)
         assert form.status_code == 401 and 'type="password"' in form.text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
@@ -107,6 +107,7 @@ def test_the_password_cookie_opens_its_own_link_only(world: World) -> None:
         forged = httpx.post(
             f"{world.server.url}/share/{token}/unlock",
             data={"password": PASSWORD, "csrf_token": csrf[1]},
+            verify=TLS,
         )
         assert forged.status_code == 400
         wrong = browser.post(
@@ -131,18 +132,21 @@ def test_the_password_cookie_opens_its_own_link_only(world: World) -> None:
         stolen = httpx.get(
             f"{world.server.url}/share/{other}/files/{file_id}",
             cookies={"allmicro_share_unlock": value},
+            verify=TLS,
         )
         assert stolen.status_code == 401
         # API clients keep the header; without it the API answers 401 problem+json.
         api = f"/api/share/{token}/files/{file_id}/download"
-        assert httpx.get(f"{world.server.url}{api}").status_code == 401
-        with_header = httpx.get(f"{world.server.url}{api}", headers={"X-Share-Password": PASSWORD})
+        assert httpx.get(f"{world.server.url}{api}", verify=TLS).status_code == 401
+        with_header = httpx.get(
+            f"{world.server.url}{api}", headers={"X-Share-Password": PASSWORD}, verify=TLS
+        )
         assert with_header.status_code == 200
 
 
 def test_used_up_and_expired_links_say_so_and_the_api_stays_404(world: World) -> None:
     token = str(world.link(max_downloads=2)["token"])
-    with httpx.Client(base_url=world.server.url) as browser:
+    with httpx.Client(base_url=world.server.url, verify=TLS) as browser:
         assert browser.get(f"/share/{token}/files/{world.file_ids[0]}").status_code == 200
         archive = browser.get(f"/share/{token}/download.zip", params={"file": world.file_ids})
         assert archive.status_code == 200
@@ -156,7 +160,7 @@ def test_used_up_and_expired_links_say_so_and_the_api_stays_404(world: World) ->
 
     soon = datetime.now(UTC) + timedelta(seconds=2)
     expiring = str(world.link(expires_at=soon.isoformat())["token"])
-    with httpx.Client(base_url=world.server.url) as browser:
+    with httpx.Client(base_url=world.server.url, verify=TLS) as browser:
         assert browser.get(f"/share/{expiring}", headers=HTML).status_code == 200
         wait_until(
             lambda: browser.get(f"/share/{expiring}", headers=HTML).status_code == 410,

@@ -30,7 +30,7 @@ import tifffile
 from fastapi.routing import iter_route_contexts
 
 from tests.api.test_end_to_end import upload, wait_for_job
-from tests.conftest import LiveServer
+from tests.conftest import TLS, LiveServer
 
 PASSWORD = "scope matrix password 77"
 KINDS = ("session", "password", "read", "upload")
@@ -70,6 +70,7 @@ class World:
             cookies=credential.cookies,
             timeout=60,
             follow_redirects=False,
+            verify=TLS,
         )
 
     def fresh(self, kind: str) -> Credential:
@@ -81,13 +82,14 @@ class World:
                 f"{self.server.url}/api/auth/token",
                 data={"username": self.email, "password": PASSWORD},
                 timeout=30,
+                verify=TLS,
             ).json()["access_token"]
             return Credential(headers={"Authorization": f"Bearer {token}"})
         return personal_token(self, kind)
 
 
 def session_credential(server: LiveServer, email: str) -> Credential:
-    with httpx.Client(base_url=server.url, timeout=30) as browser:
+    with httpx.Client(base_url=server.url, timeout=30, verify=TLS) as browser:
         signed_in = browser.post("/api/auth/login", data={"username": email, "password": PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
         return Credential(

@@ -20,6 +20,7 @@ from tests.api.test_end_to_end import FEI, USER_PASSWORD, wait_for_job
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    TLS,
     LiveServer,
     _running_server,
     _server_env,
@@ -160,7 +161,9 @@ def test_tus_core_creation_checksum_and_completion(live_server: LiveServer) -> N
     no_version = client.post("/api/uploads/", headers={"Upload-Length": "1"})
     assert no_version.status_code == 412
     assert no_version.headers["tus-version"] == "1.0.0"
-    anonymous = httpx.post(f"{live_server.url}/api/uploads/", headers={**TUS, "Upload-Length": "1"})
+    anonymous = httpx.post(
+        f"{live_server.url}/api/uploads/", headers={**TUS, "Upload-Length": "1"}, verify=TLS
+    )
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"] == "application/problem+json"
     for bad in (

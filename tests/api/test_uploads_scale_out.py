@@ -17,6 +17,7 @@ import pytest
 from tests.api.test_end_to_end import USER_PASSWORD
 from tests.api.test_uploads import OFFSET_STREAM, TUS, create, new_project, patch
 from tests.conftest import (
+    TLS,
     LiveServer,
     PostgresDatabases,
     _postgres_unavailable,
@@ -61,7 +62,9 @@ def test_patches_alternate_between_processes_and_concurrent_writers_are_refused(
     _, dataset_id = new_project(first, USER, "Two processes")
     token = first.token(USER, USER_PASSWORD)
     clients = [
-        httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        httpx.Client(
+            base_url=s.url, headers={"Authorization": f"Bearer {token}"}, timeout=60, verify=TLS
+        )
         for s in (first, second)
     ]
     data = os.urandom(24 * MIB)

@@ -25,7 +25,7 @@ from allmicro_data import capabilities
 from allmicro_data.catalogue.models import AccessToken, User, utcnow
 from allmicro_data.modalities import family
 from tests.api.test_end_to_end import FEI, upload, wait_for_job
-from tests.conftest import SAMPLES, LiveServer
+from tests.conftest import SAMPLES, TLS, LiveServer
 
 HEIGHT, WIDTH = 1300, 1500
 
@@ -215,7 +215,7 @@ def test_viewing_is_as_private_as_the_image(viewer: Viewer, shared_server: LiveS
         f"/api/images/{viewer.image}/display",
     ):
         assert outsider.get(path).status_code == 404, path
-        assert httpx.get(f"{shared_server.url}{path}").status_code == 401, path
+        assert httpx.get(f"{shared_server.url}{path}", verify=TLS).status_code == 401, path
     assert outsider.post(f"/api/images/{viewer.image}/capabilities", json={}).status_code == 404
 
 
@@ -251,6 +251,7 @@ def test_ome_zarr_reader_opens_the_pyramid_by_token_and_by_capability(viewer: Vi
     preflight = httpx.options(
         minted.json()["url"].rstrip("/") + "/.zattrs",
         headers={"Origin": "https://viewer.example.org", "Access-Control-Request-Method": "GET"},
+        verify=TLS,
     )
     assert preflight.headers["access-control-allow-origin"] == "*"
     by_capability = _read_over_http(minted.json()["url"])
@@ -271,9 +272,9 @@ def test_ome_zarr_reader_opens_the_pyramid_by_token_and_by_capability(viewer: Vi
         lifetime=timedelta(seconds=60),
         now=utcnow() - timedelta(minutes=5),
     )
-    assert httpx.get(f"{server.url}/zarr/c/{expired}/.zattrs").status_code == 404
+    assert httpx.get(f"{server.url}/zarr/c/{expired}/.zattrs", verify=TLS).status_code == 404
     forged = minted.json()["url"].replace("/zarr/c/c2.", "/zarr/c/c2.x")
-    assert httpx.get(f"{forged}.zattrs").status_code == 404
+    assert httpx.get(f"{forged}.zattrs", verify=TLS).status_code == 404
 
     audit = viewer.client.get("/api/audit", params={"action": "capability.use"}).json()["items"]
     assert len({e["object_id"] for e in audit}) == 2

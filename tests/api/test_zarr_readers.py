@@ -28,7 +28,7 @@ from ome_zarr.reader import Reader
 
 from tests.api.test_end_to_end import upload, wait_for_job
 from tests.api.test_viewing import png, synthetic_tiff, windowed
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, _server_env
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TLS, LiveServer, _server_env
 
 
 def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> LiveServer:
@@ -149,7 +149,9 @@ class CountingProxy:
             def do_GET(self) -> None:
                 proxy.paths.append(self.path)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                answer = httpx.get(f"{proxy.upstream}{self.path}", headers=headers, timeout=30)
+                answer = httpx.get(
+                    f"{proxy.upstream}{self.path}", headers=headers, timeout=30, verify=TLS
+                )
                 self.send_response(answer.status_code)
                 for name in ("content-type", "etag", "content-range"):
                     if name in answer.headers:
@@ -209,7 +211,7 @@ def test_ingest_writes_the_configured_layout_and_serves_the_same_tiles(
 
 
 def _collection_names(url: str) -> list[str]:
-    xml = httpx.get(f"{url}OME/METADATA.ome.xml", timeout=30)
+    xml = httpx.get(f"{url}OME/METADATA.ome.xml", timeout=30, verify=TLS)
     assert xml.status_code == 200, xml.text
     return [image.name or "" for image in from_xml(xml.text).images]
 
@@ -263,7 +265,7 @@ def test_a_dataset_capability_root_is_a_collection_readers_list(
     # The per-image paths of before still answer.
     document = ".zattrs" if version == "0.4" else "zarr.json"
     for image_id in dataset.images:
-        assert httpx.get(f"{url}{image_id}/{document}").status_code == 200
+        assert httpx.get(f"{url}{image_id}/{document}", verify=TLS).status_code == 200
 
 
 def test_consolidated_metadata_opens_an_image_in_one_round_trip(v04: Dataset, v05: Dataset) -> None:
@@ -309,24 +311,26 @@ def test_consolidated_metadata_opens_an_image_in_one_round_trip(v04: Dataset, v0
 def test_zarr_objects_have_strong_etags(v04: Dataset) -> None:
     url = v04.capability(v04.images[0])
     for path in ("0/0/0", ".zmetadata", ".zattrs", "OME/METADATA.ome.xml"):
-        got = httpx.get(f"{url}{path}")
+        got = httpx.get(f"{url}{path}", verify=TLS)
         assert got.status_code == 200, (path, got.text)
         etag = got.headers["etag"]
         # The content's sha256: it changes exactly when the bytes do.
         assert etag == f'"{hashlib.sha256(got.content).hexdigest()}"', path
         assert "ETag" in got.headers["access-control-expose-headers"]
-        again = httpx.get(f"{url}{path}", headers={"If-None-Match": etag})
+        again = httpx.get(f"{url}{path}", headers={"If-None-Match": etag}, verify=TLS)
         assert again.status_code == 304, path
         assert again.headers["etag"] == etag and not again.content
-        weak = httpx.head(f"{url}{path}", headers={"If-None-Match": f'"other", W/{etag}'})
+        weak = httpx.head(
+            f"{url}{path}", headers={"If-None-Match": f'"other", W/{etag}'}, verify=TLS
+        )
         assert weak.status_code == 304, path
-        head = httpx.head(f"{url}{path}")
+        head = httpx.head(f"{url}{path}", verify=TLS)
         assert head.status_code == 200 and head.headers["etag"] == etag, path
-        changed = httpx.get(f"{url}{path}", headers={"If-None-Match": '"other"'})
+        changed = httpx.get(f"{url}{path}", headers={"If-None-Match": '"other"'}, verify=TLS)
         assert changed.status_code == 200 and changed.content == got.content, path
-    ranged = httpx.get(f"{url}0/0/0", headers={"Range": "bytes=0-9"})
+    ranged = httpx.get(f"{url}0/0/0", headers={"Range": "bytes=0-9"}, verify=TLS)
     assert ranged.status_code == 206 and len(ranged.content) == 10
-    assert ranged.headers["etag"] == httpx.get(f"{url}0/0/0").headers["etag"]
+    assert ranged.headers["etag"] == httpx.get(f"{url}0/0/0", verify=TLS).headers["etag"]
 
 
 def test_a_pyramid_stored_without_consolidated_metadata_is_served_with_it(

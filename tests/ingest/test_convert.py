@@ -15,8 +15,8 @@ import tifffile
 import zarr
 
 from allmicro_data.ingest.convert import convert_file
+from tests.conftest import run_allmicro
 
-ALLMICRO = str(Path(sys.executable).with_name("allmicro"))
 OPTIONS = ["--ngff", "0.5", "--chunk", "256", "--codec", "zstd:5", "--workers", "1"]
 
 
@@ -34,12 +34,7 @@ def test_cli_converts_with_the_chosen_version_chunk_and_codec(
 ) -> None:
     source, data = sem_tiff
     target = tmp_path / "out.zarr"
-    result = subprocess.run(
-        [ALLMICRO, "convert", str(source), str(target), *OPTIONS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_allmicro("convert", str(source), str(target), *OPTIONS, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "NGFF 0.5" in result.stderr
     level0 = zarr.open_group(target, mode="r")["0"]
@@ -55,12 +50,7 @@ def test_cli_no_shard_writes_one_object_per_chunk_and_shard_needs_ngff_0_5(
     source, data = sem_tiff
     target = tmp_path / "plain.zarr"
     options = ["--ngff", "0.5", "--chunk", "256", "--no-shard"]
-    result = subprocess.run(
-        [ALLMICRO, "convert", str(source), str(target), *options],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_allmicro("convert", str(source), str(target), *options, timeout=120)
     assert result.returncode == 0, result.stderr
     level0 = zarr.open_group(target, mode="r")["0"]
     assert level0.metadata.codecs[0].to_dict()["name"] != "sharding_indexed"
@@ -68,11 +58,8 @@ def test_cli_no_shard_writes_one_object_per_chunk_and_shard_needs_ngff_0_5(
     # 1300 x 1100 in 256² chunks: 6 rows of 5 chunks, each its own object.
     assert len(list((target / "0" / "c").rglob("*"))) == 6 + 6 * 5
 
-    refused = subprocess.run(
-        [ALLMICRO, "convert", str(source), str(tmp_path / "v04.zarr"), "--shard"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    refused = run_allmicro(
+        "convert", str(source), str(tmp_path / "v04.zarr"), "--shard", timeout=120
     )
     assert refused.returncode != 0
     assert "sharding needs NGFF 0.5" in refused.stderr

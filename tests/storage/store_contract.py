@@ -38,6 +38,7 @@ from allmicro_data.storage.base import (
     SupportsReplicas,
 )
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
+from tests.conftest import TLS
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY
 
 # Larger than the block size stores stream in, with an odd tail: ranges cross block boundaries.
@@ -302,11 +303,11 @@ class ObjectStoreContract:
         disposition = "attachment; filename=\"scan e.tif\"; filename*=UTF-8''scan%20%C3%A9.tif"
         url = store.presigned_get_url("raw/doc", 60, content_disposition=disposition)
         assert url is not None and SECRET_KEY not in url
-        response = httpx.get(url)
+        response = httpx.get(url, verify=TLS)
         assert response.status_code == 200 and response.content == b"presigned bytes"
         assert response.headers.get("content-disposition") == disposition
         # The same path without the signature is refused.
-        assert httpx.get(url.split("?")[0]).status_code == 403
+        assert httpx.get(url.split("?")[0], verify=TLS).status_code == 403
 
     # ---- optional capabilities -------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from allmicro_data.fixity import Manifest
 from allmicro_data.object_keys import manifest_key
 from allmicro_data.storage import S3Store
 from tests.api.test_end_to_end import FEI, USER_PASSWORD, setup_project, upload, wait_for_job
-from tests.conftest import LiveServer, _running_server, _server_env, wait_until
+from tests.conftest import TLS, LiveServer, _running_server, _server_env, wait_until
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
 
@@ -131,7 +131,7 @@ def test_ingest_tiles_and_presigned_download_on_replicated_s3(
     assert download.status_code == 307
     location = download.headers["location"]
     assert location.startswith(primary.location.endpoint) and SECRET_KEY not in location
-    fetched = httpx.get(location)
+    fetched = httpx.get(location, verify=TLS)
     assert fetched.status_code == 200 and fetched.content == original
     admin = server.client()
     events = admin.get("/api/audit", params={"action": "file.download"}).json()["items"]

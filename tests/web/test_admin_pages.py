@@ -19,6 +19,7 @@ from tests.api.test_end_to_end import USER_PASSWORD, upload, wait_for_job
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    TLS,
     LiveServer,
     PostgresDatabases,
     module_server,
@@ -135,11 +136,15 @@ def test_an_admin_administers_the_facility_in_the_browser(facility: Facility, co
     cene = httpx.post(
         f"{server.url}/api/auth/token",
         data={"username": "cene@company-c.example", "password": "first long password 1"},
+        verify=TLS,
     )
     assert cene.status_code == 200, cene.text
     bearer = {"Authorization": f"Bearer {cene.json()['access_token']}"}
     made = httpx.post(
-        f"{server.url}/api/tokens", headers=bearer, json={"name": "SEM PC", "scope": "read"}
+        f"{server.url}/api/tokens",
+        headers=bearer,
+        json={"name": "SEM PC", "scope": "read"},
+        verify=TLS,
     )
     assert made.status_code == 201, made.text
     personal = {"Authorization": f"Bearer {made.json()['token']}"}
@@ -151,14 +156,15 @@ def test_an_admin_administers_the_facility_in_the_browser(facility: Facility, co
     signed_in = httpx.post(
         f"{server.url}/api/auth/token",
         data={"username": "cene@company-c.example", "password": "second long password 2"},
+        verify=TLS,
     )
     assert signed_in.status_code == 200
-    assert httpx.get(f"{server.url}/api/me", headers=bearer).status_code == 401
-    assert httpx.get(f"{server.url}/api/me", headers=personal).status_code == 200
+    assert httpx.get(f"{server.url}/api/me", headers=bearer, verify=TLS).status_code == 401
+    assert httpx.get(f"{server.url}/api/me", headers=personal, verify=TLS).status_code == 200
     page.click("tr.token button:has-text('Revoke')")
     expect(page.locator("p.notice")).to_have_text("The token was revoked.")
     expect(page.locator("tr.token")).to_contain_text("revoked")
-    assert httpx.get(f"{server.url}/api/me", headers=personal).status_code == 401
+    assert httpx.get(f"{server.url}/api/me", headers=personal, verify=TLS).status_code == 401
     check_page_at_both_sizes(page, "admin-user")
 
     # The audit log, filtered by action and by object; its CSV export answers the same.

@@ -25,7 +25,7 @@ from allmicro_data.api.web.pages import STATIC_DIR
 from allmicro_data.ingest.grouping import member
 from tests.api.test_end_to_end import upload
 from tests.api.test_lifecycle import _created, tiny_tiff
-from tests.conftest import SAMPLES, LiveServer, PostgresDatabases, module_server, wait_until
+from tests.conftest import SAMPLES, TLS, LiveServer, PostgresDatabases, module_server, wait_until
 from tests.web.conftest import USER_PASSWORD, _unavailable, check_page_at_both_sizes
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
@@ -229,6 +229,7 @@ def test_a_present_file_says_so_a_refused_file_says_why_and_files_join_by_hand(
         f"{site.server.url}/api/uploads/",
         headers={**headers, "Upload-Metadata": metadata},
         cookies=cookies,
+        verify=TLS,
     )
     assert created.status_code == 401, created.text
     context.close()

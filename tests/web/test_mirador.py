@@ -21,6 +21,7 @@ from tests.api.test_end_to_end import upload, wait_for_job
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    TLS,
     LiveServer,
     PostgresDatabases,
     module_server,
@@ -113,7 +114,7 @@ def test_mirador_on_another_origin_shows_the_first_images_tiles(
 
     page.on("response", seen)
     page.on("requestfailed", lambda request: failures.append(f"{request.url}: failed"))
-    manifest = httpx.get(manifest_url, timeout=30).raise_for_status().json()
+    manifest = httpx.get(manifest_url, timeout=30, verify=TLS).raise_for_status().json()
     first = manifest["items"][0]
     first_service = first["items"][0]["items"][0]["body"]["service"][0]["id"]
     assert first["label"] == {"none": ["grid_1.tif"]}
@@ -169,7 +170,7 @@ def test_a_viewer_elsewhere_signs_in_through_the_authorization_flow_windows(
     browser: Any, site: SecondOrigin, server: LiveServer, dataset: Dataset
 ) -> None:
     image = dataset.image_ids[0]
-    info = httpx.get(f"{server.url}/iiif/3/{image}/info.json", timeout=30)
+    info = httpx.get(f"{server.url}/iiif/3/{image}/info.json", timeout=30, verify=TLS)
     assert info.status_code == 401
     access = info.json()["service"][0]["service"][0]
     token_service, logout_service = (s["id"] for s in access["service"])

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, PostgresDatabases, free_port, module_server
+from tests.conftest import TLS, LiveServer, PostgresDatabases, free_port, module_server
 from tests.identity_servers import OidcProvider, running_oidc_provider
 from tests.web.conftest import check_page_at_both_sizes
 
@@ -144,6 +144,7 @@ def test_a_callback_without_the_sign_in_this_browser_started_is_refused(
         f"{federation.server.url}/login/oidc/callback",
         params={"code": "stolen-code", "state": "forged-state"},
         timeout=30,
+        verify=TLS,
     )
     assert answer.status_code == 400
     assert "allmicro_session" not in answer.cookies

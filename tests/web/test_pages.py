@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import TLS
 from tests.web.conftest import OWNER, VIEWER, Network
 from tests.web.test_viewer import TIMEOUT_MS, sign_in
 
@@ -73,6 +74,7 @@ def test_viewer_gets_no_upload_form_and_a_contributor_sees_a_failed_ingest(
         cookies=cookies,
         data={"csrf_token": cookies["allmicro_csrf"]},
         files={"upload": ("x.tif", b"II*\x00", "image/tiff")},
+        verify=TLS,
     )
     assert refused.status_code == 403
     viewer.close()
