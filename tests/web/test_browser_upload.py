@@ -351,10 +351,12 @@ def test_a_300_mb_upload_resumes_after_a_killed_server_a_network_drop_and_a_relo
         page.click("#upload-start")
         # Paused at once, it waits for Resume.
         page.click("#upload-pause")
-        # The button offers Resume. (The status may read "Sending" again on a loaded machine:
-        # the aborted request's last progress event arrives after the pause.)
+        # The button offers Resume and the upload stays paused, even when the aborted request's
+        # last progress event arrives after the pause (on a loaded machine it did, and the
+        # upload read "Sending", so that Resume paused it again and it never finished).
         expect(page.locator("#upload-pause")).to_have_text("Resume")
         expect(page.locator("#upload-start")).to_be_disabled()
+        expect(status).to_have_text("Paused")
         page.click("#upload-pause")
         page.wait_for_url(re.compile(r"\?uploaded=1$"), timeout=240_000)
     finally:

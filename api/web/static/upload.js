@@ -289,7 +289,7 @@
           slice: async function (start, end) {
             const value = file.slice(start, end);
             const digest = await window.crypto.subtle.digest("SHA-256", await value.arrayBuffer());
-            entry.checksums.clear();
+            // Kept by offset, not cleared: an upload Pause replaced may still hash its last chunk.
             entry.checksums.set(start, base64(digest));
             return { value: value, done: end >= file.size };
           },
@@ -330,74 +330,93 @@
 
   function send(item, entry) {
     return new Promise(function (resolve) {
-      const metadata = { filename: entry.file.name, dataset_id: config.datasetId };
-      if (item.group) metadata.group = item.group;
-      if (entry.file.webkitRelativePath) metadata.relative_path = entry.file.webkitRelativePath;
       entry.finish = resolve;
-      entry.upload = new window.tus.Upload(entry.file, {
-        endpoint: endpoint,
-        chunkSize: config.chunkBytes,
-        retryDelays: RETRY_DELAYS,
-        metadata: metadata,
-        headers: { "X-CSRF-Token": config.csrf || "" },
-        fingerprint: function () { return Promise.resolve(fingerprint(entry, item.group)); },
-        removeFingerprintOnSuccess: true,
-        fileReader: checkedReader(entry),
-        onBeforeRequest: function (request) {
-          if (request.getMethod() !== "PATCH") return;
-          const sum = entry.checksums.get(Number(request.getHeader("Upload-Offset")));
-          if (sum) request.setHeader("Upload-Checksum", "sha256 " + sum);
-        },
-        onProgress: function (sent) {
-          entry.sent = sent;
-          if (entry.state !== "sending") {
-            entry.state = "sending";
-          }
+      begin(item, entry);
+    });
+  }
+
+  // A new tus upload for the entry, going on from what the server already has. Resume makes a
+  // new one too: a paused upload started again would also finish the request Pause caught
+  // while its chunk was being read and hashed (tus-js-client forgets it was aborted), sent with
+  // half its headers, and refused with 412 while the other went on. Events of an upload that
+  // is no longer the entry's are ignored.
+  function begin(item, entry) {
+    const metadata = { filename: entry.file.name, dataset_id: config.datasetId };
+    if (item.group) metadata.group = item.group;
+    if (entry.file.webkitRelativePath) metadata.relative_path = entry.file.webkitRelativePath;
+    entry.item = item;
+    const upload = new window.tus.Upload(entry.file, {
+      endpoint: endpoint,
+      chunkSize: config.chunkBytes,
+      retryDelays: RETRY_DELAYS,
+      metadata: metadata,
+      headers: { "X-CSRF-Token": config.csrf || "" },
+      fingerprint: function () { return Promise.resolve(fingerprint(entry, item.group)); },
+      removeFingerprintOnSuccess: true,
+      fileReader: checkedReader(entry),
+      onBeforeRequest: function (request) {
+        if (entry.upload !== upload || request.getMethod() !== "PATCH") return;
+        const sum = entry.checksums.get(Number(request.getHeader("Upload-Offset")));
+        if (sum) request.setHeader("Upload-Checksum", "sha256 " + sum);
+      },
+      onProgress: function (sent) {
+        if (entry.upload !== upload) return;
+        entry.sent = sent;
+        // A progress event of the request Pause aborted may still arrive: the upload stays
+        // paused (taken for "sending", the next click on Resume would pause it again).
+        if (entry.state !== "sending" && entry.state !== "paused") {
+          entry.state = "sending";
+        }
+        show(entry);
+        updateTotal();
+      },
+      onShouldRetry: function (error) {
+        if (entry.upload !== upload) return false;
+        const status = statusOf(error);
+        if (!retryable(status)) return false;
+        if (navigator.onLine === false) return false;
+        entry.state = "waiting";
+        show(entry);
+        return true;
+      },
+      onError: function (error) {
+        if (entry.upload !== upload) return;
+        const status = statusOf(error);
+        if (retryable(status)) {
+          // Out of tries, or offline: the entry waits for the network or for Resume.
+          entry.state = navigator.onLine === false ? "offline" : "failed";
+          entry.reason = "";
           show(entry);
-          updateTotal();
-        },
-        onShouldRetry: function (error) {
-          const status = statusOf(error);
-          if (!retryable(status)) return false;
-          if (navigator.onLine === false) return false;
-          entry.state = "waiting";
-          show(entry);
-          return true;
-        },
-        onError: function (error) {
-          const status = statusOf(error);
-          if (retryable(status)) {
-            // Out of tries, or offline: the entry waits for the network or for Resume.
-            entry.state = navigator.onLine === false ? "offline" : "failed";
-            entry.reason = "";
-            show(entry);
-            pauseButton.textContent = text.resume;
-            pauseButton.hidden = false;
-            return;
-          }
-          entry.state = "refused";
-          entry.reason = problemDetail(error.originalResponse) || String(status);
-          show(entry);
-          updateTotal();
-          entry.finish();
-        },
-        onSuccess: function (payload) {
-          const response = payload && payload.lastResponse;
-          const present = response && response.getHeader("X-Allmicro-Already-Present") === "true";
-          entry.sent = entry.file.size;
-          entry.state = present ? "present" : "done";
-          show(entry);
-          updateTotal();
-          entry.finish();
-        },
-      });
-      entry.state = "resuming";
-      show(entry);
-      current = entry;
-      entry.upload.findPreviousUploads().then(function (previous) {
-        if (previous.length) entry.upload.resumeFromPreviousUpload(previous[0]);
-        if (entry.state !== "paused") entry.upload.start(); // else Resume starts it
-      });
+          pauseButton.textContent = text.resume;
+          pauseButton.hidden = false;
+          return;
+        }
+        entry.state = "refused";
+        entry.reason = problemDetail(error.originalResponse) || String(status);
+        show(entry);
+        updateTotal();
+        entry.finish();
+      },
+      onSuccess: function (payload) {
+        if (entry.upload !== upload) return;
+        const response = payload && payload.lastResponse;
+        const present = response && response.getHeader("X-Allmicro-Already-Present") === "true";
+        entry.sent = entry.file.size;
+        entry.state = present ? "present" : "done";
+        show(entry);
+        updateTotal();
+        entry.finish();
+      },
+    });
+    entry.upload = upload;
+    entry.state = "resuming";
+    show(entry);
+    current = entry;
+    upload.findPreviousUploads().then(function (previous) {
+      // Paused meanwhile: Resume begins a new upload.
+      if (entry.upload !== upload || entry.state === "paused") return;
+      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+      upload.start();
     });
   }
 
@@ -412,10 +431,8 @@
   function resume() {
     if (!current || !current.upload) return;
     if (["paused", "failed", "offline"].indexOf(current.state) < 0) return;
-    current.state = "resuming";
-    show(current);
     pauseButton.textContent = text.pause;
-    current.upload.start();
+    begin(current.item, current);
   }
 
   pauseButton.addEventListener("click", function () {
