@@ -200,19 +200,6 @@ CANVAS_STATS = """() => {
 }"""
 
 
-def _tiles(page: Any) -> list[str]:
-    seen: list[str] = []
-    page.on(
-        "response",
-        lambda r: (
-            seen.append(r.url)
-            if "/iiif/3/" in r.url and not r.url.endswith("info.json") and r.status == 200
-            else None
-        ),
-    )
-    return seen
-
-
 def _loaded(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -232,7 +219,6 @@ def test_viewer_hides_the_bar_and_histogram_and_auto_contrast_change_the_tiles(
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-GB")
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    tiles = _tiles(page)
     sign_in(page, server.url, OWNER)
     page.goto(f"{server.url}/images/{lab.image}")
     viewer = page.locator("#viewer")
@@ -276,8 +262,9 @@ def test_viewer_hides_the_bar_and_histogram_and_auto_contrast_change_the_tiles(
     high = float(page.locator("input[name=window-hi-0]").input_value())
     assert 29000 < high < 31000
 
-    # Auto-contrast: the sample's percentiles, as the server's default picks them.
-    before = len(tiles)
+    # Auto-contrast: the sample's percentiles, as the server's default picks them. Its tiles are
+    # the first ones again, which the browser may take from its cache without a request: the
+    # canvas and the tiles' own pixels are what show the change.
     page.click("button[name=auto-0]")
     expect(viewer).to_have_attribute("data-tile-query", default_query)
     _loaded(page)
@@ -290,7 +277,6 @@ def test_viewer_hides_the_bar_and_histogram_and_auto_contrast_change_the_tiles(
         wide = picture(owner.get(whole, params={"window": f"0,{high:g}"}))[bar]
         narrow = picture(owner.get(whole + default_query))[bar]
         assert narrow.mean() > wide.mean()
-    assert len(tiles) > before
     context.close()
 
 
