@@ -453,13 +453,7 @@ class LiveServer:
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the CLI against this server's catalogue and store."""
-        return subprocess.run(
-            [ALLMICRO, *args],
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_allmicro(*args, env={**self.env, **(env or {})}, timeout=120)
 
 
 def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
