@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from allmicro_data.ingest.ngff import (
     metadata_documents,
     ngff_attributes,
 )
+from allmicro_data.ingest.ngff.metadata import preload_in_background
 from allmicro_data.ingest.pyramid_downsample import METHODS, Method, downsample
 from allmicro_data.ingest.readers.base import Series
 from allmicro_data.storage.base import ObjectStore, StoredObject, SupportsDeferredSync
@@ -334,6 +336,9 @@ class _PyramidWriter:
     # ---- running ----------------------------------------------------------------------------
 
     def run(self, ome_xml: str | None) -> PyramidInfo:
+        if "zarr" not in sys.modules:
+            # The documents written last need zarr-python: loaded while the chunks are made.
+            preload_in_background()
         for name in GROUP_DOCUMENTS:
             # An earlier image at this key stops being visible before any of it is replaced.
             self.store.delete(self._full(name))

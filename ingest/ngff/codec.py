@@ -10,7 +10,6 @@ import numcodecs.blosc
 import numcodecs.zstd
 import numpy as np
 from numcodecs.abc import Codec
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 # Measured on the benchmark inputs (python bench/convert.py --codecs): Blosc-zstd level 1 with
 # bit-shuffle stores 20 % less than plain zstd level 3 on the SEM image (ratio 1.54 vs 1.23),
@@ -66,6 +65,8 @@ class ChunkCodec:
 
     def zarr_v3(self, dtype: np.dtype[Any]) -> Any:
         """The codec as zarr v3 has it: the compressor of a zarr v3 array (or of its shards' chunks)."""
+        from zarr.codecs import BloscCodec, ZstdCodec
+
         if self.name == "zstd":
             return ZstdCodec(level=self.level)
         cname: Any = self.name.split("-", 1)[1]
@@ -110,6 +111,8 @@ def chunk_decoder(compressor: Any) -> Any:
     """
     if isinstance(compressor, Codec):
         return compressor
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
     if isinstance(compressor, BloscCodec):
         return numcodecs.Blosc()
     if isinstance(compressor, ZstdCodec):

@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import zarr
-from zarr.abc.store import Store
-from zarr.buffer import cpu
-from zarr.codecs import (
-    BytesCodec,
-    Crc32cCodec,
-    Endian,
-    ShardingCodec,
-    ShardingCodecIndexLocation,
-)
-from zarr.storage import MemoryStore
 
 from allmicro_data.ingest.ngff.codec import ChunkCodec, chunk_decoder
 from allmicro_data.ingest.ngff.layout import LevelLayout, NgffVersion
 from allmicro_data.ingest.readers.base import Channel, PixelSize
 from allmicro_data.storage import ObjectNotFound, ObjectStore
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.storage import MemoryStore
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _SPACE_UNIT = "micrometer"
@@ -40,6 +34,21 @@ GROUP_DOCUMENTS = (".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
 # ---- writing ---------------------------------------------------------------------------------
+
+
+def preload_in_background() -> threading.Thread:
+    """Import zarr-python (about 0.15 s) in a thread of its own, now: the writer needs it only
+    for the documents it writes last, and a short conversion (`allmicro convert`, a process of
+    its own) would otherwise wait for it at start or at the end. Joining the thread is optional;
+    an import that another thread needs meanwhile waits for this one, as Python's import locks
+    ensure."""
+    thread = threading.Thread(target=_import_zarr, name="zarr-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_zarr() -> None:
+    import zarr.storage  # noqa: F401
 
 
 def metadata_documents(
@@ -57,6 +66,9 @@ def metadata_documents(
     The group documents carry the consolidated metadata (`.zmetadata` for zarr v2, the root
     `zarr.json`'s `consolidated_metadata` for v3), so a viewer opens the image in one request.
     """
+    import zarr
+    from zarr.storage import MemoryStore
+
     documents: dict[str, Any] = {}
     memory = MemoryStore(documents)
     zarr_format: Literal[2, 3] = 2 if version == "0.4" else 3
@@ -96,6 +108,8 @@ def metadata_documents(
 
 def consolidate(memory: MemoryStore) -> None:
     """Write the consolidated metadata of the hierarchy in memory, as zarr-python does."""
+    import zarr
+
     with warnings.catch_warnings():
         # zarr-python warns that v3 consolidation is not in the zarr v3 spec; it is what
         # zarr-python and zarrita read, and readers that do not know it ignore it.
@@ -305,6 +319,11 @@ def _scale(transforms: Any, n_axes: int) -> list[float]:
 def _read_arrays(
     store: ObjectStore, key: str, paths: list[str], version: NgffVersion
 ) -> list[StoredArray]:
+    import zarr
+    from zarr.abc.store import Store
+    from zarr.buffer import cpu
+    from zarr.storage import MemoryStore
+
     document = ".zarray" if version == "0.4" else "zarr.json"
     zarr_format: Literal[2, 3] = 2 if version == "0.4" else 3
     # The documents are fetched here, one request each, and zarr parses them from memory: no
@@ -334,6 +353,8 @@ def _read_arrays(
 
 
 def _stored_array(path: str, array: zarr.Array[Any]) -> StoredArray:
+    from zarr.codecs import BytesCodec, Endian
+
     meta: Any = array.metadata
     dtype = np.dtype(array.dtype)
     compressors = array.compressors
@@ -376,6 +397,14 @@ def _stored_array(path: str, array: zarr.Array[Any]) -> StoredArray:
 def _plain_shard_index(codec: Any) -> bool:
     # The index layout parse_shard_index reads: little-endian (offset, length) pairs and a
     # crc32c, at the end of the shard.
+    from zarr.codecs import (
+        BytesCodec,
+        Crc32cCodec,
+        Endian,
+        ShardingCodec,
+        ShardingCodecIndexLocation,
+    )
+
     return (
         isinstance(codec, ShardingCodec)
         and codec.index_location == ShardingCodecIndexLocation.end

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-from allmicro_data.settings import Settings
+if TYPE_CHECKING:  # not at run time: `allmicro convert` has no settings and need not load them
+    from allmicro_data.settings import Settings
 
 
 class PyramidOptions(TypedDict):

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from allmicro_data.ingest.readers import tiff_vendors as vendors
 from allmicro_data.ingest.readers.base import (
@@ -97,6 +96,7 @@ class TiffSeries(Series):
         self._tiff = tiff
         self._index = index
         self._ome_xml: str | None = None
+        self._segment_page: Any = _segment_page(tseries)
 
     def ome_xml(self) -> str | None:
         return self._ome_xml
@@ -108,24 +108,62 @@ class TiffSeries(Series):
 
     def _zarr(self) -> Any:
         if self._array is None:
+            import zarr  # only for the series the segment reads do not serve
+
             store = self._tiff.series[self._index].aszarr(level=self._level)
             self._array = zarr.open(store, mode="r")
         return self._array
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray[Any, Any]:
         ours = self.normalise_region(region)
-        src_region: list[slice] = [slice(None)] * len(ours)
-        for our_index, src_index in enumerate(self._perm):
-            src_region[src_index] = ours[our_index]
+        if self._segment_page is not None:
+            out = np.empty(tuple(s.stop - s.start for s in ours), self.dtype)
+            self.read_into(ours, out)
+            return out
+        src_region = self._source_region(ours)
         try:
             array = self._zarr()
             data = np.asarray(array[tuple(src_region)])
         except ReadError:
             raise
         except Exception as exc:
-            name = Path(self._tiff.filename).name
-            raise ReadError(f"{name}: cannot decode TIFF pixels: {exc}") from exc
+            raise ReadError(f"{self._file_name}: cannot decode TIFF pixels: {exc}") from exc
         return np.transpose(data, self._perm) if self._perm != tuple(range(len(ours))) else data
+
+    def read_into(self, region: Sequence[slice] | None, out: np.ndarray[Any, Any]) -> None:
+        """Read region into out (of the region's shape and the series' dtype).
+
+        A series of one page is read segment by segment: only the tiles or strips the region
+        touches are read from the file and decoded (by tifffile, whatever their compression)
+        straight into out. The pyramid writer reads its bands so, into buffers it reuses.
+        """
+        ours = self.normalise_region(region)
+        shape = tuple(s.stop - s.start for s in ours)
+        if out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(f"read_into needs a {self.dtype} array of {shape}")
+        page = self._segment_page
+        if page is None:
+            out[...] = self.read(ours)
+            return
+        src = self._source_region(ours)
+        # out in the file's axis order (y, x and samples): the segments are copied into it.
+        target = np.transpose(out, np.argsort(self._perm))
+        try:
+            _read_segments(page, src, target)
+        except ReadError:
+            raise
+        except Exception as exc:
+            raise ReadError(f"{self._file_name}: cannot decode TIFF pixels: {exc}") from exc
+
+    def _source_region(self, ours: Sequence[slice]) -> list[slice]:
+        src: list[slice] = [slice(None)] * len(ours)
+        for our_index, src_index in enumerate(self._perm):
+            src[src_index] = ours[our_index]
+        return src
+
+    @property
+    def _file_name(self) -> str:
+        return Path(self._tiff.filename).name
 
     def levels(self) -> list[Series]:
         if self._level:
@@ -136,6 +174,80 @@ class TiffSeries(Series):
             sub.pixel_size = self.pixel_size
             out.append(sub)
         return out
+
+
+def _segment_page(tseries: Any) -> Any:
+    """The page of a series that is that one page, stored as 2D tiles or strips of contiguous
+    samples (what SEM, TEM and most optical TIFFs are); None for the rest (stacks, planar
+    samples, volumes, subsampled YCbCr), which are read through tifffile's zarr store."""
+    try:
+        pages = tseries.pages
+        if len(pages) != 1 or tseries.axes.upper() not in ("YX", "YXS"):
+            return None
+        page = pages[0]
+        key = page.keyframe
+        if (
+            not hasattr(page, "dataoffsets")
+            or key.imagedepth != 1
+            or key.bitspersample % 8
+            or (key.samplesperpixel > 1 and key.planarconfig != 1)
+            or key.is_subsampled
+            or key.dtype != tseries.dtype
+            or tuple(key.shape) != tuple(tseries.shape)
+            or len(page.dataoffsets) != len(page.databytecounts)
+        ):
+            return None
+    except Exception:
+        return None
+    return page
+
+
+def _read_segments(page: Any, src: list[slice], target: np.ndarray[Any, Any]) -> None:
+    """Decode the tiles or strips of page that region src (y, x[, samples]) touches into target."""
+    key = page.keyframe
+    rows, cols = src[0], src[1]
+    height, width = key.imagelength, key.imagewidth
+    if key.is_tiled:
+        seg_h, seg_w = key.tilelength, key.tilewidth
+    else:
+        seg_h, seg_w = min(key.rowsperstrip or height, height), width
+    across = -(-width // seg_w)
+    indices = [
+        ty * across + tx
+        for ty in range(rows.start // seg_h, -(-rows.stop // seg_h))
+        for tx in range(cols.start // seg_w, -(-cols.stop // seg_w))
+    ]
+    offsets, counts = page.dataoffsets, page.databytecounts
+    if indices and indices[-1] >= len(offsets):
+        raise ReadError(f"TIFF page has {len(offsets)} segments, the region needs more")
+    kwargs: dict[str, Any] = {"_fullsize": key.is_tiled}
+    if key.compression in (6, 7, 34892, 33007):  # JPEG: tables kept apart from the segments
+        kwargs.update(jpegtables=page.jpegtables, jpegheader=key.jpegheader)
+    handle = page.parent.filehandle
+    samples = src[2] if len(src) > 2 else slice(None)
+    found = handle.read_segments(
+        [offsets[i] for i in indices],
+        [counts[i] for i in indices],
+        indices=indices,
+        sort=True,
+        lock=handle.lock,
+    )
+    for data, index in found:
+        decoded, position, _shape = key.decode(data, index, **kwargs)
+        y0, x0 = position[2], position[3]
+        # Where the segment and the region overlap, in image coordinates.
+        top, bottom = max(rows.start, y0), min(rows.stop, y0 + seg_h, height)
+        left, right = max(cols.start, x0), min(cols.stop, x0 + seg_w, width)
+        if top >= bottom or left >= right:
+            continue
+        into = target[
+            top - rows.start : bottom - rows.start, left - cols.start : right - cols.start
+        ]
+        if decoded is None:  # a segment the file does not store: tifffile's fill value
+            into[...] = 0
+            continue
+        piece = decoded[0, top - y0 : bottom - y0, left - x0 : right - x0]
+        into[...] = piece[..., samples] if len(src) > 2 else piece[..., 0]
 
 
 def check_structure(tiff: tifffile.TiffFile, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import sys
 from pathlib import Path
+from typing import Any
 
 import mrcfile
 import numpy as np
@@ -286,3 +287,71 @@ def test_czi_colour_camera_image_reads_as_rgb_in_red_green_blue_order(tmp_path: 
             series.read((slice(1, 3), slice(0, 2), slice(5, 9))),
             np.moveaxis(rgb, -1, 0)[1:3, 0:2, 5:9],
         )
+
+
+@pytest.mark.parametrize(
+    ("layout", "pixels_of"),
+    [
+        ("tiled", lambda rng: rng.integers(0, 65535, (700, 900), dtype=np.uint16)),
+        ("tiled zlib", lambda rng: rng.integers(0, 4000, (700, 900), dtype=np.uint16)),
+        ("tiled lzw", lambda rng: rng.integers(0, 255, (300, 500), dtype=np.uint8)),
+        ("strips", lambda rng: rng.integers(0, 65535, (701, 333), dtype=np.uint16)),
+        ("strips zlib", lambda rng: rng.standard_normal((257, 190)).astype(np.float32)),
+        ("big-endian tiled", lambda rng: rng.integers(0, 65535, (600, 520), dtype=np.uint16)),
+        ("rgb tiled", lambda rng: rng.integers(0, 255, (300, 420, 3), dtype=np.uint8)),
+        ("rgb strips", lambda rng: rng.integers(0, 255, (299, 201, 3), dtype=np.uint8)),
+    ],
+)
+def test_single_page_tiffs_read_tile_by_tile_equal_tifffile(
+    tmp_path: Path, layout: str, pixels_of: Any
+) -> None:
+    """A one-page TIFF is read by decoding only the tiles or strips a region touches, into the
+    caller's array (the pyramid writer's bands): the same pixels as tifffile reads whole."""
+    pixels = pixels_of(np.random.default_rng(len(layout)))
+    path = tmp_path / "image.tif"
+    options: dict[str, Any] = {}
+    if "tiled" in layout:
+        options["tile"] = (256, 256) if pixels.shape[0] > 300 else (128, 256)
+    else:
+        options["rowsperstrip"] = 37
+    if "zlib" in layout:
+        options.update(compression="zlib", predictor=True)
+    if "lzw" in layout:
+        options["compression"] = "lzw"
+    if "big-endian" in layout:
+        options["byteorder"] = ">"
+    if "rgb" in layout:
+        options["photometric"] = "rgb"
+    tifffile.imwrite(path, pixels, **options)
+    with open_image_file(path) as image_file:
+        series = image_file.series[0]
+        ours = np.moveaxis(pixels, -1, 0) if "rgb" in layout else pixels
+        assert series._segment_page is not None  # type: ignore[attr-defined]
+        assert series.shape == ours.shape
+        assert np.array_equal(series.read(), ours)
+        height, width = ours.shape[-2:]
+        regions = [
+            (slice(0, 1), slice(0, width)),  # one row
+            (slice(100, 299), slice(17, width)),  # across segment edges
+            (slice(height - 5, height), slice(width - 3, width)),  # the far corner
+        ]
+        for rows, cols in regions:
+            region = ((slice(1, 3),) if "rgb" in layout else ()) + (rows, cols)
+            expected = ours[region]
+            out = np.full(expected.shape, 7, dtype=series.dtype)
+            series.read_into(region, out)  # type: ignore[attr-defined]
+            assert np.array_equal(out, expected), region
+            assert np.array_equal(series.read(region), expected)
+
+
+def test_tiffs_of_several_pages_are_still_read_as_regions(tmp_path: Path) -> None:
+    stack = np.arange(3 * 40 * 50, dtype=np.uint16).reshape(3, 40, 50)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack, tile=(16, 16), photometric="minisblack")
+    with open_image_file(path) as image_file:
+        series = image_file.series[0]
+        assert series._segment_page is None  # type: ignore[attr-defined]
+        region = (slice(1, 3), slice(5, 33), slice(7, 50))
+        out = np.zeros((2, 28, 43), np.uint16)
+        series.read_into(region, out)  # type: ignore[attr-defined]
+        assert np.array_equal(out, stack[region])
