@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -594,6 +595,21 @@ def lower_priority(nice: int) -> None:
             os.nice(nice)
         except OSError:
             log.warning("could not lower the priority of job process %d", os.getpid())
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread alone yield the CPU to request handling, by nice more than its
+    process (Linux schedules threads one by one; elsewhere a no-op): the server's own ingest
+    work, writing and hashing uploads, beside the threads that answer viewers."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(
+            os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+        )
+    except OSError:
+        log.warning("could not lower the priority of thread %d", thread)
 
 
 def _job_process_init(nice: int) -> None:

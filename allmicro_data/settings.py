@@ -201,8 +201,9 @@ class Settings(BaseSettings):
         default=10,
         ge=0,
         le=19,
-        description="Niceness added to job processes (embedded and Celery workers): ingest "
-        "yields the CPU to request handling, so viewers are served while files convert.",
+        description="Niceness added to ingest work: job processes (embedded and Celery "
+        "workers) and the server's threads that write and hash uploads. Ingest yields the CPU "
+        "to request handling, so viewers are served while files arrive and convert.",
     )
     job_max_attempts: int = Field(default=3, ge=1)
     storage_full_retry_seconds: float = Field(

@@ -30,6 +30,7 @@ from allmicro_data.catalogue.models import (
     utcnow,
 )
 from allmicro_data.errors import Conflict, DomainError, Invalid, NotFound
+from allmicro_data.jobs import lower_thread_priority
 from allmicro_data.originals import clean_name, place_original, store_original
 from allmicro_data.quotas import check_upload
 from allmicro_data.services import Services
@@ -325,8 +326,14 @@ class Receiver:
         self._next_checkpoint = self.offset + CHECKPOINT_BYTES
         # The first error of the writing thread; every block after it is refused.
         self._broken: BaseException | None = None
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix=f"upload-hash-{upload.id[:8]}")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"upload-write-{upload.id[:8]}")
+        # Ingest work, like the job processes: niced, so tiles are answered first.
+        nice = (lower_thread_priority, (services.settings.job_nice,))
+        self._hasher = ThreadPoolExecutor(
+            1, f"upload-hash-{upload.id[:8]}", initializer=nice[0], initargs=nice[1]
+        )
+        self._writer = ThreadPoolExecutor(
+            1, f"upload-write-{upload.id[:8]}", initializer=nice[0], initargs=nice[1]
+        )
         try:
             self._spool = SpoolWriter(path, handle.fileno(), self.offset, self._digest)
         except BaseException:

@@ -249,3 +249,37 @@ def test_celery_never_queues_a_small_file_behind_two_large_ones_and_runs_jobs_ni
             worker.wait()
         for key in client.keys(f"*{queue}*"):
             client.delete(key)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads are niced on Linux")
+def test_upload_threads_run_at_the_ingest_niceness_and_the_callers_do_not(
+    services: Any, tmp_path: Path
+) -> None:
+    """The server's threads that write and hash an upload are ingest work, niced like the job
+    processes; the thread that handed them the bytes (the server's request handling) is not."""
+    import dataclasses
+    import hashlib
+    import threading
+
+    from allmicro_data.catalogue.models import Upload
+    from allmicro_data.uploads import Receiver
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    niced = dataclasses.replace(
+        services, settings=services.settings.model_copy(update={"job_nice": 6})
+    )
+    upload = Upload(id="0" * 36, length=1 << 20, upload_offset=0)
+    path = tmp_path / "spool"
+    path.touch()
+    caller = nice_of_this_thread()
+    with path.open("r+b", buffering=0) as handle:
+        receiver = Receiver(niced, upload, path, handle, hashlib.sha256(), None)
+        try:
+            receiver.submit([b"x" * 1000]).result(timeout=30)
+            assert receiver._writer.submit(nice_of_this_thread).result(timeout=30) == caller + 6
+            assert receiver._hasher.submit(nice_of_this_thread).result(timeout=30) == caller + 6
+        finally:
+            receiver.close()
+    assert nice_of_this_thread() == caller
