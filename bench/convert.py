@@ -20,6 +20,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCH = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared" / "bench"))
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+# Where the tools write (--out): beside the inputs by default.
+OUT = DATA / "out"
 PYTHON = sys.executable
 ALLMICRO = str(Path(PYTHON).with_name("allmicro"))
 MIB = 1 << 20
@@ -321,7 +323,7 @@ def compare(
     machine: the CPU columns (user + sys of the whole process tree) are what stays comparable,
     and every figure comes with the 1-minute load average it was measured at.
     """
-    out_root = DATA / "out"
+    out_root = OUT
     out_root.mkdir(exist_ok=True)
     results: dict[str, list[Measure]] = {name: [] for name in tools}
     floors: dict[str, list[Measure]] = {codec: [] for codec in floor_cmds}
@@ -411,7 +413,20 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--codecs", action="store_true", help="compare codecs and exit")
     parser.add_argument("--prefault-gib", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the tools write (default: BENCH_DATA/out). Each run's output is deleted"
+        " before the next; on this VM's ext4 (no journal) a file created within a minute of"
+        " such deletions costs more to create, the more were deleted (the allocator steps over"
+        " recently freed inodes), which weighs on the layouts of many files. A tmpfs such as"
+        " /dev/shm measures the converters without that.",
+    )
     args = parser.parse_args()
+    global OUT
+    if args.out is not None:
+        OUT = args.out
     selected = set(args.only or ["sem", "sem-strips", "tomo"] + (["big"] if args.big else []))
     make_inputs("big" in selected)
     if args.codecs:
@@ -467,7 +482,7 @@ def main() -> None:
                 if peer_chunk:
                     floor_cmds[codec] += ["--chunk", str(peer_chunk)]
             # The same, writing every chunk as a file (what an NGFF 0.4 converter must do).
-            scratch = str(DATA / "out" / "floor-write")
+            scratch = str(OUT / "floor-write")
             floor_cmds[f"{default_codec}+write"] = [
                 *floor_cmds[default_codec][:3],
                 str(src),

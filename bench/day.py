@@ -216,6 +216,41 @@ def process_cpu(pid: int, children: bool = True) -> float:
     return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
+def server_tile_seconds(client: httpx.Client) -> tuple[float, float, dict[float, float]]:
+    """The server's own count, total seconds and cumulative buckets of IIIF image requests
+    (its request-duration histogram: from the request reaching the application to the
+    response's start), to tell time in the server from time before and after it."""
+    text = client.get("/metrics").raise_for_status().text
+    count = total = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("allmicro_http_request_duration_seconds") or "/iiif/" not in line:
+            continue
+        if 'method="GET"' not in line or "{region}" not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("allmicro_http_request_duration_seconds_count"):
+            count += float(value)
+        elif name.startswith("allmicro_http_request_duration_seconds_sum"):
+            total += float(value)
+        elif 'le="' in name:
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            edge = float("inf") if bound == "+Inf" else float(bound)
+            buckets[edge] = buckets.get(edge, 0.0) + float(value)
+    return count, total, buckets
+
+
+def server_share(before: tuple[float, float, dict[float, float]], after: Any) -> str:
+    count = after[0] - before[0]
+    if count <= 0:
+        return "no tiles"
+    mean = (after[1] - before[1]) / count * 1000
+    slow = sum(
+        after[2].get(edge, 0.0) - before[2].get(edge, 0.0) for edge in after[2] if edge == 0.1
+    )
+    return f"mean {mean:.1f} ms in the server, {1 - slow / count:.1%} over 100 ms"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -232,6 +267,8 @@ class Viewers:
         self.phase = "warm-up"
         self.latencies: dict[str, list[float]] = {}
         self.errors: dict[str, int] = {}
+        # (time the request started, milliseconds) of the day's tiles, for the day's stretches.
+        self.day_times: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._view, args=(i,), daemon=True) for i in range(VIEWERS)
@@ -271,6 +308,8 @@ class Viewers:
                 with self._lock:
                     if ok:
                         self.latencies.setdefault(phase, []).append(took)
+                        if phase == "day":
+                            self.day_times.append((time.time() - took / 1000, took))
                     else:
                         self.errors[phase] = self.errors.get(phase, 0) + 1
                 self._stop.wait(self.think)
@@ -372,6 +411,7 @@ def run_day(
         viewers.start()
         time.sleep(args.idle_seconds / 3)  # warm-up: the chunk cache fills, not measured
         viewers.phase = "idle"
+        in_server = [server_tile_seconds(client)]
         server_cpu = process_cpu(server.pid, children=False)
         time.sleep(args.idle_seconds)  # the idle phase: viewers alone, for a fixed time
         # The server's CPU per tile, to take the viewers' share out of its CPU during the day.
@@ -380,6 +420,7 @@ def run_day(
         )
 
         viewers.phase = "day"
+        in_server.append(server_tile_seconds(client))
         group, server_cpu = group_cpu(server.pid), process_cpu(server.pid, children=False)
         s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers)
         load_before = loadavg()
@@ -406,6 +447,7 @@ def run_day(
                 subprocess.Popen(
                     command,
                     env={**server.env, "ALLMICRO_TOKEN": token},
+                    preexec_fn=(lambda: os.nice(args.agent_nice)) if args.agent_nice else None,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -414,6 +456,7 @@ def run_day(
             if process.wait() != 0:
                 raise SystemExit(f"an agent failed: see {work}/{name}-agent-*.log")
         uploaded = time.time()
+        in_server.append(server_tile_seconds(client))
         catalogue = work / name / "catalogue.sqlite3"
         deadline = time.monotonic() + args.timeout
         while True:
@@ -424,6 +467,7 @@ def run_day(
                 raise SystemExit(f"{name}: jobs not done after {args.timeout} s: {rows}")
             time.sleep(0.2)
         viewers.phase = "after"
+        in_server.append(server_tile_seconds(client))
         server_cpu = process_cpu(server.pid, children=False) - server_cpu
         job_cpu = group_cpu(server.pid) - group - server_cpu
         # The server process: uploads, originals into the store, the job runner; less the
@@ -465,6 +509,12 @@ def run_day(
             "errors": viewers.errors,
             "waits": waits,
             "timeline": timeline,
+            "in_server": {
+                "idle": server_share(in_server[0], in_server[1]),
+                "uploads": server_share(in_server[1], in_server[2]),
+                "after uploads": server_share(in_server[2], in_server[3]),
+            },
+            "day_times": [(t - first_byte, ms) for t, ms in viewers.day_times],
             "free_waits": free_worker_waits(rows, int(settings.get("ALLMICRO_JOB_WORKERS", "2"))),
             "our_cpu": job_cpu + server_ingest_cpu,
             "job_cpu": job_cpu,
@@ -518,6 +568,8 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
             f"   {figures['errors'].get(phase, 0)}"
         )
     print(f"  day p99 / idle p99 = {day99 / idle99:.2f}x (goal ≤ 3x)")
+    for phase, share in figures["in_server"].items():
+        print(f"  tiles {phase}: {share}")
     print(
         f"  CPU per GB ingested: ours {figures['our_cpu'] / gb:.1f} s = job processes"
         f" {figures['job_cpu'] / gb:.1f} s + server {figures['server_ingest_cpu'] / gb:.1f} s"
@@ -537,6 +589,15 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
         for queued, started, ready, file_name, size in figures["timeline"]:
             print(
                 f"    {queued:7.2f} {started:7.2f} {ready:7.2f}  {file_name} ({size / 1e6:.1f} MB)"
+            )
+        print("  tiles by stretch of the day (s from the first byte): n  p50  p99  slowest")
+        stretches: dict[int, list[float]] = {}
+        for at, ms in figures["day_times"]:
+            stretches.setdefault(int(at // 2.5), []).append(ms)
+        for index, values in sorted(stretches.items()):
+            print(
+                f"    {index * 2.5:5.1f}-{index * 2.5 + 2.5:5.1f} {len(values):5d}"
+                f" {percentile(values, 0.5):7.1f} {percentile(values, 0.99):7.1f} {max(values):7.1f}"
             )
     free = figures["free_waits"]
     print(
@@ -562,6 +623,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=420.0)
     parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
     parser.add_argument("--timeline", action="store_true", help="print each file's times")
+    parser.add_argument(
+        "--agent-nice",
+        type=int,
+        default=0,
+        help="niceness of the 4 agents (instrument PCs are other machines: 19 leaves them only"
+        " the CPU the server does not use)",
+    )
     args = parser.parse_args()
     if args.idle_seconds is None:
         args.idle_seconds = 4.0 if args.quick else 10.0
