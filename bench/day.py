@@ -624,6 +624,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
     parser.add_argument("--timeline", action="store_true", help="print each file's times")
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="ALLMICRO_NAME=VALUE",
+        help="a server setting for every day, e.g. ALLMICRO_JOB_NICE=19 (repeatable)",
+    )
+    parser.add_argument(
         "--agent-nice",
         type=int,
         default=0,
@@ -655,6 +662,11 @@ def main() -> None:
         # Large jobs: the server's default line (the tomogram and the 16k² SEMs); the quick
         # mix's files are all small, so its 64 MB tomogram gets a line of its own.
         base = {"ALLMICRO_JOB_LARGE_FILE_BYTES": str(32 << 20)} if args.quick else {}
+        for setting in args.setting:
+            name, _, value = setting.partition("=")
+            if not name.startswith("ALLMICRO_") or not _:
+                parser.error(f"--setting {setting!r} is not ALLMICRO_NAME=VALUE")
+            base[name] = value
         results: dict[str, dict[str, Any]] = {}
         if "local" in stores:
             results["local store"] = run_day("local", mix, viewing, base, work, args, [])
