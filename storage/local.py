@@ -33,6 +33,9 @@ _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _IN_PLACE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 # next() on a count is atomic under the GIL, so threads writing at once get distinct names.
 _TMP_COUNTER = itertools.count()
+# On Linux, POSIX_FADV_DONTNEED on freshly written (dirty) pages queues them for writeback at
+# once, without waiting for it (allmicro_data/spool.py does the same for uploads).
+_START_WRITEBACK: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 class LocalStore:
@@ -57,11 +60,14 @@ class LocalStore:
         durable: bool = True,
         checksums: bool = True,
         atomic: bool = True,
+        start_writeback: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
         self.checksums = checksums
         self.atomic = atomic
+        # Set on the unsynced view of a durable store (unsynced()): see _start_writeback.
+        self.start_writeback = start_writeback and _START_WRITEBACK is not None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -114,6 +120,8 @@ class LocalStore:
                     seen(block)
                 size += len(block)
             self._sync(key, fd)
+            if self.start_writeback:
+                self._start_writeback(fd)
         except BaseException:
             os.close(fd)
             Path(tmp_path).unlink(missing_ok=True)
@@ -161,6 +169,15 @@ class LocalStore:
             os.fsync(fd)
         except OSError as exc:
             raise self._error(key, exc) from exc
+
+    def _start_writeback(self, fd: int) -> None:
+        """Have the kernel start writing the file's pages to disk now, in the background: the
+        sync() that follows a pyramid finds little left to write, instead of the whole pyramid
+        (a 2 GiB tomogram's is 2.2 GB, 4-5 s on a disk of 500 MB/s, after its last chunk)."""
+        try:
+            os.posix_fadvise(fd, 0, 0, _START_WRITEBACK)  # type: ignore[arg-type]
+        except OSError as exc:
+            log.debug("could not start the writeback of a file of %s: %s", self.root, exc)
 
     def _open_in_place(self, key: str, target: Path) -> int:
         try:
@@ -214,7 +231,13 @@ class LocalStore:
         """This store without the fsync of each object (still atomic), for sync() to follow."""
         if not self.durable:
             return self
-        return LocalStore(self.root, durable=False, checksums=self.checksums, atomic=self.atomic)
+        return LocalStore(
+            self.root,
+            durable=False,
+            checksums=self.checksums,
+            atomic=self.atomic,
+            start_writeback=True,
+        )
 
     def sync(self, keys: Iterable[str]) -> None:
         """fsync the files of keys, then each of their directories once (their renames)."""
