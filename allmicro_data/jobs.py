@@ -634,11 +634,11 @@ def _exit_with_parent() -> None:
 class EmbeddedRunner:
     """The default runner: a thread that claims jobs and runs them in a local process pool.
 
-    Jobs of large files (settings.job_large_file_bytes) never hold all of two workers or more:
-    one stays for small files, which would otherwise queue behind a tomogram. Within that
-    bound a free worker starts a waiting large job first (it would otherwise start last, when
-    the small files run out, and end the day alone); a single worker takes small files first.
-    Job processes run niced (settings.job_nice)."""
+    A free worker starts a waiting large job (settings.job_large_file_bytes) first: it would
+    otherwise start last, when the small files run out, and end the day alone; a single worker
+    takes small files first. While every worker holds a large job, one more process runs small
+    files, one at a time, so that a small file never queues behind a tomogram and no file waits
+    while a worker is free. Job processes run niced (settings.job_nice)."""
 
     def __init__(
         self,
@@ -683,7 +683,8 @@ class EmbeddedRunner:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: job processes must not inherit the server's threads and open connections.
         return ProcessPoolExecutor(
-            max_workers=self.workers,
+            # One more than the workers: the process for small files while all hold large jobs.
+            max_workers=self.workers + 1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_job_process_init,
             initargs=(self.nice,),
@@ -713,18 +714,20 @@ class EmbeddedRunner:
                     self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
         reap_expired(self.sessions)
-        while len(self._running) < self.workers and not self._stop.is_set():
-            owner = new_owner()
-            # Large jobs hold at most all workers but one: that one stays for small files.
-            full = self.workers > 1 and len(self._large) >= self.workers - 1
-            if full:
+        while not self._stop.is_set():
+            large = len(self._large)
+            if len(self._running) < self.workers:
+                # A free worker starts a waiting large job at once (the longest job must not
+                # start last and end the day alone), else a small one; one worker alone takes
+                # small files first.
+                lanes = [Lane.LARGE, Lane.ANY] if self.workers > 1 else [Lane.ANY]
+            elif large == len(self._running):
+                # Every worker holds a large job: one more process, for small files only, so
+                # that a small file never waits behind them.
                 lanes = [Lane.SMALL]
-            elif self.workers > 1:
-                # A free worker starts a waiting large job at once while another is left for
-                # small files: the longest job does not start last and end the day alone.
-                lanes = [Lane.LARGE, Lane.ANY]
             else:
-                lanes = [Lane.ANY]
+                return
+            owner = new_owner()
             claimed = None
             for lane in lanes:
                 claimed = claim(

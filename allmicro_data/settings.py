@@ -193,9 +193,10 @@ class Settings(BaseSettings):
         default=DEFAULT_JOB_LARGE_FILE_BYTES,
         gt=0,
         description="Jobs of files larger than this (minutes of work on a busy day: a 16k² "
-        "SEM, a tomogram) run in the large lane: the embedded runner (2 or more workers) "
-        "never gives every worker to large jobs, so a small file never waits behind one, and "
-        "a free worker starts a waiting large job at once, so it does not end the day alone.",
+        "SEM, a tomogram) run in the large lane: a free worker of the embedded runner starts "
+        "a waiting large job at once, so it does not end the day alone, and while every worker "
+        "holds a large job one more process takes small files, so a small file never waits "
+        "behind one.",
     )
     job_nice: int = Field(
         default=10,

@@ -80,20 +80,33 @@ def _runner(services: Any, workers: int) -> tuple[jobs.EmbeddedRunner, HeldPool]
     return runner, pool
 
 
-def test_the_embedded_runner_keeps_a_worker_for_small_files(services: Any) -> None:
-    big_a, big_b = _queue_files(services, [LARGE + 1, LARGE + 2])
+def test_large_jobs_take_every_free_worker_and_small_files_get_one_more_process(
+    services: Any,
+) -> None:
+    big_a, big_b, big_c = _queue_files(services, [LARGE + 1, LARGE + 2, LARGE + 3])
     runner, pool = _runner(services, workers=2)
     runner._tick()
-    # Two large jobs and two free workers: only one large job starts.
-    assert pool.started == [big_a]
-    (small,) = _queue_files(services, [LARGE])
+    # Two large jobs and two free workers: both start (neither waits while a worker is free);
+    # the third waits for one of them.
+    assert pool.started == [big_a, big_b]
+    small_a, small_b = _queue_files(services, [LARGE, 10])
     runner._tick()
-    # The small file, queued after both, starts on the worker kept free; the second large
-    # job waits for the first.
-    assert pool.started == [big_a, small]
+    # A small file queued after them starts at once, in the one more process kept for small
+    # files while every worker holds a large job; the next small file waits for that one,
+    # never for a large job, and the third large job waits for a worker.
+    assert pool.started == [big_a, big_b, small_a]
     assert runner.large_file_bytes == LARGE
-    running = jobs.claim(services.sessions, "other", 30, job_id=big_b)
-    assert running == big_b  # still queued, so another runner could take it
+    for waiting in (small_b, big_c):  # still queued, so another runner could take them
+        assert jobs.claim(services.sessions, "other", 30, job_id=waiting) == waiting
+
+
+def test_one_worker_holding_a_large_job_leaves_a_process_for_small_files(services: Any) -> None:
+    (big,) = _queue_files(services, [LARGE + 1])
+    runner, pool = _runner(services, workers=1)
+    runner._tick()
+    small_a, _small_b = _queue_files(services, [20, 30])
+    runner._tick()
+    assert pool.started == [big, small_a]
 
 
 def test_of_two_free_workers_one_starts_a_large_job_at_once(services: Any) -> None:
