@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 
+from allmicro_data.storage.local import start_writeback
+
 log = logging.getLogger(__name__)
 
 # File offsets and sizes of direct writes, and the buffers' addresses (mmap gives pages), are
@@ -36,9 +38,6 @@ STAGE_BYTES = 4 * 1024 * 1024
 # Buffers per upload: one being filled, the others being hashed and written.
 STAGES = 4
 _O_DIRECT: int | None = getattr(os, "O_DIRECT", None)
-# On Linux, POSIX_FADV_DONTNEED on freshly written pages queues them for writeback at once
-# (and lets the page cache drop them once clean: the spool is never read back).
-_START_WRITEBACK: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 Digest = Callable[[memoryview], "Future[None]"]
 
@@ -185,10 +184,9 @@ class SpoolWriter:
     def _write(self, stage: mmap.mmap, whole: int) -> None:
         if self._direct_fd is None:
             _write_all(self._fd, stage, 0, whole, self._base)
-            if _START_WRITEBACK is not None:
-                # The kernel starts writing these pages to disk now, in the background, so
-                # that the fsync before the original is stored finds little left to write.
-                os.posix_fadvise(self._fd, self._base, whole, _START_WRITEBACK)
+            # The fsync before the original is stored then finds little left to write (and
+            # the page cache may drop the pages once clean: the spool is never read back).
+            start_writeback(self._fd, self._base, whole)
             return
         try:
             _write_all(self._direct_fd, stage, 0, whole, self._base)

@@ -327,12 +327,12 @@ class Receiver:
         # The first error of the writing thread; every block after it is refused.
         self._broken: BaseException | None = None
         # Ingest work, like the job processes: niced, so tiles are answered first.
-        nice = (lower_thread_priority, (services.settings.job_nice,))
+        nice = (services.settings.job_nice,)
         self._hasher = ThreadPoolExecutor(
-            1, f"upload-hash-{upload.id[:8]}", initializer=nice[0], initargs=nice[1]
+            1, f"upload-hash-{upload.id[:8]}", lower_thread_priority, nice
         )
         self._writer = ThreadPoolExecutor(
-            1, f"upload-write-{upload.id[:8]}", initializer=nice[0], initargs=nice[1]
+            1, f"upload-write-{upload.id[:8]}", lower_thread_priority, nice
         )
         try:
             self._spool = SpoolWriter(path, handle.fileno(), self.offset, self._digest)
