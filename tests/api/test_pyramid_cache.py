@@ -1,17 +1,23 @@
-"""The viewers' pyramid cache opens each pyramid once, however many tiles ask for it at once."""
+"""The viewers' pyramid cache opens each pyramid once, however many tiles ask for it at once;
+a tile crosses into a thread once."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from allmicro_data.api.app import create_app
 from allmicro_data.api.pyramids import PyramidCache
 from allmicro_data.ingest.pyramid import write_pyramid
 from allmicro_data.ingest.readers.array import ArraySeries
+from allmicro_data.settings import Settings
 from allmicro_data.storage.local import LocalStore
 
 
@@ -66,3 +72,29 @@ def test_a_failed_opening_is_tried_again(store: CountingStore) -> None:
         cache.get(store, "images/missing", "1")
     assert cache.peek("images/missing", "1") is None
     assert cache.get(store, "images/a", "1") is cache.get(store, "images/a", "1")
+
+
+def test_a_tile_goes_to_the_thread_pool_once_for_its_rendering(tmp_path: Path) -> None:
+    """Every dependency of the routes that render pixels is a coroutine: FastAPI runs a plain
+    function dependency in its thread pool, a second trip there and back for each tile, and
+    on a busy server such a trip costs more than the rendering does."""
+    app = create_app(Settings(data_dir=tmp_path))
+    routes = [context.original_route for context in iter_route_contexts(app.routes)]
+    rendering = [
+        route
+        for route in routes
+        if isinstance(route, APIRoute)
+        and route.path.endswith("/{region}/{size}/{rotation}/{quality_format}")
+    ]
+    # By bearer token, by image and dataset capability, on a share page; GET and HEAD.
+    assert len(rendering) >= 7
+
+    def plain_functions(dependant: Dependant) -> list[str]:
+        call = dependant.call
+        found = [] if call is None or inspect.iscoroutinefunction(call) else [call.__name__]
+        for sub in dependant.dependencies:
+            found += plain_functions(sub)
+        return found
+
+    offenders = {route.path: plain_functions(route.dependant) for route in rendering}
+    assert {path: names for path, names in offenders.items() if names} == {}
