@@ -86,7 +86,10 @@
   }
 
   function toImage(position) {
-    const at = item().viewerElementToImageCoordinates(position);
+    return clampToImage(item().viewerElementToImageCoordinates(position));
+  }
+
+  function clampToImage(at) {
     const size = item().getContentSize();
     const clamp = function (v, hi) { return Math.round(Math.min(hi, Math.max(0, v)) * 100) / 100; };
     return [clamp(at.x, size.x), clamp(at.y, size.y)];
@@ -368,8 +371,14 @@
       if (!tool || !item()) return;
       if (event.key === "Enter") {
         event.preventDefault();
-        const box = viewer.element.getBoundingClientRect();
-        place(toImage(new OpenSeadragon.Point(box.width / 2, box.height / 2)));
+        // The centre the view is going to, once the arrow keys pressed before this Enter have
+        // moved it: OpenSeadragon pans for a key in its next animation frame, and then
+        // animates there, so the point waits for that frame and takes the pan's target.
+        requestAnimationFrame(function () {
+          if (!tool || !item()) return;
+          const centre = viewer.viewport.getCenter(false);
+          place(clampToImage(item().viewportToImageCoordinates(centre)));
+        });
       } else if (event.key === "Escape") {
         event.preventDefault();
         if (points.length) cancel();
