@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
+import platform
 import sys
 import threading
 import time
@@ -47,6 +50,14 @@ WINDOW_PERCENTILES = (0.1, 99.9)
 # Level-0 blocks alive at once (read, queued or being compressed): two, so that reading the next
 # overlaps compressing the last, and never more, so memory is bounded by the image width.
 MIN_IN_FLIGHT_BYTES = 32 << 20
+# glibc's malloc returns freed memory to the system once more than its trim threshold lies free
+# at the top of a heap, a threshold that follows the largest block freed (twice it, at most
+# 64 MiB). A sharded level frees a whole row of encoded chunks at once, right after its shard is
+# written, and the next row then faults as many fresh pages in again: 0.35 s of kernel time on
+# the 2 GiB tomogram, in NGFF 0.5. The writer keeps up to this much freed memory for reuse, and
+# fixes the size above which a block is mapped on its own where the dynamic threshold ends.
+KEEP_FREED_BYTES = 128 << 20
+MMAP_THRESHOLD_BYTES = 32 << 20
 
 
 @dataclass
@@ -155,6 +166,21 @@ class _Level:
     def slab_rows(self, k: int) -> tuple[int, int]:
         start = k * self.chunks[0]
         return start, min(self.shape[1], start + self.chunks[0])
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep up to KEEP_FREED_BYTES of freed memory in this process for the
+    next allocations (see KEEP_FREED_BYTES); False where the C library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    # mallopt's parameters (malloc.h); setting either ends the dynamic thresholds.
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(
+        libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES)
+        and libc.mallopt(m_trim_threshold, KEEP_FREED_BYTES)
+    )
 
 
 class _ShardCollector:
@@ -336,6 +362,7 @@ class _PyramidWriter:
     # ---- running ----------------------------------------------------------------------------
 
     def run(self, ome_xml: str | None) -> PyramidInfo:
+        keep_freed_memory()
         if "zarr" not in sys.modules:
             # The documents written last need zarr-python: loaded while the chunks are made.
             preload_in_background()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -361,3 +364,31 @@ def test_chunk_encoder_writes_the_bytes_of_the_codec_the_metadata_names(
     assert encoded == codec.numcodec().encode(np.ascontiguousarray(view))
     decoded = np.frombuffer(codec.numcodec().decode(encoded), dtype=dtype)
     assert np.array_equal(decoded.reshape(view.shape), view)
+
+
+FREED_AND_TAKEN_AGAIN = """
+import resource, sys
+from allmicro_data.ingest.pyramid import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    row = [b"x" * (7 << 20) for _ in range(12)]  # a shard row of encoded chunks, 84 MiB
+    del row
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(faults[-1])
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_memory_a_shard_row_frees_is_taken_again_without_fresh_pages() -> None:
+    """The writer keeps freed memory for the next row, which otherwise faults fresh pages in."""
+
+    def faults(mode: str) -> int:
+        script = [sys.executable, "-c", FREED_AND_TAKEN_AGAIN, mode]
+        return int(subprocess.run(script, check=True, capture_output=True, text=True).stdout)
+
+    rows_pages = 84 * 2**20 // 4096
+    assert faults("default") > rows_pages // 2  # glibc's own thresholds give the row back
+    assert faults("keep") < rows_pages // 100
