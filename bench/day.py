@@ -375,6 +375,20 @@ def free_worker_waits(rows: list[dict[str, Any]], workers: int) -> list[tuple[st
     return found
 
 
+def lower_agent(nice: int) -> None:
+    """Make an agent yield the CPU to the server, as if it ran on its instrument PC (in the
+    agent's process, before exec). With autogroup scheduling (kernel.sched_autogroup_enabled,
+    on by default) niceness only counts within a session, and the server runs in a session of
+    its own (serving.py), so the agent gets a session of its own at that niceness too."""
+    os.nice(nice)
+    os.setsid()
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroups: niceness alone counts
+
+
 def run_day(
     name: str,
     mix: list[Acquisition],
@@ -447,7 +461,7 @@ def run_day(
                 subprocess.Popen(
                     command,
                     env={**server.env, "ALLMICRO_TOKEN": token},
-                    preexec_fn=(lambda: os.nice(args.agent_nice)) if args.agent_nice else None,
+                    preexec_fn=(lambda: lower_agent(args.agent_nice)) if args.agent_nice else None,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -634,8 +648,9 @@ def main() -> None:
         "--agent-nice",
         type=int,
         default=0,
-        help="niceness of the 4 agents (instrument PCs are other machines: 19 leaves them only"
-        " the CPU the server does not use)",
+        help="niceness of the 4 agents, each in a session of its own at that niceness"
+        " (instrument PCs are other machines: 19 leaves them only the CPU the server does not"
+        " use)",
     )
     args = parser.parse_args()
     if args.idle_seconds is None:
