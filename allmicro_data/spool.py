@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 
+import numpy as np
+
 from allmicro_data.storage.local import start_writeback
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class SpoolWriter:
             except OSError as exc:
                 log.info("spool %s: no direct I/O here (%s); writing through the cache", path, exc)
         self._stages = [_stage_pool.take() for _ in range(STAGES)]
+        # Views of the buffers to copy into; released before the buffers go back (close).
+        self._views = [np.frombuffer(stage, dtype=np.uint8) for stage in self._stages]
         self._hashing: list[list[Future[None]]] = [[] for _ in range(STAGES)]
         # The current buffer holds the file's bytes [_base, _base + _fill), of which those
         # before _hashed went to digest already (or were in the file before: the head).
@@ -132,14 +136,15 @@ class SpoolWriter:
 
     def append(self, blocks: Sequence[bytes]) -> None:
         for block in blocks:
-            view = memoryview(block)
-            while view:
-                stage = self._stages[self._current]
-                taken = view[: STAGE_BYTES - self._fill]
-                stage[self._fill : self._fill + len(taken)] = taken
+            data = np.frombuffer(block, dtype=np.uint8)
+            while len(data):
+                taken = data[: STAGE_BYTES - self._fill]
+                # numpy copies without the interpreter lock, which an mmap's slice assignment
+                # holds throughout: the event loop and the renders run meanwhile.
+                self._views[self._current][self._fill : self._fill + len(taken)] = taken
                 self._fill += len(taken)
                 self.appended += len(taken)
-                view = view[len(taken) :]
+                data = data[len(taken) :]
                 if self._fill == STAGE_BYTES:
                     self._hand_over()
 
@@ -157,6 +162,7 @@ class SpoolWriter:
         if self._direct_fd is not None:
             os.close(self._direct_fd)
             self._direct_fd = None
+        self._views = []
         for stage in self._stages:
             _stage_pool.give_back(stage)
         self._stages = []
