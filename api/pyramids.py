@@ -47,6 +47,11 @@ class ChunkCache:
                 self._items.move_to_end(key)
             return found
 
+    def __contains__(self, key: str) -> bool:
+        """Whether key is cached (without making it the most recently used)."""
+        with self._lock:
+            return key in self._items
+
     def put(self, key: str, value: np.ndarray[Any, Any]) -> None:
         with self._lock:
             if key in self._items:
@@ -109,30 +114,49 @@ class OpenPyramid:
     ) -> np.ndarray[Any, Any]:
         """Pixels of rows y and columns x of one (t, z) plane at a level: (c, h, w) or (h, w)."""
         lvl = self.levels[level]
+        region = self._region(level, plane, y, x)
+        if not lvl.fast:
+            return np.asarray(lvl.array[tuple(region)])
+        return _read_chunks(store, cache, lvl, region)
+
+    def cached(
+        self,
+        cache: ChunkCache,
+        level: int,
+        plane: dict[str, int],
+        y: tuple[int, int],
+        x: tuple[int, int],
+    ) -> bool:
+        """Whether every chunk read() needs for this region is decoded in cache already, so
+        that reading it touches neither the store nor a codec."""
+        lvl = self.levels[level]
+        if not lvl.fast:
+            return False
+        grid = _chunk_grid(lvl, self._region(level, plane, y, x))
+        return all(_chunk_tag(lvl, index) in cache for index in product(*grid))
+
+    def _region(
+        self, level: int, plane: dict[str, int], y: tuple[int, int], x: tuple[int, int]
+    ) -> list[slice | int]:
         region: list[slice | int] = []
         for axis in self.axes:
             if axis in ("t", "z"):
                 region.append(plane.get(axis, 0))
             elif axis == "c":
-                region.append(slice(0, lvl.shape[self.axes.index("c")]))
+                region.append(slice(0, self.levels[level].shape[self.axes.index("c")]))
             elif axis == "y":
                 region.append(slice(*y))
             else:
                 region.append(slice(*x))
-        if not lvl.fast:
-            return np.asarray(lvl.array[tuple(region)])
-        return _read_chunks(store, cache, lvl, region)
+        return region
 
 
 def _read_chunks(
     store: ObjectStore, cache: ChunkCache, lvl: Level, region: Sequence[slice | int]
 ) -> np.ndarray[Any, Any]:
-    bounds = [(r, r + 1) if isinstance(r, int) else (r.start, r.stop) for r in region]
+    bounds = _bounds(region)
     out = np.empty([hi - lo for lo, hi in bounds], dtype=lvl.dtype)
-    grid = [
-        range(lo // c, (hi - 1) // c + 1) for (lo, hi), c in zip(bounds, lvl.chunks, strict=True)
-    ]
-    for index in product(*grid):
+    for index in product(*_chunk_grid(lvl, region)):
         chunk = _chunk(store, cache, lvl, index)
         src: list[slice] = []
         dst: list[slice] = []
@@ -146,16 +170,35 @@ def _read_chunks(
     return out.squeeze(axis=squeeze) if squeeze else out
 
 
+def _bounds(region: Sequence[slice | int]) -> list[tuple[int, int]]:
+    return [(r, r + 1) if isinstance(r, int) else (r.start, r.stop) for r in region]
+
+
+def _chunk_grid(lvl: Level, region: Sequence[slice | int]) -> list[range]:
+    """The chunk indices a region covers, per axis."""
+    return [
+        range(lo // c, (hi - 1) // c + 1)
+        for (lo, hi), c in zip(_bounds(region), lvl.chunks, strict=True)
+    ]
+
+
+def _chunk_tag(lvl: Level, index: tuple[int, ...]) -> str:
+    """A chunk's key in the cache: the level's version tag, its object and its shard slot."""
+    stored = lvl.stored
+    slot = stored.shard_slot(index) if stored.shards is not None else -1
+    return f"{lvl.tag}:{lvl.root}/{stored.object_key(index)}#{slot}"
+
+
 def _chunk(
     store: ObjectStore, cache: ChunkCache, lvl: Level, index: tuple[int, ...]
 ) -> np.ndarray[Any, Any]:
     stored = lvl.stored
-    key = f"{lvl.root}/{stored.object_key(index)}"
-    slot = stored.shard_slot(index) if stored.shards is not None else -1
-    tagged = f"{lvl.tag}:{key}#{slot}"
+    tagged = _chunk_tag(lvl, index)
     found = cache.get(tagged)
     if found is not None:
         return found
+    key = f"{lvl.root}/{stored.object_key(index)}"
+    slot = stored.shard_slot(index) if stored.shards is not None else -1
     raw = _stored_chunk(store, cache, lvl, key, slot)
     if raw is None:
         chunk = np.full(stored.chunks, stored.fill_value or 0, dtype=stored.dtype)

@@ -87,6 +87,27 @@ def test_a_shards_index_is_read_once_then_each_chunk_is_one_range_request(
     assert counting.requests == 6 + 3  # the index is kept: only the new chunks
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_region_is_cached_once_every_chunk_it_needs_is_decoded(
+    written: tuple[LocalStore, np.ndarray[Any, Any]], layout: str
+) -> None:
+    """What lets a tile render on the event loop: all its chunks decoded, no request needed."""
+    store, _ = written
+    counting = CountingStore(store)
+    pyramid = open_pyramid(counting, f"{layout}/{KEY}")  # type: ignore[arg-type]
+    cache = ChunkCache(1 << 30)
+    inside, across = ((10, 60), (70, 120)), ((10, 60), (100, 140))  # one chunk; two
+    assert not pyramid.cached(cache, 0, {}, *inside)
+    pyramid.read(counting, cache, 0, {}, *inside)  # type: ignore[arg-type]
+    assert pyramid.cached(cache, 0, {}, *inside)
+    assert not pyramid.cached(cache, 0, {}, *across)  # its second chunk is not there
+    pyramid.read(counting, cache, 0, {}, *across)  # type: ignore[arg-type]
+    counting.requests = 0
+    assert pyramid.cached(cache, 0, {}, *across)
+    pyramid.read(counting, cache, 0, {}, *across)  # type: ignore[arg-type]
+    assert counting.requests == 0
+
+
 def test_a_layout_we_do_not_decode_is_read_through_zarr(tmp_path: Path) -> None:
     store: ObjectStore = LocalStore(tmp_path)
     data = sem_like((100, 120), seed=4)
