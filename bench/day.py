@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -42,7 +43,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,61 +258,119 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PHASES = ("warm-up", "idle", "day", "after")
+
+
 class Viewers:
-    """VIEWERS threads, each requesting random level-0 tiles of the viewing images with a
-    think time between them; latencies are kept per phase."""
+    """VIEWERS processes, each requesting random level-0 tiles of the viewing images with a
+    think time between them; latencies are kept per phase.
+
+    Processes, as browsers on other machines are: as 16 threads of one process, the viewers
+    queued for its interpreter lock, which added up to 65 ms to a tile after the server had
+    sent it (measured against the server's own start and end of each request during uploads).
+    """
 
     def __init__(self, url: str, token: str, images: list[dict[str, Any]], think: float) -> None:
-        self.url, self.token, self.images, self.think = url, token, images, think
-        self.phase = "warm-up"
+        context = multiprocessing.get_context("spawn")
+        self._phase = context.Value("i", 0)
+        self._counts = context.Array("i", len(PHASES))
+        self._stop = context.Event()
+        self._results: Any = context.Queue()
+        self._processes = [
+            context.Process(
+                target=_view,
+                args=(url, token, images, think, index),
+                kwargs={
+                    "phase": self._phase,
+                    "counts": self._counts,
+                    "stop": self._stop,
+                    "results": self._results,
+                },
+                daemon=True,
+            )
+            for index in range(VIEWERS)
+        ]
         self.latencies: dict[str, list[float]] = {}
         self.errors: dict[str, int] = {}
         # (time the request started, milliseconds) of the day's tiles, for the day's stretches.
         self.day_times: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._view, args=(i,), daemon=True) for i in range(VIEWERS)
-        ]
-        self._lock = threading.Lock()
-        # Weighted by area: a viewer spends its time where the pixels are.
-        self._weights = [im["width"] * im["height"] for im in images]
+
+    @property
+    def phase(self) -> str:
+        return PHASES[self._phase.value]
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase.value = PHASES.index(name)
+
+    def count(self, phase: str) -> int:
+        """Tiles answered so far in a phase."""
+        return int(self._counts[PHASES.index(phase)])
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        for process in self._processes:
+            process.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join()
+        for _ in self._processes:
+            latencies, errors, day_times = self._results.get(timeout=120)
+            for phase, values in latencies.items():
+                self.latencies.setdefault(phase, []).extend(values)
+            for phase, n in errors.items():
+                self.errors[phase] = self.errors.get(phase, 0) + n
+            self.day_times.extend(day_times)
+        for process in self._processes:
+            process.join()
 
-    def _view(self, index: int) -> None:
-        rng = random.Random(1000 + index)
-        headers = {"Authorization": f"Bearer {self.token}"}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
-            while not self._stop.is_set():
-                image = rng.choices(self.images, self._weights)[0]
-                # Anywhere, not on a tile grid: a tile is rendered for each request (the
-                # server's cache of encoded tiles would otherwise answer more and more of them
-                # as the phases go on), from chunks that are in its chunk cache or not.
-                x = rng.randrange(image["width"] - TILE)
-                y = rng.randrange(image["height"] - TILE)
-                path = f"/iiif/3/{image['id']}/{x},{y},{TILE},{TILE}/{TILE},/0/default.jpg"
-                phase = self.phase
-                started = time.perf_counter()
-                try:
-                    ok = client.get(path).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                took = (time.perf_counter() - started) * 1000
-                with self._lock:
-                    if ok:
-                        self.latencies.setdefault(phase, []).append(took)
-                        if phase == "day":
-                            self.day_times.append((time.time() - took / 1000, took))
-                    else:
-                        self.errors[phase] = self.errors.get(phase, 0) + 1
-                self._stop.wait(self.think)
+
+def _view(
+    url: str,
+    token: str,
+    images: list[dict[str, Any]],
+    think: float,
+    index: int,
+    *,
+    phase: Any,
+    counts: Any,
+    stop: Any,
+    results: Any,
+) -> None:
+    """One viewer (in a process of its own) until stop; its latencies go to results."""
+    rng = random.Random(1000 + index)
+    # Weighted by area: a viewer spends its time where the pixels are.
+    weights = [im["width"] * im["height"] for im in images]
+    latencies: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    day_times: list[tuple[float, float]] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        while not stop.is_set():
+            image = rng.choices(images, weights)[0]
+            # Anywhere, not on a tile grid: a tile is rendered for each request (the server's
+            # cache of encoded tiles would otherwise answer more and more of them as the phases
+            # go on), from chunks that are in its chunk cache or not.
+            x = rng.randrange(image["width"] - TILE)
+            y = rng.randrange(image["height"] - TILE)
+            path = f"/iiif/3/{image['id']}/{x},{y},{TILE},{TILE}/{TILE},/0/default.jpg"
+            current = phase.value
+            name = PHASES[current]
+            started = time.perf_counter()
+            try:
+                ok = client.get(path).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            took = (time.perf_counter() - started) * 1000
+            if ok:
+                latencies.setdefault(name, []).append(took)
+                with counts.get_lock():
+                    counts[current] += 1
+                if name == "day":
+                    day_times.append((time.time() - took / 1000, took))
+            else:
+                errors[name] = errors.get(name, 0) + 1
+            stop.wait(think)
+    results.put((latencies, errors, day_times))
 
 
 def floor_seconds(mix: list[Acquisition], scratch: Path) -> float:
@@ -430,7 +488,7 @@ def run_day(
         time.sleep(args.idle_seconds)  # the idle phase: viewers alone, for a fixed time
         # The server's CPU per tile, to take the viewers' share out of its CPU during the day.
         tile_cpu = (process_cpu(server.pid, children=False) - server_cpu) / max(
-            1, len(viewers.latencies.get("idle", []))
+            1, viewers.count("idle")
         )
 
         viewers.phase = "day"
@@ -486,7 +544,7 @@ def run_day(
         job_cpu = group_cpu(server.pid) - group - server_cpu
         # The server process: uploads, originals into the store, the job runner; less the
         # viewers' tiles at the idle phase's CPU per tile.
-        server_ingest_cpu = server_cpu - tile_cpu * len(viewers.latencies.get("day", []))
+        server_ingest_cpu = server_cpu - tile_cpu * viewers.count("day")
         s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers) - s3_cpu
         agent_cpu = sum_children_cpu()
         load_day = loadavg()
