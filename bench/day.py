@@ -433,6 +433,64 @@ def free_worker_waits(rows: list[dict[str, Any]], workers: int) -> list[tuple[st
     return found
 
 
+def viewer_images(client: httpx.Client, ids: list[str]) -> list[dict[str, Any]]:
+    """The viewers' images: id, width and height of each."""
+    images = []
+    for image_id in ids:
+        info = client.get(f"/iiif/3/{image_id}/info.json").raise_for_status().json()
+        images.append({"id": image_id, "width": info["width"], "height": info["height"]})
+    return images
+
+
+def instrument_datasets(client: httpx.Client) -> list[str]:
+    """A project with a dataset per agent (instrument); the datasets' ids."""
+    project = client.post("/api/projects", json={"name": "instruments"}).json()["id"]
+    return [
+        client.post(f"/api/projects/{project}/datasets", json={"name": f"instrument {a}"})
+        .raise_for_status()
+        .json()["id"]
+        for a in range(AGENTS)
+    ]
+
+
+def start_agents(
+    server: BenchServer,
+    token: str,
+    datasets: list[str],
+    mix: list[Acquisition],
+    work: Path,
+    nice: int,
+) -> list[subprocess.Popen[bytes]]:
+    """The AGENTS `allmicro upload` processes, each sending its files of the mix into its
+    dataset, its state and log in work; niced as lower_agent says, if nice."""
+    agents = []
+    for agent in range(AGENTS):
+        command = [
+            ALLMICRO,
+            "upload",
+            *(str(a.path) for a in mix if a.agent == agent),
+            "--server",
+            server.url,
+            "--dataset",
+            datasets[agent],
+            "--state",
+            str(work / f"agent-{agent}.sqlite3"),
+            "--log-file",
+            str(work / f"agent-{agent}.log"),
+            "--no-progress",
+        ]
+        agents.append(
+            subprocess.Popen(
+                command,
+                env={**server.env, "ALLMICRO_TOKEN": token},
+                preexec_fn=(lambda: lower_agent(nice)) if nice else None,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return agents
+
+
 def lower_agent(nice: int) -> None:
     """Make an agent yield the CPU to the server, as if it ran on its instrument PC (in the
     agent's process, before exec). With autogroup scheduling (kernel.sched_autogroup_enabled,
@@ -466,18 +524,9 @@ def run_day(
     server.start(timeout=120)
     try:
         client = server.client()
-        images = []
-        for path in viewing:
-            image_id = server.ingest(path, f"viewing {path.name}", "viewing")
-            info = client.get(f"/iiif/3/{image_id}/info.json").json()
-            images.append({"id": image_id, "width": info["width"], "height": info["height"]})
-        project = client.post("/api/projects", json={"name": "instruments"}).json()["id"]
-        datasets = [
-            client.post(f"/api/projects/{project}/datasets", json={"name": f"instrument {a}"})
-            .raise_for_status()
-            .json()["id"]
-            for a in range(AGENTS)
-        ]
+        ids = [server.ingest(path, f"viewing {path.name}", "viewing") for path in viewing]
+        images = viewer_images(client, ids)
+        datasets = instrument_datasets(client)
         token = server.token()
         viewers = Viewers(server.url, token, images, args.think)
         viewers.start()
@@ -496,37 +545,12 @@ def run_day(
         group, server_cpu = group_cpu(server.pid), process_cpu(server.pid, children=False)
         s3_cpu = sum(process_cpu(s.process.pid) for s in s3_servers)
         load_before = loadavg()
-        agents = []
         sum_children_cpu()  # from here on, the children waited for are the agents
         first_byte = time.time()
-        for agent in range(AGENTS):
-            files = [str(a.path) for a in mix if a.agent == agent]
-            command = [
-                ALLMICRO,
-                "upload",
-                *files,
-                "--server",
-                server.url,
-                "--dataset",
-                datasets[agent],
-                "--state",
-                str(work / f"{name}-agent-{agent}.sqlite3"),
-                "--log-file",
-                str(work / f"{name}-agent-{agent}.log"),
-                "--no-progress",
-            ]
-            agents.append(
-                subprocess.Popen(
-                    command,
-                    env={**server.env, "ALLMICRO_TOKEN": token},
-                    preexec_fn=(lambda: lower_agent(args.agent_nice)) if args.agent_nice else None,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+        agents = start_agents(server, token, datasets, mix, work / name, args.agent_nice)
         for process in agents:
             if process.wait() != 0:
-                raise SystemExit(f"an agent failed: see {work}/{name}-agent-*.log")
+                raise SystemExit(f"an agent failed: see {work / name}/agent-*.log")
         uploaded = time.time()
         in_server.append(server_tile_seconds(client))
         catalogue = work / name / "catalogue.sqlite3"

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from day import (
     AGENTS,
-    ALLMICRO,
+    Acquisition,
     Viewers,
     build_mix,
-    lower_agent,
+    instrument_datasets,
     percentile,
     server_tile_seconds,
+    start_agents,
+    viewer_images,
 )
 from serving import BenchServer
 
@@ -44,7 +45,7 @@ def prepare(root: Path, viewing: list[Path]) -> list[str]:
 
 
 def one_run(
-    prepared: Path, ids: list[str], files: list[list[Path]], args: argparse.Namespace
+    prepared: Path, ids: list[str], mix: list[Acquisition], args: argparse.Namespace
 ) -> str:
     work = prepared.parent / "run"
     shutil.rmtree(work, ignore_errors=True)
@@ -54,17 +55,8 @@ def one_run(
     server.start(timeout=120)
     try:
         client = server.client()
-        images = []
-        for image_id in ids:
-            info = client.get(f"/iiif/3/{image_id}/info.json").json()
-            images.append({"id": image_id, "width": info["width"], "height": info["height"]})
-        project = client.post("/api/projects", json={"name": "instruments"}).json()["id"]
-        datasets = [
-            client.post(f"/api/projects/{project}/datasets", json={"name": f"instrument {a}"})
-            .raise_for_status()
-            .json()["id"]
-            for a in range(AGENTS)
-        ]
+        images = viewer_images(client, ids)
+        datasets = instrument_datasets(client)
         token = server.token()
         viewers = Viewers(server.url, token, images, args.think)
         viewers.start()
@@ -74,27 +66,7 @@ def one_run(
         viewers.phase = "day"
         before = server_tile_seconds(client)
         started = time.perf_counter()
-        agents = [
-            subprocess.Popen(
-                [
-                    ALLMICRO,
-                    "upload",
-                    *map(str, paths),
-                    "--server",
-                    server.url,
-                    "--dataset",
-                    datasets[agent],
-                    "--state",
-                    str(work / f"agent-{agent}.sqlite3"),
-                    "--no-progress",
-                ],
-                env={**server.env, "ALLMICRO_TOKEN": token},
-                preexec_fn=(lambda: lower_agent(args.agent_nice)) if args.agent_nice else None,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for agent, paths in enumerate(files)
-        ]
+        agents = start_agents(server, token, datasets, mix, work, args.agent_nice)
         for process in agents:
             if process.wait() != 0:
                 raise SystemExit("an agent failed")
@@ -134,13 +106,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     mix, viewing = build_mix(quick=False)
-    files = [[a.path for a in mix if a.agent == agent] for agent in range(AGENTS)]
     scratch = Path(tempfile.mkdtemp(prefix="allmicro-bench-upload-tiles-"))
     try:
         print(f"{len(mix)} files, {sum(a.size for a in mix) / 1e9:.2f} GB, {AGENTS} agents")
         ids = prepare(scratch / "prepared", viewing)
         for run in range(1, args.runs + 1):
-            print(f"run {run}: {one_run(scratch / 'prepared', ids, files, args)}", flush=True)
+            print(f"run {run}: {one_run(scratch / 'prepared', ids, mix, args)}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
