@@ -587,9 +587,15 @@ def _run_handler(
     return "succeeded"
 
 
-def lower_priority(nice: int) -> None:
+def lower_priority(nice: int, idle: bool = False) -> None:
     """Make this job process yield the CPU to request handling: ingest is batch work, and a
-    viewer waiting for a tile must not wait for a pyramid (its threads inherit the niceness)."""
+    viewer waiting for a tile must not wait for a pyramid (its threads inherit the niceness
+    and the scheduling class). idle: also the SCHED_IDLE class (Linux; settings.job_idle_scheduling)."""
+    if idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            log.warning("could not put job process %d in the idle class", os.getpid())
     if nice > 0:
         try:
             os.nice(nice)
@@ -612,8 +618,8 @@ def lower_thread_priority(nice: int) -> None:
         log.warning("could not lower the priority of thread %d", thread)
 
 
-def _job_process_init(nice: int) -> None:
-    lower_priority(nice)
+def _job_process_init(nice: int, idle: bool) -> None:
+    lower_priority(nice, idle)
     _exit_with_parent()
 
 
@@ -638,7 +644,8 @@ class EmbeddedRunner:
     otherwise start last, when the small files run out, and end the day alone; a single worker
     takes small files first. While every worker holds a large job, one more process runs small
     files, one at a time, so that a small file never queues behind a tomogram and no file waits
-    while a worker is free. Job processes run niced (settings.job_nice)."""
+    while a worker is free. Job processes run niced (settings.job_nice), in the idle
+    scheduling class if settings.job_idle_scheduling."""
 
     def __init__(
         self,
@@ -655,6 +662,7 @@ class EmbeddedRunner:
         settings = config.settings()
         self.large_file_bytes = settings.job_large_file_bytes
         self.nice = settings.job_nice
+        self.idle = settings.job_idle_scheduling
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -687,7 +695,7 @@ class EmbeddedRunner:
             max_workers=self.workers + 1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_job_process_init,
-            initargs=(self.nice,),
+            initargs=(self.nice, self.idle),
         )
 
     def _loop(self) -> None:

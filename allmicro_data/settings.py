@@ -206,6 +206,15 @@ class Settings(BaseSettings):
         "workers) and the server's threads that write and hash uploads. Ingest yields the CPU "
         "to request handling, so viewers are served while files arrive and convert.",
     )
+    job_idle_scheduling: bool = Field(
+        default=True,
+        description="Linux: job processes (embedded and Celery workers) also run in the "
+        "SCHED_IDLE scheduling class, so they get the CPU that request handling and uploads "
+        "leave, and a viewer's request takes it from them at once. On a busy machine ingest "
+        "then waits for viewers entirely, where niceness alone left it a tenth. The server's "
+        "upload threads stay niced only: they share the interpreter lock with request "
+        "handling, which must not wait for a thread that gets no CPU.",
+    )
     job_max_attempts: int = Field(default=3, ge=1)
     storage_full_retry_seconds: float = Field(
         default=180.0,

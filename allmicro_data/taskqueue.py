@@ -248,7 +248,7 @@ def run_worker(settings: Settings, concurrency: int, *, metrics_port: int = 0) -
     def child_init(**_: Any) -> None:
         # Connections opened by the main process are not the child's to use or close.
         services.engine.dispose(close=False)
-        lower_priority(settings.job_nice)
+        lower_priority(settings.job_nice, settings.job_idle_scheduling)
         _exit_with_worker()
 
     worker_process_init.connect(child_init, weak=False)

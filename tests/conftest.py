@@ -356,6 +356,8 @@ def settings(tmp_path: Path, database_url: str) -> Any:
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,
         job_lease_seconds=5,
+        # Jobs of tests run beside other tests: not in the idle class (see _server_env).
+        job_idle_scheduling=False,
         **{k.removeprefix("ALLMICRO_").lower(): int(v) for k, v in CHEAP_PASSWORD_HASHES.items()},
     )
 
@@ -473,8 +475,10 @@ def _server_env(data_dir: Path, database_url: str) -> dict[str, str]:
             "ALLMICRO_JOB_LEASE_SECONDS": "10",
             # Test servers' jobs keep an even share of the CPU against the test processes, and
             # the lint and mypy that `make test` runs beside them, as before job processes were
-            # niced (tests/catalogue/test_job_lanes.py checks the niceness itself).
+            # niced (tests/catalogue/test_job_lanes.py checks the niceness and the idle
+            # scheduling class itself).
             "ALLMICRO_JOB_NICE": "0",
+            "ALLMICRO_JOB_IDLE_SCHEDULING": "false",
             # A lone member of a multi-file acquisition (a .mib without its .hdr) waits this
             # long for the rest before its image is built: seconds here, not minutes.
             "ALLMICRO_COMPANION_WAIT_SECONDS": "4",

@@ -156,6 +156,8 @@ def cluster(
             "ALLMICRO_JOB_DISPATCH_SECONDS": "1",
             "ALLMICRO_UPGRADE_ON_START": "false",
             "ALLMICRO_LOG_FORMAT": "json",
+            # The workers' jobs run beside other tests: not in the idle class (tests/conftest.py).
+            "ALLMICRO_JOB_IDLE_SCHEDULING": "false",
         }
     )
     # Production order: the schema is upgraded once, then the processes start; none shares a

@@ -128,6 +128,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             "ALLMICRO_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "ALLMICRO_PORT": str(port),
             "ALLMICRO_JOB_WORKERS": "1",
+            # Its jobs run beside other tests: not in the idle class (tests/conftest.py).
+            "ALLMICRO_JOB_IDLE_SCHEDULING": "false",
         }
     )
     server = LiveServer(url=f"http://127.0.0.1:{port}", env=env, log_path=tmp / "server.log")

@@ -176,12 +176,16 @@ def test_the_dispatcher_holds_large_files_back_while_one_is_on_its_way(services:
     assert sent == [tomo_a, small, tomo_b]
 
 
-def test_embedded_job_processes_run_niced(services: Any) -> None:
-    settings = services.settings.model_copy(update={"job_nice": 7})
+@pytest.mark.parametrize("idle", [True, False])
+def test_embedded_job_processes_run_niced_and_in_the_idle_class(services: Any, idle: bool) -> None:
+    settings = services.settings.model_copy(update={"job_nice": 7, "job_idle_scheduling": idle})
     runner = jobs.EmbeddedRunner(services.sessions, jobs.WorkerConfig.from_settings(settings))
     pool = runner._new_pool()
     try:
         assert pool.submit(os.nice, 0).result(timeout=60) == os.nice(0) + 7
+        if sys.platform.startswith("linux"):
+            policy = pool.submit(os.sched_getscheduler, 0).result(timeout=60)
+            assert policy == (os.SCHED_IDLE if idle else os.sched_getscheduler(0))
     finally:
         pool.shutdown()
 
@@ -237,6 +241,7 @@ def test_celery_never_queues_a_small_file_behind_two_large_ones_and_runs_jobs_ni
             "ALLMICRO_BROKER_URL": broker,
             "ALLMICRO_CELERY_QUEUE": queue,
             "ALLMICRO_JOB_NICE": "5",
+            "ALLMICRO_JOB_IDLE_SCHEDULING": "true",
             "ALLMICRO_UPGRADE_ON_START": "false",
         }
         worker = subprocess.Popen(
@@ -251,11 +256,13 @@ def test_celery_never_queues_a_small_file_behind_two_large_ones_and_runs_jobs_ni
         def pool_niceness() -> list[int] | None:
             children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
             nices = [os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in children]
-            return nices if nices and all(n == base + 5 for n in nices) else None
+            idle = all(os.sched_getscheduler(int(pid)) == os.SCHED_IDLE for pid in children)
+            return nices if nices and idle and all(n == base + 5 for n in nices) else None
 
-        assert wait_until(pool_niceness, timeout=60, what="a niced Celery pool process")
+        assert wait_until(pool_niceness, timeout=60, what="a niced Celery pool process, idle class")
         # The worker's own process (consuming, dispatching) keeps the normal priority.
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == base
+        assert os.sched_getscheduler(worker.pid) == os.sched_getscheduler(0)
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGKILL)
