@@ -133,7 +133,9 @@ class OpenPyramid:
         if not lvl.fast:
             return False
         grid = _chunk_grid(lvl, self._region(level, plane, y, x))
-        return all(_chunk_tag(lvl, index) in cache for index in product(*grid))
+        return all(
+            _chunk_tag(lvl, *_chunk_address(lvl, index)) in cache for index in product(*grid)
+        )
 
     def _region(
         self, level: int, plane: dict[str, int], y: tuple[int, int], x: tuple[int, int]
@@ -182,23 +184,27 @@ def _chunk_grid(lvl: Level, region: Sequence[slice | int]) -> list[range]:
     ]
 
 
-def _chunk_tag(lvl: Level, index: tuple[int, ...]) -> str:
-    """A chunk's key in the cache: the level's version tag, its object and its shard slot."""
+def _chunk_address(lvl: Level, index: tuple[int, ...]) -> tuple[str, int]:
+    """The object holding a chunk, and its slot in that shard (-1: the object is the chunk)."""
     stored = lvl.stored
     slot = stored.shard_slot(index) if stored.shards is not None else -1
-    return f"{lvl.tag}:{lvl.root}/{stored.object_key(index)}#{slot}"
+    return f"{lvl.root}/{stored.object_key(index)}", slot
+
+
+def _chunk_tag(lvl: Level, key: str, slot: int) -> str:
+    """A chunk's key in the cache: the level's version tag, its object and its shard slot."""
+    return f"{lvl.tag}:{key}#{slot}"
 
 
 def _chunk(
     store: ObjectStore, cache: ChunkCache, lvl: Level, index: tuple[int, ...]
 ) -> np.ndarray[Any, Any]:
     stored = lvl.stored
-    tagged = _chunk_tag(lvl, index)
+    key, slot = _chunk_address(lvl, index)
+    tagged = _chunk_tag(lvl, key, slot)
     found = cache.get(tagged)
     if found is not None:
         return found
-    key = f"{lvl.root}/{stored.object_key(index)}"
-    slot = stored.shard_slot(index) if stored.shards is not None else -1
     raw = _stored_chunk(store, cache, lvl, key, slot)
     if raw is None:
         chunk = np.full(stored.chunks, stored.fill_value or 0, dtype=stored.dtype)

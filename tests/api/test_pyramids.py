@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numcodecs
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 import zarr
 
+from allmicro_data.api.iiif import parse_request
 from allmicro_data.api.pyramids import ChunkCache, open_pyramid
+from allmicro_data.api.rendering import parse_settings
+from allmicro_data.api.routers.iiif import _renders_at_once
 from allmicro_data.ingest.pyramid import write_pyramid
 from allmicro_data.ingest.readers.array import ArraySeries
 from allmicro_data.storage.base import ObjectStore
@@ -106,6 +110,25 @@ def test_a_region_is_cached_once_every_chunk_it_needs_is_decoded(
     assert pyramid.cached(cache, 0, {}, *across)
     pyramid.read(counting, cache, 0, {}, *across)  # type: ignore[arg-type]
     assert counting.requests == 0
+
+
+def test_a_tile_renders_on_the_event_loop_only_when_small_and_cached(
+    written: tuple[LocalStore, np.ndarray[Any, Any]],
+) -> None:
+    """The IIIF route's choice: the thread pool for a tile that must read or decode a chunk,
+    or that is large; the event loop for a small one whose chunks are all decoded."""
+    store, _ = written
+    pyramid = open_pyramid(store, f"v04/{KEY}")
+    state = SimpleNamespace(chunks=ChunkCache(1 << 30))
+    tile = parse_request("0,0,64,64", "64,", "0", "default.jpg", 390, 260)
+    upscaled = parse_request("0,0,64,64", "^1000,", "0", "default.jpg", 390, 260)
+    plane = parse_settings()
+    assert not _renders_at_once(state, pyramid, tile, plane)  # type: ignore[arg-type]
+    pyramid.read(store, state.chunks, 0, {}, (0, 64), (0, 64))
+    assert _renders_at_once(state, pyramid, tile, plane)  # type: ignore[arg-type]
+    assert not _renders_at_once(state, pyramid, upscaled, plane)  # type: ignore[arg-type]
+    beyond = parse_settings(z=3)  # the pool's render answers what is wrong with it
+    assert not _renders_at_once(state, pyramid, tile, beyond)  # type: ignore[arg-type]
 
 
 def test_a_layout_we_do_not_decode_is_read_through_zarr(tmp_path: Path) -> None:

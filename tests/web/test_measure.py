@@ -189,7 +189,18 @@ def test_the_keyboard_alone_measures_a_distance(browser: Any, sample: Sample) ->
     page.keyboard.press("Enter")
     result = page.locator("#measure-result")
     expect(result).to_have_attribute("data-length", re.compile(r"\d"))
-    assert float(result.get_attribute("data-length") or "0") > 0
+    # Three steps of the viewer's arrow-key pan, in image pixels, however fast they came.
+    steps = page.evaluate(
+        """(() => {
+            const viewer = window.allmicroImage.viewer, item = viewer.world.getItemAt(0);
+            const moved = viewer.viewport.deltaPointsFromPixels(
+                new OpenSeadragon.Point(3 * viewer.pixelsPerArrowPress, 0));
+            return item.viewportToImageCoordinates(moved).x
+                - item.viewportToImageCoordinates(new OpenSeadragon.Point(0, 0)).x;
+        })()"""
+    )
+    metres = float(result.get_attribute("data-length") or "0")
+    assert steps > 0 and abs(metres - steps * sample.sx) < 0.01 * steps * sample.sx, metres
     page.keyboard.press("Escape")
     expect(page.locator("button[data-tool=line]")).to_have_attribute("aria-pressed", "false")
     page.context.close()

@@ -89,6 +89,8 @@
     return clampToImage(item().viewerElementToImageCoordinates(position));
   }
 
+  const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
   function clampToImage(at) {
     const size = item().getContentSize();
     const clamp = function (v, hi) { return Math.round(Math.min(hi, Math.max(0, v)) * 100) / 100; };
@@ -371,14 +373,20 @@
       if (!tool || !item()) return;
       if (event.key === "Enter") {
         event.preventDefault();
-        // The centre the view is going to, once the arrow keys pressed before this Enter have
-        // moved it: OpenSeadragon pans for a key in its next animation frame, and then
-        // animates there, so the point waits for that frame and takes the pan's target.
-        requestAnimationFrame(function () {
-          if (!tool || !item()) return;
-          const centre = viewer.viewport.getCenter(false);
-          place(clampToImage(item().viewportToImageCoordinates(centre)));
-        });
+        // The centre the view is going to (the arrows below move it at once).
+        const centre = viewer.viewport.getCenter(false);
+        place(clampToImage(item().viewportToImageCoordinates(centre)));
+      } else if (ARROWS[event.key] && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey) {
+        // While a tool places points, the arrow keys move the view by a step at once, instead
+        // of OpenSeadragon's glide over the frames that follow a key: an Enter pressed right
+        // after them then means where they took the view.
+        event.preventDefault();
+        event.stopPropagation();
+        const step = viewer.viewport.deltaPointsFromPixels(
+          new OpenSeadragon.Point(viewer.pixelsPerArrowPress, viewer.pixelsPerArrowPress));
+        const [dx, dy] = ARROWS[event.key];
+        viewer.viewport.panBy(new OpenSeadragon.Point(dx * step.x, dy * step.y));
+        viewer.viewport.applyConstraints();
       } else if (event.key === "Escape") {
         event.preventDefault();
         if (points.length) cancel();
