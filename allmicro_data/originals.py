@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,12 +23,18 @@ from allmicro_data.jobs import enqueue
 from allmicro_data.lifecycle import take_out_of_trash
 from allmicro_data.names import unfit_character
 from allmicro_data.object_keys import original_key
-from allmicro_data.storage import ObjectStore, SupportsFileAdoption
+from allmicro_data.storage import ObjectStore, SupportsFileAdoption, SupportsLocalPaths
 from allmicro_data.storage.base import CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from allmicro_data.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 255
+# A local copy kept for an ingest job that has not read it by then is removed by the upload
+# sweep: its job runs elsewhere, or is long gone.
+LOCAL_COPY_MAX_AGE_SECONDS = 24 * 3600.0
 
 
 @dataclass
@@ -86,6 +95,63 @@ def place_original(store: ObjectStore, path: Path, sha256: str, original_name: s
         store.delete(key)
         raise OSError(f"stored bytes of {original_name!r} do not match what was received")
     return True
+
+
+def local_copies_dir(settings: Settings) -> Path:
+    """Where just-uploaded originals wait for their ingest job, by sha256 (beside the spool)."""
+    return settings.uploads_dir / "for-ingest"
+
+
+def keep_for_ingest(settings: Settings, store: ObjectStore, path: Path, sha256: str) -> bool:
+    """Keep a spooled original that the store took a copy of (S3) as its ingest job's local
+    copy, by renaming it; False (the file left where it is) when the store keeps its objects as
+    files here anyway, or the copies kept would pass `ingest_local_copies_gb`.
+
+    A job on this machine then reads the original from disk instead of downloading from the
+    store the bytes that just went up, which costs our CPU, the store's, and the time of a
+    whole transfer before the conversion starts.
+    """
+    if isinstance(store, SupportsLocalPaths) or not path.is_file():
+        return False
+    directory = local_copies_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    for entry in os.scandir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            kept += entry.stat().st_size
+    if kept + path.stat().st_size > settings.ingest_local_copies_gb * 1e9:
+        return False
+    os.replace(path, directory / sha256)
+    return True
+
+
+def local_copy(settings: Settings, sha256: str, size: int) -> Path | None:
+    """The local copy of an original kept by keep_for_ingest, if it is here and whole."""
+    path = local_copies_dir(settings) / sha256
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == size:
+            return path
+    return None
+
+
+def release_local_copy(settings: Settings, sha256: str) -> None:
+    """The ingest job has read its original: its local copy goes."""
+    (local_copies_dir(settings) / sha256).unlink(missing_ok=True)
+
+
+def sweep_local_copies(settings: Settings, now: float | None = None) -> int:
+    """Remove local copies older than LOCAL_COPY_MAX_AGE_SECONDS; how many went."""
+    directory = local_copies_dir(settings)
+    if not directory.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - LOCAL_COPY_MAX_AGE_SECONDS
+    removed = 0
+    for entry in os.scandir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def store_original(

@@ -292,6 +292,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Unfinished resumable uploads idle this long are deleted.",
     )
+    ingest_local_copies_gb: float = Field(
+        default=16.0,
+        ge=0,
+        description="With a store the uploads are not renamed into (S3): up to this many GB of "
+        "just-uploaded originals stay beside the uploads until their ingest job has read them, "
+        "so a job on this machine reads its original from disk instead of downloading it "
+        "again; 0 keeps none.",
+    )
     companion_wait_seconds: float = Field(
         default=600.0,
         ge=0,

@@ -31,7 +31,13 @@ from allmicro_data.catalogue.models import (
 )
 from allmicro_data.errors import Conflict, DomainError, Invalid, NotFound
 from allmicro_data.jobs import lower_thread_priority
-from allmicro_data.originals import clean_name, place_original, store_original
+from allmicro_data.originals import (
+    clean_name,
+    keep_for_ingest,
+    place_original,
+    store_original,
+    sweep_local_copies,
+)
 from allmicro_data.quotas import check_upload
 from allmicro_data.services import Services
 from allmicro_data.spool import SpoolWriter
@@ -669,6 +675,8 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
             size=upload.length,
             detail={"already_present": result.already_present, "upload_id": upload.id},
         )
+    if result.job is not None and not result.already_present:
+        keep_for_ingest(services.settings, services.store, path, upload.sha256)
     _discard(services, upload_id)
     services.wake_jobs()
     log.info(
@@ -734,8 +742,12 @@ def sweep_uploads(services: Services, now: datetime | None = None) -> int:
             if stray.stem not in known and stray.stat().st_mtime < cutoff:
                 stray.unlink(missing_ok=True)
                 swept += 1
+    swept += sweep_local_copies(services.settings, now.timestamp())
     if swept:
-        log.info("upload sweep: %d expired uploads and stray spool files removed", swept)
+        log.info(
+            "upload sweep: %d expired uploads, stray spool files and old local copies removed",
+            swept,
+        )
     return swept
 
 

@@ -47,6 +47,7 @@ from allmicro_data.ingest.readers.jeol import project_lists
 from allmicro_data.ingest.readers.normalise import jsonable
 from allmicro_data.jobs import STORAGE_FULL_MESSAGE, JobContext, JobFailure, public_error, rerun
 from allmicro_data.object_keys import image_prefix, ome_xml_key, pyramid_key
+from allmicro_data.originals import local_copy, release_local_copy
 from allmicro_data.scratch import INGEST_PREFIX, scratch_directory, sweep_scratch
 from allmicro_data.search import search_text
 from allmicro_data.storage import (
@@ -58,6 +59,7 @@ from allmicro_data.storage import (
 
 if TYPE_CHECKING:
     from allmicro_data.services import Services
+    from allmicro_data.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,12 @@ def safe_filename(name: str) -> str:
 
 
 @contextmanager
-def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path]]:
+def local_originals(
+    store: ObjectStore, files: list[File], settings: Settings | None = None
+) -> Iterator[list[Path]]:
     """The originals as local files named as uploaded, side by side (readers find companions
-    by name, and some look at the extension). Local files are linked, other objects downloaded."""
+    by name, and some look at the extension). Local files are linked, and so are the local
+    copies that uploads left for their jobs (given settings); other objects are downloaded."""
     with scratch_directory(INGEST_PREFIX) as workdir:
         paths: list[Path] = []
         used: set[str] = set()
@@ -88,8 +93,13 @@ def local_originals(store: ObjectStore, files: list[File]) -> Iterator[list[Path
                 name = f"_{name}"
             used.add(name.lower())
             local = workdir / name
+            copy = None
+            if settings is not None and f.sha256 and f.size is not None:
+                copy = local_copy(settings, f.sha256, f.size)
             if isinstance(store, SupportsLocalPaths):
                 os.symlink(store.local_path(f.storage_key), local)
+            elif copy is not None:
+                os.symlink(copy, local)
             else:
                 with local.open("wb") as out:
                     for block in store.open(f.storage_key):
@@ -317,11 +327,12 @@ def run_ingest_job(ctx: JobContext) -> None:
             return
         session.expunge_all()
     kind = ctx.job.kind.value
-    originals_size = sum(f.size or 0 for f in [file, *companions])
+    originals = [file, *companions]
+    originals_size = sum(f.size or 0 for f in originals)
     try:
         with ExitStack() as cleanup:
             with metrics.stage(kind, "fetch", originals_size):
-                paths = cleanup.enter_context(local_originals(store, [file, *companions]))
+                paths = cleanup.enter_context(local_originals(store, originals, services.settings))
             try:
                 with metrics.stage(kind, "read", originals_size):
                     image_file = open_image_file(paths[0], paths[1:])
@@ -343,13 +354,26 @@ def run_ingest_job(ctx: JobContext) -> None:
                 if incomplete:
                     for series in image_file.series:
                         series.warnings = [*series.warnings, incomplete]
-                _ingest_series(ctx, file, image_file.format, image_file.series, [file, *companions])
+                _ingest_series(ctx, file, image_file.format, image_file.series, originals)
+    except JobFailure as exc:
+        if not exc.transient:
+            _release_local_copies(services.settings, originals)
+        raise
     except StorageError as exc:
         if is_storage_full(exc):
             # Waited for, however long it takes: the image is failed with this reason until
             # space is freed and the job's next try makes it.
             raise JobFailure(STORAGE_FULL_MESSAGE, storage_full=True) from exc
         raise JobFailure(f"storage unavailable: {exc}", transient=True) from exc
+    _release_local_copies(services.settings, originals)
+
+
+def _release_local_copies(settings: Settings, originals: list[File]) -> None:
+    """The job is over for good (made its images, or failed on its input): the local copies
+    its originals' uploads left go; a job to be tried again keeps them."""
+    for f in originals:
+        if f.sha256:
+            release_local_copy(settings, f.sha256)
 
 
 def _ingest_series(

@@ -16,7 +16,7 @@ from allmicro_data.audit import record
 from allmicro_data.catalogue.models import Dataset
 from allmicro_data.catalogue.models import File as StoredFile
 from allmicro_data.ingest.grouping import acquisition_key
-from allmicro_data.originals import clean_name, spool, store_original
+from allmicro_data.originals import clean_name, keep_for_ingest, spool, store_original
 from allmicro_data.quotas import check_upload
 from allmicro_data.storage import SupportsPresignedGet
 
@@ -82,6 +82,8 @@ def upload_file(
             detail={"already_present": result.already_present},
         )
         session.commit()
+        if result.job is not None and not result.already_present:
+            keep_for_ingest(services.settings, services.store, path, sha256)
     finally:
         path.unlink(missing_ok=True)
     services.wake_jobs()
