@@ -262,7 +262,7 @@ PHASES = ("warm-up", "idle", "day", "after")
 
 
 class Viewers:
-    """VIEWERS processes, each requesting random level-0 tiles of the viewing images with a
+    """count processes (VIEWERS by default), each requesting random level-0 tiles of the viewing images with a
     think time between them; latencies are kept per phase.
 
     Processes, as browsers on other machines are: as 16 threads of one process, the viewers
@@ -270,7 +270,14 @@ class Viewers:
     sent it (measured against the server's own start and end of each request during uploads).
     """
 
-    def __init__(self, url: str, token: str, images: list[dict[str, Any]], think: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        images: list[dict[str, Any]],
+        think: float,
+        count: int = VIEWERS,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._phase = context.Value("i", 0)
         self._counts = context.Array("i", len(PHASES))
@@ -288,7 +295,7 @@ class Viewers:
                 },
                 daemon=True,
             )
-            for index in range(VIEWERS)
+            for index in range(count)
         ]
         self.latencies: dict[str, list[float]] = {}
         self.errors: dict[str, int] = {}
@@ -532,7 +539,7 @@ def run_day(
         images = viewer_images(client, ids)
         datasets = instrument_datasets(client)
         token = server.token()
-        viewers = Viewers(server.url, token, images, args.think)
+        viewers = Viewers(server.url, token, images, args.think, args.viewers)
         viewers.start()
         time.sleep(args.idle_seconds / 3)  # warm-up: the chunk cache fills, not measured
         viewers.phase = "idle"
@@ -661,15 +668,18 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
         f"{figures['upload_seconds']:.1f} s): {rate * 1000:.0f} MB/s = "
         f"{rate / floor_rate:.0%} of the floor (goal ≥ 70 %)"
     )
-    print("  tiles    n      p50       p99     errors")
-    for phase, values in (("idle", idle), ("day", day)):
-        print(
-            f"  {phase:<5} {len(values):5d} {percentile(values, 0.5):7.1f} ms {percentile(values, 0.99):7.1f} ms"
-            f"   {figures['errors'].get(phase, 0)}"
-        )
-    print(f"  day p99 / idle p99 = {day99 / idle99:.2f}x (goal ≤ 3x)")
-    for phase, share in figures["in_server"].items():
-        print(f"  tiles {phase}: {share}")
+    if not idle and not day:
+        print("  tiles    none (no viewers)")
+    else:
+        print("  tiles    n      p50       p99     errors")
+        for phase, values in (("idle", idle), ("day", day)):
+            print(
+                f"  {phase:<5} {len(values):5d} {percentile(values, 0.5):7.1f} ms"
+                f" {percentile(values, 0.99):7.1f} ms   {figures['errors'].get(phase, 0)}"
+            )
+        print(f"  day p99 / idle p99 = {day99 / idle99:.2f}x (goal ≤ 3x)")
+        for phase, share in figures["in_server"].items():
+            print(f"  tiles {phase}: {share}")
     print(
         f"  CPU per GB ingested: ours {figures['our_cpu'] / gb:.1f} s = job processes"
         f" {figures['job_cpu'] / gb:.1f} s + server {figures['server_ingest_cpu'] / gb:.1f} s"
@@ -720,6 +730,12 @@ def main() -> None:
     )
     parser.add_argument("--idle-seconds", type=float, default=None)
     parser.add_argument("--think", type=float, default=0.1, help="seconds between a viewer's tiles")
+    parser.add_argument(
+        "--viewers",
+        type=int,
+        default=VIEWERS,
+        help="viewer processes (0: ingest alone, so the server's CPU is all ingest's)",
+    )
     parser.add_argument("--timeout", type=float, default=420.0)
     parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
     parser.add_argument("--timeline", action="store_true", help="print each file's times")
@@ -748,7 +764,9 @@ def main() -> None:
     kinds: dict[str, list[int]] = {}
     for a in mix:
         kinds.setdefault(a.kind, []).append(a.size)
-    print(f"the mix: {len(mix)} files, {total / GB:.2f} GB, {AGENTS} agents, {VIEWERS} viewers")
+    print(
+        f"the mix: {len(mix)} files, {total / GB:.2f} GB, {AGENTS} agents, {args.viewers} viewers"
+    )
     for kind, sizes in kinds.items():
         print(f"  {len(sizes):3d} x {kind:<16} {sum(sizes) / 1e6:9.1f} MB")
     work = Path(tempfile.mkdtemp(prefix="allmicro-bench-day-"))
