@@ -27,7 +27,7 @@ from allmicro_data.ingest.ngff import (
     shard_index_bytes,
 )
 from allmicro_data.ingest.ngff.layout import EMPTY_SHARD_SLOT
-from allmicro_data.storage import ObjectNotFound, ObjectStore
+from allmicro_data.storage import ObjectNotFound, ObjectStore, read_suffix
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 
 
@@ -39,6 +39,8 @@ class ChunkCache:
         self._items: OrderedDict[str, np.ndarray[Any, Any]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # One lock per item being loaded: the tiles that need it at once wait for one load.
+        self._loading: dict[str, threading.Lock] = {}
 
     def get(self, key: str) -> np.ndarray[Any, Any] | None:
         with self._lock:
@@ -51,6 +53,30 @@ class ChunkCache:
         """Whether key is cached (without making it the most recently used)."""
         with self._lock:
             return key in self._items
+
+    def get_or_load(
+        self, key: str, load: Callable[[], np.ndarray[Any, Any]]
+    ) -> np.ndarray[Any, Any]:
+        """The item under key, loaded (and kept) once however many threads ask for it together.
+
+        A viewer's first tiles arrive together and often need the same chunk or the same
+        shard's index: from S3, each of them reading it again made the cold tiles' tail."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        try:
+            with loading:
+                found = self.get(key)
+                if found is None:
+                    found = load()
+                    self.put(key, found)
+                return found
+        finally:
+            with self._lock:
+                if self._loading.get(key) is loading and not loading.locked():
+                    del self._loading[key]
 
     def put(self, key: str, value: np.ndarray[Any, Any]) -> None:
         with self._lock:
@@ -201,18 +227,15 @@ def _chunk(
 ) -> np.ndarray[Any, Any]:
     stored = lvl.stored
     key, slot = _chunk_address(lvl, index)
-    tagged = _chunk_tag(lvl, key, slot)
-    found = cache.get(tagged)
-    if found is not None:
-        return found
-    raw = _stored_chunk(store, cache, lvl, key, slot)
-    if raw is None:
-        chunk = np.full(stored.chunks, stored.fill_value or 0, dtype=stored.dtype)
-    else:
+
+    def load() -> np.ndarray[Any, Any]:
+        raw = _stored_chunk(store, cache, lvl, key, slot)
+        if raw is None:
+            return np.full(stored.chunks, stored.fill_value or 0, dtype=stored.dtype)
         decoded = stored.decoder.decode(raw) if stored.decoder is not None else raw
-        chunk = np.frombuffer(decoded, dtype=stored.dtype).reshape(stored.chunks)
-    cache.put(tagged, chunk)
-    return chunk
+        return np.frombuffer(decoded, dtype=stored.dtype).reshape(stored.chunks)
+
+    return cache.get_or_load(_chunk_tag(lvl, key, slot), load)
 
 
 def _stored_chunk(
@@ -222,16 +245,15 @@ def _stored_chunk(
     try:
         if slot < 0:
             return store.get_bytes(key)
-        # A shard's index is read once (two small requests) and kept with the decoded chunks;
-        # then each chunk is one range request, as zarr itself would read it.
-        index_key = f"{lvl.tag}:{key}#index"
-        index = cache.get(index_key)
-        if index is None:
-            n_chunks = math.prod(lvl.stored.chunks_per_shard)
-            size = store.size(key)
-            data = store.get_bytes(key, size - shard_index_bytes(n_chunks), size)
-            index = parse_shard_index(data, n_chunks)
-            cache.put(index_key, index)
+        # A shard's index is read once (one request for its last bytes where the store can) and
+        # kept with the decoded chunks; then each chunk is one range request, as zarr reads it.
+        n_chunks = math.prod(lvl.stored.chunks_per_shard)
+        index = cache.get_or_load(
+            f"{lvl.tag}:{key}#index",
+            lambda: parse_shard_index(
+                read_suffix(store, key, shard_index_bytes(n_chunks)), n_chunks
+            ),
+        )
         offset, length = (int(v) for v in index[slot])
         if offset == EMPTY_SHARD_SLOT:
             return None

@@ -22,7 +22,9 @@ from allmicro_data.storage.base import (
     SupportsLocalPaths,
     SupportsPresignedGet,
     SupportsReplicas,
+    SupportsSuffixRead,
     is_storage_full,
+    read_suffix,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +80,9 @@ __all__ = [
     "SupportsLocalPaths",
     "SupportsPresignedGet",
     "SupportsReplicas",
+    "SupportsSuffixRead",
     "is_storage_full",
     "open_replicated_store",
     "open_store",
+    "read_suffix",
 ]

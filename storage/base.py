@@ -180,6 +180,25 @@ class ObjectStore(Protocol):
 
 
 @runtime_checkable
+class SupportsSuffixRead(Protocol):
+    """A store that reads an object's last bytes in one request, without knowing its size (a
+    shard's index is at its end)."""
+
+    def get_suffix(self, key: str, length: int) -> bytes:
+        """The last length bytes of an object (all of it when it is shorter)."""
+        ...
+
+
+def read_suffix(store: ObjectStore, key: str, length: int) -> bytes:
+    """The last length bytes of an object: in one request where the store can, else its size
+    and a range."""
+    if isinstance(store, SupportsSuffixRead):
+        return store.get_suffix(key, length)
+    size = store.size(key)
+    return store.get_bytes(key, max(0, size - length), size)
+
+
+@runtime_checkable
 class SupportsPresignedGet(Protocol):
     """A store that can hand out short-lived URLs a browser fetches the bytes from directly."""
 

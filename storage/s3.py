@@ -599,6 +599,29 @@ class S3Store:
             response.close()
             response.release_conn()
 
+    def get_suffix(self, key: str, length: int) -> bytes:
+        if length <= 0:
+            raise ValueError("a suffix must hold at least one byte")
+        name = self._name(key)
+        self._ensure_ready()
+        try:
+            with self._errors("read", key):
+                response = self._client.get_object(
+                    self.bucket, name, request_headers={"Range": f"bytes=-{length}"}
+                )
+        except StorageError as exc:
+            if "InvalidRange" in str(exc):
+                # An empty object has no last bytes; a missing one must still say so.
+                self.size(key)
+                return b""
+            raise
+        try:
+            with self._errors("read", key):
+                return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
     def _get(self, key: str, start: int, end: int | None) -> urllib3.BaseHTTPResponse | None:
         """The response for bytes [start, end), or None when that range holds no bytes."""
         name = self._name(key)

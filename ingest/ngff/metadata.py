@@ -8,6 +8,7 @@ is exactly what those libraries do; only the multiscales and omero blocks are pu
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import threading
@@ -267,14 +268,24 @@ class StoredPyramid:
         return 2 if self.ngff_version == "0.4" else 3
 
 
+# The NGFF models cost half a second of imports that writing a pyramid never needs (`allmicro
+# convert`, job processes): they are loaded by the first reader, or by a server's warm-up.
+NGFF_MODEL_MODULES = ("ome_zarr_models.v04.image", "ome_zarr_models.v05.image")
+
+
+def load_ngff_models() -> None:
+    """Import the NGFF models read_pyramid_metadata validates with, ahead of its first call."""
+    for name in NGFF_MODEL_MODULES:
+        importlib.import_module(name)
+
+
 def read_pyramid_metadata(store: ObjectStore, key: str) -> StoredPyramid:
     """Parse the metadata of the pyramid at key: one request for the root, one per level.
 
     Raises ObjectNotFound when key holds no pyramid and ValueError when its metadata is not
     valid NGFF 0.4 or 0.5.
     """
-    # The NGFF models cost half a second of imports that writing a pyramid never needs
-    # (`allmicro convert`, job processes): they are loaded by the first reader.
+    # See NGFF_MODEL_MODULES.
     from ome_zarr_models.v04.image import ImageAttrs as ImageAttrsV04
     from ome_zarr_models.v05.image import ImageAttrs as ImageAttrsV05
 

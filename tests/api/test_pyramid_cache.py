@@ -4,6 +4,8 @@ a tile crosses into a thread once."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,3 +100,51 @@ def test_a_tile_goes_to_the_thread_pool_once_for_its_rendering(tmp_path: Path) -
 
     offenders = {route.path: plain_functions(route.dependant) for route in rendering}
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+WARM_UP = """
+import asyncio, sys, time
+from pathlib import Path
+from fastapi.routing import _IncludedRouter
+from allmicro_data.api.app import create_app
+from allmicro_data.ingest.ngff.metadata import NGFF_MODEL_MODULES
+from allmicro_data.settings import Settings
+
+data = Path(sys.argv[1])
+app = create_app(Settings(data_dir=data, database_url=f"sqlite:///{data / 'c.sqlite3'}",
+                          admin_email="admin@example.org", admin_password="a long admin password",
+                          job_workers=0, argon2_time_cost=1, argon2_memory_kib=1024,
+                          argon2_parallelism=1))
+routers = [r for r in app.routes if isinstance(r, _IncludedRouter)]
+assert routers, "no included routers: FastAPI builds route contexts differently now"
+
+def built() -> bool:
+    return all(
+        r._effective_candidates_version == r.original_router._get_routes_version()
+        for r in routers
+    )
+
+assert not any(m in sys.modules for m in NGFF_MODEL_MODULES), "imported before start-up"
+assert not built(), "route contexts built before start-up"
+
+async def serve() -> None:
+    async with app.router.lifespan_context(app):
+        deadline = time.monotonic() + 60
+        while not (all(m in sys.modules for m in NGFF_MODEL_MODULES) and built()):
+            assert time.monotonic() < deadline, "start-up did not warm the tile path"
+            await asyncio.sleep(0.02)
+
+asyncio.run(serve())
+print("warm")
+"""
+
+
+def test_start_up_loads_what_the_first_tile_would_load_on_its_way(tmp_path: Path) -> None:
+    """The NGFF models and FastAPI's route contexts are loaded beside start-up, so the first
+    viewer of a fresh server does not wait for them (bench/tiles.py --s3: its first tile took
+    half a second, and the first second's tiles the cold run's tail)."""
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_UP, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("warm")

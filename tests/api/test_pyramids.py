@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -89,6 +92,76 @@ def test_a_shards_index_is_read_once_then_each_chunk_is_one_range_request(
     assert counting.requests == 2 + 4  # size and index, then one range per chunk
     pyramid.read(counting, cache, 0, {}, (0, 64), (256, 390))  # type: ignore[arg-type]
     assert counting.requests == 6 + 3  # the index is kept: only the new chunks
+
+
+class SuffixCountingStore(CountingStore):
+    """A counting store that reads an object's last bytes in one request, as S3 does."""
+
+    def get_suffix(self, key: str, length: int) -> bytes:
+        self.requests += 1
+        size = self.inner.size(key)
+        return self.inner.get_bytes(key, max(0, size - length), size)
+
+
+def test_a_store_that_reads_last_bytes_reads_a_shards_index_in_one_request(
+    written: tuple[LocalStore, np.ndarray[Any, Any]],
+) -> None:
+    store, _ = written
+    counting = SuffixCountingStore(store)
+    pyramid = open_pyramid(counting, f"v05-sharded/{KEY}")  # type: ignore[arg-type]
+    counting.requests = 0
+    pyramid.read(counting, ChunkCache(1 << 30), 0, {}, (0, 64), (0, 256))  # type: ignore[arg-type]
+    assert counting.requests == 1 + 4
+
+
+class GatedStore(SuffixCountingStore):
+    """Holds the first request until released, to let other readers arrive meanwhile."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        super().__init__(inner)
+        self.lock = threading.Lock()
+        self.first_waiting = threading.Event()
+        self.release = threading.Event()
+
+    def _count(self) -> None:
+        with self.lock:
+            self.requests += 1
+            first = self.requests == 1
+        if first:
+            self.first_waiting.set()
+            assert self.release.wait(30)
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self._count()
+        return self.inner.get_bytes(key, start, end)
+
+    def get_suffix(self, key: str, length: int) -> bytes:
+        self._count()
+        size = self.inner.size(key)
+        return self.inner.get_bytes(key, max(0, size - length), size)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tiles_that_need_the_same_chunk_at_once_read_it_once(
+    written: tuple[LocalStore, np.ndarray[Any, Any]], layout: str
+) -> None:
+    store, data = written
+    gated = GatedStore(store)
+    pyramid = open_pyramid(store, f"{layout}/{KEY}")
+    cache = ChunkCache(1 << 30)
+    with ThreadPoolExecutor(8) as pool:
+        reads = [pool.submit(pyramid.read, gated, cache, 0, {}, (0, 64), (0, 64)) for _ in range(8)]
+        assert gated.first_waiting.wait(30)
+        # The other seven have arrived and must wait for that read: none of them may request
+        # anything in the meantime (given half a second to do it wrongly).
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and gated.requests == 1:
+            time.sleep(0.01)
+        gated.release.set()
+        for read in reads:
+            np.testing.assert_array_equal(read.result(), data[:64, :64])
+    # One chunk; a shard's index first.
+    assert gated.requests == (2 if layout == "v05-sharded" else 1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -28,6 +28,7 @@ from allmicro_data.storage import (
     ObjectStore,
     StorageError,
     StoredObject,
+    read_suffix,
 )
 from allmicro_data.storage.base import (
     CHUNK_SIZE,
@@ -36,6 +37,7 @@ from allmicro_data.storage.base import (
     SupportsLocalPaths,
     SupportsPresignedGet,
     SupportsReplicas,
+    SupportsSuffixRead,
 )
 from allmicro_data.storage.zarr_adapter import ZarrObjectStore
 from tests.conftest import TLS
@@ -52,6 +54,7 @@ CAPABILITIES: tuple[type, ...] = (
     SupportsLocalPaths,
     SupportsPresignedGet,
     SupportsReplicas,
+    SupportsSuffixRead,
 )
 
 
@@ -194,6 +197,19 @@ class ObjectStoreContract:
                 store.get_bytes("r", start, end)
             with pytest.raises(ValueError):
                 b"".join(store.open("r", start, end))
+
+    def test_the_last_bytes_read_in_one_call(self, store: ObjectStore) -> None:
+        data = os.urandom(LARGE)
+        store.put("r", _blocks(data))
+        store.put_bytes("empty", b"")
+        for length in (1, 516, CHUNK_SIZE + 3, len(data), len(data) + 100):
+            assert read_suffix(store, "r", length) == data[-length:], length
+        assert read_suffix(store, "empty", 16) == b""
+        with pytest.raises(ObjectNotFound):
+            read_suffix(store, "no/such", 16)
+        if isinstance(store, SupportsSuffixRead):
+            with pytest.raises(ValueError):
+                store.get_suffix("r", 0)
 
     def test_missing_objects_raise_object_not_found(self, store: ObjectStore) -> None:
         assert not store.exists("no/such")

@@ -14,6 +14,7 @@ from allmicro_data.storage import (
     StorageError,
     StoredObject,
     SupportsPresignedGet,
+    SupportsSuffixRead,
     open_store,
     s3,
 )
@@ -30,7 +31,7 @@ def store(seaweed: SeaweedServer, prefix: str) -> S3Store:
 class TestS3StoreContract(ObjectStoreContract):
     url_scheme = "s3"
     presigns = True
-    capabilities = frozenset({SupportsPresignedGet})
+    capabilities = frozenset({SupportsPresignedGet, SupportsSuffixRead})
 
     @pytest.fixture
     def store(self, seaweed: SeaweedServer, prefix: str) -> S3Store:
