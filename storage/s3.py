@@ -590,14 +590,7 @@ class S3Store:
 
     def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         response = self._get(key, start, end)
-        if response is None:
-            return b""
-        try:
-            with self._errors("read", key):
-                return bytes(response.read())
-        finally:
-            response.close()
-            response.release_conn()
+        return b"" if response is None else self._body(response, key)
 
     def get_suffix(self, key: str, length: int) -> bytes:
         if length <= 0:
@@ -615,6 +608,10 @@ class S3Store:
                 self.size(key)
                 return b""
             raise
+        return self._body(response, key)
+
+    def _body(self, response: urllib3.BaseHTTPResponse, key: str) -> bytes:
+        """The whole body of a GET's response, the connection then back in the pool."""
         try:
             with self._errors("read", key):
                 return bytes(response.read())

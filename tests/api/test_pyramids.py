@@ -39,13 +39,25 @@ class CountingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+    def _count(self) -> None:
         self.requests += 1
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self._count()
         return self.inner.get_bytes(key, start, end)
 
     def size(self, key: str) -> int:
-        self.requests += 1
+        self._count()
         return self.inner.size(key)
+
+
+class SuffixCountingStore(CountingStore):
+    """A counting store that reads an object's last bytes in one request, as S3 does."""
+
+    def get_suffix(self, key: str, length: int) -> bytes:
+        self._count()
+        size = self.inner.size(key)
+        return self.inner.get_bytes(key, max(0, size - length), size)
 
 
 @pytest.fixture(scope="module")
@@ -79,39 +91,23 @@ def test_every_layout_is_read_directly_and_equals_what_zarr_reads(
             np.testing.assert_array_equal(got, expected[y[0] : y[1], x[0] : x[1]])
 
 
+@pytest.mark.parametrize(
+    ("kind", "index_requests"),
+    [(CountingStore, 2), (SuffixCountingStore, 1)],  # size and index; or the last bytes
+)
 def test_a_shards_index_is_read_once_then_each_chunk_is_one_range_request(
-    written: tuple[LocalStore, np.ndarray[Any, Any]],
+    written: tuple[LocalStore, np.ndarray[Any, Any]], kind: type[CountingStore], index_requests: int
 ) -> None:
     store, _ = written
-    counting = CountingStore(store)
+    counting = kind(store)
     pyramid = open_pyramid(counting, f"v05-sharded/{KEY}")  # type: ignore[arg-type]
     counting.requests = 0
     cache = ChunkCache(1 << 30)
     # Four chunks of the first chunk row: one shard.
     pyramid.read(counting, cache, 0, {}, (0, 64), (0, 256))  # type: ignore[arg-type]
-    assert counting.requests == 2 + 4  # size and index, then one range per chunk
+    assert counting.requests == index_requests + 4  # then one range per chunk
     pyramid.read(counting, cache, 0, {}, (0, 64), (256, 390))  # type: ignore[arg-type]
-    assert counting.requests == 6 + 3  # the index is kept: only the new chunks
-
-
-class SuffixCountingStore(CountingStore):
-    """A counting store that reads an object's last bytes in one request, as S3 does."""
-
-    def get_suffix(self, key: str, length: int) -> bytes:
-        self.requests += 1
-        size = self.inner.size(key)
-        return self.inner.get_bytes(key, max(0, size - length), size)
-
-
-def test_a_store_that_reads_last_bytes_reads_a_shards_index_in_one_request(
-    written: tuple[LocalStore, np.ndarray[Any, Any]],
-) -> None:
-    store, _ = written
-    counting = SuffixCountingStore(store)
-    pyramid = open_pyramid(counting, f"v05-sharded/{KEY}")  # type: ignore[arg-type]
-    counting.requests = 0
-    pyramid.read(counting, ChunkCache(1 << 30), 0, {}, (0, 64), (0, 256))  # type: ignore[arg-type]
-    assert counting.requests == 1 + 4
+    assert counting.requests == index_requests + 4 + 3  # the index is kept: only new chunks
 
 
 class GatedStore(SuffixCountingStore):
@@ -130,15 +126,6 @@ class GatedStore(SuffixCountingStore):
         if first:
             self.first_waiting.set()
             assert self.release.wait(30)
-
-    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        self._count()
-        return self.inner.get_bytes(key, start, end)
-
-    def get_suffix(self, key: str, length: int) -> bytes:
-        self._count()
-        size = self.inner.size(key)
-        return self.inner.get_bytes(key, max(0, size - length), size)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
