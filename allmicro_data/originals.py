@@ -109,19 +109,26 @@ def keep_for_ingest(settings: Settings, store: ObjectStore, path: Path, sha256: 
 
     A job on this machine then reads the original from disk instead of downloading from the
     store the bytes that just went up, which costs our CPU, the store's, and the time of a
-    whole transfer before the conversion starts.
+    whole transfer before the conversion starts. Only an optimisation: a copy that cannot be
+    kept is logged, and the job downloads the original instead.
     """
-    if isinstance(store, SupportsLocalPaths) or not path.is_file():
+    limit = settings.ingest_local_copies_gb * 1e9
+    if limit <= 0 or isinstance(store, SupportsLocalPaths):
         return False
     directory = local_copies_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
-    kept = 0
-    for entry in os.scandir(directory):
-        with contextlib.suppress(FileNotFoundError):
-            kept += entry.stat().st_size
-    if kept + path.stat().st_size > settings.ingest_local_copies_gb * 1e9:
+    try:
+        size = path.stat().st_size
+        directory.mkdir(parents=True, exist_ok=True)
+        kept = 0
+        for entry in os.scandir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                kept += entry.stat().st_size
+        if kept + size > limit:
+            return False
+        os.replace(path, directory / sha256)
+    except OSError as exc:
+        log.warning("could not keep a local copy of %s for its ingest job: %s", sha256, exc)
         return False
-    os.replace(path, directory / sha256)
     return True
 
 

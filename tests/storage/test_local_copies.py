@@ -34,11 +34,10 @@ from allmicro_data.originals import (
     local_copy,
     spool,
     store_original,
-    sweep_local_copies,
 )
 from allmicro_data.services import Services
 from allmicro_data.settings import Settings
-from allmicro_data.uploads import complete_upload, spool_path
+from allmicro_data.uploads import complete_upload, spool_path, sweep_uploads
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
 
@@ -152,6 +151,11 @@ def test_copies_are_kept_up_to_the_limit_and_only_for_stores_elsewhere(
     # A store that keeps objects as files here reads them in place: no copy.
     assert not keep_for_ingest(services.settings, services.store, second, "b" * 64)
     assert second.is_file()
+    # Nor with the setting at 0, nor of a spool file that went missing (logged, not raised).
+    none = settings.model_copy(update={"ingest_local_copies_gb": 0})
+    assert not keep_for_ingest(none, s3_services.store, second, "b" * 64)
+    assert second.is_file()
+    assert not keep_for_ingest(settings, s3_services.store, tmp_path / "gone", "c" * 64)
     # A copy of another size is not the original's.
     assert local_copy(settings, "a" * 64, 1999) is None
     assert local_copy(settings, "a" * 64, 2000) is not None
@@ -166,7 +170,7 @@ def test_the_sweep_removes_copies_no_job_came_for(s3_services: Services, tmp_pat
     assert keep_for_ingest(settings, s3_services.store, new, "1" * 64)
     long_ago = time.time() - LOCAL_COPY_MAX_AGE_SECONDS - 60
     os.utime(local_copies_dir(settings) / ("0" * 64), (long_ago, long_ago))
-    assert sweep_local_copies(settings) == 1
+    assert sweep_uploads(s3_services) == 1  # the server's upload sweep takes them too
     assert local_copy(settings, "0" * 64, 1) is None
     assert local_copy(settings, "1" * 64, 1) is not None
 

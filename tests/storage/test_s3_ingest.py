@@ -116,6 +116,9 @@ def test_ingest_tiles_and_presigned_download_on_replicated_s3(
     # Every object of the image is on both sites and in its manifest, with the right checksum.
     manifest = manifest_of(primary, image_id)
     sha = hashlib.sha256(original).hexdigest()
+    # The upload left its bytes beside the uploads for the job, which took them away when done.
+    copies = Path(server.env["ALLMICRO_DATA_DIR"]) / "uploads" / "for-ingest"
+    assert copies.is_dir() and not (copies / sha).exists()
     keys = {o.key for o in manifest.objects}
     assert f"raw/{sha}" in keys and f"images/{image_id}/metadata.ome.xml" in keys
     assert keys >= set(primary.list(f"images/{image_id}/image.ome.zarr/"))
