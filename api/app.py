@@ -167,7 +167,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hsts_seconds=settings.hsts_seconds,
     )
     problems.document_problems(app)
+    # The viewer's routers first: a router's routes are tried in turn for every request, and
+    # tiles are most of them (tens per second per viewer).
     for module in (
+        iiif,
+        zarr,
+        tiles,
         health,
         metrics,
         auth,
@@ -179,11 +184,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         shares,
         audit,
         storage_admin,
-        tiles,
         renderings,
-        iiif,
         iiif_auth,
-        zarr,
         uploads,
         lifecycle,
         rois,
