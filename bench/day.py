@@ -301,6 +301,8 @@ class Viewers:
         self.errors: dict[str, int] = {}
         # (time the request started, milliseconds) of the day's tiles, for the day's stretches.
         self.day_times: list[tuple[float, float]] = []
+        # CPU seconds of the viewer processes by phase (known once stopped).
+        self.cpu: dict[str, float] = {}
 
     @property
     def phase(self) -> str:
@@ -321,7 +323,9 @@ class Viewers:
     def stop(self) -> None:
         self._stop.set()
         for _ in self._processes:
-            latencies, errors, day_times = self._results.get(timeout=120)
+            latencies, errors, day_times, cpu = self._results.get(timeout=120)
+            for phase, seconds in cpu.items():
+                self.cpu[phase] = self.cpu.get(phase, 0.0) + seconds
             for phase, values in latencies.items():
                 self.latencies.setdefault(phase, []).extend(values)
             for phase, n in errors.items():
@@ -354,6 +358,9 @@ def _view(
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     day_times: list[tuple[float, float]] = []
+    # This process's CPU by phase: the viewers' own share of the machine during the day.
+    cpu: dict[str, float] = {}
+    cpu_mark = time.process_time()
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         while not stop.is_set():
@@ -380,28 +387,44 @@ def _view(
                     day_times.append((time.time() - took / 1000, took))
             else:
                 errors[name] = errors.get(name, 0) + 1
+            now = time.process_time()
+            cpu[name] = cpu.get(name, 0.0) + now - cpu_mark
+            cpu_mark = now
             stop.wait(think)
-    results.put((latencies, errors, day_times))
+    results.put((latencies, errors, day_times, cpu))
 
 
-def floor_seconds(mix: list[Acquisition], scratch: Path) -> float:
+@dataclass
+class Floor:
+    """The floor: the mix copied and converted one by one, in this process."""
+
+    seconds: float
+    cpu: float  # CPU seconds of this process (all its threads) over the same work
+
+
+def floor_seconds(mix: list[Acquisition], scratch: Path) -> Floor:
     """Copy (fsynced) and convert each file of the mix, one by one, in this process."""
+    import resource
+
     from allmicro_data.ingest.convert import convert_file
 
-    total = 0.0
+    total = cpu = 0.0
     for acquisition in mix:
         copy = scratch / f"copy{acquisition.path.suffix}"
         target = scratch / "floor.ome.zarr"
         os.sync()
         started = time.perf_counter()
+        used = resource.getrusage(resource.RUSAGE_SELF)
         shutil.copyfile(acquisition.path, copy)
         with copy.open("rb+") as handle:
             os.fsync(handle.fileno())
         convert_file(copy, target)
         total += time.perf_counter() - started
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        cpu += now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
         copy.unlink()
         shutil.rmtree(target)
-    return total
+    return Floor(total, cpu)
 
 
 def _utc(value: str | None) -> float | None:
@@ -628,6 +651,8 @@ def run_day(
             "server_cpu": server_cpu,
             "server_ingest_cpu": server_ingest_cpu,
             "tile_cpu": tile_cpu,
+            "tile_day_cpu": tile_cpu * viewers.count("day"),
+            "viewer_cpu": viewers.cpu.get("day", 0.0),
             "s3_cpu": s3_cpu,
             "agent_cpu": agent_cpu,
             "load_before": load_before,
@@ -655,7 +680,8 @@ def sum_children_cpu() -> float:
     return used
 
 
-def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
+def report(name: str, figures: dict[str, Any], floor: Floor) -> None:
+    floor_rate = figures["bytes"] / GB / floor.seconds
     rate = figures["bytes"] / GB / figures["seconds"]
     idle, day = figures["idle"], figures["day"]
     idle99, day99 = percentile(idle, 0.99), percentile(day, 0.99)
@@ -687,6 +713,7 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
         " tile served);"
         f" S3 servers {figures['s3_cpu'] / gb:.1f} s, agents {figures['agent_cpu'] / gb:.1f} s"
     )
+    cpu_budget(figures, floor)
     waits = figures["waits"]
     print(
         f"  wait before the job starts: median {statistics.median(w for w, _, _ in waits):.2f} s,"
@@ -713,6 +740,37 @@ def report(name: str, figures: dict[str, Any], floor_rate: float) -> None:
     print(
         "  files that waited while a worker was free (longest stretch): "
         + (", ".join(f"{n} {s:.1f} s" for n, s in free) if free else "none")
+    )
+
+
+def cpu_budget(figures: dict[str, Any], floor: Floor) -> None:
+    """Where the machine's CPU went during the day, and the soonest the day could end had our
+    ingest cost no more CPU than the floor's, beside the CPU the viewers and agents took."""
+    cores = os.cpu_count() or 1
+    seconds = figures["seconds"]
+    parts = {
+        "ours (ingest)": figures["our_cpu"],
+        "tiles in the server": figures["tile_day_cpu"],
+        "viewers' clients": figures["viewer_cpu"],
+        "agents": figures["agent_cpu"],
+        "S3 servers": figures["s3_cpu"],
+    }
+    left = cores * seconds - sum(parts.values())
+    print(
+        f"  CPU of the day: {cores} cores x {seconds:.1f} s = {cores * seconds:.1f} CPU-s: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+        + f", left {left:.1f}"
+    )
+    # Viewing takes CPU for as long as the day lasts; the rest is a fixed amount of work.
+    viewing = (figures["tile_day_cpu"] + figures["viewer_cpu"]) / seconds
+    if viewing >= cores:
+        return
+    work = floor.cpu + figures["agent_cpu"] + figures["s3_cpu"]
+    soonest = work / (cores - viewing)
+    print(
+        f"  viewing took {viewing:.2f} cores: ingest at the floor's CPU ({floor.cpu:.1f} s),"
+        f" with the agents' and S3 servers', could end no sooner than {soonest:.1f} s ="
+        f" {floor.seconds / soonest:.0%} of the floor"
     )
 
 
@@ -775,8 +833,12 @@ def main() -> None:
         print(f"\nfloor: copy + convert one by one, no server (load {loadavg()})", flush=True)
         (work / "floor").mkdir()
         floor = floor_seconds(mix, work / "floor")
-        floor_rate = total / GB / floor
-        print(f"  {floor:.1f} s = {floor_rate * 1000:.0f} MB/s (load {loadavg()})", flush=True)
+        floor_rate = total / GB / floor.seconds
+        print(
+            f"  {floor.seconds:.1f} s = {floor_rate * 1000:.0f} MB/s, {floor.cpu:.1f} CPU-s"
+            f" (load {loadavg()})",
+            flush=True,
+        )
 
         # Large jobs: the server's default line (the tomogram and the 16k² SEMs); the quick
         # mix's files are all small, so its 64 MB tomogram gets a line of its own.
@@ -817,9 +879,12 @@ def main() -> None:
                 name = "SeaweedFS S3 + a SeaweedFS replica"
             name += layout
             results[name] = run_day(store.replace("+", "-"), mix, viewing, s3, work, args, servers)
-        print(f"\nfloor {floor_rate * 1000:.0f} MB/s ({floor:.1f} s for {total / GB:.2f} GB)")
+        print(
+            f"\nfloor {floor_rate * 1000:.0f} MB/s ({floor.seconds:.1f} s for {total / GB:.2f} GB,"
+            f" {floor.cpu:.1f} CPU-s = {floor.cpu / (total / GB):.1f} s per GB)"
+        )
         for name, figures in results.items():
-            report(name, figures, floor_rate)
+            report(name, figures, floor)
         local = results.get("local store")
         s3_name = next((n for n in results if n.startswith("SeaweedFS S3 (")), None)
         if local is not None and s3_name is not None:
