@@ -75,3 +75,19 @@ def test_a_tile_request_tries_the_viewer_routes_first(tmp_path: Path) -> None:
     tried = routes.index(found) + 1
     # The IIIF router's own routes only (it names fewer than 25), not the API's 150 before it.
     assert tried < 25, f"a tile tries {tried} routes"
+
+
+def test_the_documentation_keeps_its_order_of_sections(tmp_path: Path) -> None:
+    """The API documentation lists its sections by API_TAGS, not by the order routes are tried
+    in (which puts the viewer's first): every tag an operation has is listed there, once."""
+    document = create_app(Settings(data_dir=tmp_path)).openapi()
+    listed = [tag["name"] for tag in document.get("tags", [])]
+    used = {
+        tag
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for tag in operation.get("tags", [])
+    }
+    assert len(listed) == len(set(listed))
+    assert set(listed) == used
+    assert listed[:4] == ["health", "auth", "admin", "catalogue"]
