@@ -428,7 +428,13 @@ def main() -> None:
     if args.out is not None:
         OUT = args.out
     selected = set(args.only or ["sem", "sem-strips", "tomo"] + (["big"] if args.big else []))
-    make_inputs("big" in selected)
+    # In a process of its own: making the inputs grows a process to several GB, and every tool
+    # started from that process afterwards would report it as its own peak RSS (a child's
+    # ru_maxrss starts from what its parent had mapped when it forked).
+    os.environ["BENCH_DATA"] = str(DATA)
+    subprocess.run(
+        [PYTHON, __file__, "_inputs", "big" if "big" in selected else "standard"], check=True
+    )
     if args.codecs:
         for name in ("sem_16k.tif", "tomo.mrc"):
             subprocess.run([PYTHON, __file__, "_codecs", str(DATA / name)], check=True)
@@ -502,6 +508,11 @@ if __name__ == "__main__":
         helper.add_argument("--codec", default=None)
         helper.add_argument("--chunk", type=int, default=None)
         helper_args = helper.parse_args()
-        {"_floor": floor, "_codecs": compare_codecs}[helper_args.command](helper_args)
+        helpers: dict[str, Callable[[argparse.Namespace], None]] = {
+            "_floor": floor,
+            "_codecs": compare_codecs,
+            "_inputs": lambda a: make_inputs(a.input == "big"),
+        }
+        helpers[helper_args.command](helper_args)
     else:
         main()
