@@ -25,7 +25,9 @@ ready) against the floor; tile p50/p99 idle and during the day; each file's wait
 done to its job's start (and the files that waited while a job worker was free); CPU seconds
 per GB of our processes (job processes, and the server process less its tiles at the idle
 phase's CPU per tile), the S3 servers' and the agents' separately, and our CPU per byte on S3
-against the local store's;
+against the local store's; the day's CPU budget (ours, the server's tiles, the viewers' own
+clients, the agents, the S3 servers, what was left) and the soonest the day could have ended had
+our ingest cost the floor's CPU (measured with the floor) beside the viewing;
 the load average beside every figure. --quick: a scaled-down mix of 10 small files (a 64 MB tomogram) and short
 phases, for development on a busy machine.
 """
