@@ -43,6 +43,12 @@ class StoredOriginal:
     job: Job | None
     already_present: bool
 
+    @property
+    def ingests_new_bytes(self) -> bool:
+        """A job was queued for bytes the dataset did not hold: the upload's spool file is then
+        worth keeping for that job (keep_for_ingest)."""
+        return self.job is not None and not self.already_present
+
 
 def clean_name(name: str | None) -> str:
     """The base name of an uploaded file, as the user will see it and download it again."""

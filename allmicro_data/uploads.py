@@ -675,7 +675,7 @@ def complete_upload(services: Services, upload_id: str, sha256: str | None = Non
             size=upload.length,
             detail={"already_present": result.already_present, "upload_id": upload.id},
         )
-    if result.job is not None and not result.already_present:
+    if result.ingests_new_bytes:
         keep_for_ingest(services.settings, services.store, path, upload.sha256)
     _discard(services, upload_id)
     services.wake_jobs()

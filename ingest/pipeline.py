@@ -93,12 +93,9 @@ def local_originals(
                 name = f"_{name}"
             used.add(name.lower())
             local = workdir / name
-            copy = None
-            if settings is not None and f.sha256 and f.size is not None:
-                copy = local_copy(settings, f.sha256, f.size)
             if isinstance(store, SupportsLocalPaths):
                 os.symlink(store.local_path(f.storage_key), local)
-            elif copy is not None:
+            elif (copy := _local_copy(settings, f)) is not None:
                 os.symlink(copy, local)
             else:
                 with local.open("wb") as out:
@@ -106,6 +103,13 @@ def local_originals(
                         out.write(block)
             paths.append(local)
         yield paths
+
+
+def _local_copy(settings: Settings | None, f: File) -> Path | None:
+    """The local copy the upload of f left for its job, when there is one to read."""
+    if settings is None or not f.sha256 or f.size is None:
+        return None
+    return local_copy(settings, f.sha256, f.size)
 
 
 def _companions(session: Session, file: File) -> list[File]:

@@ -82,7 +82,7 @@ def upload_file(
             detail={"already_present": result.already_present},
         )
         session.commit()
-        if result.job is not None and not result.already_present:
+        if result.ingests_new_bytes:
             keep_for_ingest(services.settings, services.store, path, sha256)
     finally:
         path.unlink(missing_ok=True)
