@@ -269,6 +269,11 @@ class DiffractionFile(ImageFile):
             series.acquisition = _empad_acquisition(original)
         else:
             series.acquisition = _blockfile_acquisition(original, series.warnings)
+        props = original.get("mib_properties")
+        if isinstance(props, dict):
+            # Where rosettasciio opened the file: a temporary directory of this process, which
+            # the file does not say and which is no one's business outside the server.
+            props.pop("path", None)
         series.vendor["original_metadata"] = jsonable(original)
         series.vendor["axes"] = jsonable(axes)
         self.series.append(series)
