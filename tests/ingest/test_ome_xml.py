@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from allmicro_data.ingest.ome_xml import ACQUISITION_NS, VENDOR_NS, build_ome_xml
 from allmicro_data.ingest.readers import open_image_file
+from tests.conftest import REPO
 from tests.ingest.conftest import SAMPLES, manifest
 
 PRIMARY = [f for f in manifest()["files"] if f.get("role") == "primary"]
@@ -54,3 +58,44 @@ def test_vendor_keys_become_map_annotation_pairs() -> None:
     assert pairs["fei.Beam.HV"] == "5000"
     assert pairs["fei.System.SystemType"] == 'Helios NanoLab" 660'
     assert document.images[0].acquisition_date is not None
+
+
+# Builds the OME-XML of every primary sample in a fresh interpreter, as a job process does: with
+# the ingest package imported first, or ("with-units") with ome-types' pint registry loaded.
+_BUILD_ALL = """
+import hashlib, json, sys
+if sys.argv[1] == "with-units":
+    import ome_types.units
+from allmicro_data.ingest.ome_xml import build_ome_xml
+from allmicro_data.ingest.readers import open_image_file
+from tests.ingest.conftest import SAMPLES, manifest
+digests = []
+for entry in manifest()["files"]:
+    if entry.get("role") != "primary":
+        continue
+    companions = [SAMPLES / c for c in entry.get("companions", [])]
+    with open_image_file(SAMPLES / entry["path"], companions) as image_file:
+        series = image_file.series[image_file.primary_series]
+        xml = build_ome_xml(series, entry["path"])
+    digests.append(hashlib.sha256(xml.encode()).hexdigest())
+units = sys.modules.get("ome_types.units")
+print(json.dumps({"digests": digests, "pint_registry": getattr(units, "ureg", None) is not None}))
+"""
+
+
+def test_job_processes_skip_the_unit_registry_and_build_the_same_documents() -> None:
+    runs = {}
+    for mode in ("as-a-job", "with-units"):
+        done = subprocess.run(
+            [sys.executable, "-c", _BUILD_ALL, mode],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+            timeout=300,
+        )
+        runs[mode] = json.loads(done.stdout.splitlines()[-1])
+    assert not runs["as-a-job"]["pint_registry"]
+    assert runs["with-units"]["pint_registry"]
+    assert len(runs["as-a-job"]["digests"]) == len(PRIMARY) > 10
+    assert runs["as-a-job"]["digests"] == runs["with-units"]["digests"]
