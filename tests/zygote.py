@@ -73,6 +73,9 @@ PRELOAD = (
     "allmicro_data.auth",
     "allmicro_data.notifications",
     "allmicro_data.catalogue.db",
+    # Imported by catalogue.db only where migrations run, which every server start does.
+    "alembic.command",
+    "alembic.config",
     "allmicro_data.object_keys",
     "allmicro_data.fixity",
     "allmicro_data.storage.checksums",

@@ -8,13 +8,16 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    # Imported where migrations run: job processes and most commands never do, and alembic
+    # costs 80 ms of start-up each.
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Percent signs in passwords would be read as interpolation by configparser.
@@ -105,6 +110,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the catalogue schema at url up to revision (default: the newest)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
