@@ -54,5 +54,6 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "httpx", "numcodecs", "asyncio"):
+    # alembic.runtime.plugins: a line per plugin each time alembic loads, at every server start.
+    for noisy in ("uvicorn.access", "httpx", "numcodecs", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

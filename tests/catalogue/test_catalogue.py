@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +283,24 @@ def test_api_answers_503_when_every_connection_is_busy(settings: Any) -> None:
         assert busy.headers["retry-after"] == "2"
         assert busy.json()["title"] == "Catalogue unavailable"
         assert client.get("/api/projects", headers=auth).status_code == 200
+
+
+_MIGRATE_WITH_SERVER_LOGGING = """
+import sys
+from allmicro_data.catalogue.db import upgrade
+from allmicro_data.logs import configure_logging
+configure_logging("INFO")
+upgrade(sys.argv[1])
+"""
+
+
+def test_a_migration_logs_its_steps_and_not_alembics_plugins(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _MIGRATE_WITH_SERVER_LOGGING, f"sqlite:///{tmp_path / 'c.db'}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "Running upgrade" in done.stderr
+    assert "alembic.runtime.plugins" not in done.stderr
