@@ -298,17 +298,6 @@ def compare_codecs(args: argparse.Namespace) -> None:
 # ---- the comparison ---------------------------------------------------------------------------
 
 
-def prefault_memory(gib: int) -> None:
-    """Touch memory once: this VM backs guest pages on first use at about 2.5 s/GiB, which
-    otherwise lands on whichever tool first writes that much page cache."""
-    if gib <= 0:
-        return
-    started = time.perf_counter()
-    blocks = [np.ones(1 << 30, np.uint8) for _ in range(gib)]
-    del blocks
-    print(f"prefaulted {gib} GiB in {time.perf_counter() - started:.0f}s")
-
-
 def page_cache_write_speeds(directory: Path, size_mib: int = 2048) -> tuple[float, float]:
     """MB/s of writing a file into memory that was freed a moment ago, and into memory freed
     long enough ago (10 s) for a VM's free page reporting to have handed it back to its host.
@@ -426,8 +415,8 @@ def compare(
         )
     for codec in floors:
         what = "read once + compress all chunks" + (", a file each" if "+write" in codec else "")
-        # What a converter that ran at this floor would show against the best peer, with the
-        # same start-up as ours: the most that any converter of this layout reaches here.
+        # What a converter that ran exactly at this floor, with our start-up, would show against
+        # the best peer (the +write floor appends a chunk's pieces one by one: ours beats it).
         at_floor = ""
         if best_peer is not None and best_peer_cpu is not None:
             at_floor = (
@@ -448,7 +437,6 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also the 64k² (8 GiB) memory check")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--codecs", action="store_true", help="compare codecs and exit")
-    parser.add_argument("--prefault-gib", type=int, default=0)
     parser.add_argument(
         "--out",
         type=Path,
@@ -457,7 +445,7 @@ def main() -> None:
         " before the next. On an ext4 without a journal (this VM's root filesystem) a file"
         " created within a minute of such deletions costs more to create, the more were deleted:"
         " the inode allocator steps over each recently freed inode (ext4's recently_deleted),"
-        " which weighs on the layouts of many files. 1365 files of 464 MB took 0.6-1.1 s to"
+        " which weighs on the layouts of many files. 1365 files of 464 MB took 0.3-1.1 s to"
         " create there against 0.13 s on an ext4 with its default journal (a loop-mounted"
         " image, `losetup --direct-io=on`), which measures the converters without that.",
     )
@@ -477,7 +465,6 @@ def main() -> None:
         for name in ("sem_16k.tif", "tomo.mrc"):
             subprocess.run([PYTHON, __file__, "_codecs", str(DATA / name)], check=True)
         return
-    prefault_memory(args.prefault_gib)
     reused, handed_back = page_cache_write_speeds(OUT)
     print(
         f"page-cache writes on this machine: {reused:.0f} MB/s into memory freed a moment ago,"
